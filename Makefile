@@ -1,0 +1,55 @@
+# BYOK Portal. `make run` starts everything on embedded defaults; `make test` runs the suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# Tests run on PostgreSQL when it is reachable (row locks and audit triggers need it); see README.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/byok
+PYTEST_ARGS ?=
+
+.PHONY: help run test lint typecheck check bench clean
+
+help:
+	@echo "make run    - set up and start the whole portal on embedded defaults"
+	@echo "make test   - set up and run the test suite"
+	@echo "make lint   - ruff check + ruff format --check"
+	@echo "make typecheck - mypy"
+	@echo "make bench  - run the benchmarks under bench/ and write BENCHMARKS.md"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.runtime-installed: requirements.txt | $(VENV)/bin/python
+	$(PIP) install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(PIP) install -q -r requirements-dev.txt
+	touch $(VENV)/.runtime-installed $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: $(VENV)/.runtime-installed
+	@VENV=$(VENV) bash scripts/run.sh
+
+test: $(VENV)/.dev-installed node_modules/.installed
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.dev-installed
+	$(VENV)/bin/mypy .
+
+bench: $(VENV)/.dev-installed
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m bench
+
+clean:
+	rm -rf $(VENV) node_modules var artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,96 @@
+"""Who is acting: the identity every service function takes.
+
+The two-person rule and the audit trail both speak of the *person* behind a
+request, i.e. the ``(iss, sub)`` of the ID token that authenticated it (SPEC §3),
+not of the Django account — two accounts with the same subject are one person.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+    from accounts.models import User
+
+SESSION_IDENTITY_KEY = "byok_identity"
+SYSTEM_ISSUER = "system"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The acting identity of one request or background job."""
+
+    iss: str
+    sub: str
+    display_name: str
+    user: User | None = None
+    source_ip: str | None = None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        return (self.iss, self.sub)
+
+    @property
+    def is_system(self) -> bool:
+        return self.iss == SYSTEM_ISSUER
+
+    @classmethod
+    def for_user(cls, user: User, *, source_ip: str | None = None, request_id: str | None = None) -> Actor:
+        """An actor acting under the account's own identity (local accounts, CLI, tests)."""
+        iss, sub = user.identity
+        return cls(
+            iss=iss,
+            sub=sub,
+            display_name=user.display_name,
+            user=user,
+            source_ip=source_ip,
+            request_id=request_id or uuid.uuid4().hex,
+        )
+
+    @classmethod
+    def system(cls, job: str) -> Actor:
+        """The portal itself, e.g. the daily cleanup run by Celery beat."""
+        return cls(iss=SYSTEM_ISSUER, sub=job, display_name=f"BYOK Portal ({job})")
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The client address as seen by Django (a trusted proxy must set REMOTE_ADDR)."""
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def actor_from_request(request: HttpRequest) -> Actor:
+    """The identity behind an authenticated request.
+
+    Bearer-token requests carry the verified claims on ``request.auth``; browser
+    sessions carry the ``(iss, sub)`` of the ID token they logged in with. Anything
+    else (local login) falls back to the account's own identity.
+    """
+    user: Any = request.user
+    request_id = request.META.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex
+    claims = getattr(request, "auth", None)
+    if isinstance(claims, dict) and claims.get("iss") and claims.get("sub"):
+        return Actor(
+            iss=str(claims["iss"]),
+            sub=str(claims["sub"]),
+            display_name=user.display_name,
+            user=user,
+            source_ip=client_ip(request),
+            request_id=request_id,
+        )
+    session_identity = request.session.get(SESSION_IDENTITY_KEY) if hasattr(request, "session") else None
+    if session_identity:
+        iss, sub = session_identity
+        return Actor(
+            iss=iss,
+            sub=sub,
+            display_name=user.display_name,
+            user=user,
+            source_ip=client_ip(request),
+            request_id=request_id,
+        )
+    return Actor.for_user(user, source_ip=client_ip(request), request_id=request_id)

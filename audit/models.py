@@ -1,0 +1,74 @@
+"""The audit trail: one hash-chained event per action (SPEC §4)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Outcome(models.TextChoices):
+    SUCCESS = "success", "Success"
+    NOOP = "noop", "No-op"
+    REFUSED = "refused", "Refused"
+    FAILED = "failed", "Failed"
+
+
+class AuditEvent(models.Model):
+    """One audited action, immutable once written.
+
+    Keystore and key are plain ids with their names, alias and ARN copied in (no
+    foreign keys, so nothing cascades and events stay meaningful after deletion).
+    ``hash`` is HMAC-SHA-256 under ``BYOK_AUDIT_KEY`` over the previous event's hash
+    and this event's canonical content (:mod:`audit.chain`); on PostgreSQL a
+    trigger rejects UPDATE, DELETE and TRUNCATE. Never holds key material or tokens.
+    """
+
+    seq = models.BigIntegerField(unique=True)
+    time = models.DateTimeField()
+    actor_iss = models.CharField(max_length=255)
+    actor_sub = models.CharField(max_length=255)
+    actor_name = models.CharField(max_length=255, blank=True, default="")
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True, default="")
+    operation = models.CharField(max_length=32)
+    keystore_id = models.UUIDField(null=True, blank=True)
+    keystore_name = models.CharField(max_length=200, blank=True, default="")
+    key_id = models.UUIDField(null=True, blank=True)
+    key_alias = models.CharField(max_length=256, blank=True, default="")
+    key_arn = models.CharField(max_length=2048, blank=True, default="")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    reason = models.CharField(max_length=128, blank=True, default="")
+    state_before = models.CharField(max_length=20, blank=True, default="")
+    state_after = models.CharField(max_length=20, blank=True, default="")
+    kms_request_ids = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True, default="")
+    details = models.JSONField(default=dict, blank=True)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-seq"]
+        indexes = [
+            models.Index(fields=["keystore_id", "-seq"], name="audit_by_keystore"),
+            models.Index(fields=["key_id", "-seq"], name="audit_by_key"),
+            models.Index(fields=["actor_sub", "-seq"], name="audit_by_actor"),
+            models.Index(fields=["operation", "-seq"], name="audit_by_operation"),
+            models.Index(fields=["outcome", "-seq"], name="audit_by_outcome"),
+            models.Index(fields=["time"], name="audit_by_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.operation} {self.outcome} by {self.actor_name or self.actor_sub}"
+
+
+class AuditHead(models.Model):
+    """The newest ``(seq, hash)`` of the chain, one row.
+
+    Appends lock this row, which serialises writers so the chain never forks; it is
+    also what operators publish externally to detect a truncated tail.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    seq = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default="")
+
+    def __str__(self) -> str:
+        return f"audit head #{self.seq}"

@@ -1,0 +1,351 @@
+"""The one thin layer in front of boto3: every AWS call the portal makes is here.
+
+Each keystore is reached by assuming its role with its ExternalId; the temporary
+credentials are cached per keystore until shortly before they expire. AWS errors
+become :class:`AwsError`, which keeps AWS's own code, message and request id so the
+user and the audit trail see what AWS said. Key material passes through
+:meth:`KmsSession.import_material` only, wrapped before it leaves the process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+from django.conf import settings
+
+from keys.custody import wrap_for_import
+from keys.lifecycle import KmsState
+
+if TYPE_CHECKING:
+    from mypy_boto3_kms import KMSClient
+    from mypy_boto3_sts import STSClient
+
+    from keystores.models import Keystore
+
+# Refresh assumed-role credentials this long before AWS says they expire, so a
+# multi-step operation never starts with credentials about to lapse.
+CREDENTIAL_REFRESH_MARGIN = dt.timedelta(minutes=5)
+SESSION_NAME = "byok-portal"
+
+_AWS_STATE_TO_KMS_STATE = {
+    "Enabled": KmsState.ENABLED,
+    "Disabled": KmsState.DISABLED,
+    "PendingImport": KmsState.EMPTY,
+    "PendingDeletion": KmsState.PENDING_DELETION,
+}
+
+
+class AwsError(Exception):
+    """An AWS call failed. ``kind`` is the API error code: ``kms_error`` or ``aws_connection_error``."""
+
+    def __init__(self, *, kind: str, operation: str, code: str, message: str, request_id: str = "") -> None:
+        self.kind = kind
+        self.operation = operation
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        super().__init__(f"{operation} failed: {code}: {message}")
+
+
+def _botocore_config() -> Config:
+    return Config(
+        connect_timeout=settings.BYOK_AWS_CONNECT_TIMEOUT,
+        read_timeout=settings.BYOK_AWS_READ_TIMEOUT,
+        retries={"mode": "adaptive", "max_attempts": settings.BYOK_AWS_MAX_ATTEMPTS},
+        user_agent_appid="byok-portal",
+    )
+
+
+def _endpoint_kwargs() -> dict[str, Any]:
+    """The sandbox when BYOK_SANDBOX is on; otherwise boto3's own resolution (AWS_ENDPOINT_URL included)."""
+    if settings.BYOK_SANDBOX:
+        return {
+            "endpoint_url": settings.BYOK_SANDBOX_URL,
+            "aws_access_key_id": "sandbox",
+            "aws_secret_access_key": "sandbox",
+        }
+    return {}
+
+
+def _translate(exc: Exception, *, operation: str, kind: str) -> AwsError:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err = exc.response.get("Error", {})
+        meta = exc.response.get("ResponseMetadata", {})
+        return AwsError(
+            kind=kind,
+            operation=operation,
+            code=str(err.get("Code", "Unknown")),
+            message=str(err.get("Message", "")),
+            request_id=str(meta.get("RequestId", "")),
+        )
+    if isinstance(exc, botocore.exceptions.ConnectTimeoutError | botocore.exceptions.ReadTimeoutError):
+        return AwsError(kind="aws_connection_error", operation=operation, code="Timeout", message=str(exc))
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return AwsError(kind="aws_connection_error", operation=operation, code="NoCredentials", message=str(exc))
+    return AwsError(kind="aws_connection_error", operation=operation, code=type(exc).__name__, message=str(exc))
+
+
+_CALL_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+
+
+def _sts_client(region: str) -> STSClient:
+    return boto3.client("sts", region_name=region, config=_botocore_config(), **_endpoint_kwargs())
+
+
+@dataclass
+class _CachedCredentials:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str
+    expires_at: dt.datetime
+
+
+class _CredentialCache:
+    """Assumed-role credentials per keystore; a cache, so losing it costs one AssumeRole."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str, str, str], _CachedCredentials] = {}
+
+    def get(self, keystore: Keystore) -> _CachedCredentials:
+        cache_key = (str(keystore.pk), keystore.role_arn, keystore.external_id, keystore.region)
+        now = dt.datetime.now(dt.UTC)
+        with self._lock:
+            cached = self._entries.get(cache_key)
+            if cached and cached.expires_at - CREDENTIAL_REFRESH_MARGIN > now:
+                return cached
+        fresh = self._assume(keystore)
+        with self._lock:
+            self._entries[cache_key] = fresh
+        return fresh
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    @staticmethod
+    def _assume(keystore: Keystore) -> _CachedCredentials:
+        try:
+            response = _sts_client(keystore.region).assume_role(
+                RoleArn=keystore.role_arn,
+                RoleSessionName=SESSION_NAME,
+                ExternalId=keystore.external_id,
+                DurationSeconds=settings.BYOK_AWS_SESSION_SECONDS,
+            )
+        except _CALL_ERRORS as exc:
+            raise _translate(exc, operation="AssumeRole", kind="aws_connection_error") from exc
+        creds = response["Credentials"]
+        return _CachedCredentials(
+            access_key_id=creds["AccessKeyId"],
+            secret_access_key=creds["SecretAccessKey"],
+            session_token=creds["SessionToken"],
+            expires_at=creds["Expiration"],
+        )
+
+
+credential_cache = _CredentialCache()
+
+
+@dataclass(frozen=True)
+class KmsKeyInfo:
+    """What DescribeKey says of a KMS key, in the portal's terms."""
+
+    arn: str
+    aws_state: str
+    state: KmsState
+    deletion_date: dt.datetime | None
+    origin: str
+
+
+@dataclass
+class KmsSession:
+    """KMS calls for one keystore, collecting AWS request ids for the audit trail."""
+
+    client: KMSClient
+    request_ids: list[str] = field(default_factory=list)
+
+    def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        method = getattr(self.client, _snake(operation))
+        try:
+            response: dict[str, Any] = method(**kwargs)
+        except _CALL_ERRORS as exc:
+            error = _translate(exc, operation=operation, kind="kms_error")
+            if error.request_id:
+                self.request_ids.append(error.request_id)
+            raise error from exc
+        request_id = response.get("ResponseMetadata", {}).get("RequestId", "")
+        if request_id:
+            self.request_ids.append(request_id)
+        return response
+
+    # --- keys ---------------------------------------------------------------
+    def create_external_key(self, *, description: str, tags: Mapping[str, str]) -> str:
+        """CreateKey with Origin=EXTERNAL, tagged at creation so it can always be found again."""
+        response = self._call(
+            "CreateKey",
+            Origin="EXTERNAL",
+            KeySpec="SYMMETRIC_DEFAULT",
+            KeyUsage="ENCRYPT_DECRYPT",
+            Description=description[:8192],
+            Tags=[{"TagKey": k, "TagValue": v} for k, v in tags.items()],
+        )
+        return str(response["KeyMetadata"]["Arn"])
+
+    def describe(self, key_id: str) -> KmsKeyInfo:
+        meta = self._call("DescribeKey", KeyId=key_id)["KeyMetadata"]
+        aws_state = str(meta.get("KeyState", ""))
+        return KmsKeyInfo(
+            arn=str(meta["Arn"]),
+            aws_state=aws_state,
+            state=_AWS_STATE_TO_KMS_STATE.get(aws_state, KmsState.UNKNOWN),
+            deletion_date=meta.get("DeletionDate"),
+            origin=str(meta.get("Origin", "")),
+        )
+
+    def import_material(self, key_id: str, material: bytes | bytearray) -> None:
+        """GetParametersForImport (a fresh pair every time: they are single-use, 24 h) + ImportKeyMaterial."""
+        params = self._call(
+            "GetParametersForImport",
+            KeyId=key_id,
+            WrappingAlgorithm="RSAES_OAEP_SHA_256",
+            WrappingKeySpec="RSA_4096",
+        )
+        self._call(
+            "ImportKeyMaterial",
+            KeyId=key_id,
+            ImportToken=params["ImportToken"],
+            EncryptedKeyMaterial=wrap_for_import(material, params["PublicKey"]),
+            # The portal is the system of record and re-imports on demand; an expiring
+            # copy in KMS would silently break customers' workloads.
+            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+        )
+
+    def delete_material(self, key_id: str) -> None:
+        self._call("DeleteImportedKeyMaterial", KeyId=key_id)
+
+    def enable(self, key_id: str) -> None:
+        self._call("EnableKey", KeyId=key_id)
+
+    def disable(self, key_id: str) -> None:
+        self._call("DisableKey", KeyId=key_id)
+
+    def schedule_deletion(self, key_id: str, days: int) -> dt.datetime:
+        response = self._call("ScheduleKeyDeletion", KeyId=key_id, PendingWindowInDays=days)
+        return response["DeletionDate"]  # type: ignore[no-any-return]
+
+    def cancel_deletion(self, key_id: str) -> None:
+        self._call("CancelKeyDeletion", KeyId=key_id)
+
+    # --- aliases and tags ---------------------------------------------------
+    def point_alias(self, alias: str, key_id: str) -> None:
+        """Make ``alias`` name ``key_id``: UpdateAlias if it exists in the account, else CreateAlias."""
+        try:
+            self._call("UpdateAlias", AliasName=alias, TargetKeyId=key_id)
+        except AwsError as exc:
+            if exc.code != "NotFoundException":
+                raise
+            self._call("CreateAlias", AliasName=alias, TargetKeyId=key_id)
+
+    def delete_alias(self, alias: str) -> None:
+        try:
+            self._call("DeleteAlias", AliasName=alias)
+        except AwsError as exc:
+            if exc.code != "NotFoundException":
+                raise
+
+    def aliases_of(self, key_id: str) -> list[str]:
+        response = self._call("ListAliases", KeyId=key_id)
+        return [str(a["AliasName"]) for a in response.get("Aliases", [])]
+
+    def tags_of(self, key_id: str) -> dict[str, str]:
+        response = self._call("ListResourceTags", KeyId=key_id)
+        return {str(t["TagKey"]): str(t["TagValue"]) for t in response.get("Tags", [])}
+
+    def set_tags(self, key_id: str, tags: Mapping[str, str]) -> None:
+        if tags:
+            self._call("TagResource", KeyId=key_id, Tags=[{"TagKey": k, "TagValue": v} for k, v in tags.items()])
+
+    def remove_tags(self, key_id: str, tag_keys: list[str]) -> None:
+        if tag_keys:
+            self._call("UntagResource", KeyId=key_id, TagKeys=tag_keys)
+
+    def find_keys_tagged(self, tag_key: str, tag_value: str) -> Iterator[str]:
+        """ARNs of keys carrying ``tag_key=tag_value`` (ListKeys + ListResourceTags: slow, for recovery only)."""
+        marker: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Limit": 1000}
+            if marker:
+                kwargs["Marker"] = marker
+            page = self._call("ListKeys", **kwargs)
+            for entry in page.get("Keys", []):
+                try:
+                    tags = self.tags_of(entry["KeyId"])
+                except AwsError:
+                    continue  # AWS-managed or foreign keys we may not read
+                if tags.get(tag_key) == tag_value:
+                    yield str(entry["KeyArn"])
+            if not page.get("Truncated"):
+                return
+            marker = page.get("NextMarker")
+
+    def probe(self) -> None:
+        """A harmless call proving the role works for KMS (used by "Test connection")."""
+        self._call("ListAliases", Limit=1)
+
+
+def _snake(operation: str) -> str:
+    out = []
+    for i, ch in enumerate(operation):
+        if ch.isupper() and i:
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+def kms_for(keystore: Keystore) -> KmsSession:
+    """A KMS session in the keystore's account and region, through its assumed role."""
+    creds = credential_cache.get(keystore)
+    kwargs = _endpoint_kwargs()
+    kwargs.update(
+        aws_access_key_id=creds.access_key_id,
+        aws_secret_access_key=creds.secret_access_key,
+        aws_session_token=creds.session_token,
+    )
+    client = boto3.client("kms", region_name=keystore.region, config=_botocore_config(), **kwargs)
+    return KmsSession(client=client)
+
+
+_principal_lock = threading.Lock()
+_principal_arn: str | None = None
+
+
+def portal_principal_arn() -> str:
+    """The ARN customers must trust: BYOK_AWS_PRINCIPAL_ARN, else what STS says we are."""
+    global _principal_arn
+    if settings.BYOK_AWS_PRINCIPAL_ARN:
+        return str(settings.BYOK_AWS_PRINCIPAL_ARN)
+    with _principal_lock:
+        if _principal_arn is None:
+            try:
+                arn = _sts_client("us-east-1").get_caller_identity()["Arn"]
+            except _CALL_ERRORS as exc:
+                raise _translate(exc, operation="GetCallerIdentity", kind="aws_connection_error") from exc
+            _principal_arn = _principal_from_caller_arn(str(arn))
+        return _principal_arn
+
+
+def _principal_from_caller_arn(arn: str) -> str:
+    """An assumed-role session ARN is not a valid principal; trust the role behind it."""
+    # arn:aws:sts::123456789012:assumed-role/RoleName/session -> arn:aws:iam::123456789012:role/RoleName
+    if ":assumed-role/" in arn:
+        prefix, rest = arn.split(":assumed-role/", 1)
+        partition_account = prefix.replace(":sts:", ":iam:")
+        return f"{partition_account}:role/{rest.split('/')[0]}"
+    return arn

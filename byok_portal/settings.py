@@ -1,0 +1,319 @@
+"""Django settings for BYOK Portal, read from the environment (SPEC §8).
+
+Defaults are the embedded development setup (SQLite, the sandbox AWS, Celery on a
+filesystem broker) so that a checkout runs with ``make run``. Outside debug mode
+every production value must be given explicitly; a missing one fails at start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
+
+from byok_portal.env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("BYOK_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+
+_missing: list[str] = []
+
+
+def _required(name: str, debug_default: str) -> str:
+    """A production value: optional while debugging, mandatory otherwise."""
+    value = env_str(name)
+    if value:
+        return value
+    if DEBUG:
+        return debug_default
+    _missing.append(name)
+    return ""
+
+
+SECRET_KEY = _required("DJANGO_SECRET_KEY", "insecure-development-key-" + "x" * 40)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+if not DEBUG and not ALLOWED_HOSTS:
+    _missing.append("ALLOWED_HOSTS")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "axes",
+    "mozilla_django_oidc",
+    "django_celery_beat",
+    "accounts",
+    "keystores",
+    "keys",
+    "audit",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it inspects the response of the login views.
+    "axes.middleware.AxesMiddleware",
+]
+
+ROOT_URLCONF = "byok_portal.urls"
+WSGI_APPLICATION = "byok_portal.wsgi.application"
+AUTH_USER_MODEL = "accounts.User"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+# --- Security -----------------------------------------------------------------
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BYOK_BEHIND_TLS_PROXY", False) else None
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# --- Authentication -----------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    # django-axes first, so a locked-out client is refused before a password check.
+    "axes.backends.AxesStandaloneBackend",
+    "accounts.oidc.PortalOIDCBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+BYOK_LOCAL_LOGIN = env_bool("BYOK_LOCAL_LOGIN", True)
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = env_int("AXES_COOLOFF_MINUTES", 15) / 60
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+
+OIDC_RP_CLIENT_ID = env_str("OIDC_RP_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = env_str("OIDC_RP_CLIENT_SECRET")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env_str("OIDC_OP_AUTHORIZATION_ENDPOINT")
+OIDC_OP_TOKEN_ENDPOINT = env_str("OIDC_OP_TOKEN_ENDPOINT")
+OIDC_OP_USER_ENDPOINT = env_str("OIDC_OP_USER_ENDPOINT")
+OIDC_OP_JWKS_ENDPOINT = env_str("OIDC_OP_JWKS_ENDPOINT")
+OIDC_OP_LOGOUT_ENDPOINT = env_str("OIDC_OP_LOGOUT_ENDPOINT")
+OIDC_OP_ISSUER = env_str("OIDC_OP_ISSUER")
+OIDC_ENABLED = bool(OIDC_RP_CLIENT_ID and OIDC_OP_AUTHORIZATION_ENDPOINT)
+# mozilla-django-oidc's defaults are unsafe for us (NOTES.md): pin RS256, turn on
+# PKCE, bound every call to the provider, and keep the ID token for the
+# two-person rule.
+OIDC_RP_SIGN_ALGO = env_str("OIDC_RP_SIGN_ALGO", "RS256")
+OIDC_USE_PKCE = True
+OIDC_USE_NONCE = True
+OIDC_TIMEOUT = env_int("OIDC_TIMEOUT_SECONDS", 10)
+OIDC_STORE_ID_TOKEN = True
+OIDC_RP_SCOPES = env_str("OIDC_RP_SCOPES", "openid email profile")
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups")
+# Group name in the ID token that grants the global "may create keystores" permission.
+OIDC_CREATOR_GROUP = env_str("OIDC_CREATOR_GROUP")
+OIDC_VERIFY_SSL = env_bool("OIDC_VERIFY_SSL", True)
+OIDC_RP_LOGIN_URL_NAME = "oidc_authentication_init"
+if not DEBUG and not OIDC_ENABLED and not BYOK_LOCAL_LOGIN:
+    raise ImproperlyConfigured("Neither OIDC (OIDC_RP_CLIENT_ID, ...) nor local login is enabled: nobody could log in.")
+if OIDC_ENABLED:
+    for _name in ("OIDC_OP_TOKEN_ENDPOINT", "OIDC_OP_JWKS_ENDPOINT", "OIDC_OP_ISSUER"):
+        if not globals()[_name]:
+            _missing.append(_name)
+
+# --- REST framework -----------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.BearerIDTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.UserRateThrottle",
+        "rest_framework.throttling.ScopedRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_str("BYOK_THROTTLE_USER", "600/min"),
+        "lifecycle": env_str("BYOK_THROTTLE_LIFECYCLE", "60/min"),
+        "download": env_str("BYOK_THROTTLE_DOWNLOAD", "10/min"),
+    },
+    "EXCEPTION_HANDLER": "byok_portal.api.exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "BYOK Portal API",
+    "DESCRIPTION": "Bring-Your-Own-Key portal for AWS KMS.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env_str("CACHE_URL")}
+        if env_str("CACHE_URL")
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
+# --- Celery -------------------------------------------------------------------
+# Without CELERY_BROKER_URL the embedded default is kombu's filesystem transport,
+# so `make run` needs no broker process; production points this at Redis.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = (
+    {
+        "data_folder_in": str(VAR_DIR / "celery" / "queue"),
+        "data_folder_out": str(VAR_DIR / "celery" / "queue"),
+        "processed_folder": str(VAR_DIR / "celery" / "processed"),
+        "store_processed": False,
+    }
+    if CELERY_BROKER_URL == "filesystem://"
+    else {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+)
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or None
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "daily-cleanup": {
+        "task": "keys.tasks.cleanup_due_keys",
+        "schedule": crontab(minute=env_int("BYOK_CLEANUP_MINUTE", 15), hour=env_int("BYOK_CLEANUP_HOUR", 2)),
+    },
+    "reconcile": {
+        "task": "keys.tasks.reconcile_all",
+        "schedule": float(env_int("BYOK_RECONCILE_INTERVAL_SECONDS", 3600)),
+    },
+    "expiry-warnings": {
+        "task": "keys.tasks.warn_expiring_keys",
+        "schedule": crontab(minute=0, hour=env_int("BYOK_EXPIRY_WARNING_HOUR", 6)),
+    },
+}
+
+# --- AWS and key custody ------------------------------------------------------
+BYOK_SANDBOX = env_bool("BYOK_SANDBOX", False)
+BYOK_SANDBOX_URL = env_str("BYOK_SANDBOX_URL", "http://127.0.0.1:4566")
+# The portal's own principal, as customers must name it in their role trust policy.
+# Empty: discovered once with sts:GetCallerIdentity.
+BYOK_AWS_PRINCIPAL_ARN = env_str("BYOK_AWS_PRINCIPAL_ARN")
+BYOK_AWS_CONNECT_TIMEOUT = env_int("BYOK_AWS_CONNECT_TIMEOUT", 5)
+BYOK_AWS_READ_TIMEOUT = env_int("BYOK_AWS_READ_TIMEOUT", 20)
+BYOK_AWS_MAX_ATTEMPTS = env_int("BYOK_AWS_MAX_ATTEMPTS", 4)
+BYOK_AWS_SESSION_SECONDS = env_int("BYOK_AWS_SESSION_SECONDS", 3600)
+BYOK_TAG_KEY = env_str("BYOK_TAG_KEY", "byok-portal:key-id")
+BYOK_ALIAS_PREFIX = env_str("BYOK_ALIAS_PREFIX", "alias/")
+BYOK_DELETION_WINDOW_DAYS = env_int("BYOK_DELETION_WINDOW_DAYS", 30)
+BYOK_DOWNLOAD_PREPARE_TTL_SECONDS = env_int("BYOK_DOWNLOAD_PREPARE_TTL_SECONDS", 24 * 3600)
+BYOK_EXPIRY_WARNING_DAYS = env_int("BYOK_EXPIRY_WARNING_DAYS", 30)
+BYOK_AUTO_REUPLOAD = env_bool("BYOK_AUTO_REUPLOAD", False)
+
+# The KEK wraps every key's material; losing it loses every key. In debug mode a
+# development KEK is generated once under var/ so that restarts keep working.
+BYOK_KEK = env_str("BYOK_KEK")
+BYOK_KEK_FILE = env_str("BYOK_KEK_FILE", str(VAR_DIR / "dev-kek.b64") if DEBUG else "")
+if not DEBUG and not (BYOK_KEK or BYOK_KEK_FILE):
+    _missing.append("BYOK_KEK")
+BYOK_KEK_PREVIOUS = env_str("BYOK_KEK_PREVIOUS")
+BYOK_AUDIT_KEY = _required("BYOK_AUDIT_KEY", "development-audit-key")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {"()": "byok_portal.logging.JSONFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json"},
+    },
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # botocore logs request bodies at DEBUG, and ImportKeyMaterial's body holds
+        # wrapped material: never let it below INFO.
+        "botocore": {"level": "WARNING"},
+        "boto3": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+    },
+}
+
+if _missing:
+    raise ImproperlyConfigured(
+        "Missing production settings (set them, or DJANGO_DEBUG=true for development): " + ", ".join(_missing)
+    )

@@ -1,0 +1,102 @@
+"""Portal keys: the system of record for key material imported into AWS KMS."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from keys.lifecycle import KeyState, KmsState, allowed_operations
+from keystores.models import Keystore
+
+
+class Key(models.Model):
+    """A portal key and its one KMS key (``Origin=EXTERNAL``).
+
+    The material itself is only ever stored sealed (AES-256-GCM under the KEK, bound
+    to this key's id, see :mod:`keys.custody`); ``material_sealed`` is emptied when
+    the key reaches ``DELETED``. ``kcv`` is safe to show.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    keystore = models.ForeignKey(Keystore, on_delete=models.PROTECT, related_name="keys")
+    name = models.CharField(max_length=200)
+    alias = models.CharField(max_length=256, blank=True, default="")
+    tags = models.JSONField(default=dict, blank=True)
+    expires = models.DateField(null=True, blank=True)
+    state = models.CharField(max_length=20, choices=KeyState.choices, default=KeyState.ACTIVE)
+    kms_key_arn = models.CharField("KMS key ARN", max_length=2048, blank=True, default="")
+    kms_state = models.CharField(max_length=20, choices=KmsState.choices, default=KmsState.UNKNOWN)
+    kms_checked_at = models.DateTimeField(null=True, blank=True)
+    # Human-readable disagreements between the portal and KMS found by reconciliation; empty when in step.
+    drift = models.JSONField(default=list, blank=True)
+    kcv = models.CharField("KCV", max_length=6, blank=True, default="")
+    material_sealed = models.BinaryField(null=True, blank=True, editable=False)
+    deletion_date = models.DateTimeField(null=True, blank=True)
+    replaces = models.OneToOneField("self", on_delete=models.PROTECT, null=True, blank=True, related_name="replaced_by")
+    # The two-person rule's mark: who prepared a download, for which public key, until when.
+    download_public_key = models.TextField(blank=True, default="", editable=False)
+    download_prepared_by_iss = models.CharField(max_length=255, blank=True, default="")
+    download_prepared_by_sub = models.CharField(max_length=255, blank=True, default="")
+    download_prepared_at = models.DateTimeField(null=True, blank=True)
+    expiry_warned_on = models.DateField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        indexes = [
+            models.Index(fields=["keystore", "state", "-created_at"], name="keys_by_keystore_state"),
+            models.Index(fields=["state", "deletion_date"], name="keys_due_for_cleanup"),
+            models.Index(fields=["expires"], name="keys_by_expiry", condition=Q(expires__isnull=False)),
+        ]
+        constraints = [
+            # An alias names one live key per keystore; AWS enforces the same per account+region.
+            models.UniqueConstraint(
+                fields=["keystore", "alias"],
+                condition=~Q(alias="") & ~Q(state=KeyState.DELETED),
+                name="keys_unique_live_alias",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.alias or self.id})"
+
+    @property
+    def kms_key_id(self) -> str:
+        return self.kms_key_arn.rsplit("/", 1)[-1] if self.kms_key_arn else ""
+
+    @property
+    def download_prepared(self) -> bool:
+        return bool(self.download_public_key)
+
+    @property
+    def allowed_operations(self) -> list[str]:
+        return [op.value for op in allowed_operations(self.state)]
+
+
+class PendingCreation(models.Model):
+    """Intent journal for a KMS key being created (create or renew).
+
+    Written and committed *before* ``CreateKey``, so that a crash between AWS
+    creating the key and the portal committing its ``Key`` row leaves a record from
+    which the orphan is found (by its ARN, or by the portal's tag) and scheduled
+    for deletion instead of being forgotten in the customer's account.
+    """
+
+    key_id = models.UUIDField(primary_key=True)
+    keystore = models.ForeignKey(Keystore, on_delete=models.CASCADE, related_name="+")
+    operation = models.CharField(max_length=20)
+    kms_key_arn = models.CharField(max_length=2048, blank=True, default="")
+    started_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.operation} of {self.key_id} started {self.started_at:%Y-%m-%d %H:%M}"

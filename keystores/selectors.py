@@ -1,0 +1,99 @@
+"""Reads scoped to the user: every page and endpoint starts here.
+
+Outsiders get :class:`NotFound` (never learning that a keystore or key exists);
+members whose role is too weak get :class:`PermissionRefused`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from django.db.models import Exists, OuterRef, QuerySet
+
+from byok_portal.errors import NotFound, PermissionRefused
+from keystores.models import ROLE_RANK, Keystore, Membership, Role
+
+if TYPE_CHECKING:
+    from accounts.models import User
+    from keys.models import Key
+
+
+def _is_superuser(user: Any) -> bool:
+    return bool(getattr(user, "is_authenticated", False) and getattr(user, "is_superuser", False))
+
+
+def keystores_for(user: Any, *, min_role: Role = Role.AUDITOR) -> QuerySet[Keystore]:
+    """Keystores ``user`` holds at least ``min_role`` in (superusers: all)."""
+    if _is_superuser(user):
+        return Keystore.objects.all()
+    if not getattr(user, "is_authenticated", False):
+        return Keystore.objects.none()
+    roles = [role for role, rank in ROLE_RANK.items() if rank >= ROLE_RANK[min_role]]
+    member = Membership.objects.filter(keystore=OuterRef("pk"), user=user, role__in=roles)
+    return Keystore.objects.filter(Exists(member))
+
+
+def role_in(user: Any, keystore: Keystore) -> Role | None:
+    """The user's role in ``keystore`` (superusers act as admins everywhere)."""
+    if _is_superuser(user):
+        return Role.ADMIN
+    if not getattr(user, "is_authenticated", False):
+        return None
+    role = Membership.objects.filter(keystore=keystore, user=user).values_list("role", flat=True).first()
+    return Role(role) if role else None
+
+
+def require_role(user: Any, keystore: Keystore, role: Role) -> Role:
+    """The user's role if it is at least ``role``; NotFound for outsiders, PermissionRefused for weaker members."""
+    held = role_in(user, keystore)
+    if held is None:
+        raise NotFound("Keystore not found.")
+    if ROLE_RANK[held] < ROLE_RANK[role]:
+        raise PermissionRefused(f"This needs the {role.label.lower()} role in keystore {keystore.name!r}.")
+    return held
+
+
+def _parse_uuid(value: Any, what: str) -> uuid.UUID:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError as exc:
+        raise NotFound(f"{what} not found.") from exc
+
+
+def get_keystore_for(user: Any, keystore_id: Any, *, role: Role = Role.AUDITOR) -> Keystore:
+    keystore = Keystore.objects.filter(pk=_parse_uuid(keystore_id, "Keystore")).first()
+    if keystore is None:
+        raise NotFound("Keystore not found.")
+    require_role(user, keystore, role)
+    return keystore
+
+
+def keys_for(user: Any) -> QuerySet[Key]:
+    """Keys in keystores the user can see."""
+    from keys.models import Key
+
+    if _is_superuser(user):
+        return Key.objects.all()
+    return Key.objects.filter(keystore__in=keystores_for(user))
+
+
+def get_key_for(user: Any, key_id: Any, *, role: Role = Role.AUDITOR) -> Key:
+    from keys.models import Key
+
+    key = Key.objects.select_related("keystore").filter(pk=_parse_uuid(key_id, "Key")).first()
+    if key is None:
+        raise NotFound("Key not found.")
+    try:
+        require_role(user, key.keystore, role)
+    except NotFound as exc:
+        raise NotFound("Key not found.") from exc
+    return key
+
+
+def members_of(keystore: Keystore) -> QuerySet[Membership]:
+    return keystore.memberships.select_related("user").order_by("role", "user__username")
+
+
+def can_create_keystores(user: User | Any) -> bool:
+    return bool(getattr(user, "is_authenticated", False) and user.has_perm("keystores.add_keystore"))

@@ -1,0 +1,18 @@
+"""Settings for the test suite: production settings with test secrets, never debug mode."""
+
+import base64
+import os
+
+os.environ.setdefault("DJANGO_DEBUG", "false")
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-" + "t" * 48)
+os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+os.environ.setdefault("BYOK_KEK", base64.b64encode(b"k" * 32).decode())
+os.environ.setdefault("BYOK_AUDIT_KEY", "test-audit-key")
+os.environ.setdefault("BYOK_SANDBOX", "true")
+
+from byok_portal.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
+CELERY_TASK_ALWAYS_EAGER = False
