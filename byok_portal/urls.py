@@ -1,13 +1,13 @@
 """URL routes: pages, the Django admin (behind django-otp) and the REST API under /api/v1/."""
 
 from django.urls import include, path
-from django_otp.admin import OTPAdminSite
 
 from byok_portal import health
-
-admin_site = OTPAdminSite(name="admin")
+from byok_portal.admin import admin_site
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
+    path("admin/", admin_site.urls),
     path("oidc/", include("mozilla_django_oidc.urls")),
+    path("api/v1/", include("byok_portal.api_urls")),
 ]
