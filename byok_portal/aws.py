@@ -59,7 +59,7 @@ def _botocore_config() -> Config:
         connect_timeout=settings.BYOK_AWS_CONNECT_TIMEOUT,
         read_timeout=settings.BYOK_AWS_READ_TIMEOUT,
         retries={"mode": "adaptive", "max_attempts": settings.BYOK_AWS_MAX_ATTEMPTS},
-        user_agent_appid="byok-portal",
+        user_agent_extra="byok-portal",
     )
 
 
@@ -129,6 +129,12 @@ class _CredentialCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+    def clear_for(self, keystore: Keystore) -> None:
+        """Forget one keystore's credentials, e.g. so "Test connection" proves the role works right now."""
+        with self._lock:
+            for cache_key in [k for k in self._entries if k[0] == str(keystore.pk)]:
+                del self._entries[cache_key]
 
     @staticmethod
     def _assume(keystore: Keystore) -> _CachedCredentials:
@@ -238,7 +244,8 @@ class KmsSession:
 
     def schedule_deletion(self, key_id: str, days: int) -> dt.datetime:
         response = self._call("ScheduleKeyDeletion", KeyId=key_id, PendingWindowInDays=days)
-        return response["DeletionDate"]  # type: ignore[no-any-return]
+        deletion_date: dt.datetime = response["DeletionDate"]
+        return deletion_date
 
     def cancel_deletion(self, key_id: str) -> None:
         self._call("CancelKeyDeletion", KeyId=key_id)
@@ -252,6 +259,10 @@ class KmsSession:
             if exc.code != "NotFoundException":
                 raise
             self._call("CreateAlias", AliasName=alias, TargetKeyId=key_id)
+
+    def create_alias(self, alias: str, key_id: str) -> None:
+        """CreateAlias; AlreadyExistsException if the account already uses the name (never stolen silently)."""
+        self._call("CreateAlias", AliasName=alias, TargetKeyId=key_id)
 
     def delete_alias(self, alias: str) -> None:
         try:

@@ -77,8 +77,8 @@ class Transition:
 
 def _row(
     operation: Operation,
-    allowed: set[KeyState],
-    noop: set[KeyState],
+    allowed: set[KeyState] | frozenset[KeyState],
+    noop: set[KeyState] | frozenset[KeyState],
     target: KeyState | None,
     label: str,
     consequence: str,

@@ -1,0 +1,668 @@
+"""Key lifecycle operations (SPEC §2): the only code that changes a key.
+
+Every operation has the same shape (:func:`_operate`): lock the key row, check
+the caller's role and the lifecycle table, make the KMS calls in the order AWS
+requires, save, and record the audit event in the same transaction. Refusals
+and AWS failures are recorded in a transaction of their own, after the failed
+work has rolled back, so they survive it.
+
+The row lock is held across the KMS calls of one key. That is what serialises
+concurrent operations on a key (exactly one wins; the others then see the new
+state), and it only ever blocks work on that same key. Each KMS step is written
+so that re-running a half-finished operation converges: a crash leaves the old
+portal state and a partially changed KMS key, and the retry finishes the job.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.identity import Actor
+from audit.models import Outcome
+from audit.services import record
+from byok_portal import aws
+from byok_portal.aws import AwsError, KmsSession
+from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceError, TwoPersonRuleViolation
+from keys import custody
+from keys.lifecycle import LIFECYCLE, InvalidState, KeyState, KmsState, Operation, decide
+from keys.models import Key, PendingCreation
+from keys.validation import validate_alias, validate_tags
+from keystores.models import Keystore, KeystoreState, Role
+from keystores.selectors import require_role
+
+logger = logging.getLogger("byok.keys")
+
+INVALID_STATE_CODE = "KMSInvalidStateException"
+MIN_WINDOW, MAX_WINDOW = 7, 30
+
+
+# --- the common shape ---------------------------------------------------------
+
+
+def _check_role(actor: Actor, keystore: Keystore, role: Role) -> None:
+    # The portal's own jobs (cleanup, reconciliation) act without a user.
+    if actor.user is not None:
+        require_role(actor.user, keystore, role)
+
+
+def _lock_key(key_id: Any) -> Key:
+    try:
+        key_uuid = key_id if isinstance(key_id, uuid.UUID) else uuid.UUID(str(key_id))
+    except ValueError as exc:
+        raise NotFound("Key not found.") from exc
+    key = Key.objects.select_for_update(of=("self",)).select_related("keystore").filter(pk=key_uuid).first()
+    if key is None:
+        raise NotFound("Key not found.")
+    return key
+
+
+def _record_refusal(actor: Actor, operation: Operation, key_id: Any, exc: ServiceError) -> None:
+    key = Key.objects.select_related("keystore").filter(pk=key_id).first() if _is_uuid(key_id) else None
+    if key is None:
+        return  # nothing to attach the event to, and nothing was revealed
+    reason = "permission_denied" if isinstance(exc, NotFound) else str(exc.extra.get("reason") or exc.code)
+    with transaction.atomic():
+        record(
+            actor=actor,
+            operation=operation,
+            outcome=Outcome.REFUSED,
+            key=key,
+            reason=reason,
+            state_before=key.state,
+            state_after=key.state,
+            error=exc.detail,
+        )
+
+
+def _record_failure(actor: Actor, operation: Operation, key_id: Any, exc: AwsError, request_ids: list[str]) -> None:
+    """After an AWS failure: the portal state stays as it was; the KMS state is no longer known."""
+    with transaction.atomic():
+        key = _lock_key(key_id)
+        key.kms_state = KmsState.UNKNOWN
+        key.save(update_fields=["kms_state", "updated_at"])
+        record(
+            actor=actor,
+            operation=operation,
+            outcome=Outcome.FAILED,
+            key=key,
+            reason=exc.code,
+            state_before=key.state,
+            state_after=key.state,
+            kms_request_ids=request_ids,
+            error=f"{exc.operation}: {exc.code}: {exc.message}",
+        )
+    logger.warning(
+        "kms operation failed",
+        extra={"operation": str(operation), "key_id": str(key_id), "aws_code": exc.code, "aws_op": exc.operation},
+    )
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+Step = Callable[[Key, KmsSession], dict[str, Any] | None]
+
+
+def _operate(
+    actor: Actor,
+    key_id: Any,
+    operation: Operation,
+    step: Step,
+    *,
+    role: Role = Role.CUSTODIAN,
+    needs_kms: bool = True,
+) -> Key:
+    """Run one lifecycle operation on one key; see the module docstring."""
+    request_ids: list[str] = []
+    try:
+        with transaction.atomic():
+            key = _lock_key(key_id)
+            _check_role(actor, key.keystore, role)
+            before = key.state
+            if not decide(operation, key.state):
+                record(
+                    actor=actor,
+                    operation=operation,
+                    outcome=Outcome.NOOP,
+                    key=key,
+                    state_before=before,
+                    state_after=before,
+                )
+                return key
+            kms = aws.kms_for(key.keystore) if needs_kms else None
+            if kms is not None:
+                request_ids = kms.request_ids
+            details = step(key, kms)  # type: ignore[arg-type]
+            target = LIFECYCLE[operation].target
+            if target is not None:
+                key.state = target
+            key.updated_by = actor.user
+            key.save()
+            record(
+                actor=actor,
+                operation=operation,
+                outcome=Outcome.SUCCESS,
+                key=key,
+                state_before=before,
+                state_after=key.state,
+                kms_request_ids=request_ids,
+                details=details,
+            )
+            return key
+    except (InvalidState, PermissionRefused, NotFound, TwoPersonRuleViolation, Conflict) as exc:
+        _record_refusal(actor, operation, key_id, exc)
+        raise
+    except AwsError as exc:
+        _record_failure(actor, operation, key_id, exc, request_ids)
+        raise
+
+
+# --- idempotent KMS steps -------------------------------------------------------
+
+
+def _tolerate_invalid_state(kms: KmsSession, kms_key_id: str, exc: AwsError, done: set[KmsState]) -> None:
+    """A step refused with KMSInvalidStateException may simply have happened already (a retry)."""
+    if exc.code != INVALID_STATE_CODE:
+        raise exc
+    if kms.describe(kms_key_id).state not in done:
+        raise exc
+
+
+def _import_same_material(key: Key, kms: KmsSession) -> None:
+    """Import the key's own material (again). KMS accepts only the same material once a key had some."""
+    if not key.material_sealed:
+        raise Conflict("The portal holds no material for this key.", state=key.state)
+    material = custody.unseal(key.pk, key.material_sealed)
+    try:
+        kms.import_material(key.kms_key_id, material)
+    except AwsError as exc:
+        # Already holding (this same) material, e.g. a retried activate: nothing to do.
+        _tolerate_invalid_state(kms, key.kms_key_id, exc, {KmsState.ENABLED, KmsState.DISABLED})
+    finally:
+        custody.wipe(material)
+
+
+def _disable_and_delete_material(key: Key, kms: KmsSession) -> None:
+    """Disable first: DisableKey fails once the key is PendingImport (NOTES.md)."""
+    try:
+        kms.disable(key.kms_key_id)
+    except AwsError as exc:
+        _tolerate_invalid_state(kms, key.kms_key_id, exc, {KmsState.EMPTY})
+        return  # already disabled and empty: a retried deactivate
+    kms.delete_material(key.kms_key_id)
+
+
+# --- operations -----------------------------------------------------------------
+
+
+def key_deactivate(*, actor: Actor, key_id: Any) -> Key:
+    def step(key: Key, kms: KmsSession) -> None:
+        _disable_and_delete_material(key, kms)
+        key.kms_state = KmsState.EMPTY
+
+    return _operate(actor, key_id, Operation.DEACTIVATE, step)
+
+
+def key_activate(*, actor: Actor, key_id: Any) -> Key:
+    def step(key: Key, kms: KmsSession) -> None:
+        _import_same_material(key, kms)
+        kms.enable(key.kms_key_id)
+        key.kms_state = KmsState.ENABLED
+
+    return _operate(actor, key_id, Operation.ACTIVATE, step)
+
+
+def key_upload(*, actor: Actor, key_id: Any) -> Key:
+    def step(key: Key, kms: KmsSession) -> None:
+        _import_same_material(key, kms)
+        kms.enable(key.kms_key_id)
+        key.kms_state = KmsState.ENABLED
+        key.drift = []
+
+    return _operate(actor, key_id, Operation.UPLOAD, step)
+
+
+def _pending_window(days: int | None) -> int:
+    window = settings.BYOK_DELETION_WINDOW_DAYS if days is None else days
+    if not isinstance(window, int) or isinstance(window, bool) or not MIN_WINDOW <= window <= MAX_WINDOW:
+        raise ValidationError(
+            {"pending_window_days": f"Must be a whole number of days from {MIN_WINDOW} to {MAX_WINDOW}."},
+            code="invalid_window",
+        )
+    return window
+
+
+def key_schedule_deletion(*, actor: Actor, key_id: Any, pending_window_days: int | None = None) -> Key:
+    window = _pending_window(pending_window_days)
+
+    def step(key: Key, kms: KmsSession) -> dict[str, Any]:
+        try:
+            deletion_date = kms.schedule_deletion(key.kms_key_id, window)
+        except AwsError as exc:
+            if exc.code != INVALID_STATE_CODE:
+                raise
+            info = kms.describe(key.kms_key_id)  # a retry: AWS already counts down
+            if info.state != KmsState.PENDING_DELETION or info.deletion_date is None:
+                raise
+            deletion_date = info.deletion_date
+        key.deletion_date = deletion_date
+        key.kms_state = KmsState.PENDING_DELETION
+        return {"pending_window_days": window, "deletion_date": deletion_date.isoformat()}
+
+    return _operate(actor, key_id, Operation.SCHEDULE_DELETION, step)
+
+
+def key_cancel_deletion(*, actor: Actor, key_id: Any) -> Key:
+    def step(key: Key, kms: KmsSession) -> None:
+        try:
+            kms.cancel_deletion(key.kms_key_id)
+        except AwsError as exc:
+            _tolerate_invalid_state(kms, key.kms_key_id, exc, {KmsState.DISABLED, KmsState.EMPTY})
+        # CancelKeyDeletion leaves the key Disabled *with* its material; the lifecycle says EMPTY.
+        try:
+            kms.delete_material(key.kms_key_id)
+        except AwsError as exc:
+            _tolerate_invalid_state(kms, key.kms_key_id, exc, {KmsState.EMPTY})
+        key.deletion_date = None
+        key.kms_state = KmsState.EMPTY
+
+    return _operate(actor, key_id, Operation.CANCEL_DELETION, step)
+
+
+def key_cleanup(*, actor: Actor, key_id: Any, now: dt.datetime | None = None) -> Key:
+    """Daily cleanup of one key: once its grace period is over, destroy the portal's copy of the material."""
+    moment = now or timezone.now()
+
+    def step(key: Key, kms: KmsSession | None) -> dict[str, Any]:
+        if key.deletion_date is None or key.deletion_date > moment:
+            raise Conflict(
+                "The deletion waiting period of this key is not over yet.", state=key.state, reason="grace_not_over"
+            )
+        key.material_sealed = None
+        key.kms_state = KmsState.UNKNOWN
+        key.download_public_key = ""
+        key.download_prepared_by_iss = key.download_prepared_by_sub = ""
+        key.download_prepared_at = None
+        return {"deletion_date": key.deletion_date.isoformat()}
+
+    return _operate(actor, key_id, Operation.CLEANUP, step, needs_kms=False)
+
+
+def due_for_cleanup(now: dt.datetime | None = None) -> Any:
+    """Keys whose deletion waiting period is over (the index ``keys_due_for_cleanup`` serves this)."""
+    return Key.objects.filter(state=KeyState.PENDING_DELETION, deletion_date__lte=now or timezone.now())
+
+
+# --- update -----------------------------------------------------------------------
+
+
+def _alias_taken(keystore: Keystore, alias: str, exclude: uuid.UUID | None) -> Key | None:
+    """A live key in the same AWS account and region already using ``alias`` (AWS aliases are per account+region)."""
+    qs = Key.objects.filter(
+        keystore__aws_account_id=keystore.aws_account_id, keystore__region=keystore.region, alias=alias
+    ).exclude(state=KeyState.DELETED)
+    if exclude is not None:
+        qs = qs.exclude(pk=exclude)
+    return qs.first()
+
+
+def _check_alias_free(keystore: Keystore, alias: str, exclude: uuid.UUID | None = None) -> None:
+    if alias and _alias_taken(keystore, alias, exclude):
+        raise ValidationError({"alias": f"{alias} is already used by another key in this account and region."})
+
+
+_UNSET: Any = object()
+
+
+def key_update(
+    *,
+    actor: Actor,
+    key_id: Any,
+    name: str = _UNSET,
+    expires: dt.date | None = _UNSET,
+    tags: dict[str, str] = _UNSET,
+    alias: str = _UNSET,
+) -> Key:
+    """Change name, expiry, tags and alias; tags and alias are applied to the KMS key."""
+    if name is not _UNSET and not (name or "").strip():
+        raise ValidationError({"name": "A key needs a name."})
+    if alias is not _UNSET:
+        alias = alias or ""
+        validate_alias(alias)
+    if tags is not _UNSET:
+        tags = validate_tags(tags)
+
+    def step(key: Key, kms: KmsSession) -> dict[str, Any]:
+        changed: dict[str, Any] = {}
+        if name is not _UNSET and name != key.name:
+            changed["name"] = {"from": key.name, "to": name}
+            key.name = name
+        if expires is not _UNSET and expires != key.expires:
+            changed["expires"] = {"from": _iso(key.expires), "to": _iso(expires)}
+            key.expires = expires
+            key.expiry_warned_on = None
+        if tags is not _UNSET and tags != key.tags:
+            removed = sorted(set(key.tags) - set(tags))
+            kms.remove_tags(key.kms_key_id, removed)
+            kms.set_tags(key.kms_key_id, tags)
+            changed["tags"] = {"removed": removed, "set": sorted(tags)}
+            key.tags = tags
+        if alias is not _UNSET and alias != key.alias:
+            _check_alias_free(key.keystore, alias, exclude=key.pk)
+            if alias:
+                kms.point_alias(alias, key.kms_key_id)
+            if key.alias:
+                kms.delete_alias(key.alias)
+            changed["alias"] = {"from": key.alias, "to": alias}
+            key.alias = alias
+        return {"changed": changed}
+
+    return _operate(actor, key_id, Operation.UPDATE, step)
+
+
+def _iso(value: dt.date | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+# --- create and renew -------------------------------------------------------------
+
+
+def _kms_tags(key_id: uuid.UUID, tags: dict[str, str]) -> dict[str, str]:
+    return {**tags, settings.BYOK_TAG_KEY: str(key_id)}
+
+
+@contextmanager
+def _creation_journal(keystore: Keystore, key_id: uuid.UUID, operation: Operation) -> Iterator[PendingCreation]:
+    """Record the intent to create a KMS key before CreateKey, and forget it once the Key row commits.
+
+    Must be entered outside any transaction, so the journal row is committed first.
+
+    If the work in between fails, the new KMS key is scheduled for deletion at
+    once; if even that fails (or the process dies), the journal row stays for
+    :func:`recover_pending_creations`.
+    """
+    journal = PendingCreation.objects.create(key_id=key_id, keystore=keystore, operation=operation)
+    try:
+        yield journal
+    except BaseException:
+        if journal.kms_key_arn:
+            try:
+                aws.kms_for(keystore).schedule_deletion(journal.kms_key_arn.rsplit("/", 1)[-1], MIN_WINDOW)
+            except AwsError:
+                logger.warning("could not remove a half-created KMS key", extra={"key_id": str(key_id)})
+                raise
+        journal.delete()
+        raise
+    journal.delete()
+
+
+def _provision_kms_key(
+    kms: KmsSession, journal: PendingCreation, *, name: str, tags: dict[str, str], material: bytearray
+) -> str:
+    arn = kms.create_external_key(description=f"BYOK Portal key {name}", tags=_kms_tags(journal.key_id, tags))
+    # Remember the ARN at once (own transaction): it is how an orphan is found after a crash.
+    PendingCreation.objects.filter(pk=journal.pk).update(kms_key_arn=arn)
+    journal.kms_key_arn = arn
+    kms.import_material(arn.rsplit("/", 1)[-1], material)
+    return arn
+
+
+def key_create(
+    *,
+    actor: Actor,
+    keystore_id: Any,
+    name: str,
+    alias: str = "",
+    tags: dict[str, str] | None = None,
+    expires: dt.date | None = None,
+) -> Key:
+    """Create a KMS key (EXTERNAL), generate material, import it, set alias and tags."""
+    keystore = Keystore.objects.filter(pk=keystore_id).first() if _is_uuid(keystore_id) else None
+    if keystore is None:
+        raise NotFound("Keystore not found.")
+    try:
+        _check_role(actor, keystore, Role.CUSTODIAN)
+    except (NotFound, PermissionRefused) as exc:
+        with transaction.atomic():
+            record(
+                actor=actor,
+                operation=Operation.CREATE,
+                outcome=Outcome.REFUSED,
+                keystore=keystore,
+                reason="permission_denied",
+                error=exc.detail,
+            )
+        raise
+    if keystore.state != KeystoreState.ACTIVE:
+        raise Conflict("The keystore is deleted.", state=keystore.state)
+    if not (name or "").strip():
+        raise ValidationError({"name": "A key needs a name."})
+    validate_alias(alias)
+    clean_tags = validate_tags(tags or {})
+    _check_alias_free(keystore, alias)
+
+    key_id = uuid.uuid4()
+    material = custody.generate_material()
+    kms = aws.kms_for(keystore)
+    try:
+        with _creation_journal(keystore, key_id, Operation.CREATE) as journal:
+            arn = _provision_kms_key(kms, journal, name=name, tags=clean_tags, material=material)
+            if alias:
+                kms.create_alias(alias, arn.rsplit("/", 1)[-1])
+            with transaction.atomic():
+                key = Key.objects.create(
+                    id=key_id,
+                    keystore=keystore,
+                    name=name,
+                    alias=alias,
+                    tags=clean_tags,
+                    expires=expires,
+                    state=KeyState.ACTIVE,
+                    kms_key_arn=arn,
+                    kms_state=KmsState.ENABLED,
+                    kms_checked_at=timezone.now(),
+                    kcv=custody.kcv(material),
+                    material_sealed=custody.seal(key_id, material),
+                    created_by=actor.user,
+                    updated_by=actor.user,
+                )
+                record(
+                    actor=actor,
+                    operation=Operation.CREATE,
+                    outcome=Outcome.SUCCESS,
+                    key=key,
+                    state_after=key.state,
+                    kms_request_ids=kms.request_ids,
+                )
+    except AwsError as exc:
+        with transaction.atomic():
+            record(
+                actor=actor,
+                operation=Operation.CREATE,
+                outcome=Outcome.FAILED,
+                keystore=keystore,
+                reason=exc.code,
+                kms_request_ids=kms.request_ids,
+                error=f"{exc.operation}: {exc.code}: {exc.message}",
+                details={"name": name, "alias": alias},
+            )
+        raise
+    finally:
+        custody.wipe(material)
+    return key
+
+
+def key_renew(*, actor: Actor, key_id: Any) -> Key:
+    """New key and KMS key with fresh material; the alias moves; the old key becomes REPLACED (still enabled)."""
+    current = Key.objects.select_related("keystore").filter(pk=key_id).first() if _is_uuid(key_id) else None
+    if current is None:
+        raise NotFound("Key not found.")
+    new_id = uuid.uuid4()
+    material = custody.generate_material()
+    created: list[Key] = []
+
+    def step(old: Key, kms: KmsSession) -> dict[str, Any]:
+        arn = _provision_kms_key(kms, journal, name=old.name, tags=dict(old.tags), material=material)
+        if old.alias:
+            # Both keys are symmetric ENCRYPT_DECRYPT, as UpdateAlias requires.
+            kms.point_alias(old.alias, arn.rsplit("/", 1)[-1])
+        alias, old.alias = old.alias, ""
+        # The old row gives up the alias first: a live alias is unique per keystore.
+        Key.objects.filter(pk=old.pk).update(alias="")
+        created.append(
+            Key.objects.create(
+                id=new_id,
+                keystore=old.keystore,
+                name=old.name,
+                alias=alias,
+                tags=dict(old.tags),
+                expires=old.expires,
+                state=KeyState.ACTIVE,
+                kms_key_arn=arn,
+                kms_state=KmsState.ENABLED,
+                kms_checked_at=timezone.now(),
+                kcv=custody.kcv(material),
+                material_sealed=custody.seal(new_id, material),
+                replaces=old,
+                created_by=actor.user,
+                updated_by=actor.user,
+            )
+        )
+        return {"renewed_by": str(new_id), "alias_moved": alias}
+
+    try:
+        # The journal is committed before the locked transaction starts, so that a
+        # crash after CreateKey still leaves a trace of the new KMS key.
+        with _creation_journal(current.keystore, new_id, Operation.RENEW) as journal:
+            _operate(actor, key_id, Operation.RENEW, step)
+    finally:
+        custody.wipe(material)
+    return created[0]
+
+
+def recover_pending_creations(*, actor: Actor, older_than: dt.timedelta = dt.timedelta(minutes=15)) -> int:
+    """Find KMS keys whose creation never committed (a crash mid-create) and schedule them for deletion.
+
+    Returns the number of journal entries resolved. Run by reconciliation; safe to
+    run any time, as recent entries (possibly still in progress) are left alone.
+    """
+    resolved = 0
+    cutoff = timezone.now() - older_than
+    for journal in PendingCreation.objects.select_related("keystore").filter(started_at__lt=cutoff):
+        if Key.objects.filter(pk=journal.key_id).exists():
+            journal.delete()
+            resolved += 1
+            continue
+        kms = aws.kms_for(journal.keystore)
+        arns = [journal.kms_key_arn] if journal.kms_key_arn else []
+        arns += [a for a in kms.find_keys_tagged(settings.BYOK_TAG_KEY, str(journal.key_id)) if a not in arns]
+        for arn in arns:
+            try:
+                kms.schedule_deletion(arn.rsplit("/", 1)[-1], MIN_WINDOW)
+            except AwsError as exc:
+                if exc.code not in (INVALID_STATE_CODE, "NotFoundException"):
+                    raise
+        with transaction.atomic():
+            record(
+                actor=actor,
+                operation=Operation.RECONCILE,
+                outcome=Outcome.SUCCESS,
+                keystore=journal.keystore,
+                reason="orphan_removed",
+                kms_request_ids=kms.request_ids,
+                details={"interrupted": journal.operation, "key_id": str(journal.key_id), "kms_keys": arns},
+            )
+            journal.delete()
+        resolved += 1
+    return resolved
+
+
+# --- download (two-person rule) -----------------------------------------------------
+
+
+def key_prepare_download(*, actor: Actor, key_id: Any, public_key_pem: str) -> Key:
+    """Register the public key a second person's download will be wrapped with, and mark who prepared it."""
+    try:
+        fingerprint = custody.public_key_fingerprint(public_key_pem or "")
+    except ValidationError as exc:
+        raise ValidationError({"public_key": exc.messages}) from exc
+
+    def step(key: Key, kms: KmsSession | None) -> dict[str, Any]:
+        key.download_public_key = public_key_pem.strip()
+        key.download_prepared_by_iss, key.download_prepared_by_sub = actor.identity
+        key.download_prepared_at = timezone.now()
+        return {"public_key_fingerprint": fingerprint}
+
+    return _operate(actor, key_id, Operation.PREPARE_DOWNLOAD, step, needs_kms=False)
+
+
+@dataclass(frozen=True)
+class WrappedDownload:
+    """What a download hands out: the material wrapped for the prepared public key, and its KCV."""
+
+    key_id: uuid.UUID
+    wrapped_key_material: bytes
+    kcv: str
+    wrapping_algorithm: str = custody.DOWNLOAD_WRAPPING_ALGORITHM
+
+    @property
+    def wrapped_b64(self) -> str:
+        return base64.b64encode(self.wrapped_key_material).decode()
+
+
+def download_preparation_expired(key: Key, now: dt.datetime | None = None) -> bool:
+    if key.download_prepared_at is None:
+        return False
+    ttl = dt.timedelta(seconds=settings.BYOK_DOWNLOAD_PREPARE_TTL_SECONDS)
+    return key.download_prepared_at + ttl <= (now or timezone.now())
+
+
+def key_download(*, actor: Actor, key_id: Any) -> WrappedDownload:
+    """Release the material wrapped for the prepared public key, to someone other than the preparer (once)."""
+    result: list[WrappedDownload] = []
+
+    def step(key: Key, kms: KmsSession | None) -> dict[str, Any]:
+        if not key.download_public_key:
+            raise Conflict("No download has been prepared for this key.", state=key.state, reason="not_prepared")
+        if download_preparation_expired(key):
+            raise Conflict(
+                "The prepared download has expired; prepare it again.", state=key.state, reason="preparation_expired"
+            )
+        if (key.download_prepared_by_iss, key.download_prepared_by_sub) == actor.identity:
+            raise TwoPersonRuleViolation(
+                "Two-person rule: the person who prepared this download cannot also download it."
+            )
+        if not key.material_sealed:
+            raise Conflict("The portal holds no material for this key.", state=key.state)
+        fingerprint = custody.public_key_fingerprint(key.download_public_key)
+        material = custody.unseal(key.pk, key.material_sealed)
+        try:
+            wrapped = custody.wrap_for_download(material, key.download_public_key)
+        finally:
+            custody.wipe(material)
+        result.append(WrappedDownload(key_id=key.pk, wrapped_key_material=wrapped, kcv=key.kcv))
+        prepared_by = f"{key.download_prepared_by_iss}|{key.download_prepared_by_sub}"
+        key.download_public_key = ""
+        key.download_prepared_by_iss = key.download_prepared_by_sub = ""
+        key.download_prepared_at = None
+        return {"public_key_fingerprint": fingerprint, "prepared_by": prepared_by}
+
+    _operate(actor, key_id, Operation.DOWNLOAD, step, needs_kms=False)
+    return result[0]

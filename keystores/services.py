@@ -1,0 +1,312 @@
+"""Keystore operations: create, edit, delete, test the AWS connection, manage members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.identity import Actor
+from accounts.models import User
+from audit.models import Outcome
+from audit.services import record
+from byok_portal import aws
+from byok_portal.aws import AwsError
+from byok_portal.errors import Conflict, NotFound, PermissionRefused
+from keys.lifecycle import KeyState, Operation
+from keystores.models import ROLE_ARN_RE, Keystore, KeystoreState, Membership, Role
+from keystores.selectors import can_create_keystores, require_role
+
+# Every KMS action the portal calls, and nothing else (the permissions policy below is built from these).
+KEY_ACTIONS = [
+    "kms:DescribeKey",
+    "kms:GetParametersForImport",
+    "kms:ImportKeyMaterial",
+    "kms:DeleteImportedKeyMaterial",
+    "kms:EnableKey",
+    "kms:DisableKey",
+    "kms:ScheduleKeyDeletion",
+    "kms:CancelKeyDeletion",
+    "kms:ListResourceTags",
+]
+ALIAS_ACTIONS = ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
+EDITABLE_FIELDS = ("name", "role_arn", "auto_reupload")
+
+
+def _require(actor: Actor, keystore: Keystore, role: Role, operation: Operation) -> None:
+    """Check the actor's role; a refusal is audited before it propagates."""
+    if actor.user is None:
+        return
+    try:
+        require_role(actor.user, keystore, role)
+    except (NotFound, PermissionRefused) as exc:
+        with transaction.atomic():
+            record(
+                actor=actor,
+                operation=operation,
+                outcome=Outcome.REFUSED,
+                keystore=keystore,
+                reason="permission_denied",
+                error=exc.detail,
+            )
+        raise
+
+
+def _get(keystore_id: Any) -> Keystore:
+    try:
+        keystore = Keystore.objects.filter(pk=keystore_id).first()
+    except ValidationError:
+        keystore = None
+    if keystore is None:
+        raise NotFound("Keystore not found.")
+    return keystore
+
+
+def keystore_create(*, actor: Actor, name: str, aws_account_id: str, region: str, role_arn: str) -> Keystore:
+    """Create a keystore; its creator becomes its admin. Needs the global ``keystores.add_keystore``."""
+    if actor.user is None or not can_create_keystores(actor.user):
+        with transaction.atomic():
+            record(
+                actor=actor,
+                operation=Operation.CREATE_KEYSTORE,
+                outcome=Outcome.REFUSED,
+                reason="permission_denied",
+                details={"name": name},
+            )
+        raise PermissionRefused("Creating keystores needs the keystore creator permission.")
+    keystore = Keystore(
+        name=(name or "").strip(),
+        aws_account_id=aws_account_id,
+        region=region,
+        role_arn=role_arn,
+        created_by=actor.user,
+    )
+    keystore.full_clean()
+    with transaction.atomic():
+        keystore.save()
+        Membership.objects.create(keystore=keystore, user=actor.user, role=Role.ADMIN)
+        record(
+            actor=actor,
+            operation=Operation.CREATE_KEYSTORE,
+            outcome=Outcome.SUCCESS,
+            keystore=keystore,
+            state_after=keystore.state,
+            details={"aws_account_id": aws_account_id, "region": region, "role_arn": role_arn},
+        )
+    return keystore
+
+
+def keystore_update(*, actor: Actor, keystore_id: Any, **changes: Any) -> Keystore:
+    """Edit name, role ARN (same account) or auto re-upload. Account, region and external id never change."""
+    unknown = set(changes) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ValidationError({field: "This field cannot be changed." for field in sorted(unknown)})
+    keystore = _get(keystore_id)
+    _require(actor, keystore, Role.ADMIN, Operation.UPDATE_KEYSTORE)
+    with transaction.atomic():
+        keystore = Keystore.objects.select_for_update().get(pk=keystore.pk)
+        if keystore.state == KeystoreState.DELETED:
+            raise Conflict("The keystore is deleted.", state=keystore.state)
+        diff = {}
+        for field, value in changes.items():
+            if getattr(keystore, field) != value:
+                diff[field] = {"from": getattr(keystore, field), "to": value}
+                setattr(keystore, field, value)
+        keystore.full_clean()
+        keystore.save()
+        record(
+            actor=actor,
+            operation=Operation.UPDATE_KEYSTORE,
+            outcome=Outcome.SUCCESS,
+            keystore=keystore,
+            details={"changed": diff},
+        )
+    if "role_arn" in diff:
+        aws.credential_cache.clear()
+    return keystore
+
+
+def keystore_delete(*, actor: Actor, keystore_id: Any) -> Keystore:
+    """Soft-delete a keystore whose keys are all DELETED; it and its audit trail stay readable."""
+    keystore = _get(keystore_id)
+    _require(actor, keystore, Role.ADMIN, Operation.DELETE_KEYSTORE)
+    with transaction.atomic():
+        keystore = Keystore.objects.select_for_update().get(pk=keystore.pk)
+        before = keystore.state
+        if keystore.state == KeystoreState.DELETED:
+            record(
+                actor=actor,
+                operation=Operation.DELETE_KEYSTORE,
+                outcome=Outcome.NOOP,
+                keystore=keystore,
+                state_before=before,
+                state_after=before,
+            )
+            return keystore
+        live = keystore.keys.exclude(state=KeyState.DELETED).count()
+        if live:
+            error = Conflict(
+                f"{live} key(s) of this keystore are not DELETED yet; schedule their deletion first.",
+                state=keystore.state,
+                live_keys=live,
+            )
+        else:
+            keystore.state = KeystoreState.DELETED
+            keystore.save(update_fields=["state", "updated_at"])
+            record(
+                actor=actor,
+                operation=Operation.DELETE_KEYSTORE,
+                outcome=Outcome.SUCCESS,
+                keystore=keystore,
+                state_before=before,
+                state_after=keystore.state,
+            )
+            return keystore
+    with transaction.atomic():
+        record(
+            actor=actor,
+            operation=Operation.DELETE_KEYSTORE,
+            outcome=Outcome.REFUSED,
+            keystore=keystore,
+            reason="invalid_state",
+            state_before=before,
+            state_after=before,
+            error=error.detail,
+        )
+    raise error
+
+
+def keystore_test_connection(*, actor: Actor, keystore_id: Any) -> Keystore:
+    """Assume the role and make one harmless KMS call; remember and audit the result (AWS's words verbatim)."""
+    keystore = _get(keystore_id)
+    _require(actor, keystore, Role.CUSTODIAN, Operation.TEST_CONNECTION)
+    error = ""
+    request_ids: list[str] = []
+    try:
+        aws.credential_cache.clear_for(keystore)
+        kms = aws.kms_for(keystore)
+        request_ids = kms.request_ids
+        kms.probe()
+    except AwsError as exc:
+        error = f"{exc.operation}: {exc.code}: {exc.message}"
+    with transaction.atomic():
+        Keystore.objects.filter(pk=keystore.pk).update(
+            last_check_at=timezone.now(), last_check_ok=not error, last_check_error=error
+        )
+        keystore.refresh_from_db()
+        record(
+            actor=actor,
+            operation=Operation.TEST_CONNECTION,
+            outcome=Outcome.FAILED if error else Outcome.SUCCESS,
+            keystore=keystore,
+            reason=error.split(":", 2)[1].strip() if error else "",
+            kms_request_ids=request_ids,
+            error=error,
+        )
+    return keystore
+
+
+def iam_policies(keystore: Keystore) -> dict[str, Any]:
+    """The trust and least-privilege permissions policies the customer attaches to the role."""
+    match = ROLE_ARN_RE.match(keystore.role_arn)
+    partition = keystore.role_arn.split(":", 2)[1] if match else "aws"
+    account, region, tag = keystore.aws_account_id, keystore.region, settings.BYOK_TAG_KEY
+    key_arns = f"arn:{partition}:kms:{region}:{account}:key/*"
+    alias_arns = f"arn:{partition}:kms:{region}:{account}:{settings.BYOK_ALIAS_PREFIX}*"
+    portal_tagged = {"StringLike": {f"aws:ResourceTag/{tag}": "*"}}
+    trust_policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "BYOKPortalAssumeRole",
+                "Effect": "Allow",
+                "Principal": {"AWS": aws.portal_principal_arn()},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"sts:ExternalId": keystore.external_id}},
+            }
+        ],
+    }
+    permissions_policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "CreateOnlyExternalKeysTaggedForThePortal",
+                "Effect": "Allow",
+                "Action": ["kms:CreateKey", "kms:TagResource"],
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {"kms:KeyOrigin": "EXTERNAL"},
+                    "Null": {f"aws:RequestTag/{tag}": "false"},
+                },
+            },
+            {
+                "Sid": "ManagePortalKeys",
+                "Effect": "Allow",
+                "Action": [*KEY_ACTIONS, "kms:TagResource", *ALIAS_ACTIONS],
+                "Resource": key_arns,
+                "Condition": portal_tagged,
+            },
+            {
+                "Sid": "UntagPortalKeysButNotThePortalTag",
+                "Effect": "Allow",
+                "Action": "kms:UntagResource",
+                "Resource": key_arns,
+                "Condition": {**portal_tagged, "ForAllValues:StringNotEquals": {"aws:TagKeys": [tag]}},
+            },
+            {
+                "Sid": "ManagePortalAliases",
+                "Effect": "Allow",
+                "Action": ALIAS_ACTIONS,
+                "Resource": alias_arns,
+            },
+            {
+                "Sid": "ListForConnectionTestAndRecovery",
+                "Effect": "Allow",
+                "Action": ["kms:ListAliases", "kms:ListKeys"],
+                "Resource": "*",
+            },
+        ],
+    }
+    return {"trust_policy": trust_policy, "permissions_policy": permissions_policy}
+
+
+def membership_set(*, actor: Actor, keystore_id: Any, user: User, role: Role) -> Membership:
+    """Give ``user`` ``role`` in the keystore (replacing any role they had)."""
+    keystore = _get(keystore_id)
+    _require(actor, keystore, Role.ADMIN, Operation.GRANT)
+    with transaction.atomic():
+        membership, _created = Membership.objects.update_or_create(
+            keystore=keystore, user=user, defaults={"role": role}
+        )
+        record(
+            actor=actor,
+            operation=Operation.GRANT,
+            outcome=Outcome.SUCCESS,
+            keystore=keystore,
+            details={"user": user.get_username(), "identity": list(user.identity), "role": str(role)},
+        )
+    return membership
+
+
+def membership_remove(*, actor: Actor, keystore_id: Any, user: User) -> None:
+    """Remove ``user`` from the keystore. The last admin cannot be removed (someone must be able to manage it)."""
+    keystore = _get(keystore_id)
+    _require(actor, keystore, Role.ADMIN, Operation.REVOKE)
+    with transaction.atomic():
+        membership = Membership.objects.select_for_update().filter(keystore=keystore, user=user).first()
+        if membership is None:
+            raise NotFound("That user is not a member of this keystore.")
+        admins = Membership.objects.filter(keystore=keystore, role=Role.ADMIN).count()
+        if membership.role == Role.ADMIN and admins <= 1:
+            raise Conflict("The last admin of a keystore cannot be removed.", state=keystore.state)
+        membership.delete()
+        record(
+            actor=actor,
+            operation=Operation.REVOKE,
+            outcome=Outcome.SUCCESS,
+            keystore=keystore,
+            details={"user": user.get_username(), "identity": list(user.identity), "role": membership.role},
+        )
