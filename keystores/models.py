@@ -72,7 +72,7 @@ class Keystore(models.Model):
     external_id = models.CharField(max_length=64, unique=True, default=new_external_id, editable=False)
     state = models.CharField(max_length=16, choices=KeystoreState.choices, default=KeystoreState.ACTIVE)
     last_check_at = models.DateTimeField(null=True, blank=True)
-    last_check_ok = models.BooleanField(null=True)
+    last_check_ok = models.BooleanField(null=True, blank=True)
     last_check_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

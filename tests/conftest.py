@@ -24,3 +24,98 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if IN_CI and reporter is not None and reporter.stats.get("skipped"):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --- the sandbox AWS and the people who use the portal ---------------------------
+
+import secrets  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+from sandbox_aws.server import SandboxServer  # noqa: E402
+
+REGION = "eu-west-1"
+
+
+@pytest.fixture(scope="session")
+def sandbox_url() -> Iterator[str]:
+    """A sandbox AWS (STS + KMS over HTTP) for the whole session."""
+    server = SandboxServer(host="127.0.0.1", port=0)
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def aws_sandbox(sandbox_url: str, settings: Any) -> Iterator[str]:
+    """Point the portal's AWS layer at the sandbox, with no cached credentials from earlier tests."""
+    from byok_portal import aws
+
+    settings.BYOK_SANDBOX = True
+    settings.BYOK_SANDBOX_URL = sandbox_url
+    settings.BYOK_AWS_PRINCIPAL_ARN = "arn:aws:iam::000000000000:role/byok-portal"
+    aws.credential_cache.clear()
+    yield sandbox_url
+    aws.credential_cache.clear()
+
+
+@dataclass
+class People:
+    """The personas of the suite: who holds which role in ``keystore``."""
+
+    alice: Any  # keystore admin (and keystore creator)
+    bob: Any  # custodian
+    carol: Any  # custodian
+    dan: Any  # auditor
+    eve: Any  # outsider: no role anywhere
+    root: Any  # superuser
+
+    def actor(self, user: Any) -> Any:
+        from accounts.identity import Actor
+
+        return Actor.for_user(user, source_ip="127.0.0.1")
+
+
+@pytest.fixture
+def people(db: Any) -> People:
+    from django.contrib.auth.models import Permission
+
+    from accounts.models import User
+
+    def make(username: str, **extra: Any) -> Any:
+        return User.objects.create_user(username=username, password=f"{username}-password-123", **extra)
+
+    alice = make("alice", email="alice@example.com")
+    alice.user_permissions.add(Permission.objects.get(codename="add_keystore"))
+    return People(
+        alice=User.objects.get(pk=alice.pk),
+        bob=make("bob"),
+        carol=make("carol"),
+        dan=make("dan"),
+        eve=make("eve"),
+        root=make("root", is_superuser=True, is_staff=True),
+    )
+
+
+def new_account_id() -> str:
+    return str(secrets.randbelow(9 * 10**11) + 10**11)
+
+
+@pytest.fixture
+def keystore(people: People, aws_sandbox: str) -> Any:
+    """A keystore in a fresh sandbox account: alice admin, bob and carol custodians, dan auditor."""
+    from keystores.models import Role
+    from keystores.services import keystore_create, membership_set
+
+    account = new_account_id()
+    store = keystore_create(
+        actor=people.actor(people.alice),
+        name="Payments",
+        aws_account_id=account,
+        region=REGION,
+        role_arn=f"arn:aws:iam::{account}:role/byok-portal",
+    )
+    for user, role in ((people.bob, Role.CUSTODIAN), (people.carol, Role.CUSTODIAN), (people.dan, Role.AUDITOR)):
+        membership_set(actor=people.actor(people.alice), keystore_id=store.pk, user=user, role=role)
+    return store

@@ -1,0 +1,176 @@
+"""Every cell of SPEC §2's lifecycle table, against the sandbox AWS.
+
+The expected table is written out here from the SPEC, independently of
+``keys.lifecycle``, so a wrong row in the code fails a test instead of agreeing
+with itself. Allowed cells check the portal *and* the KMS key; no-op and refused
+cells check that nothing changed anywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from byok_portal.errors import Conflict
+from keys import services
+from keys.lifecycle import InvalidState, KeyState
+from keys.models import Key
+from tests.keys.helpers import public_pem, sandbox_view
+
+pytestmark = pytest.mark.django_db
+
+A, I, R, P, D = "ACTIVE", "INACTIVE", "REPLACED", "PENDING_DELETION", "DELETED"
+ALL = {A, I, R, P, D}
+# operation: (allowed, no-op) straight from SPEC §2.
+SPEC_TABLE: dict[str, tuple[set[str], set[str]]] = {
+    "deactivate": ({A}, {I}),
+    "activate": ({I}, {A}),
+    "upload": ({A, R}, set()),
+    "renew": ({A}, set()),
+    "schedule_deletion": ({A, I, R}, {P, D}),
+    "cancel_deletion": ({P}, set()),
+    "prepare_download": (ALL - {D}, set()),
+    "download": (ALL - {D}, set()),
+    "update": ({A, I}, set()),
+    "cleanup": ({P}, set()),
+}
+FAR_FUTURE = timezone.now() + dt.timedelta(days=400)
+
+
+def key_in_state(state: str, people: Any, keystore: Any) -> Key:
+    bob = people.actor(people.bob)
+    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k", alias=f"alias/k-{state.lower()}")
+    if state == I:
+        services.key_deactivate(actor=bob, key_id=key.pk)
+    elif state == R:
+        services.key_renew(actor=bob, key_id=key.pk)
+    elif state in (P, D):
+        services.key_schedule_deletion(actor=bob, key_id=key.pk)
+        if state == D:
+            services.key_cleanup(actor=bob, key_id=key.pk, now=FAR_FUTURE)
+    key.refresh_from_db()
+    assert key.state == state
+    return key
+
+
+def snapshot(key: Key, sandbox_url: str) -> dict[str, Any]:
+    key.refresh_from_db()
+    portal = {
+        f: getattr(key, f)
+        for f in ("state", "kms_state", "name", "alias", "tags", "expires", "kcv", "deletion_date", "kms_key_arn")
+    }
+    portal["material"] = bytes(key.material_sealed) if key.material_sealed else None
+    portal["prepared"] = (key.download_public_key, key.download_prepared_by_sub)
+    return {"portal": portal, "kms": sandbox_view(sandbox_url, key)}
+
+
+def run(operation: str, key: Key, people: Any) -> Any:
+    bob, carol = people.actor(people.bob), people.actor(people.carol)
+    calls: dict[str, Callable[[], Any]] = {
+        "deactivate": lambda: services.key_deactivate(actor=bob, key_id=key.pk),
+        "activate": lambda: services.key_activate(actor=bob, key_id=key.pk),
+        "upload": lambda: services.key_upload(actor=bob, key_id=key.pk),
+        "renew": lambda: services.key_renew(actor=bob, key_id=key.pk),
+        "schedule_deletion": lambda: services.key_schedule_deletion(actor=bob, key_id=key.pk, pending_window_days=9),
+        "cancel_deletion": lambda: services.key_cancel_deletion(actor=bob, key_id=key.pk),
+        "prepare_download": lambda: services.key_prepare_download(
+            actor=bob, key_id=key.pk, public_key_pem=public_pem()
+        ),
+        "download": lambda: services.key_download(actor=carol, key_id=key.pk),
+        "update": lambda: services.key_update(
+            actor=bob, key_id=key.pk, name="renamed", tags={"team": "payments"}, alias="alias/renamed"
+        ),
+        "cleanup": lambda: services.key_cleanup(actor=bob, key_id=key.pk, now=FAR_FUTURE),
+    }
+    return calls[operation]()
+
+
+def last_event(key: Key) -> AuditEvent:
+    event = AuditEvent.objects.filter(key_id=key.pk).order_by("-seq").first()
+    assert event is not None
+    return event
+
+
+CELLS = [(op, state) for op in SPEC_TABLE for state in (A, I, R, P, D)]
+
+
+@pytest.mark.parametrize(("operation", "state"), CELLS, ids=[f"{op}-{state}" for op, state in CELLS])
+def test_lifecycle_cell(operation: str, state: str, people: Any, keystore: Any, aws_sandbox: str) -> None:
+    allowed, noop = SPEC_TABLE[operation]
+    key = key_in_state(state, people, keystore)
+    if operation == "download" and state in allowed:
+        services.key_prepare_download(actor=people.actor(people.bob), key_id=key.pk, public_key_pem=public_pem())
+    before = snapshot(key, aws_sandbox)
+    events_before = AuditEvent.objects.count()
+
+    if state not in allowed and state not in noop:
+        with pytest.raises(InvalidState) as refused:
+            run(operation, key, people)
+        assert refused.value.code == "invalid_state"
+        assert refused.value.extra["allowed_states"] == sorted(allowed)
+        assert snapshot(key, aws_sandbox) == before
+        assert (last_event(key).operation, last_event(key).outcome) == (operation, "refused")
+        assert AuditEvent.objects.count() == events_before + 1
+        return
+
+    result = run(operation, key, people)
+    after = snapshot(key, aws_sandbox)
+    event = last_event(key)
+    assert AuditEvent.objects.count() == events_before + 1
+    assert event.operation == operation
+    if state in noop:
+        assert after == before
+        assert event.outcome == "noop"
+        return
+    assert event.outcome == "success"
+    assert (event.state_before, event.state_after) == (state, after["portal"]["state"])
+    check_effect(operation, state, before, after, key, result, aws_sandbox)
+
+
+def check_effect(
+    operation: str, state: str, before: dict[str, Any], after: dict[str, Any], key: Key, result: Any, url: str
+) -> None:
+    portal, kms = after["portal"], after["kms"]
+    if operation == "deactivate" or operation == "cancel_deletion":
+        assert portal["state"] == I
+        assert (kms["key_state"], kms["has_material"]) == ("PendingImport", False)
+        assert portal["deletion_date"] is None
+    elif operation in ("activate", "upload"):
+        assert portal["state"] == (A if operation == "activate" else state)
+        assert (kms["key_state"], kms["kcv"]) == ("Enabled", portal["kcv"])
+    elif operation == "renew":
+        assert portal["state"] == R
+        assert (kms["key_state"], kms["aliases"]) == ("Enabled", [])
+        new = Key.objects.get(replaces=key)
+        assert (result.pk, new.state, new.alias) == (new.pk, KeyState.ACTIVE, before["portal"]["alias"])
+        new_kms = sandbox_view(url, new)
+        assert (new_kms["key_state"], new_kms["aliases"], new_kms["kcv"]) == ("Enabled", [new.alias], new.kcv)
+        assert new.kcv != portal["kcv"]
+    elif operation == "schedule_deletion":
+        assert portal["state"] == P
+        assert kms["key_state"] == "PendingDeletion"
+        assert portal["deletion_date"] is not None
+        assert dt.timedelta(days=8, hours=23) < portal["deletion_date"] - timezone.now() <= dt.timedelta(days=9)
+    elif operation == "prepare_download":
+        assert portal["prepared"] == (public_pem().strip(), "bob")
+        assert kms == before["kms"]
+    elif operation == "download":
+        assert portal["prepared"] == ("", "")
+        assert result.kcv == portal["kcv"]
+        assert kms == before["kms"]
+        with pytest.raises(Conflict):  # single use
+            services.key_download(actor=services.Actor.for_user(key.keystore.created_by), key_id=key.pk)
+    elif operation == "update":
+        assert (portal["name"], portal["alias"], portal["tags"]) == ("renamed", "alias/renamed", {"team": "payments"})
+        assert kms["aliases"] == ["alias/renamed"]
+        assert kms["tags"]["team"] == "payments"
+    elif operation == "cleanup":
+        assert (portal["state"], portal["material"]) == (D, None)
+        assert kms == before["kms"]
+    else:  # pragma: no cover - a new operation needs its expected effect here
+        pytest.fail(f"no expected effect written for {operation}")
