@@ -24,7 +24,7 @@ from tests.keys.helpers import public_pem, sandbox_view
 
 pytestmark = pytest.mark.django_db
 
-A, I, R, P, D = "ACTIVE", "INACTIVE", "REPLACED", "PENDING_DELETION", "DELETED"
+A, I, R, P, D = "ACTIVE", "INACTIVE", "REPLACED", "PENDING_DELETION", "DELETED"  # noqa: E741 - the SPEC table reads best in its initials
 ALL = {A, I, R, P, D}
 # operation: (allowed, no-op) straight from SPEC §2.
 SPEC_TABLE: dict[str, tuple[set[str], set[str]]] = {
