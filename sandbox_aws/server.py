@@ -1,0 +1,64 @@
+"""The sandbox AWS server: moto's STS/KMS/IAM with the sandbox patches, plus ``/_sandbox/``."""
+
+from __future__ import annotations
+
+import threading
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from sandbox_aws import control, kms, partitions, sts
+
+
+def install_patches() -> None:
+    """Turn moto into the sandbox. Idempotent, so every server start may call it."""
+    partitions.install()
+    kms.install()
+    sts.install()
+    control.install_call_counter()
+
+
+class SandboxServer:
+    """An AWS-compatible endpoint on ``host:port`` served from a background thread.
+
+    ``port=0`` lets the OS choose a free port; :meth:`start` returns the base URL to
+    pass to boto3 as ``endpoint_url``. State lives in this process's moto backends, so
+    two servers in one process share it.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the running server."""
+        if self._server is None:
+            raise RuntimeError("SandboxServer is not running; call start() first")
+        return f"http://{self.host}:{self._server.server_port}"
+
+    def start(self) -> str:
+        """Bind, start serving in a daemon thread and return the base URL."""
+        if self._server is not None:
+            return self.url
+        install_patches()
+        app = control.with_control_api(DomainDispatcherApplication(create_backend_app))
+        # Binding happens here, in the caller's thread: once start() returns, the port
+        # accepts connections, so there is no readiness race.
+        self._server = make_server(self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="sandbox-aws", daemon=True)
+        self._thread.start()
+        return self.url
+
+    def stop(self) -> None:
+        """Stop serving and release the port. Safe to call twice."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._server = None
+        self._thread = None

@@ -1,0 +1,128 @@
+"""STS AssumeRole with the confused-deputy check AWS applies through a role's trust policy.
+
+moto lets anyone assume any role ARN, which keeps ``make run`` free of IAM setup, and
+the sandbox keeps that. But when a role with that ARN *exists* in the sandbox's IAM and
+its trust policy makes ``sts:ExternalId`` a condition, the ExternalId must match, as on
+AWS; otherwise the call is refused with ``AccessDenied``. Principals, other condition
+keys and Deny statements are not evaluated: the sandbox is not an IAM policy engine.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+from moto.core.exceptions import AccessDeniedError
+from moto.iam.exceptions import NotFoundException
+from moto.iam.models import iam_backends
+from moto.sts.exceptions import STSValidationError
+from moto.sts.models import STSBackend
+
+ROLE_ARN = re.compile(r"^arn:(?P<partition>aws[a-z-]*):iam::(?P<account>\d{12}):role/.+$")
+EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
+EXTERNAL_ID_CONDITION_KEY = "sts:externalid"
+ASSUME_ROLE_ACTIONS = {"sts:assumerole", "sts:*", "*"}
+
+
+class AccessDenied(AccessDeniedError):
+    """AWS's answer (HTTP 403) when the trust policy does not let the caller in."""
+
+    def __init__(self, role_arn: str) -> None:
+        # The backend does not know the caller's ARN; AWS would name it here.
+        super().__init__(user_arn="the caller", action=f"sts:AssumeRole on resource: {role_arn}")
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _load_policy(document: str) -> dict[str, Any]:
+    try:
+        policy = json.loads(document)
+    except json.JSONDecodeError:
+        # IAM hands policies around URL-encoded; moto may keep them that way.
+        policy = json.loads(urllib.parse.unquote(document))
+    return policy if isinstance(policy, dict) else {}
+
+
+def _external_id_matches(operator: str, expected: list[Any], external_id: str | None) -> bool:
+    if external_id is None:
+        return False
+    operator = operator.lower()
+    if operator == "stringequals":
+        return external_id in expected
+    if operator == "stringequalsignorecase":
+        return external_id.lower() in {str(value).lower() for value in expected}
+    if operator == "stringlike":
+        return any(fnmatch.fnmatchcase(external_id, str(pattern)) for pattern in expected)
+    # Operators the sandbox does not evaluate never grant access through ExternalId.
+    return False
+
+
+def _statement_allows(statement: dict[str, Any], external_id: str | None) -> bool:
+    """An Allow statement admits the call if each of its ExternalId conditions holds."""
+    for operator, conditions in (statement.get("Condition") or {}).items():
+        for key, expected in (conditions or {}).items():
+            if key.lower() == EXTERNAL_ID_CONDITION_KEY and not _external_id_matches(
+                operator, _as_list(expected), external_id
+            ):
+                return False
+    return True
+
+
+def trust_policy_admits(document: str, external_id: str | None) -> bool:
+    """Whether a role's trust policy lets AssumeRole through, judged on ExternalId only."""
+    statements = [
+        statement
+        for statement in _as_list(_load_policy(document).get("Statement", []))
+        if isinstance(statement, dict)
+        and statement.get("Effect") == "Allow"
+        and any(str(action).lower() in ASSUME_ROLE_ACTIONS for action in _as_list(statement.get("Action", [])))
+    ]
+    if not statements:
+        # Nothing about AssumeRole in the policy: keep moto's permissive behaviour.
+        return True
+    return any(_statement_allows(statement, external_id) for statement in statements)
+
+
+def check_external_id(role_arn: str, external_id: str | None) -> None:
+    """Refuse AssumeRole like AWS when an existing role's trust policy wants another ExternalId."""
+    if external_id is not None and not EXTERNAL_ID.match(external_id):
+        raise STSValidationError(
+            f"1 validation error detected: Value '{external_id}' at 'externalId' failed to satisfy constraint: "
+            r"Member must satisfy regular expression pattern: [\w+=,.@:/-]*"
+        )
+    match = ROLE_ARN.match(role_arn or "")
+    # Only look where a role could exist: never create IAM state for a mere lookup.
+    if match is None or match["account"] not in iam_backends:
+        return
+    account_iam = iam_backends[match["account"]]
+    if match["partition"] not in account_iam:
+        return
+    try:
+        role = account_iam[match["partition"]].get_role_by_arn(role_arn)
+    except NotFoundException:
+        return
+    if not trust_policy_admits(role.assume_role_policy_document, external_id):
+        raise AccessDenied(role_arn)
+
+
+def _wrap_assume_role(original: Callable[..., Any]) -> Callable[..., Any]:
+    def assume_role(self: STSBackend, **kwargs: Any) -> Any:
+        check_external_id(kwargs.get("role_arn", ""), kwargs.get("external_id"))
+        return original(self, **kwargs)
+
+    assume_role.__doc__ = original.__doc__
+    assume_role.sandbox_wrapped = True  # type: ignore[attr-defined]  # marker that makes install() idempotent
+    return assume_role
+
+
+def install() -> None:
+    """Add the ExternalId check to moto's STS. Idempotent."""
+    if getattr(STSBackend.assume_role, "sandbox_wrapped", False):
+        return
+    STSBackend.assume_role = _wrap_assume_role(STSBackend.assume_role)  # type: ignore[method-assign]
