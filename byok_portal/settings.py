@@ -186,6 +186,13 @@ OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups")
 OIDC_CREATOR_GROUP = env_str("OIDC_CREATOR_GROUP")
 OIDC_VERIFY_SSL = env_bool("OIDC_VERIFY_SSL", True)
 OIDC_RP_LOGIN_URL_NAME = "oidc_authentication_init"
+# The provider's token endpoint is called with client_secret_basic (the OIDC default).
+OIDC_TOKEN_USE_BASIC_AUTH = env_bool("OIDC_TOKEN_USE_BASIC_AUTH", True)
+# The portal's own views: full ID token verification, (iss, sub) kept in the session, 404 when OIDC is off.
+OIDC_AUTHENTICATE_CLASS = "accounts.oidc.PortalOIDCAuthenticationRequestView"
+OIDC_CALLBACK_CLASS = "accounts.oidc.PortalOIDCCallbackView"
+# IdP group -> permissions, e.g. {"kms-creators": ["keystores.add_keystore"]} (see accounts.services).
+OIDC_GROUP_PERMISSIONS: dict[str, list[str]] = {}
 if not DEBUG and not OIDC_ENABLED and not BYOK_LOCAL_LOGIN:
     raise ImproperlyConfigured("Neither OIDC (OIDC_RP_CLIENT_ID, ...) nor local login is enabled: nobody could log in.")
 if OIDC_ENABLED:

@@ -9,5 +9,6 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("admin/", admin_site.urls),
     path("oidc/", include("mozilla_django_oidc.urls")),
+    path("accounts/", include("accounts.urls")),
     path("api/v1/", include("byok_portal.api_urls")),
 ]
