@@ -221,7 +221,7 @@ class KmsSession:
             "GetParametersForImport",
             KeyId=key_id,
             WrappingAlgorithm="RSAES_OAEP_SHA_256",
-            WrappingKeySpec="RSA_4096",
+            WrappingKeySpec=settings.BYOK_IMPORT_WRAPPING_KEY_SPEC,
         )
         self._call(
             "ImportKeyMaterial",

@@ -265,6 +265,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
+# The default keeps beat's state in a file (`make run` passes --schedule); set
+# "django_celery_beat.schedulers:DatabaseScheduler" to edit schedules in the admin.
+CELERY_BEAT_SCHEDULER = env_str("CELERY_BEAT_SCHEDULER", "celery.beat:PersistentScheduler")
 CELERY_BEAT_SCHEDULE = {
     "daily-cleanup": {
         "task": "keys.tasks.cleanup_due_keys",
@@ -279,6 +282,14 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=0, hour=env_int("BYOK_EXPIRY_WARNING_HOUR", 6)),
     },
 }
+# Keys cleaned per transaction; bounds the cleanup's memory and lock time.
+BYOK_CLEANUP_BATCH_SIZE = env_int("BYOK_CLEANUP_BATCH_SIZE", 500)
+# KMS calls per second per keystore during reconciliation (0: unlimited); KMS
+# request quotas are shared with the customer's own workloads in that account.
+BYOK_RECONCILE_KMS_CALLS_PER_SECOND = env_int("BYOK_RECONCILE_KMS_CALLS_PER_SECOND", 10)
+# Keys one reconcile_keystore task checks before handing the rest to a new task,
+# so no task runs anywhere near the broker's visibility timeout.
+BYOK_RECONCILE_CHUNK = env_int("BYOK_RECONCILE_CHUNK", 200)
 
 # --- AWS and key custody ------------------------------------------------------
 BYOK_SANDBOX = env_bool("BYOK_SANDBOX", False)
@@ -290,6 +301,10 @@ BYOK_AWS_CONNECT_TIMEOUT = env_int("BYOK_AWS_CONNECT_TIMEOUT", 5)
 BYOK_AWS_READ_TIMEOUT = env_int("BYOK_AWS_READ_TIMEOUT", 20)
 BYOK_AWS_MAX_ATTEMPTS = env_int("BYOK_AWS_MAX_ATTEMPTS", 4)
 BYOK_AWS_SESSION_SECONDS = env_int("BYOK_AWS_SESSION_SECONDS", 3600)
+# The RSA key KMS wraps imported material with: RSA_4096 by default (the strongest KMS offers).
+BYOK_IMPORT_WRAPPING_KEY_SPEC = env_str("BYOK_IMPORT_WRAPPING_KEY_SPEC", "RSA_4096")
+if BYOK_IMPORT_WRAPPING_KEY_SPEC not in ("RSA_2048", "RSA_3072", "RSA_4096"):
+    raise ImproperlyConfigured("BYOK_IMPORT_WRAPPING_KEY_SPEC must be RSA_2048, RSA_3072 or RSA_4096")
 BYOK_TAG_KEY = env_str("BYOK_TAG_KEY", "byok-portal:key-id")
 BYOK_ALIAS_PREFIX = env_str("BYOK_ALIAS_PREFIX", "alias/")
 BYOK_DELETION_WINDOW_DAYS = env_int("BYOK_DELETION_WINDOW_DAYS", 30)

@@ -388,36 +388,76 @@ def _kms_tags(key_id: uuid.UUID, tags: dict[str, str]) -> dict[str, str]:
     return {**tags, settings.BYOK_TAG_KEY: str(key_id)}
 
 
+@dataclass
+class _Creation:
+    """What a create/renew attempt has done in KMS so far, for undoing it if the attempt fails."""
+
+    journal: PendingCreation
+    create_attempted: bool = False
+    alias_created: str = ""
+
+    @property
+    def arn(self) -> str:
+        return self.journal.kms_key_arn
+
+
 @contextmanager
-def _creation_journal(keystore: Keystore, key_id: uuid.UUID, operation: Operation) -> Iterator[PendingCreation]:
+def _creation_journal(keystore: Keystore, key_id: uuid.UUID, operation: Operation) -> Iterator[_Creation]:
     """Record the intent to create a KMS key before CreateKey, and forget it once the Key row commits.
 
     Must be entered outside any transaction, so the journal row is committed first.
-
-    If the work in between fails, the new KMS key is scheduled for deletion at
-    once; if even that fails (or the process dies), the journal row stays for
-    :func:`recover_pending_creations`.
+    If the work in between fails, the new KMS key (and an alias created for it) is
+    removed at once; if even that fails, or the process dies, the journal row stays
+    for :func:`recover_pending_creations`.
     """
-    journal = PendingCreation.objects.create(key_id=key_id, keystore=keystore, operation=operation)
+    creation = _Creation(PendingCreation.objects.create(key_id=key_id, keystore=keystore, operation=operation))
     try:
-        yield journal
+        yield creation
     except BaseException:
-        if journal.kms_key_arn:
-            try:
-                aws.kms_for(keystore).schedule_deletion(journal.kms_key_arn.rsplit("/", 1)[-1], MIN_WINDOW)
-            except AwsError:
-                logger.warning("could not remove a half-created KMS key", extra={"key_id": str(key_id)})
-                raise
-        journal.delete()
+        if not creation.create_attempted:
+            creation.journal.delete()
+        else:
+            _undo_creation(keystore, creation)
         raise
-    journal.delete()
+    creation.journal.delete()
+
+
+def _undo_creation(keystore: Keystore, creation: _Creation) -> None:
+    """Best effort: schedule the half-created KMS key for deletion so no orphan is left behind."""
+    try:
+        kms = aws.kms_for(keystore)
+        if creation.alias_created:
+            kms.delete_alias(creation.alias_created)
+        # The CreateKey response may have been lost (a timeout after AWS acted): find the key by its tag.
+        arns = (
+            [creation.arn]
+            if creation.arn
+            else list(kms.find_keys_tagged(settings.BYOK_TAG_KEY, str(creation.journal.key_id)))
+        )
+        for arn in arns:
+            _schedule_orphan_deletion(kms, arn)
+    except AwsError:
+        logger.warning("could not remove a half-created KMS key", extra={"key_id": str(creation.journal.key_id)})
+        return  # the journal row stays; reconciliation retries
+    creation.journal.delete()
+
+
+def _schedule_orphan_deletion(kms: KmsSession, arn: str) -> None:
+    try:
+        kms.schedule_deletion(arn.rsplit("/", 1)[-1], MIN_WINDOW)
+    except AwsError as exc:
+        if exc.code not in (INVALID_STATE_CODE, "NotFoundException"):  # already pending deletion, or gone
+            raise
 
 
 def _provision_kms_key(
-    kms: KmsSession, journal: PendingCreation, *, name: str, tags: dict[str, str], material: bytearray
+    kms: KmsSession, creation: _Creation, *, name: str, tags: dict[str, str], material: bytearray
 ) -> str:
+    journal = creation.journal
+    creation.create_attempted = True
     arn = kms.create_external_key(description=f"BYOK Portal key {name}", tags=_kms_tags(journal.key_id, tags))
-    # Remember the ARN at once (own transaction): it is how an orphan is found after a crash.
+    # Remember the ARN at once: it is how an orphan is found after a crash. (Inside a
+    # renew this rolls back with the transaction; the tag still finds the key.)
     PendingCreation.objects.filter(pk=journal.pk).update(kms_key_arn=arn)
     journal.kms_key_arn = arn
     kms.import_material(arn.rsplit("/", 1)[-1], material)
@@ -462,10 +502,16 @@ def key_create(
     material = custody.generate_material()
     kms = aws.kms_for(keystore)
     try:
-        with _creation_journal(keystore, key_id, Operation.CREATE) as journal:
-            arn = _provision_kms_key(kms, journal, name=name, tags=clean_tags, material=material)
+        with _creation_journal(keystore, key_id, Operation.CREATE) as creation:
+            arn = _provision_kms_key(kms, creation, name=name, tags=clean_tags, material=material)
             if alias:
-                kms.create_alias(alias, arn.rsplit("/", 1)[-1])
+                try:
+                    kms.create_alias(alias, arn.rsplit("/", 1)[-1])
+                except AwsError as exc:
+                    if exc.code != "AlreadyExistsException":  # someone else's alias: never remove it
+                        creation.alias_created = alias
+                    raise
+                creation.alias_created = alias
             with transaction.atomic():
                 key = Key.objects.create(
                     id=key_id,
@@ -509,6 +555,14 @@ def key_create(
     return key
 
 
+def _point_alias_back(kms: KmsSession, alias: str, old: Key) -> None:
+    """Undo a half-done alias move (the UpdateAlias may have happened even if its response was lost)."""
+    try:
+        kms.point_alias(alias, old.kms_key_id)
+    except AwsError:
+        logger.warning("could not move an alias back after a failed renew", extra={"key_id": str(old.pk)})
+
+
 def key_renew(*, actor: Actor, key_id: Any) -> Key:
     """New key and KMS key with fresh material; the alias moves; the old key becomes REPLACED (still enabled)."""
     current = Key.objects.select_related("keystore").filter(pk=key_id).first() if _is_uuid(key_id) else None
@@ -519,38 +573,45 @@ def key_renew(*, actor: Actor, key_id: Any) -> Key:
     created: list[Key] = []
 
     def step(old: Key, kms: KmsSession) -> dict[str, Any]:
-        arn = _provision_kms_key(kms, journal, name=old.name, tags=dict(old.tags), material=material)
-        if old.alias:
-            # Both keys are symmetric ENCRYPT_DECRYPT, as UpdateAlias requires.
-            kms.point_alias(old.alias, arn.rsplit("/", 1)[-1])
-        alias, old.alias = old.alias, ""
-        # The old row gives up the alias first: a live alias is unique per keystore.
-        Key.objects.filter(pk=old.pk).update(alias="")
-        created.append(
-            Key.objects.create(
-                id=new_id,
-                keystore=old.keystore,
-                name=old.name,
-                alias=alias,
-                tags=dict(old.tags),
-                expires=old.expires,
-                state=KeyState.ACTIVE,
-                kms_key_arn=arn,
-                kms_state=KmsState.ENABLED,
-                kms_checked_at=timezone.now(),
-                kcv=custody.kcv(material),
-                material_sealed=custody.seal(new_id, material),
-                replaces=old,
-                created_by=actor.user,
-                updated_by=actor.user,
+        arn = _provision_kms_key(kms, creation, name=old.name, tags=dict(old.tags), material=material)
+        alias = old.alias
+        try:
+            if alias:
+                # Both keys are symmetric ENCRYPT_DECRYPT, as UpdateAlias requires.
+                kms.point_alias(alias, arn.rsplit("/", 1)[-1])
+            old.alias = ""
+            # The old row gives up the alias first: a live alias is unique per keystore.
+            Key.objects.filter(pk=old.pk).update(alias="")
+            created.append(
+                Key.objects.create(
+                    id=new_id,
+                    keystore=old.keystore,
+                    name=old.name,
+                    alias=alias,
+                    tags=dict(old.tags),
+                    expires=old.expires,
+                    state=KeyState.ACTIVE,
+                    kms_key_arn=arn,
+                    kms_state=KmsState.ENABLED,
+                    kms_checked_at=timezone.now(),
+                    kcv=custody.kcv(material),
+                    material_sealed=custody.seal(new_id, material),
+                    replaces=old,
+                    created_by=actor.user,
+                    updated_by=actor.user,
+                )
             )
-        )
+        except BaseException:
+            # The alias may have moved even if UpdateAlias's response was lost: move it back.
+            if alias:
+                _point_alias_back(kms, alias, old)
+            raise
         return {"renewed_by": str(new_id), "alias_moved": alias}
 
     try:
         # The journal is committed before the locked transaction starts, so that a
         # crash after CreateKey still leaves a trace of the new KMS key.
-        with _creation_journal(current.keystore, new_id, Operation.RENEW) as journal:
+        with _creation_journal(current.keystore, new_id, Operation.RENEW) as creation:
             _operate(actor, key_id, Operation.RENEW, step)
     finally:
         custody.wipe(material)
@@ -574,11 +635,7 @@ def recover_pending_creations(*, actor: Actor, older_than: dt.timedelta = dt.tim
         arns = [journal.kms_key_arn] if journal.kms_key_arn else []
         arns += [a for a in kms.find_keys_tagged(settings.BYOK_TAG_KEY, str(journal.key_id)) if a not in arns]
         for arn in arns:
-            try:
-                kms.schedule_deletion(arn.rsplit("/", 1)[-1], MIN_WINDOW)
-            except AwsError as exc:
-                if exc.code not in (INVALID_STATE_CODE, "NotFoundException"):
-                    raise
+            _schedule_orphan_deletion(kms, arn)
         with transaction.atomic():
             record(
                 actor=actor,

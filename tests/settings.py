@@ -10,6 +10,9 @@ os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 os.environ.setdefault("BYOK_KEK", base64.b64encode(b"k" * 32).decode())
 os.environ.setdefault("BYOK_AUDIT_KEY", "test-audit-key")
 os.environ.setdefault("BYOK_SANDBOX", "true")
+# The sandbox generates a fresh wrapping key per import, as KMS does; RSA-4096 costs ~0.5 s
+# each, so the suite imports with RSA-2048 and one test covers the production default.
+os.environ.setdefault("BYOK_IMPORT_WRAPPING_KEY_SPEC", "RSA_2048")
 
 from byok_portal.settings import *  # noqa: F403
 

@@ -36,3 +36,39 @@ def public_pem(bits: int = 2048) -> str:
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
+
+
+def kms_client(sandbox_url: str, keystore: Any) -> Any:
+    """A boto3 KMS client in the keystore's sandbox account: how a test acts behind the portal's back."""
+    import boto3
+
+    sts = boto3.client(
+        "sts",
+        endpoint_url=sandbox_url,
+        region_name=keystore.region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    creds = sts.assume_role(RoleArn=keystore.role_arn, RoleSessionName="test", ExternalId=keystore.external_id)[
+        "Credentials"
+    ]
+    return boto3.client(
+        "kms",
+        endpoint_url=sandbox_url,
+        region_name=keystore.region,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+
+
+def live_portal_kms_keys(sandbox_url: str, keystore: Any, tag_key: str) -> set[str]:
+    """ARNs of KMS keys in the account that carry the portal's tag and are not pending deletion."""
+    client = kms_client(sandbox_url, keystore)
+    live = set()
+    for entry in client.list_keys()["Keys"]:
+        meta = client.describe_key(KeyId=entry["KeyId"])["KeyMetadata"]
+        tags = {t["TagKey"] for t in client.list_resource_tags(KeyId=entry["KeyId"])["Tags"]}
+        if tag_key in tags and meta["KeyState"] != "PendingDeletion":
+            live.add(meta["Arn"])
+    return live
