@@ -155,3 +155,12 @@ def test_no_credentials_is_a_401_with_the_bearer_challenge(db: Any):
 def test_refused_tokens_provision_nobody(oidc_settings: OIDCProvider):
     call(oidc_settings.mint({"sub": "sub-never", "aud": "someone-else"}))
     assert not User.objects.filter(oidc_subject="sub-never").exists()
+
+
+def test_a_login_token_with_another_nonce_is_refused(oidc_settings: OIDCProvider):
+    from accounts.tokens import InvalidIDToken, verify_id_token
+
+    token = oidc_settings.mint({"sub": "s", "nonce": "sent-by-someone-else"})
+    with pytest.raises(InvalidIDToken, match="nonce"):
+        verify_id_token(token, nonce="the-one-we-sent")
+    assert verify_id_token(token, nonce="sent-by-someone-else")["sub"] == "s"

@@ -9,8 +9,9 @@ import pytest
 from django.test import Client
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts.identity import actor_from_request
+from accounts.identity import SESSION_IDENTITY_KEY, actor_from_request
 from accounts.models import User
+from accounts.oidc import SESSION_OIDC_LOGIN_KEY
 from accounts.views import PENDING_LOGIN_KEY
 from tests.accounts.conftest import PASSWORD, current_code
 
@@ -89,6 +90,20 @@ def test_a_user_with_a_device_enters_the_code_and_is_otp_verified(client: Client
     request = account.wsgi_request
     assert request.user.is_verified()  # type: ignore[union-attr]
     assert actor_from_request(request).identity == ("local", "olivia")
+
+
+def test_a_local_login_replaces_an_earlier_oidc_identity_in_the_session(client: Client, local_device: TOTPDevice):
+    session = client.session
+    session[SESSION_IDENTITY_KEY] = ["https://idp.example.com", "someone-else"]
+    session[SESSION_OIDC_LOGIN_KEY] = True
+    session.save()
+
+    password_step(client)
+    client.post(VERIFY, {"code": current_code(local_device)})
+
+    request = client.get(ACCOUNT).wsgi_request
+    assert actor_from_request(request).identity == ("local", "olivia")
+    assert SESSION_OIDC_LOGIN_KEY not in client.session
 
 
 def test_a_wrong_code_is_refused(client: Client, local_device: TOTPDevice):

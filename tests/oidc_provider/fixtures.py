@@ -110,14 +110,20 @@ class OIDCProvider:
             )
         raise AssertionError("the provider never redirected back to the client")
 
-    def browser_login(self, portal_url: str, login: str, *, next_path: str = "/accounts/") -> requests.Session:
+    def browser_login(
+        self, portal_url: str, login: str, *, next_path: str = "/accounts/", http: requests.Session | None = None
+    ) -> requests.Session:
         """The full authorization code flow, browser-style, through the portal: returns the logged-in session.
 
         The portal starts the flow (state, nonce, PKCE), the provider's login and
         consent forms are submitted for ``login`` (which becomes the ``sub``), and the
-        callback is followed back into the portal.
+        callback is followed back into the portal. Pass ``http`` to log in within an
+        existing browser (its provider cookies are dropped, so the provider asks again).
         """
-        http = requests.Session()
+        if http is None:
+            http = requests.Session()
+        else:
+            http.cookies.clear(domain=urlparse(self.issuer).hostname or "")
         start = http.get(
             f"{portal_url}/oidc/authenticate/", params={"next": next_path}, allow_redirects=False, timeout=HTTP_TIMEOUT
         )
