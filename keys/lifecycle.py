@@ -54,6 +54,7 @@ class Operation(StrEnum):
     REVOKE = "revoke"
     RECONCILE = "reconcile"
     EXPIRY_WARNING = "expiry_warning"
+    ROTATE_KEK = "rotate_kek"
 
 
 ALL_BUT_DELETED = frozenset(set(KeyState) - {KeyState.DELETED})
