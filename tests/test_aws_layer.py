@@ -1,0 +1,164 @@
+"""The AWS layer against the sandbox over HTTP: AssumeRole with ExternalId, credential caching,
+error translation, and bounded timeouts."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+import time_machine
+
+from byok_portal import aws
+from byok_portal.aws import AwsError
+from keystores.models import Keystore
+from tests.conftest import REGION, new_account_id
+
+pytestmark = pytest.mark.django_db
+
+
+def calls(url: str) -> dict[str, int]:
+    with urllib.request.urlopen(f"{url}/_sandbox/calls") as response:
+        return dict(json.loads(response.read()))
+
+
+def make_keystore(account: str | None = None, role: str = "byok-portal") -> Keystore:
+    account = account or new_account_id()
+    return Keystore.objects.create(
+        name="k", aws_account_id=account, region=REGION, role_arn=f"arn:aws:iam::{account}:role/{role}"
+    )
+
+
+def create_role_requiring_external_id(url: str, keystore: Keystore, external_id: str) -> None:
+    """Create the customer's role in the sandbox IAM, with the trust policy the portal tells them to use."""
+    sts = boto3.client("sts", endpoint_url=url, region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    admin = sts.assume_role(RoleArn=f"arn:aws:iam::{keystore.aws_account_id}:role/admin", RoleSessionName="setup")
+    creds = admin["Credentials"]
+    iam = boto3.client(
+        "iam",
+        endpoint_url=url,
+        region_name=REGION,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::000000000000:role/byok-portal"},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"sts:ExternalId": external_id}},
+            }
+        ],
+    }
+    iam.create_role(RoleName=keystore.role_arn.rsplit("/", 1)[-1], AssumeRolePolicyDocument=json.dumps(trust))
+
+
+def test_the_role_is_assumed_with_the_keystores_external_id(aws_sandbox: str) -> None:
+    keystore = make_keystore()
+    create_role_requiring_external_id(aws_sandbox, keystore, keystore.external_id)
+    aws.kms_for(keystore).probe()
+
+    impostor = make_keystore(keystore.aws_account_id, role=keystore.role_arn.rsplit("/", 1)[-1])
+    assert impostor.external_id != keystore.external_id  # the confused deputy guesses wrong
+    with pytest.raises(AwsError) as refused:
+        aws.kms_for(impostor).probe()
+    assert (refused.value.kind, refused.value.operation, refused.value.code) == (
+        "aws_connection_error",
+        "AssumeRole",
+        "AccessDenied",
+    )
+
+
+def test_credentials_are_assumed_once_per_keystore_and_renewed_before_they_expire(aws_sandbox: str) -> None:
+    first, second = make_keystore(), make_keystore()
+    start = calls(aws_sandbox).get("STS.AssumeRole", 0)
+    for _ in range(5):
+        aws.kms_for(first).probe()
+        aws.kms_for(second).probe()
+    assert calls(aws_sandbox)["STS.AssumeRole"] - start == 2
+
+    # 56 minutes later the one-hour credentials are inside the refresh margin: assume again, once.
+    with time_machine.travel(time.time() + 56 * 60, tick=True):
+        aws.kms_for(first).probe()
+        aws.kms_for(first).probe()
+    assert calls(aws_sandbox)["STS.AssumeRole"] - start == 3
+
+
+def test_aws_errors_keep_awss_code_message_and_request_id(aws_sandbox: str) -> None:
+    kms = aws.kms_for(make_keystore())
+    with pytest.raises(AwsError) as failure:
+        kms.describe("11111111-2222-3333-4444-555555555555")
+    error = failure.value
+    assert (error.kind, error.operation, error.code) == ("kms_error", "DescribeKey", "NotFoundException")
+    assert "11111111-2222-3333-4444-555555555555" in error.message
+    assert error.request_id
+    assert kms.request_ids == [error.request_id]
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    """A TCP endpoint that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def test_a_silent_aws_endpoint_times_out_within_the_configured_bound(
+    aws_sandbox: str, silent_endpoint: str, settings: Any
+) -> None:
+    settings.BYOK_SANDBOX_URL = silent_endpoint
+    settings.BYOK_AWS_READ_TIMEOUT = 1
+    settings.BYOK_AWS_MAX_ATTEMPTS = 2
+    started = time.monotonic()
+    with pytest.raises(AwsError) as failure:
+        aws.kms_for(make_keystore()).probe()
+    elapsed = time.monotonic() - started
+    assert (failure.value.kind, failure.value.code) == ("aws_connection_error", "Timeout")
+    assert elapsed < 10  # two attempts of one second each, plus backoff: bounded, never a hang
+
+
+def test_an_unreachable_endpoint_is_a_connection_error(aws_sandbox: str, settings: Any) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    settings.BYOK_SANDBOX_URL = f"http://127.0.0.1:{free_port}"
+    settings.BYOK_AWS_MAX_ATTEMPTS = 1
+    with pytest.raises(AwsError) as failure:
+        aws.kms_for(make_keystore()).probe()
+    assert failure.value.kind == "aws_connection_error"
+    assert failure.value.code == "EndpointConnectionError"
+
+
+def test_the_sandbox_is_used_only_when_enabled(settings: Any) -> None:
+    settings.BYOK_SANDBOX = False
+    assert aws._endpoint_kwargs() == {}
+    settings.BYOK_SANDBOX = True
+    assert aws._endpoint_kwargs()["endpoint_url"] == settings.BYOK_SANDBOX_URL
