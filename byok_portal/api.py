@@ -1,16 +1,28 @@
-"""API-wide glue: the error format of SPEC §6, shared by every endpoint."""
+"""API-wide glue shared by every endpoint: the error format of SPEC §6, its OpenAPI
+components, throttles, pagination and the base serializer that refuses unknown fields.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import exceptions, status
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema_field, extend_schema_serializer
+from rest_framework import exceptions, serializers, status, throttling
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from byok_portal.aws import AwsError
 from byok_portal.errors import ServiceError
+from keys.lifecycle import LIFECYCLE, Operation
+
+# --- error bodies -------------------------------------------------------------------
 
 
 def _validation_payload(exc: DjangoValidationError) -> Any:
@@ -19,10 +31,25 @@ def _validation_payload(exc: DjangoValidationError) -> Any:
     return {"non_field_errors": list(exc.messages)}
 
 
+def _with_allowed_states(body: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """Every 409 of a key operation lists the states the operation is allowed in (SPEC §6).
+
+    The services name them for lifecycle refusals; other conflicts of the same operation
+    (e.g. a download with nothing prepared) get them from the same table here.
+    """
+    operation = getattr(context.get("view"), "lifecycle_operation", None)
+    if "allowed_states" not in body and isinstance(operation, Operation) and operation in LIFECYCLE:
+        body = {**body, "allowed_states": sorted(str(s) for s in LIFECYCLE[operation].allowed)}
+    return body
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Errors as ``{"detail", "code", ...}``; field errors as DRF's field map (400)."""
     if isinstance(exc, ServiceError):
-        return Response(exc.as_dict(), status=exc.status)
+        body = exc.as_dict()
+        if exc.status == status.HTTP_409_CONFLICT:
+            body = _with_allowed_states(body, context)
+        return Response(body, status=exc.status)
     if isinstance(exc, AwsError):
         return Response(
             {
@@ -40,6 +67,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
+        if not isinstance(response.data, dict):
+            # DRF turns a bare `raise ValidationError("...")` into a list; keep field-map form.
+            response.data = {"non_field_errors": response.data}
         return response
     if isinstance(exc, exceptions.APIException) and isinstance(response.data, dict):
         codes = exc.get_codes()
@@ -50,3 +80,159 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             code = "not_found"
         response.data = {"detail": str(response.data.get("detail", exc.detail)), "code": code}
     return response
+
+
+# Named ``ApiError`` while audit.api still declares its own inline ``Error``; one
+# component for both once audit imports this one.
+@extend_schema_serializer(component_name="ApiError")
+class ErrorSerializer(serializers.Serializer):
+    """Every non-validation error: a human sentence and a machine code."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField(help_text="Machine-readable code, e.g. `not_found`, `permission_denied`.")
+
+
+@extend_schema_serializer(component_name="InvalidStateError")
+class InvalidStateErrorSerializer(ErrorSerializer):
+    """``409 invalid_state``: the key (or keystore) is in a state that refuses the operation."""
+
+    state = serializers.CharField(required=False, help_text="The state the resource is in.")
+    allowed_states = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="States the operation is allowed in (present for every key operation).",
+    )
+    reason = serializers.CharField(required=False, help_text="e.g. `not_prepared`, `preparation_expired`.")
+    live_keys = serializers.IntegerField(required=False, help_text="Keystore deletion: keys not yet DELETED.")
+
+
+@extend_schema_field({"type": "string", "enum": ["kms_error", "aws_connection_error"]})
+class AwsErrorCodeField(serializers.CharField):
+    """An enum in the schema without a component of its own (a generic ``CodeEnum`` would say nothing)."""
+
+
+@extend_schema_serializer(component_name="AwsError")
+class AwsErrorSerializer(ErrorSerializer):
+    """``502 kms_error`` / ``502 aws_connection_error``: AWS refused or could not be reached."""
+
+    code = AwsErrorCodeField()
+    aws_error_code = serializers.CharField(help_text="AWS's error code, verbatim.")
+    aws_error_message = serializers.CharField(help_text="AWS's error message, verbatim.")
+    aws_request_id = serializers.CharField(allow_null=True, help_text="AWS request id, when AWS answered.")
+
+
+VALIDATION_ERROR = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description='Invalid input: DRF field errors, `{"<field>": ["<message>", ...]}` '
+    "(unknown fields are named too; `non_field_errors` for the body as a whole).",
+)
+NOT_AUTHENTICATED = OpenApiResponse(ErrorSerializer, description="`not_authenticated` or `authentication_failed`.")
+PERMISSION_DENIED = OpenApiResponse(
+    ErrorSerializer, description="`permission_denied`: the caller's role in this keystore is too weak."
+)
+NOT_FOUND = OpenApiResponse(
+    ErrorSerializer, description="`not_found`: no such object, or the caller is not a member of its keystore."
+)
+LIST_NOT_FOUND = OpenApiResponse(ErrorSerializer, description="`not_found`: the `cursor` is not one this API issued.")
+THROTTLED = OpenApiResponse(
+    ErrorSerializer, description="`throttled`: too many requests; the `Retry-After` header says when to retry."
+)
+AWS_ERROR = OpenApiResponse(AwsErrorSerializer, description="AWS refused the call or could not be reached.")
+
+
+def invalid_state(description: str) -> OpenApiResponse:
+    return OpenApiResponse(InvalidStateErrorSerializer, description=description)
+
+
+def common_errors(*, auth_only: bool = False) -> dict[int, OpenApiResponse]:
+    """401 and 429 for every endpoint; 403 and 404 for object endpoints."""
+    errors = {401: NOT_AUTHENTICATED, 429: THROTTLED}
+    if not auth_only:
+        errors |= {403: PERMISSION_DENIED, 404: NOT_FOUND}
+    return errors
+
+
+# --- input ----------------------------------------------------------------------------
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know (or cannot set), naming them, instead of ignoring them.
+
+    A silently ignored field is how a typo (``expire`` for ``expires``) turns into a
+    key with no expiry date that nobody notices.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            writable = {name for name, field in self.fields.items() if not field.read_only}
+            unknown = sorted(str(name) for name in data if name not in writable)
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field: it cannot be set here."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class EmptySerializer(StrictSerializer):
+    """Actions without parameters: the body is empty or ``{}``."""
+
+
+def validated_body(serializer_class: type[serializers.Serializer] | None, request: Request) -> dict[str, Any]:
+    """The request body validated by ``serializer_class`` (none: only an empty body or ``{}`` is accepted)."""
+    serializer = (serializer_class or EmptySerializer)(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+# --- throttling and pagination ----------------------------------------------------------
+
+
+class _LiveRates:
+    """Read the rate table when a request comes in, not when DRF's module is imported.
+
+    DRF binds ``THROTTLE_RATES`` at import time, so settings overrides (tests,
+    per-deployment tuning through Django's settings machinery) would otherwise be ignored.
+    """
+
+    scope: str | None
+
+    def get_rate(self) -> str | None:
+        rates = api_settings.DEFAULT_THROTTLE_RATES
+        return str(rates[self.scope]) if self.scope and rates.get(self.scope) else None
+
+
+class UserThrottle(_LiveRates, throttling.UserRateThrottle):
+    """Per user (per address when anonymous), every endpoint."""
+
+
+class ScopedThrottle(_LiveRates, throttling.ScopedRateThrottle):
+    """Per user and ``throttle_scope``: stricter rates for lifecycle operations and downloads."""
+
+
+API_THROTTLES: list[type[throttling.BaseThrottle]] = [UserThrottle, ScopedThrottle]
+
+
+class BoundedCursorPagination(CursorPagination):
+    """Pages of at most 50 objects with opaque ``next``/``previous`` links.
+
+    A cursor page is one index range scan however many rows precede it, which an
+    offset page at row 90,000 is not.
+    """
+
+    page_size = 50
+
+
+# --- OpenAPI ------------------------------------------------------------------------------
+
+
+class BearerIDTokenScheme(OpenApiAuthenticationExtension):
+    """Documents ``Authorization: Bearer <OIDC ID token>`` (SPEC §3)."""
+
+    target_class = "accounts.authentication.BearerIDTokenAuthentication"
+    name = "oidcIdToken"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "An OpenID Connect ID token from the portal's provider (RS256, `aud` = client id).",
+        }

@@ -1,5 +1,283 @@
-"""REST endpoints (SPEC §6): thin DRF views over the service functions."""
+"""REST endpoints for keys (SPEC §6): thin DRF views over ``keys.services``.
 
+Reads start from ``keystores.selectors``; every write is one service call, which
+checks the caller's role and the lifecycle table under the key's row lock and
+audits the outcome. The OpenAPI description of each action is written from
+``keys.lifecycle.LIFECYCLE``, the same table that enforces it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.urls import URLPattern, URLResolver
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.routers import SimpleRouter
+from rest_framework.throttling import BaseThrottle
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from accounts.identity import actor_from_request
+from byok_portal.api import (
+    API_THROTTLES,
+    AWS_ERROR,
+    LIST_NOT_FOUND,
+    VALIDATION_ERROR,
+    BoundedCursorPagination,
+    ErrorSerializer,
+    common_errors,
+    invalid_state,
+    validated_body,
+)
+from keys import services
+from keys.filters import KeyFilter
+from keys.lifecycle import Operation
+from keys.models import Key
+from keys.serializers import (
+    DownloadSerializer,
+    KeyCreateSerializer,
+    KeySerializer,
+    KeyUpdateSerializer,
+    PrepareDownloadSerializer,
+    ScheduleDeletionSerializer,
+    operation_description,
+)
+from keystores.selectors import get_key_for, keys_for
+
+# Which lifecycle row each endpoint runs (for 409 bodies) and which throttle budget it spends.
+OPERATIONS: dict[str, Operation] = {
+    "create": Operation.CREATE,
+    "partial_update": Operation.UPDATE,
+    "deactivate": Operation.DEACTIVATE,
+    "activate": Operation.ACTIVATE,
+    "upload": Operation.UPLOAD,
+    "renew": Operation.RENEW,
+    "schedule_deletion": Operation.SCHEDULE_DELETION,
+    "cancel_deletion": Operation.CANCEL_DELETION,
+    "prepare_download": Operation.PREPARE_DOWNLOAD,
+    "download": Operation.DOWNLOAD,
+}
+DOWNLOAD_ACTIONS = {"prepare_download", "download"}
+
+
+def key_queryset(user: Any) -> QuerySet[Key]:
+    """Keys the user may see, with everything the serializer reads in one query.
+
+    ``replaced_by`` is the reverse side of a one-to-one: annotated as a subquery on
+    its unique index instead of a lookup per row. The sealed material is never needed
+    to show a key, so it is not even loaded.
+    """
+    successor = Key.objects.filter(replaces_id=OuterRef("pk")).values("pk")[:1]
+    return keys_for(user).annotate(replaced_by_pk=Subquery(successor)).defer("material_sealed")
+
+
+class KeyPagination(BoundedCursorPagination):
+    # Matches the index (keystore, state, -created_at): a filtered first page is one range scan.
+    ordering = ("-created_at", "-id")
+
+
+def _action_schema(
+    operation: Operation,
+    summary: str,
+    *,
+    request: Any = None,
+    ok: int = status.HTTP_200_OK,
+    ok_response: Any = KeySerializer,
+    extra: dict[int, Any] | None = None,
+) -> Callable[[Any], Any]:
+    return extend_schema(
+        operation_id=f"keys_{operation.value}",
+        summary=summary,
+        description=operation_description(operation),
+        request=request,
+        responses={
+            ok: ok_response,
+            400: VALIDATION_ERROR,
+            409: invalid_state("`invalid_state`: not allowed in the key's state; `allowed_states` lists where it is."),
+            502: AWS_ERROR,
+        }
+        | common_errors()
+        | (extra or {}),
+    )
+
+
+@extend_schema_view(
+    list=extend_schema(
+        operation_id="keys_list",
+        summary="List keys",
+        description="Keys in the keystores the caller holds a role in (superusers: all), newest first.",
+        responses={200: KeySerializer(many=True), 400: VALIDATION_ERROR, 404: LIST_NOT_FOUND}
+        | common_errors(auth_only=True),
+    ),
+    create=extend_schema(
+        operation_id="keys_create",
+        summary="Create a key (custodian)",
+        description="Creates a KMS key (`Origin=EXTERNAL`), generates 256-bit material, imports it and sets "
+        "alias and tags. The new key is `ACTIVE`, KMS `ENABLED`. An unknown keystore, or one the caller "
+        "is not a member of, is a 404.",
+        request=KeyCreateSerializer,
+        responses={
+            201: KeySerializer,
+            400: VALIDATION_ERROR,
+            409: invalid_state("`invalid_state`: the keystore is deleted."),
+            502: AWS_ERROR,
+        }
+        | common_errors(),
+    ),
+    retrieve=extend_schema(
+        operation_id="keys_retrieve",
+        summary="Read a key",
+        responses={200: KeySerializer} | common_errors(),
+    ),
+    partial_update=_action_schema(
+        Operation.UPDATE,
+        "Edit a key (custodian)",
+        request=KeyUpdateSerializer,
+    ),
+)
+class KeyViewSet(viewsets.GenericViewSet):
+    """Keys and their lifecycle (SPEC §2)."""
+
+    serializer_class = KeySerializer
+    pagination_class = KeyPagination
+    filterset_class = KeyFilter
+    parser_classes = [JSONParser]
+    renderer_classes = [JSONRenderer]
+    # For the schema only (ids are UUIDs); requests are scoped in get_queryset and the selectors.
+    queryset = Key.objects.none()
+
+    @property
+    def lifecycle_operation(self) -> Operation | None:
+        """Read by ``byok_portal.api.exception_handler`` to list ``allowed_states`` in 409s."""
+        return OPERATIONS.get(self.action or "")
+
+    def get_queryset(self) -> QuerySet[Key]:
+        return key_queryset(self.request.user)
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        if self.action in DOWNLOAD_ACTIONS:
+            self.throttle_scope = "download"
+        elif self.action in OPERATIONS:
+            self.throttle_scope = "lifecycle"
+        else:
+            self.throttle_scope = ""
+        return [throttle() for throttle in API_THROTTLES]
+
+    # --- reads ---------------------------------------------------------------------
+
+    def list(self, request: Request) -> Response:
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(KeySerializer(page, many=True).data)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(KeySerializer(get_key_for(request.user, pk)).data)
+
+    # --- writes ----------------------------------------------------------------------
+
+    def create(self, request: Request) -> Response:
+        data = validated_body(KeyCreateSerializer, request)
+        key = services.key_create(
+            actor=actor_from_request(request),
+            keystore_id=data["keystore"],
+            name=data["name"],
+            alias=data["alias"],
+            tags=data["tags"],
+            expires=data["expires"],
+        )
+        return Response(KeySerializer(key).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        # Visibility first: an outsider learns nothing from how the body is judged.
+        get_key_for(request.user, pk)
+        changes = validated_body(KeyUpdateSerializer, request)
+        key = services.key_update(actor=actor_from_request(request), key_id=pk, **changes)
+        return Response(KeySerializer(key).data)
+
+    @_action_schema(Operation.DEACTIVATE, "Deactivate a key")
+    @action(detail=True, methods=["post"])
+    def deactivate(self, request: Request, pk: str) -> Response:
+        validated_body(None, request)
+        return Response(KeySerializer(services.key_deactivate(actor=actor_from_request(request), key_id=pk)).data)
+
+    @_action_schema(Operation.ACTIVATE, "Activate a key")
+    @action(detail=True, methods=["post"])
+    def activate(self, request: Request, pk: str) -> Response:
+        validated_body(None, request)
+        return Response(KeySerializer(services.key_activate(actor=actor_from_request(request), key_id=pk)).data)
+
+    @_action_schema(Operation.UPLOAD, "Re-upload the key material to KMS")
+    @action(detail=True, methods=["post"])
+    def upload(self, request: Request, pk: str) -> Response:
+        validated_body(None, request)
+        return Response(KeySerializer(services.key_upload(actor=actor_from_request(request), key_id=pk)).data)
+
+    @_action_schema(Operation.RENEW, "Renew a key (returns the new key)", ok=status.HTTP_201_CREATED)
+    @action(detail=True, methods=["post"])
+    def renew(self, request: Request, pk: str) -> Response:
+        validated_body(None, request)
+        new_key = services.key_renew(actor=actor_from_request(request), key_id=pk)
+        return Response(KeySerializer(new_key).data, status=status.HTTP_201_CREATED)
+
+    @_action_schema(
+        Operation.SCHEDULE_DELETION,
+        "Schedule a key's deletion",
+        request=ScheduleDeletionSerializer,
+    )
+    @action(detail=True, methods=["post"], url_path="schedule-deletion")
+    def schedule_deletion(self, request: Request, pk: str) -> Response:
+        data = validated_body(ScheduleDeletionSerializer, request)
+        key = services.key_schedule_deletion(
+            actor=actor_from_request(request), key_id=pk, pending_window_days=data.get("pending_window_days")
+        )
+        return Response(KeySerializer(key).data)
+
+    @_action_schema(Operation.CANCEL_DELETION, "Cancel a key's scheduled deletion")
+    @action(detail=True, methods=["post"], url_path="cancel-deletion")
+    def cancel_deletion(self, request: Request, pk: str) -> Response:
+        validated_body(None, request)
+        key = services.key_cancel_deletion(actor=actor_from_request(request), key_id=pk)
+        return Response(KeySerializer(key).data)
+
+    @_action_schema(
+        Operation.PREPARE_DOWNLOAD,
+        "Prepare a download (first person)",
+        request=PrepareDownloadSerializer,
+    )
+    @action(detail=True, methods=["post"], url_path="prepare-download")
+    def prepare_download(self, request: Request, pk: str) -> Response:
+        get_key_for(request.user, pk)  # visibility first, as in partial_update
+        data = validated_body(PrepareDownloadSerializer, request)
+        key = services.key_prepare_download(
+            actor=actor_from_request(request), key_id=pk, public_key_pem=data["public_key"]
+        )
+        return Response(KeySerializer(key).data)
+
+    @_action_schema(
+        Operation.DOWNLOAD,
+        "Download the wrapped material (second person)",
+        ok_response=DownloadSerializer,
+        extra={
+            403: OpenApiResponse(
+                ErrorSerializer,
+                description="`permission_denied` (role too weak) or `two_person_rule`: "
+                "the person who prepared the download cannot download it.",
+            ),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def download(self, request: Request, pk: str) -> Response:
+        validated_body(None, request)
+        wrapped = services.key_download(actor=actor_from_request(request), key_id=pk)
+        return Response(DownloadSerializer(wrapped).data)
+
+
+router = SimpleRouter()
+router.register("keys", KeyViewSet, basename="api-key")
+urlpatterns: list[URLPattern | URLResolver] = list(router.urls)

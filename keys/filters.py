@@ -1,0 +1,44 @@
+"""The one filter set of keys: shared by the key list page and ``GET /api/v1/keys/``."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import Any
+
+import django_filters
+from django.db.models import Q, QuerySet
+
+from keys.lifecycle import KeyState
+from keys.models import Key
+
+
+class KeyFilter(django_filters.FilterSet):
+    """Filters of SPEC §6: ``keystore``, ``state``, ``alias`` and a free-text ``search``.
+
+    Request-independent on purpose: callers pass a queryset already scoped to the
+    user (``keystores.selectors.keys_for``), so the page and the API filter the same
+    rows the same way.
+    """
+
+    keystore = django_filters.UUIDFilter(field_name="keystore_id", label="Keystore ID")
+    state = django_filters.ChoiceFilter(choices=KeyState.choices, label="State")
+    alias = django_filters.CharFilter(field_name="alias", label="Alias", help_text="Exact alias, e.g. alias/orders.")
+    search = django_filters.CharFilter(
+        method="filter_search",
+        label="Search",
+        help_text="Part of the name, alias or KMS key ARN (case-insensitive), or the whole key ID.",
+    )
+
+    class Meta:
+        model = Key
+        fields: list[str] = []
+
+    def filter_search(self, queryset: QuerySet[Key], name: str, value: Any) -> QuerySet[Key]:
+        text = str(value).strip()
+        if not text:
+            return queryset
+        match = Q(name__icontains=text) | Q(alias__icontains=text) | Q(kms_key_arn__icontains=text)
+        with contextlib.suppress(ValueError):  # not an ID: search the text fields only
+            match |= Q(pk=uuid.UUID(text))
+        return queryset.filter(match)

@@ -1,0 +1,152 @@
+"""Key representations and inputs for the REST API (SPEC §6).
+
+Serializers check shapes only; the AWS alias and tag rules and every lifecycle rule
+are the services' (``keys.validation``, ``keys.lifecycle``), so pages and API agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from byok_portal.api import StrictSerializer
+from keys.lifecycle import LIFECYCLE, Operation
+from keys.models import Key
+from keys.services import MAX_WINDOW, MIN_WINDOW
+from keys.validation import MAX_TAGS
+
+ALIAS_PATTERN = r"^alias/[A-Za-z0-9/_-]{1,250}$"
+TAG_VALUE_PATTERN = r"^[\w\s.:/=+\-@]*$"
+
+# Operations a client can see in ``allowed_operations``: the offered rows of the lifecycle table.
+OFFERED_OPERATIONS = [op.value for op, row in LIFECYCLE.items() if row.offered]
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {"type": "string", "maxLength": 256},
+        "maxProperties": MAX_TAGS - 1,
+        "description": "AWS tags (string map): keys 1-128, values up to 256 of letters, digits, spaces and "
+        "`_ . : / = + - @`; the `aws:` prefix and the portal's own tag key are reserved.",
+    }
+)
+class TagsField(serializers.DictField):
+    """A string→string map; AWS's own rules are checked by the service."""
+
+    child = serializers.CharField(allow_blank=True, max_length=256)
+
+
+class KeySerializer(serializers.ModelSerializer):
+    """A key as the API shows it. Never material, never the prepared public key."""
+
+    keystore = serializers.UUIDField(source="keystore_id", read_only=True)
+    tags = serializers.DictField(child=serializers.CharField(), read_only=True)
+    replaces = serializers.UUIDField(source="replaces_id", read_only=True, allow_null=True)
+    replaced_by = serializers.SerializerMethodField()
+    download_prepared = serializers.BooleanField(read_only=True)
+    allowed_operations = serializers.ListField(
+        child=serializers.ChoiceField(choices=OFFERED_OPERATIONS),
+        read_only=True,
+        help_text="Operations that take effect in the key's current state, from the lifecycle table.",
+    )
+
+    class Meta:
+        model = Key
+        fields = [
+            "id",
+            "keystore",
+            "name",
+            "alias",
+            "tags",
+            "expires",
+            "state",
+            "kms_key_arn",
+            "kms_state",
+            "kms_checked_at",
+            "kcv",
+            "deletion_date",
+            "replaces",
+            "replaced_by",
+            "download_prepared",
+            "allowed_operations",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.UUIDField(allow_null=True))
+    def get_replaced_by(self, key: Key) -> str | None:
+        # Lists annotate ``replaced_by_pk`` (see ``keys.api.key_queryset``) so that the
+        # reverse one-to-one costs no query per row; single keys look it up once.
+        if hasattr(key, "replaced_by_pk"):
+            value = key.replaced_by_pk
+        else:
+            value = Key.objects.filter(replaces_id=key.pk).values_list("pk", flat=True).first()
+        return str(value) if value else None
+
+
+class KeyCreateSerializer(StrictSerializer):
+    """``POST /keys/``."""
+
+    keystore = serializers.UUIDField()
+    name = serializers.CharField(max_length=200)
+    alias = serializers.RegexField(ALIAS_PATTERN, max_length=256, required=False, allow_blank=True, default="")
+    tags = TagsField(required=False, default=dict)
+    expires = serializers.DateField(required=False, allow_null=True, default=None)
+
+
+class KeyUpdateSerializer(StrictSerializer):
+    """``PATCH /keys/{id}/``: only the fields given change; ``alias: ""`` removes the alias."""
+
+    name = serializers.CharField(max_length=200, required=False)
+    alias = serializers.RegexField(ALIAS_PATTERN, max_length=256, required=False, allow_blank=True)
+    tags = TagsField(required=False)
+    expires = serializers.DateField(required=False, allow_null=True)
+
+
+class ScheduleDeletionSerializer(StrictSerializer):
+    pending_window_days = serializers.IntegerField(
+        min_value=MIN_WINDOW,
+        max_value=MAX_WINDOW,
+        required=False,
+        help_text=f"Days KMS waits before deleting the key ({MIN_WINDOW}-{MAX_WINDOW}); default configured, 30.",
+    )
+
+
+class PrepareDownloadSerializer(StrictSerializer):
+    public_key = serializers.CharField(
+        max_length=20_000,
+        help_text="PEM RSA public key (SubjectPublicKeyInfo), 2048, 3072 or 4096 bits.",
+    )
+
+
+class DownloadSerializer(serializers.Serializer):
+    """The material wrapped for the prepared public key (RSAES-OAEP, SHA-256, MGF1-SHA-256)."""
+
+    key_id = serializers.UUIDField()
+    wrapping_algorithm = serializers.ChoiceField(choices=["RSAES_OAEP_SHA_256"])
+    wrapped_key_material = serializers.CharField(help_text="Base64.")
+    kcv = serializers.CharField(help_text="Key check value: AES-CMAC of a zero block, first 3 bytes, hex.")
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        return {
+            "key_id": str(instance.key_id),
+            "wrapping_algorithm": instance.wrapping_algorithm,
+            "wrapped_key_material": instance.wrapped_b64,
+            "kcv": instance.kcv,
+        }
+
+
+def operation_description(operation: Operation) -> str:
+    """The OpenAPI description of a key action, written from its lifecycle row."""
+    row = LIFECYCLE[operation]
+    allowed = ", ".join(sorted(row.allowed)) or "no state"
+    lines = [row.consequence, "", f"**Allowed in:** {allowed}."]
+    if row.noop:
+        lines.append(f"**No-op in:** {', '.join(sorted(row.noop))} (succeeds, changes nothing).")
+    lines.append(f"**Resulting state:** {row.target or 'unchanged'}.")
+    lines.append("Any other state: `409 invalid_state` listing `allowed_states`; nothing changes.")
+    return "\n".join(lines)
