@@ -320,16 +320,32 @@ def _snake(operation: str) -> str:
     return "".join(out)
 
 
+_clients_lock = threading.Lock()
+_clients: dict[tuple[str, str, str], KMSClient] = {}
+
+
 def kms_for(keystore: Keystore) -> KmsSession:
-    """A KMS session in the keystore's account and region, through its assumed role."""
+    """A KMS session in the keystore's account and region, through its assumed role.
+
+    Clients are reused while the credentials last: building a boto3 client costs
+    more than most KMS calls, and clients are thread-safe.
+    """
     creds = credential_cache.get(keystore)
     kwargs = _endpoint_kwargs()
-    kwargs.update(
-        aws_access_key_id=creds.access_key_id,
-        aws_secret_access_key=creds.secret_access_key,
-        aws_session_token=creds.session_token,
-    )
-    client = boto3.client("kms", region_name=keystore.region, config=_botocore_config(), **kwargs)
+    cache_key = (creds.access_key_id, keystore.region, str(kwargs.get("endpoint_url", "")))
+    with _clients_lock:
+        client = _clients.get(cache_key)
+    if client is None:
+        kwargs.update(
+            aws_access_key_id=creds.access_key_id,
+            aws_secret_access_key=creds.secret_access_key,
+            aws_session_token=creds.session_token,
+        )
+        client = boto3.client("kms", region_name=keystore.region, config=_botocore_config(), **kwargs)
+        with _clients_lock:
+            if len(_clients) > 1000:  # expired credentials' clients: drop them all, rebuilding is cheap enough
+                _clients.clear()
+            _clients[cache_key] = client
     return KmsSession(client=client)
 
 

@@ -1,0 +1,180 @@
+"""Lifecycle operations (issue 3): KMS calls per operation, and portal time outside KMS.
+
+Runs in a worker process (``python -m bench.lifecycle_bench worker``) against its
+own PostgreSQL database next to ``DATABASE_URL``'s (``byok_bench_lifecycle``) and
+an in-process sandbox AWS. Calls are counted by the sandbox itself
+(``/_sandbox/calls``); time inside KMS calls is measured around the AWS layer's
+single call path, so "portal time" is everything else the operation does (locks,
+crypto, audit chain, queries). The baseline for the call counts is the bound the
+issue sets; for portal time it is the time the same operation spent inside KMS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+DATABASE = "byok_bench_lifecycle"
+ROUNDS = int(os.environ.get("BENCH_LIFECYCLE_ROUNDS", "20"))
+# The issue's bounds: KMS calls per operation after the first AssumeRole.
+BOUNDS = {"create": 4, "deactivate": 2, "activate": 3, "upload": 3, "cancel_deletion": 3}
+
+
+def _url(database: str) -> str:
+    parts = urlsplit(os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/byok")
+    if not parts.scheme.startswith("postgres"):
+        raise RuntimeError("the lifecycle benchmark needs PostgreSQL: set DATABASE_URL=postgres://...")
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def run() -> list[dict[str, Any]]:
+    import psycopg
+
+    with psycopg.connect(_url("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    env = {
+        **os.environ,
+        "DATABASE_URL": _url(DATABASE),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "LOG_LEVEL": "WARNING",
+        # What production uses: a fresh RSA-4096 wrapping key from KMS for every import.
+        "BYOK_IMPORT_WRAPPING_KEY_SPEC": "RSA_4096",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.lifecycle_bench", "worker"], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"lifecycle bench worker failed:\n{done.stderr[-4000:]}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    rows: list[dict[str, Any]] = []
+    for operation, figure in figures.items():
+        bound = BOUNDS.get(operation)
+        rows.append(
+            {
+                "figure": f"{operation}: KMS calls",
+                "value": figure["calls"],
+                "unit": "calls",
+                "baseline": bound,
+                "ratio": round(figure["calls"] / bound, 2) if bound else None,
+                "note": "baseline = the issue's upper bound" if bound else "no bound set",
+            }
+        )
+        rows.append(
+            {
+                "figure": f"{operation}: portal time outside KMS (median)",
+                "value": round(figure["portal_ms"], 2),
+                "unit": "ms",
+                "baseline": round(figure["kms_ms"], 2),
+                "ratio": round(figure["portal_ms"] / figure["kms_ms"], 2) if figure["kms_ms"] else None,
+                "note": f"baseline = median time inside KMS calls (sandbox), {ROUNDS} rounds",
+            }
+        )
+    return rows
+
+
+def _worker() -> dict[str, Any]:
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth.models import Permission
+    from django.core.management import call_command
+
+    from accounts.identity import Actor
+    from accounts.models import User
+    from byok_portal import aws
+    from keys import services
+    from keystores.services import keystore_create
+    from sandbox_aws.server import SandboxServer
+
+    call_command("migrate", verbosity=0)
+    server = SandboxServer()
+    settings.BYOK_SANDBOX = True
+    settings.BYOK_SANDBOX_URL = server.start()
+    settings.BYOK_AWS_PRINCIPAL_ARN = "arn:aws:iam::000000000000:role/byok-portal"
+
+    kms_seconds = [0.0]
+    real_call = aws.KmsSession._call
+
+    def timed_call(self: aws.KmsSession, operation: str, **kwargs: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            return real_call(self, operation, **kwargs)
+        finally:
+            kms_seconds[0] += time.perf_counter() - started
+
+    aws.KmsSession._call = timed_call  # type: ignore[method-assign]
+
+    def sandbox_calls() -> dict[str, int]:
+        with urllib.request.urlopen(f"{settings.BYOK_SANDBOX_URL}/_sandbox/calls") as response:
+            return dict(json.loads(response.read()))
+
+    user = User.objects.create_user("bench", password="bench-password-123")
+    user.user_permissions.add(Permission.objects.get(codename="add_keystore"))
+    user = User.objects.get(pk=user.pk)
+    actor = Actor.for_user(user)
+    keystore = keystore_create(
+        actor=actor,
+        name="bench",
+        aws_account_id="123456789012",
+        region="eu-west-1",
+        role_arn="arn:aws:iam::123456789012:role/byok",
+    )
+    aws.kms_for(keystore).probe()  # the first AssumeRole is not part of any operation
+
+    def measure(operation: str, call: Any) -> tuple[int, float, float]:
+        kms_seconds[0] = 0.0
+        before = sandbox_calls()
+        started = time.perf_counter()
+        call()
+        total = time.perf_counter() - started
+        after = sandbox_calls()
+        calls = sum(after.get(k, 0) - before.get(k, 0) for k in after if k.startswith(("KMS.", "STS.")))
+        return calls, (total - kms_seconds[0]) * 1000, kms_seconds[0] * 1000
+
+    samples: dict[str, list[tuple[int, float, float]]] = {}
+
+    def create(i: int) -> Any:
+        return services.key_create(actor=actor, keystore_id=keystore.pk, name=f"k{i}", alias=f"alias/bench-{i}")
+
+    for i in range(ROUNDS):
+        created: list[Any] = []
+        samples.setdefault("create", []).append(measure("create", lambda i=i, out=created: out.append(create(i))))
+        key_id = created[0].pk
+        for operation, call in (
+            ("deactivate", services.key_deactivate),
+            ("activate", services.key_activate),
+            ("upload", services.key_upload),
+            ("schedule_deletion", services.key_schedule_deletion),
+            ("cancel_deletion", services.key_cancel_deletion),
+            ("activate_again", services.key_activate),
+            ("renew", services.key_renew),
+        ):
+            sample = measure(operation, lambda c=call, k=key_id: c(actor=actor, key_id=k))
+            if operation != "activate_again":  # only puts the key back in ACTIVE for renew
+                samples.setdefault(operation, []).append(sample)
+    server.stop()
+    return {
+        operation: {
+            "calls": max(s[0] for s in rows),
+            "portal_ms": statistics.median(s[1] for s in rows),
+            "kms_ms": statistics.median(s[2] for s in rows),
+        }
+        for operation, rows in samples.items()
+    }
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["worker"]:
+        print(json.dumps(_worker()))
+    else:
+        for row in run():
+            print(row)
