@@ -1,0 +1,70 @@
+"""Celery tasks for keys: thin callers of :mod:`keys.reconcile`, scheduled by beat (see settings).
+
+Tasks take ids only (their arguments sit in the broker in plain text) and run
+with ``acks_late``: a worker that dies mid-task leaves the message to be
+delivered again, so every task is idempotent (see :mod:`keys.reconcile`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+
+from accounts.identity import Actor
+from keys import reconcile
+from keystores.models import Keystore, KeystoreState
+
+
+@shared_task(acks_late=True)
+def cleanup_due_keys() -> dict[str, int]:
+    """The daily cleanup: keys whose deletion grace period is over become DELETED."""
+    return asdict(reconcile.cleanup_due_keys(actor=Actor.system("cleanup")))
+
+
+@shared_task(acks_late=True)
+def reconcile_all() -> dict[str, int]:
+    """Fan out one :func:`reconcile_keystore` per active keystore; resolve interrupted key creations.
+
+    Keystores are independent AWS accounts (their own quotas and failures), so
+    they are reconciled in parallel by as many workers as there are.
+    """
+    actor = Actor.system("reconcile")
+    keystore_ids = list(Keystore.objects.filter(state=KeystoreState.ACTIVE).values_list("id", flat=True))
+    for keystore_id in keystore_ids:
+        reconcile_keystore.delay(str(keystore_id))
+    recovered = reconcile.recover_interrupted_creations(actor=actor)
+    return {"keystores": len(keystore_ids), "orphans_resolved": recovered}
+
+
+@shared_task(acks_late=True)
+def reconcile_keystore(keystore_id: str, after: str | None = None) -> dict[str, Any]:
+    """Reconcile one chunk of a keystore's keys, then hand the rest to a new task.
+
+    Chunks keep every task short (well inside the broker's visibility timeout)
+    and, run one after the other, keep the keystore's KMS calls under its rate limit.
+    """
+    summary, resume_after = reconcile.reconcile_keystore(
+        keystore_id,
+        actor=Actor.system("reconcile"),
+        after=uuid.UUID(after) if after else None,
+        limit=settings.BYOK_RECONCILE_CHUNK,
+    )
+    if resume_after is not None:
+        reconcile_keystore.delay(keystore_id, str(resume_after))
+    return {**asdict(summary), "continues_after": str(resume_after) if resume_after else None}
+
+
+@shared_task(acks_late=True)
+def reconcile_key(key_id: str) -> str:
+    """Reconcile a single key now (e.g. after a custodian asks for a fresh look)."""
+    return str(reconcile.reconcile_key(key_id, actor=Actor.system("reconcile")))
+
+
+@shared_task(acks_late=True)
+def warn_expiring_keys() -> dict[str, int]:
+    """The daily expiry warnings: audit event, alert log line and dashboard flag, once a day per key."""
+    return {"warned": reconcile.warn_expiring_keys(actor=Actor.system("expiry"))}

@@ -1,0 +1,45 @@
+"""The portal's Celery app as the tests' worker processes run it (``celery -A tests.tasks.worker_app``).
+
+Two test-only knobs, both from the environment:
+
+- the broker looks for abandoned messages every second instead of every ~100 s, so a
+  redelivery after a killed worker happens within the test's patience;
+- ``BYOK_TEST_AUDIT_DELAY_SECONDS`` makes every audit write of the cleanup wait that
+  long, holding the batch's row locks, so that a test can kill the worker in the
+  middle of a batch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from celery.signals import worker_ready
+
+from byok_portal.celery import app
+
+app.conf.broker_transport_options = {
+    **app.conf.broker_transport_options,
+    "unacked_restore_interval": 1,
+    "unacked_restore_throttle": 1,
+}
+
+
+@worker_ready.connect
+def _slow_down_audit_writes(**_: Any) -> None:
+    delay = float(os.environ.get("BYOK_TEST_AUDIT_DELAY_SECONDS", "0"))
+    if not delay:
+        return
+    from keys import reconcile
+
+    record = reconcile.record
+
+    def slow_record(**kwargs: Any) -> Any:
+        time.sleep(delay)
+        return record(**kwargs)
+
+    reconcile.record = slow_record
+
+
+__all__ = ["app"]
