@@ -12,7 +12,7 @@ export BYOK_SANDBOX_PORT=${BYOK_SANDBOX_PORT:-4566}
 export BYOK_SANDBOX_URL=${BYOK_SANDBOX_URL:-http://127.0.0.1:$BYOK_SANDBOX_PORT}
 export BYOK_AWS_PRINCIPAL_ARN=${BYOK_AWS_PRINCIPAL_ARN:-arn:aws:iam::000000000000:role/byok-portal}
 PORT=${PORT:-8000}
-mkdir -p var/celery/queue var/celery/processed var/log
+mkdir -p var/celery/queue var/celery/processed var/celery/control var/log
 
 pids=()
 cleanup() {
