@@ -2,11 +2,14 @@
 
 from django.urls import include, path
 
-from byok_portal import health
+from byok_portal import health, views
 from byok_portal.admin import admin_site
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
+    path("", views.dashboard, name="dashboard"),
+    path("keystores/", include("keystores.urls")),
+    path("keys/", include("keys.urls")),
     path("admin/", admin_site.urls),
     path("oidc/", include("mozilla_django_oidc.urls")),
     path("accounts/", include("accounts.urls")),

@@ -1,0 +1,139 @@
+"""Key pages' forms. They shape input; alias and tag rules are the services' (``keys.validation``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+
+from keys.services import MAX_WINDOW, MIN_WINDOW
+from keystores.models import Keystore
+
+# A PEM public key is well under this; anything bigger is not one.
+MAX_PEM_BYTES = 16 * 1024
+
+
+class TagsField(forms.CharField):
+    """Tags as ``key=value`` lines, the way people write them; the service checks AWS's tag rules."""
+
+    widget = forms.Textarea(attrs={"rows": 4, "spellcheck": "false", "class": "mono"})
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return "\n".join(f"{k}={v}" for k, v in value.items())
+        return value
+
+    def to_python(self, value: Any) -> dict[str, str]:  # type: ignore[override]
+        text = super().to_python(value) or ""
+        tags: dict[str, str] = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            name, sep, tag_value = line.partition("=")
+            if not sep or not name.strip():
+                raise forms.ValidationError(f"Line {number}: write each tag as key=value.", code="invalid_tag_line")
+            if name.strip() in tags:
+                raise forms.ValidationError(f"Line {number}: tag {name.strip()!r} appears twice.", code="duplicate_tag")
+            tags[name.strip()] = tag_value.strip()
+        return tags
+
+
+class KeyFieldsForm(forms.Form):
+    """The fields a person may set on a key: name, alias, tags, expiry."""
+
+    name = forms.CharField(max_length=200)
+    alias = forms.CharField(
+        max_length=256,
+        required=False,
+        help_text="alias/ followed by letters, digits, /, _ or - (e.g. alias/payments). "
+        "Applications should use the alias: it moves to the new key when you renew.",
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off", "class": "mono"}),
+    )
+    tags = TagsField(required=False, help_text="One key=value per line; applied to the KMS key.")
+    expires = forms.DateField(
+        required=False,
+        help_text="End of the cryptoperiod. The portal warns before it; nothing is disabled automatically.",
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+    )
+
+    field_order = ["keystore", "name", "alias", "tags", "expires"]
+
+
+class KeyCreateForm(KeyFieldsForm):
+    """A new key in one of the keystores the user is custodian (or admin) of."""
+
+    keystore = forms.ModelChoiceField(queryset=Keystore.objects.none(), empty_label="Choose a keystore…")
+
+    def __init__(self, *args: Any, keystores: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        keystore_field = self.fields["keystore"]
+        assert isinstance(keystore_field, forms.ModelChoiceField)
+        keystore_field.queryset = keystores
+        self.order_fields(self.field_order)
+
+
+class ScheduleDeletionForm(forms.Form):
+    """The waiting period KMS applies before it deletes the key."""
+
+    pending_window_days = forms.IntegerField(
+        label="Waiting period (days)",
+        min_value=MIN_WINDOW,
+        max_value=MAX_WINDOW,
+        help_text=f"{MIN_WINDOW} to {MAX_WINDOW} days. You can cancel the deletion until it ends.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("initial", {"pending_window_days": settings.BYOK_DELETION_WINDOW_DAYS})
+        super().__init__(*args, **kwargs)
+
+
+class PrepareDownloadForm(forms.Form):
+    """An RSA public key (PEM), pasted or uploaded as a file."""
+
+    public_key = forms.CharField(
+        label="Public key (PEM)",
+        required=False,
+        help_text="Paste an RSA public key: 2048, 3072 or 4096 bits, starting with -----BEGIN PUBLIC KEY-----.",
+        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "class": "mono"}),
+    )
+    public_key_file = forms.FileField(
+        label="…or upload the .pem file",
+        required=False,
+        widget=forms.ClearableFileInput(attrs={"accept": ".pem,.pub,.txt,application/x-pem-file"}),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        upload = cleaned.get("public_key_file")
+        if upload is not None:
+            if upload.size > MAX_PEM_BYTES:
+                self.add_error("public_key_file", "That file is too large to be a PEM public key.")
+                return cleaned
+            try:
+                cleaned["public_key"] = upload.read().decode("ascii")
+            except UnicodeDecodeError:
+                self.add_error("public_key_file", "That file is not a PEM (text) public key.")
+                return cleaned
+        if not (cleaned.get("public_key") or "").strip():
+            self.add_error("public_key", "Paste a PEM public key or upload a .pem file.")
+        return cleaned
+
+
+class AttentionForm(forms.Form):
+    """The key list's page-only filter, next to the shared :class:`keys.filters.KeyFilter`."""
+
+    attention = forms.ChoiceField(
+        label="Needs attention",
+        required=False,
+        choices=[("", "—"), ("expiring", "Expiring soon"), ("drift", "Drift or KMS mismatch")],
+    )
+
+
+def adapt_key_filter_form(form: forms.Form, keystores: Any) -> None:
+    """Present the shared FilterSet's form for people: keystores by name, and what "any state" means here."""
+    keystore_field = form.fields["keystore"]
+    keystore_field.label = "Keystore"
+    keystore_field.widget = forms.Select(choices=[("", "All keystores"), *((str(k.pk), k.name) for k in keystores)])
+    form.fields["state"].empty_label = "Any state but deleted"  # type: ignore[attr-defined]
+    form.fields["search"].widget.input_type = "search"

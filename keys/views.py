@@ -1,0 +1,458 @@
+"""Key pages: list, create, edit, detail with the lifecycle actions, and the two-person download flow.
+
+The buttons on the key page, their confirmations and the refusals all come from
+the lifecycle table (:data:`keys.lifecycle.LIFECYCLE`); every change is a call to
+a service function in :mod:`keys.services`. Key material is never rendered: a
+download is always a file attachment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.db.models import Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods
+
+from accounts.decorators import portal_login_required
+from accounts.identity import Actor, actor_from_request
+from accounts.models import LOCAL_ISSUER, User
+from audit.models import AuditEvent, Outcome
+from byok_portal.aws import AwsError
+from byok_portal.errors import PermissionRefused, ServiceError
+from byok_portal.web import (
+    apply_validation_error,
+    fetch_or_404,
+    forbidden,
+    paginate,
+    query_without_page,
+    report_error,
+    service_errors_to_form,
+)
+from keys import services
+from keys.filters import KeyFilter
+from keys.forms import (
+    AttentionForm,
+    KeyCreateForm,
+    KeyFieldsForm,
+    PrepareDownloadForm,
+    ScheduleDeletionForm,
+    adapt_key_filter_form,
+)
+from keys.lifecycle import LIFECYCLE, KeyState, KmsState, Operation, Transition, allowed_operations
+from keys.models import Key
+from keystores.models import ROLE_RANK, KeystoreState, Role
+from keystores.selectors import get_key_for, keys_for, keystores_for, role_in
+
+AUDIT_EXCERPT = 10
+
+# What KMS should report for a key in each portal state (SPEC §2); anything else is worth a look.
+EXPECTED_KMS_STATE = {
+    KeyState.ACTIVE: KmsState.ENABLED,
+    KeyState.INACTIVE: KmsState.EMPTY,
+    KeyState.REPLACED: KmsState.ENABLED,
+    KeyState.PENDING_DELETION: KmsState.PENDING_DELETION,
+}
+
+
+def kms_mismatch_q() -> Q:
+    """Keys whose last observed KMS state is not the one their portal state implies."""
+    query = Q()
+    for state, kms_state in EXPECTED_KMS_STATE.items():
+        query |= Q(state=state) & ~Q(kms_state=kms_state)
+    return query
+
+
+def needs_attention_q() -> Q:
+    """Reconciliation found drift, or the KMS state does not match the portal state."""
+    return (~Q(drift=[]) | kms_mismatch_q()) & ~Q(state=KeyState.DELETED)
+
+
+def warn_before() -> dt.date:
+    """Keys expiring on or before this date are "expiring soon"."""
+    return timezone.localdate() + dt.timedelta(days=settings.BYOK_EXPIRY_WARNING_DAYS)
+
+
+# Expiry matters for keys in use; a REPLACED key has already been renewed.
+EXPIRY_STATES = frozenset({KeyState.ACTIVE, KeyState.INACTIVE})
+
+
+def expiring_q() -> Q:
+    """Keys in use whose cryptoperiod ends within ``BYOK_EXPIRY_WARNING_DAYS`` (or has ended)."""
+    return Q(expires__isnull=False, expires__lte=warn_before(), state__in=EXPIRY_STATES)
+
+
+def _is_custodian(user: Any, key: Key) -> bool:
+    role = role_in(user, key.keystore)
+    return role is not None and ROLE_RANK[role] >= ROLE_RANK[Role.CUSTODIAN]
+
+
+def _detail(key: Key | uuid.UUID) -> HttpResponse:
+    return redirect("keys:detail", key_id=key.pk if isinstance(key, Key) else key)
+
+
+# --- list -------------------------------------------------------------------------
+
+
+def apply_attention(queryset: QuerySet[Key], attention: str) -> QuerySet[Key]:
+    """The page-only "needs attention" filter: expiring soon, or drift / KMS mismatch."""
+    if attention == "expiring":
+        return queryset.filter(expiring_q()).order_by("expires", "id")
+    if attention == "drift":
+        return queryset.filter(needs_attention_q())
+    return queryset
+
+
+@portal_login_required
+@require_http_methods(["GET"])
+def key_list(request: HttpRequest) -> HttpResponse:
+    """Keys the user can see: search, filters, state badges, expiring-soon marks, pagination.
+
+    Filtering is the shared :class:`keys.filters.KeyFilter` (the same as ``GET /api/v1/keys/``);
+    DELETED keys only show when that state is asked for.
+    """
+    keystores = list(keystores_for(request.user).order_by("name", "id"))
+    scoped = keys_for(request.user).select_related("keystore").order_by("-created_at", "id")
+    filterset = KeyFilter(request.GET, queryset=scoped)
+    adapt_key_filter_form(filterset.form, keystores)
+    attention = AttentionForm(request.GET)
+    queryset = filterset.qs if filterset.is_valid() else scoped.none()
+    if not request.GET.get("state"):
+        queryset = queryset.exclude(state=KeyState.DELETED)
+    if attention.is_valid():
+        queryset = apply_attention(queryset, attention.cleaned_data["attention"])
+    context = {
+        "filter": filterset,
+        "attention": attention,
+        "page": paginate(request, queryset),
+        "query": query_without_page(request),
+        "warn_before": warn_before(),
+        "filtered": any(request.GET.get(name) for name in (*filterset.form.fields, "attention")),
+    }
+    return render(request, "keys/list.html", context)
+
+
+# --- create and edit -----------------------------------------------------------------
+
+
+@portal_login_required
+@require_http_methods(["GET", "POST"])
+def key_create(request: HttpRequest) -> HttpResponse:
+    """A new key: the portal generates the material and imports it into a new KMS key."""
+    keystores = keystores_for(request.user, min_role=Role.CUSTODIAN).filter(state=KeystoreState.ACTIVE)
+    initial = {"keystore": request.GET.get("keystore")} if request.GET.get("keystore") else {}
+    form = KeyCreateForm(request.POST or None, keystores=keystores.order_by("name", "id"), initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        with service_errors_to_form(form, request, doing="Creating the key"):
+            key = services.key_create(
+                actor=actor_from_request(request),
+                keystore_id=data["keystore"].pk,
+                name=data["name"],
+                alias=data["alias"],
+                tags=data["tags"],
+                expires=data["expires"],
+            )
+        if not form.errors:
+            messages.success(
+                request,
+                f"Key “{key.name}” created: the KMS key holds the portal's material and is enabled (KCV {key.kcv}).",
+            )
+            return _detail(key)
+    context = {"form": form, "has_keystores": keystores.exists()}
+    return render(request, "keys/create.html", context, status=400 if form.errors else 200)
+
+
+@portal_login_required
+@require_http_methods(["GET", "POST"])
+def key_edit(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
+    """Change name, alias, tags and expiry (tags and alias are applied to the KMS key)."""
+    key = fetch_or_404(lambda: get_key_for(request.user, key_id))
+    if not _is_custodian(request.user, key):
+        return forbidden(request, PermissionRefused("Editing keys needs the custodian role in this keystore."))
+    row = LIFECYCLE[Operation.UPDATE]
+    if KeyState(key.state) not in row.allowed:
+        messages.error(
+            request,
+            f"Editing refused. A {key.get_state_display().lower()} key cannot be edited; "
+            f"allowed in: {', '.join(sorted(row.allowed))}.",
+            extra_tags="refused",
+        )
+        return _detail(key)
+    initial = {"name": key.name, "alias": key.alias, "tags": key.tags, "expires": key.expires}
+    form = KeyFieldsForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        changes = {name: value for name, value in form.cleaned_data.items() if initial[name] != value}
+        if not changes:
+            messages.info(request, f"Nothing to change — key “{key.name}” is as it was.")
+            return _detail(key)
+        with service_errors_to_form(form, request, doing="Saving the key"):
+            key = services.key_update(actor=actor_from_request(request), key_id=key.pk, **changes)
+        if not form.errors:
+            messages.success(request, f"Key “{key.name}” saved ({', '.join(sorted(changes))} changed).")
+            return _detail(key)
+    context = {"form": form, "key": key, "consequence": row.consequence}
+    return render(request, "keys/edit.html", context, status=400 if form.errors else 200)
+
+
+# --- lifecycle actions -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Action:
+    """A lifecycle operation offered as a button on the key page (its text comes from the lifecycle table)."""
+
+    operation: Operation
+    run: Callable[[Actor, Key, dict[str, Any]], Key]
+    done: str  # the success message; {name} is the key's name
+    danger: bool = False
+    form_class: type[forms.Form] | None = None
+
+    @property
+    def slug(self) -> str:
+        return self.operation.value.replace("_", "-")
+
+    @property
+    def row(self) -> Transition:
+        return LIFECYCLE[self.operation]
+
+
+ACTIONS: dict[str, Action] = {
+    action.slug: action
+    for action in (
+        Action(
+            Operation.DEACTIVATE,
+            lambda actor, key, data: services.key_deactivate(actor=actor, key_id=key.pk),
+            "Key “{name}” deactivated: the KMS key is disabled and its key material deleted from AWS.",
+            danger=True,
+        ),
+        Action(
+            Operation.ACTIVATE,
+            lambda actor, key, data: services.key_activate(actor=actor, key_id=key.pk),
+            "Key “{name}” activated: its material is imported again and the KMS key is enabled.",
+        ),
+        Action(
+            Operation.UPLOAD,
+            lambda actor, key, data: services.key_upload(actor=actor, key_id=key.pk),
+            "Key material of “{name}” re-uploaded: the KMS key holds it and is enabled.",
+        ),
+        Action(
+            Operation.RENEW,
+            lambda actor, key, data: services.key_renew(actor=actor, key_id=key.pk),
+            "Key “{name}” renewed. This is the new key; the old one is REPLACED and still decrypts.",
+        ),
+        Action(
+            Operation.SCHEDULE_DELETION,
+            lambda actor, key, data: services.key_schedule_deletion(
+                actor=actor, key_id=key.pk, pending_window_days=data["pending_window_days"]
+            ),
+            "Deletion of “{name}” scheduled. KMS no longer uses the key; you can cancel until the date shown.",
+            danger=True,
+            form_class=ScheduleDeletionForm,
+        ),
+        Action(
+            Operation.CANCEL_DELETION,
+            lambda actor, key, data: services.key_cancel_deletion(actor=actor, key_id=key.pk),
+            "Deletion of “{name}” cancelled. The key is INACTIVE: activate it to use it again.",
+        ),
+    )
+}
+LINKED_OPERATIONS = {Operation.UPDATE, Operation.PREPARE_DOWNLOAD, Operation.DOWNLOAD}
+
+
+def offered_actions(key: Key) -> list[Action]:
+    """The buttons of the key page: the operations the lifecycle table allows in the key's state, in table order."""
+    by_operation = {action.operation: action for action in ACTIONS.values()}
+    return [by_operation[op] for op in allowed_operations(key.state) if op in by_operation]
+
+
+def _outcome(actor: Actor, key_id: uuid.UUID) -> str | None:
+    """What the audit trail recorded for this request on this key (success or no-op)."""
+    return (
+        AuditEvent.objects.filter(key_id=key_id, request_id=actor.request_id)
+        .order_by("-seq")
+        .values_list("outcome", flat=True)
+        .first()
+    )
+
+
+def _render_confirm(request: HttpRequest, key: Key, action: Action, form: forms.Form | None, status: int = 200) -> Any:
+    allowed = KeyState(key.state) in action.row.allowed
+    context = {"key": key, "action": action, "form": form, "allowed": allowed}
+    return render(request, "keys/confirm.html", context, status=status)
+
+
+@portal_login_required
+@never_cache
+@require_http_methods(["GET", "POST"])
+def key_action(request: HttpRequest, key_id: uuid.UUID, action: str) -> HttpResponse:
+    """GET: the confirmation page (the no-JS fallback of the dialog). POST: run the operation."""
+    key = fetch_or_404(lambda: get_key_for(request.user, key_id))
+    chosen = ACTIONS.get(action)
+    if chosen is None:
+        raise Http404("No such action.")
+    if not _is_custodian(request.user, key):
+        return forbidden(request, PermissionRefused("Key operations need the custodian role in this keystore."))
+    form = chosen.form_class(request.POST or None) if chosen.form_class else None
+    if request.method == "GET":
+        return _render_confirm(request, key, chosen, form)
+    if form is not None and not form.is_valid():
+        return _render_confirm(request, key, chosen, form, status=400)
+    actor = actor_from_request(request)
+    label = chosen.row.label
+    try:
+        result = chosen.run(actor, key, form.cleaned_data if form is not None else {})
+    except ValidationError as exc:
+        if form is None:
+            report_error(request, exc, doing=label)
+            return _detail(key)
+        apply_validation_error(form, exc)
+        return _render_confirm(request, key, chosen, form, status=400)
+    except (ServiceError, AwsError) as exc:
+        report_error(request, exc, doing=label)
+        return _detail(key)
+    if _outcome(actor, key.pk) == Outcome.NOOP:
+        messages.info(
+            request,
+            f"Key “{result.name}” is already {result.get_state_display().lower()} — nothing changed.",
+            extra_tags="noop",
+        )
+    else:
+        messages.success(request, chosen.done.format(name=result.name))
+    return _detail(result)
+
+
+# --- detail ----------------------------------------------------------------------------
+
+
+def _preparer(key: Key) -> str:
+    """Who prepared the pending download, by name where the portal knows them."""
+    iss, sub = key.download_prepared_by_iss, key.download_prepared_by_sub
+    if iss == LOCAL_ISSUER:
+        user = User.objects.filter(username=sub).first()
+    else:
+        user = User.objects.filter(oidc_issuer=iss, oidc_subject=sub).first()
+    return user.display_name if user is not None else f"{sub} ({iss})"
+
+
+def _download_context(request: HttpRequest, key: Key) -> dict[str, Any]:
+    """What the pages say about a prepared download: by whom, until when, and whether it is the viewer's own."""
+    if not key.download_prepared or key.download_prepared_at is None:
+        return {"prepared": False}
+    actor = actor_from_request(request)
+    expires_at = key.download_prepared_at + dt.timedelta(seconds=settings.BYOK_DOWNLOAD_PREPARE_TTL_SECONDS)
+    return {
+        "prepared": True,
+        "prepared_by": _preparer(key),
+        "prepared_by_me": (key.download_prepared_by_iss, key.download_prepared_by_sub) == actor.identity,
+        "prepared_at": key.download_prepared_at,
+        "expires_at": expires_at,
+        "expired": services.download_preparation_expired(key),
+    }
+
+
+@portal_login_required
+@require_http_methods(["GET"])
+def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
+    """Everything about one key, and only the actions its state allows, each with its consequence."""
+    key = fetch_or_404(lambda: get_key_for(request.user, key_id))
+    can_act = _is_custodian(request.user, key)
+    offered = {op for op in allowed_operations(key.state)}
+    actions = [
+        {"action": action, "form": action.form_class() if action.form_class else None}
+        for action in offered_actions(key)
+    ]
+    expected = EXPECTED_KMS_STATE.get(KeyState(key.state))
+    context = {
+        "key": key,
+        "can_act": can_act,
+        "actions": actions if can_act else [],
+        "can_edit": can_act and Operation.UPDATE in offered,
+        "can_prepare": can_act and Operation.PREPARE_DOWNLOAD in offered,
+        "can_download": can_act and Operation.DOWNLOAD in offered,
+        "download": _download_context(request, key),
+        "replaced_by": Key.objects.filter(replaces=key).only("id", "name", "alias", "state").first(),
+        "replaces": Key.objects.filter(pk=key.replaces_id).only("id", "name", "alias", "state").first()
+        if key.replaces_id
+        else None,
+        "kms_mismatch": expected is not None and key.kms_state != expected,
+        "expected_kms_state": KmsState(expected).label if expected else "",
+        "expiring": key.expires is not None and key.expires <= warn_before() and key.state in EXPIRY_STATES,
+        "expired": key.expires is not None and key.expires < timezone.localdate(),
+        "events": AuditEvent.objects.filter(key_id=key.pk).order_by("-seq")[:AUDIT_EXCERPT],
+        "audit_url": f"{reverse('audit:event-list')}?key={key.pk}",
+        "audit_url_replaces": f"{reverse('audit:event-list')}?key={key.replaces_id}",
+    }
+    return render(request, "keys/detail.html", context)
+
+
+# --- the two-person download -------------------------------------------------------------
+
+
+@portal_login_required
+@require_http_methods(["GET", "POST"])
+def key_prepare_download(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
+    """First person: register the RSA public key the material will be wrapped with."""
+    key = fetch_or_404(lambda: get_key_for(request.user, key_id))
+    if not _is_custodian(request.user, key):
+        return forbidden(request, PermissionRefused("Downloads need the custodian role in this keystore."))
+    form = PrepareDownloadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        with service_errors_to_form(form, request, doing="Preparing the download"):
+            key = services.key_prepare_download(
+                actor=actor_from_request(request), key_id=key.pk, public_key_pem=form.cleaned_data["public_key"]
+            )
+        if not form.errors:
+            hours = settings.BYOK_DOWNLOAD_PREPARE_TTL_SECONDS // 3600
+            messages.success(
+                request,
+                f"Download prepared. Another custodian — not you — can now download the wrapped key, once, "
+                f"within {hours} hours: send them this page's link.",
+            )
+            return _detail(key)
+    context = {"form": form, "key": key, "download": _download_context(request, key)}
+    return render(request, "keys/prepare_download.html", context, status=400 if form.errors else 200)
+
+
+@portal_login_required
+@never_cache
+@require_http_methods(["GET", "POST"])
+def key_download(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
+    """Second person: GET explains, POST returns the wrapped material as a JSON file (never as a page)."""
+    key = fetch_or_404(lambda: get_key_for(request.user, key_id))
+    if not _is_custodian(request.user, key):
+        return forbidden(request, PermissionRefused("Downloads need the custodian role in this keystore."))
+    if request.method == "GET":
+        context = {
+            "key": key,
+            "download": _download_context(request, key),
+            "consequence": LIFECYCLE[Operation.DOWNLOAD].consequence,
+        }
+        return render(request, "keys/download.html", context)
+    try:
+        wrapped = services.key_download(actor=actor_from_request(request), key_id=key.pk)
+    except (ServiceError, AwsError) as exc:
+        report_error(request, exc, doing="Download")
+        return _detail(key)
+    document = {
+        "key_id": str(wrapped.key_id),
+        "wrapping_algorithm": wrapped.wrapping_algorithm,
+        "wrapped_key_material": wrapped.wrapped_b64,
+        "kcv": wrapped.kcv,
+    }
+    response = HttpResponse(json.dumps(document, indent=2) + "\n", content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="byok-{wrapped.key_id}-wrapped.json"'
+    return response

@@ -1,0 +1,118 @@
+/* BYOK Portal: progressive enhancement only. Every page works without this file. */
+(function () {
+  "use strict";
+
+  /* Copy buttons: <button data-copy="element-id" hidden>. Hidden until JS can make them work. */
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text);
+    }
+    var area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.position = "fixed";
+    area.style.opacity = "0";
+    document.body.appendChild(area);
+    area.select();
+    try {
+      document.execCommand("copy");
+    } finally {
+      document.body.removeChild(area);
+    }
+    return Promise.resolve();
+  }
+
+  function setupCopyButtons() {
+    document.querySelectorAll("button[data-copy]").forEach(function (button) {
+      var source = document.getElementById(button.getAttribute("data-copy"));
+      if (!source) return;
+      var label = button.querySelector(".copy-label") || button;
+      var original = label.textContent;
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        copyText(source.textContent.trim()).then(
+          function () { flash(label, "Copied", original); },
+          function () { flash(label, "Copy failed — select the text", original); }
+        );
+      });
+    });
+  }
+
+  function flash(label, text, original) {
+    label.textContent = text;
+    var live = document.getElementById("copy-status");
+    if (live) live.textContent = text;
+    window.setTimeout(function () { label.textContent = original; }, 2500);
+  }
+
+  /* Confirmation dialogs: <a href="confirmation page" data-dialog="dialog-id">. Without JS the link opens
+     the confirmation page, which carries the same form and the same consequence text. */
+  function setupDialogs() {
+    document.querySelectorAll("a[data-dialog]").forEach(function (link) {
+      var dialog = document.getElementById(link.getAttribute("data-dialog"));
+      if (!dialog || typeof dialog.showModal !== "function") return;
+      link.setAttribute("aria-haspopup", "dialog");
+      link.addEventListener("click", function (event) {
+        event.preventDefault();
+        dialog.showModal();
+        var first = dialog.querySelector("input, select, textarea, button[type=submit]");
+        if (first) first.focus();
+      });
+      dialog.addEventListener("close", function () { link.focus(); });
+      dialog.querySelectorAll("[data-close]").forEach(function (button) {
+        button.addEventListener("click", function () { dialog.close(); });
+      });
+      dialog.addEventListener("click", function (event) {
+        if (event.target === dialog) dialog.close();  // a click on the backdrop
+      });
+    });
+  }
+
+  /* Forms: a second click on a submit button while the request runs would repeat a KMS operation. */
+  function setupSubmitOnce() {
+    document.querySelectorAll("form[method=post]").forEach(function (form) {
+      if (form.hasAttribute("data-download")) {
+        // A download leaves the page as it is; once the file is on its way, show the key (the preparation is used up).
+        var next = form.getAttribute("data-download");
+        if (next) form.addEventListener("submit", function () { window.setTimeout(function () { window.location.assign(next); }, 1500); });
+        return;
+      }
+      form.addEventListener("submit", function () {
+        form.querySelectorAll("button[type=submit]").forEach(function (button) {
+          window.setTimeout(function () { button.disabled = true; }, 0);
+        });
+      });
+    });
+  }
+
+  /* Wide tables scroll sideways; keyboard users must be able to reach and scroll them too. */
+  function setupScrollRegions() {
+    document.querySelectorAll(".table-scroll").forEach(function (region) {
+      if (region.scrollWidth <= region.clientWidth) return;
+      region.tabIndex = 0;
+      region.setAttribute("role", "region");
+      var caption = region.querySelector("caption");
+      region.setAttribute("aria-label", caption ? caption.textContent.trim() : "Scrollable table");
+    });
+  }
+
+  /* After a failed submit, take keyboard users straight to the first field in error. */
+  function focusFirstError() {
+    var invalid = document.querySelector("main [aria-invalid=true]");
+    if (invalid) invalid.focus();
+  }
+
+  /* Coming back with the browser's Back button must not leave buttons disabled. */
+  window.addEventListener("pageshow", function (event) {
+    if (!event.persisted) return;
+    document.querySelectorAll("button[type=submit][disabled]").forEach(function (button) { button.disabled = false; });
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    setupCopyButtons();
+    setupDialogs();
+    setupSubmitOnce();
+    setupScrollRegions();
+    focusFirstError();
+  });
+})();

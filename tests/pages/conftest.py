@@ -1,0 +1,58 @@
+"""Page-test helpers: browsers logged in as the suite's personas, second factor included."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from keys.lifecycle import KeyState, KmsState
+from keys.models import Key
+
+
+def verified_client(user: Any) -> Client:
+    """A test client logged in as ``user`` with a verified TOTP device, as after the real two-step login."""
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first() or TOTPDevice.objects.create(
+        user=user, name="Authenticator app", confirmed=True
+    )
+    client = Client()
+    client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return client
+
+
+@pytest.fixture
+def browser_as() -> Callable[[Any], Client]:
+    return verified_client
+
+
+def bulk_keys(keystore: Any, count: int, *, start: int = 0) -> list[Key]:
+    """``count`` keys straight into the database (no KMS): every state, some expiring, some drifted."""
+    states = list(KeyState)
+    today = timezone.localdate()
+    rows = []
+    for n in range(start, start + count):
+        state = states[n % len(states)]
+        rows.append(
+            Key(
+                keystore=keystore,
+                name=f"bulk-{n:04d}",
+                alias=f"alias/bulk-{n:04d}" if state != KeyState.DELETED else "",
+                tags={"n": str(n)},
+                expires=today + dt.timedelta(days=n % 90) if n % 3 == 0 else None,
+                state=state,
+                kms_state=KmsState.ENABLED if n % 7 else KmsState.EMPTY,
+                drift=["KMS key is EMPTY"] if n % 11 == 0 else [],
+                kcv="ABC123",
+                kms_key_arn=f"arn:aws:kms:eu-west-1:{keystore.aws_account_id}:key/bulk-{n:04d}",
+            )
+        )
+    return Key.objects.bulk_create(rows)
