@@ -17,6 +17,8 @@ class AuditEvent(models.Model):
 
     Keystore and key are plain ids with their names, alias and ARN copied in (no
     foreign keys, so nothing cascades and events stay meaningful after deletion).
+    ``time`` never decreases along ``seq`` (appends take the later of the clock and the
+    previous event's time), so a time range is also a ``seq`` range.
     ``hash`` is HMAC-SHA-256 under ``BYOK_AUDIT_KEY`` over the previous event's hash
     and this event's canonical content (:mod:`audit.chain`); on PostgreSQL a
     trigger rejects UPDATE, DELETE and TRUNCATE. Never holds key material or tokens.
@@ -46,13 +48,17 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-seq"]
+        # The admin and the read paths never change events; the add/change/delete
+        # permissions Django creates by default are withheld from everyone in the admin.
+        default_permissions = ("view",)
         indexes = [
             models.Index(fields=["keystore_id", "-seq"], name="audit_by_keystore"),
             models.Index(fields=["key_id", "-seq"], name="audit_by_key"),
             models.Index(fields=["actor_sub", "-seq"], name="audit_by_actor"),
+            models.Index(fields=["actor_name", "-seq"], name="audit_by_actor_name"),
             models.Index(fields=["operation", "-seq"], name="audit_by_operation"),
             models.Index(fields=["outcome", "-seq"], name="audit_by_outcome"),
-            models.Index(fields=["time"], name="audit_by_time"),
+            models.Index(fields=["time", "seq"], name="audit_by_time_seq"),
         ]
 
     def __str__(self) -> str:
@@ -69,6 +75,8 @@ class AuditHead(models.Model):
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     seq = models.BigIntegerField(default=0)
     hash = models.CharField(max_length=64, default="")
+    # The newest event's time: the next event's is never earlier (see audit.services.record).
+    time = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"audit head #{self.seq}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,14 +21,96 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("byok.audit")
 
+REDACTED = "[redacted]"
+# Names of ``details`` entries whose values are never stored, whatever they hold.
+_SECRET_NAME = re.compile(
+    r"material|plaintext|token|password|passphrase|secret|kek|private|public_key|pem|wrapped|credential|"
+    r"authorization|cookie|session",
+    re.IGNORECASE,
+)
+# Values that look like key material, tokens or keys, wherever they appear in free text:
+# PEM blocks, JWTs, 256-bit values in hex or base64, and long base64 blobs (wrapped keys,
+# import tokens). A digest written as "SHA256:<hex>" (how custody prints public-key
+# fingerprints) says what it is and is kept.
+_SECRET_VALUE = re.compile(
+    r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|\Z)"
+    r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
+    r"|(?<![0-9A-Fa-f])(?<!SHA256:)[0-9A-Fa-f]{64,}(?![0-9A-Fa-f])"
+    r"|(?<![A-Za-z0-9+/])(?<!SHA256:)(?:[A-Za-z0-9+/]{43}=|[A-Za-z0-9+/]{64,}={0,2})(?![A-Za-z0-9+/=])",
+    re.DOTALL,
+)
+
+
+def _is_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name)) and not name.lower().endswith("fingerprint")
+
+
+def _text(value: Any, *, limit: int | None = None) -> str:
+    """A string PostgreSQL can store (no NUL), cut to the column's length."""
+    text = str(value).replace("\x00", "\ufffd")
+    return text[:limit] if limit is not None else text
+
+
+def _scrubbed(value: str, where: str) -> str:
+    cleaned = _SECRET_VALUE.sub(REDACTED, _text(value))
+    if cleaned != value:
+        # The field's name only: the point is that the value goes nowhere.
+        logger.warning("secret-looking value redacted from an audit event", extra={"field": where})
+    return cleaned
+
+
+def _json_safe(value: Any, where: str) -> Any:
+    """``value`` as JSON that survives a round trip through ``jsonb`` unchanged, with secrets redacted.
+
+    The chain hashes what :func:`record` computed, and verification hashes what the
+    database returns, so the two must be equal: dict keys become strings, sets
+    sorted lists, floats their text.
+    """
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        # jsonb would print some floats differently (1e100, -0.0): keep their text instead.
+        return repr(value)
+    if isinstance(value, str):
+        return _scrubbed(value, where)
+    if isinstance(value, Mapping):
+        cleaned: dict[str, Any] = {}
+        for name, item in value.items():
+            key = _text(name)
+            if _is_secret_name(key):
+                logger.warning("secret-named entry redacted from an audit event", extra={"field": f"{where}.{key}"})
+                cleaned[key] = REDACTED
+            else:
+                cleaned[key] = _json_safe(item, f"{where}.{key}")
+        return cleaned
+    if isinstance(value, set | frozenset):
+        return sorted((_json_safe(item, where) for item in value), key=repr)
+    if isinstance(value, list | tuple):
+        return [_json_safe(item, where) for item in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return _scrubbed(str(value), where)
+
 
 def _normalised_ip(value: str | None) -> str | None:
+    """The address in the one spelling Python and PostgreSQL share.
+
+    IPv4 clients seen through an IPv6 socket (``::ffff:a.b.c.d``, or the deprecated
+    ``::a.b.c.d``) are recorded as the IPv4 address: PostgreSQL prints those forms
+    unlike Python, and the client is the IPv4 one anyway.
+    """
     if not value:
         return None
     try:
-        return str(ipaddress.ip_address(value))
+        address = ipaddress.ip_address(value.split("%", 1)[0])
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        if int(address) >> 32 == 0 and int(address) > 1:
+            return str(ipaddress.IPv4Address(int(address)))
+    return str(address)
 
 
 def record(
@@ -48,42 +131,53 @@ def record(
 
     Callers record in the same transaction as the change they describe, so the
     two commit or roll back together; if the event cannot be written the change
-    does not happen (fail closed). Callers pass ids, states and AWS request ids —
-    never material, tokens or whole public keys.
+    does not happen (fail closed). Call it last in the transaction: the chain's
+    head row stays locked until commit, which serialises every other writer.
+
+    Callers pass ids, states and AWS request ids — never material, tokens or whole
+    public keys. As a second line of defence, ``details`` entries with secret-sounding
+    names and secret-looking values in ``error``, ``reason`` and ``details``
+    (PEM blocks, JWTs, 256-bit hex/base64, long base64 blobs) are replaced by
+    ``"[redacted]"`` and a warning naming the field is logged.
     """
     if keystore is None and key is not None:
         keystore = key.keystore
-    with transaction.atomic():
+    # No savepoint: if the insert fails, the caller's transaction must fail with it.
+    with transaction.atomic(savepoint=False):
         # Locking the head serialises appends: two writers never chain onto the same
         # previous event, so the chain cannot fork.
         head, _ = AuditHead.objects.select_for_update().get_or_create(pk=1)
+        now = timezone.now()
         values: dict[str, Any] = {
             "seq": head.seq + 1,
-            "time": timezone.now(),
-            "actor_iss": actor.iss,
-            "actor_sub": actor.sub,
-            "actor_name": actor.display_name[:255],
+            # Never earlier than the previous event, whatever the clocks of the web
+            # processes say: time order is then chain order, which the time filters rely on.
+            "time": max(now, head.time) if head.time else now,
+            "actor_iss": _text(actor.iss, limit=255),
+            "actor_sub": _text(actor.sub, limit=255),
+            "actor_name": _text(actor.display_name, limit=255),
             "source_ip": _normalised_ip(actor.source_ip),
-            "request_id": actor.request_id[:64],
-            "operation": str(operation),
+            "request_id": _text(actor.request_id, limit=64),
+            "operation": _text(operation, limit=32),
             "keystore_id": keystore.pk if keystore else None,
-            "keystore_name": keystore.name if keystore else "",
+            "keystore_name": _text(keystore.name, limit=200) if keystore else "",
             "key_id": key.pk if key else None,
-            "key_alias": key.alias if key else "",
-            "key_arn": key.kms_key_arn if key else "",
-            "outcome": str(outcome),
-            "reason": reason[:128],
-            "state_before": state_before,
-            "state_after": state_after,
-            "kms_request_ids": [rid for rid in kms_request_ids if rid],
-            "error": error,
-            "details": dict(details or {}),
+            "key_alias": _text(key.alias, limit=256) if key else "",
+            "key_arn": _text(key.kms_key_arn, limit=2048) if key else "",
+            "outcome": _text(outcome, limit=16),
+            "reason": _scrubbed(reason, "reason")[:128],
+            "state_before": _text(state_before, limit=20),
+            "state_after": _text(state_after, limit=20),
+            "kms_request_ids": [_scrubbed(rid, "kms_request_ids") for rid in kms_request_ids if rid],
+            "error": _scrubbed(error, "error"),
+            "details": _json_safe(dict(details or {}), "details"),
         }
         values["hash"] = event_hash(head.hash or GENESIS, values)
         event = AuditEvent.objects.create(**values)
         head.seq = event.seq
         head.hash = event.hash
-        head.save(update_fields=["seq", "hash"])
+        head.time = event.time
+        head.save(update_fields=["seq", "hash", "time"])
     logger.info(
         "audit event",
         extra={
