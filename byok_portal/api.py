@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema_field, extend_schema_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field, extend_schema_serializer
 from rest_framework import exceptions, serializers, status, throttling
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
@@ -140,6 +141,11 @@ THROTTLED = OpenApiResponse(
 AWS_ERROR = OpenApiResponse(AwsErrorSerializer, description="AWS refused the call or could not be reached.")
 
 
+def id_parameter(what: str) -> OpenApiParameter:
+    """The ``{id}`` of a detail path: a UUID (routes accept any segment so that others get a JSON 404)."""
+    return OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description=f"The {what}'s ID.")
+
+
 def invalid_state(description: str) -> OpenApiResponse:
     return OpenApiResponse(InvalidStateErrorSerializer, description=description)
 
@@ -169,6 +175,17 @@ class StrictSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field: it cannot be set here."] for name in unknown})
         return super().to_internal_value(data)
+
+
+class StrictSerializerScheme(OpenApiSerializerExtension):
+    """Documents what :class:`StrictSerializer` enforces: no properties beyond the declared ones."""
+
+    target_class = "byok_portal.api.StrictSerializer"
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        schema: dict[str, Any] = auto_schema._map_basic_serializer(self.target, direction)
+        return {**schema, "additionalProperties": False}
 
 
 class EmptySerializer(StrictSerializer):
@@ -208,6 +225,23 @@ class ScopedThrottle(_LiveRates, throttling.ScopedRateThrottle):
 
 
 API_THROTTLES: list[type[throttling.BaseThrottle]] = [UserThrottle, ScopedThrottle]
+
+
+class StrictFilterBackend(DjangoFilterBackend):
+    """The shared FilterSets, with empty values refused as the schema says.
+
+    On a page, an empty select means "any"; an API client sending ``?state=`` has a
+    bug that silently widening the filter would hide.
+    """
+
+    def get_filterset_kwargs(self, request: Request, queryset: Any, view: Any) -> dict[str, Any]:
+        kwargs: dict[str, Any] = super().get_filterset_kwargs(request, queryset, view)
+        filterset_class = self.get_filterset_class(view, queryset)
+        names = set(filterset_class.base_filters) if filterset_class else set()
+        empty = sorted(name for name in names if name in kwargs["data"] and not kwargs["data"].get(name, "").strip())
+        if empty:
+            raise serializers.ValidationError({name: ["This filter may not be empty."] for name in empty})
+        return kwargs
 
 
 class BoundedCursorPagination(CursorPagination):

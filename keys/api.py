@@ -31,7 +31,9 @@ from byok_portal.api import (
     VALIDATION_ERROR,
     BoundedCursorPagination,
     ErrorSerializer,
+    StrictFilterBackend,
     common_errors,
+    id_parameter,
     invalid_state,
     validated_body,
 )
@@ -77,6 +79,9 @@ def key_queryset(user: Any) -> QuerySet[Key]:
     return keys_for(user).annotate(replaced_by_pk=Subquery(successor)).defer("material_sealed")
 
 
+KEY_ID = id_parameter("key")
+
+
 class KeyPagination(BoundedCursorPagination):
     # Matches the index (keystore, state, -created_at): a filtered first page is one range scan.
     ordering = ("-created_at", "-id")
@@ -94,6 +99,7 @@ def _action_schema(
     return extend_schema(
         operation_id=f"keys_{operation.value}",
         summary=summary,
+        parameters=[KEY_ID],
         description=operation_description(operation),
         request=request,
         responses={
@@ -133,6 +139,7 @@ def _action_schema(
     retrieve=extend_schema(
         operation_id="keys_retrieve",
         summary="Read a key",
+        parameters=[KEY_ID],
         responses={200: KeySerializer} | common_errors(),
     ),
     partial_update=_action_schema(
@@ -145,10 +152,13 @@ class KeyViewSet(viewsets.GenericViewSet):
     """Keys and their lifecycle (SPEC §2)."""
 
     serializer_class = KeySerializer
+    filter_backends = [StrictFilterBackend]
     pagination_class = KeyPagination
     filterset_class = KeyFilter
     parser_classes = [JSONParser]
     renderer_classes = [JSONRenderer]
+    # Any segment reaches the view, which answers a JSON 404 for what is not a UUID (the schema says uuid).
+    lookup_value_regex = "[^/]+"
     # For the schema only (ids are UUIDs); requests are scoped in get_queryset and the selectors.
     queryset = Key.objects.none()
 

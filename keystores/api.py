@@ -24,7 +24,9 @@ from byok_portal.api import (
     LIST_NOT_FOUND,
     VALIDATION_ERROR,
     BoundedCursorPagination,
+    StrictFilterBackend,
     common_errors,
+    id_parameter,
     invalid_state,
     validated_body,
 )
@@ -39,6 +41,8 @@ from keystores.serializers import (
     KeystoreSerializer,
     KeystoreUpdateSerializer,
 )
+
+KEYSTORE_ID = id_parameter("keystore")
 
 
 class KeystorePagination(BoundedCursorPagination):
@@ -64,11 +68,13 @@ class KeystorePagination(BoundedCursorPagination):
     ),
     retrieve=extend_schema(
         operation_id="keystores_retrieve",
+        parameters=[KEYSTORE_ID],
         summary="Read a keystore",
         responses={200: KeystoreSerializer} | common_errors(),
     ),
     partial_update=extend_schema(
         operation_id="keystores_partial_update",
+        parameters=[KEYSTORE_ID],
         summary="Edit a keystore (admin)",
         description="Name, role ARN (same account) and auto re-upload. Account, region and external id never change.",
         request=KeystoreUpdateSerializer,
@@ -81,6 +87,7 @@ class KeystorePagination(BoundedCursorPagination):
     ),
     destroy=extend_schema(
         operation_id="keystores_destroy",
+        parameters=[KEYSTORE_ID],
         summary="Delete a keystore (admin)",
         description="Soft delete: state `DELETED`, still readable with its audit trail. Every key must be DELETED; "
         "deleting a deleted keystore is a no-op.",
@@ -95,10 +102,13 @@ class KeystoreViewSet(viewsets.GenericViewSet):
     """Keystores: one AWS account and region each."""
 
     serializer_class = KeystoreSerializer
+    filter_backends = [StrictFilterBackend]
     pagination_class = KeystorePagination
     filterset_class = KeystoreFilter
     parser_classes = [JSONParser]
     renderer_classes = [JSONRenderer]
+    # Any segment reaches the view, which answers a JSON 404 for what is not a UUID (the schema says uuid).
+    lookup_value_regex = "[^/]+"
     # For the schema only (ids are UUIDs); requests are scoped in get_queryset and the selectors.
     queryset = Keystore.objects.none()
 
@@ -134,6 +144,7 @@ class KeystoreViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         operation_id="keystores_test_connection",
+        parameters=[KEYSTORE_ID],
         summary="Test the AWS connection (custodian)",
         description="Assumes the keystore's role and makes one harmless KMS call. AWS refusals are not an HTTP "
         "error: they come back as `ok: false` with AWS's error verbatim, and are remembered and audited.",
@@ -149,6 +160,7 @@ class KeystoreViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         operation_id="keystores_iam_policy",
+        parameters=[KEYSTORE_ID],
         summary="IAM policies for the keystore's role",
         description="Copy-ready trust policy and least-privilege permissions policy.",
         responses={200: IamPolicySerializer} | common_errors(),

@@ -214,3 +214,7 @@ def test_lifecycle_operations_are_throttled_with_retry_after(
     bob.get(f"{URL}{key.pk}/", expect=200)  # reads are not in the lifecycle budget
     bob.post(f"{URL}{key.pk}/prepare-download/", {"public_key": public_pem()}, expect=200)
     bob.post(f"{URL}{key.pk}/download/", expect=429)
+
+
+def test_empty_filters_are_refused(api_as: Any, people: Any, keystore: Any) -> None:
+    assert set(api_as(people.dan).get(f"{URL}?state=&search=", expect=400).json()) == {"state", "search"}
