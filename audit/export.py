@@ -52,17 +52,16 @@ CSV_COLUMNS = (
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
-def rows(queryset: QuerySet[AuditEvent], *, batch_size: int = BATCH_SIZE) -> Iterator[dict[str, Any]]:
-    """The events of ``queryset`` as value dicts, oldest first, ``batch_size`` at a time."""
+def rows(queryset: QuerySet[AuditEvent], *, batch_size: int | None = None) -> Iterator[dict[str, Any]]:
+    """The events of ``queryset`` as value dicts, oldest first, ``batch_size`` (default BATCH_SIZE) at a time."""
+    size = batch_size or BATCH_SIZE
     queryset = queryset.order_by()
     last_seq = queryset.aggregate(last=Max("seq"))["last"]
     if last_seq is None:
         return
     after = 0
     while after < last_seq:
-        batch = list(
-            queryset.filter(seq__gt=after, seq__lte=last_seq).order_by("seq").values(*CSV_COLUMNS)[:batch_size]
-        )
+        batch = list(queryset.filter(seq__gt=after, seq__lte=last_seq).order_by("seq").values(*CSV_COLUMNS)[:size])
         if not batch:
             return
         yield from batch
@@ -151,10 +150,10 @@ def _pg_lines(queryset: QuerySet[AuditEvent], batch_size: int) -> Iterator[bytes
         after = batch[-1][0]
 
 
-def jsonl(queryset: QuerySet[AuditEvent], *, batch_size: int = BATCH_SIZE) -> Iterator[bytes]:
+def jsonl(queryset: QuerySet[AuditEvent], *, batch_size: int | None = None) -> Iterator[bytes]:
     """One JSON document per line and event, in the API's shape (rendered by PostgreSQL there)."""
     if connection.vendor == "postgresql":
-        return _pg_lines(queryset, batch_size)
+        return _pg_lines(queryset, batch_size or BATCH_SIZE)
     return _chunked(
         json.dumps(document(row), ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
         for row in rows(queryset, batch_size=batch_size)
