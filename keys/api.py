@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import BooleanField, ExpressionWrapper, OuterRef, Q, QuerySet, Subquery
 from django.urls import URLPattern, URLResolver
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
@@ -68,15 +68,42 @@ OPERATIONS: dict[str, Operation] = {
 DOWNLOAD_ACTIONS = {"prepare_download", "download"}
 
 
+# The columns a key's representation reads; the sealed material, the prepared public key
+# and the reconciliation notes are never loaded for a list.
+LISTED_FIELDS = (
+    "id",
+    "keystore",
+    "name",
+    "alias",
+    "tags",
+    "expires",
+    "state",
+    "kms_key_arn",
+    "kms_state",
+    "kms_checked_at",
+    "kcv",
+    "deletion_date",
+    "replaces",
+    "created_at",
+    "updated_at",
+)
+
+
 def key_queryset(user: Any) -> QuerySet[Key]:
     """Keys the user may see, with everything the serializer reads in one query.
 
     ``replaced_by`` is the reverse side of a one-to-one: annotated as a subquery on
-    its unique index instead of a lookup per row. The sealed material is never needed
-    to show a key, so it is not even loaded.
+    its unique index instead of a lookup per row. Only the listed columns are loaded.
     """
     successor = Key.objects.filter(replaces_id=OuterRef("pk")).values("pk")[:1]
-    return keys_for(user).annotate(replaced_by_pk=Subquery(successor)).defer("material_sealed")
+    return (
+        keys_for(user)
+        .annotate(
+            replaced_by_pk=Subquery(successor),
+            download_prepared_flag=ExpressionWrapper(~Q(download_public_key=""), output_field=BooleanField()),
+        )
+        .only(*LISTED_FIELDS)
+    )
 
 
 KEY_ID = id_parameter("key")

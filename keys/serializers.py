@@ -77,6 +77,39 @@ class KeySerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def to_representation(self, key: Key) -> dict[str, Any]:
+        """The declared fields, built directly: DRF's generic field walk is most of a list page's cost.
+
+        Output is identical to the declared fields' (``test_fast_representation_matches_drfs``).
+        """
+        timestamp = _timestamp
+        return {
+            "id": str(key.pk),
+            "keystore": str(key.keystore_id),
+            "name": key.name,
+            "alias": key.alias,
+            "tags": {str(k): str(v) for k, v in (key.tags or {}).items()},
+            "expires": key.expires.isoformat() if key.expires else None,
+            "state": key.state,
+            "kms_key_arn": key.kms_key_arn,
+            "kms_state": key.kms_state,
+            "kms_checked_at": timestamp(key.kms_checked_at),
+            "kcv": key.kcv,
+            "deletion_date": timestamp(key.deletion_date),
+            "replaces": str(key.replaces_id) if key.replaces_id else None,
+            "replaced_by": self.get_replaced_by(key),
+            "download_prepared": self._download_prepared(key),
+            "allowed_operations": key.allowed_operations,
+            "created_at": timestamp(key.created_at),
+            "updated_at": timestamp(key.updated_at),
+        }
+
+    @staticmethod
+    def _download_prepared(key: Key) -> bool:
+        # Lists annotate the flag and never load the public key itself.
+        flag = getattr(key, "download_prepared_flag", None)
+        return bool(flag) if flag is not None else key.download_prepared
+
     @extend_schema_field(serializers.UUIDField(allow_null=True))
     def get_replaced_by(self, key: Key) -> str | None:
         # Lists annotate ``replaced_by_pk`` (see ``keys.api.key_queryset``) so that the
@@ -86,6 +119,13 @@ class KeySerializer(serializers.ModelSerializer):
         else:
             value = Key.objects.filter(replaces_id=key.pk).values_list("pk", flat=True).first()
         return str(value) if value else None
+
+
+_DATETIME = serializers.DateTimeField()
+
+
+def _timestamp(value: Any) -> str | None:
+    return _DATETIME.to_representation(value) if value is not None else None
 
 
 class KeyCreateSerializer(StrictSerializer):

@@ -218,3 +218,18 @@ def test_lifecycle_operations_are_throttled_with_retry_after(
 
 def test_empty_filters_are_refused(api_as: Any, people: Any, keystore: Any) -> None:
     assert set(api_as(people.dan).get(f"{URL}?state=&search=", expect=400).json()) == {"state", "search"}
+
+
+def test_fast_representation_matches_drfs(api_as: Any, people: Any, keystore: Any) -> None:
+    from rest_framework import serializers
+
+    from keys.api import key_queryset
+    from keys.models import Key
+    from keys.serializers import KeySerializer
+
+    old = Key.objects.create(keystore=keystore, name="old", state="REPLACED", tags={"a": "b"}, expires="2031-02-03")
+    Key.objects.create(keystore=keystore, name="new", replaces=old, download_public_key="PEM")
+    for key in key_queryset(people.dan):
+        fast = KeySerializer(key).data
+        generic = serializers.ModelSerializer.to_representation(KeySerializer(), key)
+        assert fast == generic
