@@ -99,17 +99,7 @@ def _clean_batch(actor: Actor, batch: Sequence[Key]) -> None:
     # due_for_cleanup selects exactly the state the lifecycle table allows cleanup in; the target comes from it too.
     target = LIFECYCLE[Operation.CLEANUP].target
     Key.objects.filter(pk__in=[key.pk for key in batch]).update(
-        state=target,
-        material_sealed=None,
-        kms_state=KmsState.UNKNOWN,
-        # A deleted key is never reconciled again: findings left on it would stay forever.
-        drift=[],
-        download_public_key="",
-        download_prepared_by_iss="",
-        download_prepared_by_sub="",
-        download_prepared_at=None,
-        updated_by=None,
-        updated_at=timezone.now(),
+        state=target, **services.cleaned_up_fields(), updated_by=None, updated_at=timezone.now()
     )
     for key in batch:
         record(

@@ -286,6 +286,23 @@ def key_cancel_deletion(*, actor: Actor, key_id: Any) -> Key:
     return _operate(actor, key_id, Operation.CANCEL_DELETION, step)
 
 
+def cleaned_up_fields() -> dict[str, Any]:
+    """What cleanup sets on a key besides its state: the material and everything tied to it are gone.
+
+    The one list of it, used by :func:`key_cleanup` and by the batched daily cleanup.
+    A deleted key is never reconciled again, so its drift findings go too.
+    """
+    return {
+        "material_sealed": None,
+        "kms_state": KmsState.UNKNOWN,
+        "drift": [],
+        "download_public_key": "",
+        "download_prepared_by_iss": "",
+        "download_prepared_by_sub": "",
+        "download_prepared_at": None,
+    }
+
+
 def key_cleanup(*, actor: Actor, key_id: Any, now: dt.datetime | None = None) -> Key:
     """Daily cleanup of one key: once its grace period is over, destroy the portal's copy of the material."""
     moment = now or timezone.now()
@@ -295,11 +312,8 @@ def key_cleanup(*, actor: Actor, key_id: Any, now: dt.datetime | None = None) ->
             raise Conflict(
                 "The deletion waiting period of this key is not over yet.", state=key.state, reason="grace_not_over"
             )
-        key.material_sealed = None
-        key.kms_state = KmsState.UNKNOWN
-        key.download_public_key = ""
-        key.download_prepared_by_iss = key.download_prepared_by_sub = ""
-        key.download_prepared_at = None
+        for field, value in cleaned_up_fields().items():
+            setattr(key, field, value)
         return {"deletion_date": key.deletion_date.isoformat()}
 
     return _operate(actor, key_id, Operation.CLEANUP, step, needs_kms=False)
@@ -340,16 +354,24 @@ def key_update(
     tags: dict[str, str] = _UNSET,
     alias: str = _UNSET,
 ) -> Key:
-    """Change name, expiry, tags and alias; tags and alias are applied to the KMS key."""
-    if name is not _UNSET and not (name or "").strip():
-        raise ValidationError({"name": "A key needs a name."})
-    if alias is not _UNSET:
-        alias = alias or ""
-        validate_alias(alias)
-    if tags is not _UNSET:
-        tags = validate_tags(tags)
+    """Change name, expiry, tags and alias; tags and alias are applied to the KMS key.
+
+    Input is checked inside the operation, after the caller's role: an outsider
+    learns nothing from how a bad body is answered. AWS's alias and tag rules are
+    all checked before the first AWS call.
+    """
 
     def step(key: Key, kms: KmsSession) -> dict[str, Any]:
+        nonlocal alias, tags
+        if name is not _UNSET and not (name or "").strip():
+            raise ValidationError({"name": "A key needs a name."})
+        if alias is not _UNSET:
+            alias = alias or ""
+            validate_alias(alias)
+            if alias != key.alias:
+                _check_alias_free(key.keystore, alias, exclude=key.pk)
+        if tags is not _UNSET:
+            tags = validate_tags(tags)
         changed: dict[str, Any] = {}
         if name is not _UNSET and name != key.name:
             changed["name"] = {"from": key.name, "to": name}
@@ -365,7 +387,6 @@ def key_update(
             changed["tags"] = {"removed": removed, "set": sorted(tags)}
             key.tags = tags
         if alias is not _UNSET and alias != key.alias:
-            _check_alias_free(key.keystore, alias, exclude=key.pk)
             if alias:
                 kms.point_alias(alias, key.kms_key_id)
             if key.alias:
@@ -656,12 +677,13 @@ def recover_pending_creations(*, actor: Actor, older_than: dt.timedelta = dt.tim
 
 def key_prepare_download(*, actor: Actor, key_id: Any, public_key_pem: str) -> Key:
     """Register the public key a second person's download will be wrapped with, and mark who prepared it."""
-    try:
-        fingerprint = custody.public_key_fingerprint(public_key_pem or "")
-    except ValidationError as exc:
-        raise ValidationError({"public_key": exc.messages}) from exc
 
     def step(key: Key, kms: KmsSession | None) -> dict[str, Any]:
+        # Checked after the caller's role (in _operate), so outsiders learn nothing from the answer.
+        try:
+            fingerprint = custody.public_key_fingerprint(public_key_pem or "")
+        except ValidationError as exc:
+            raise ValidationError({"public_key": exc.messages}) from exc
         key.download_public_key = public_key_pem.strip()
         key.download_prepared_by_iss, key.download_prepared_by_sub = actor.identity
         key.download_prepared_at = timezone.now()
