@@ -30,6 +30,7 @@ from audit.filters import AuditEventFilter
 from audit.models import AuditEvent
 from audit.selectors import can_check_chain, events_for
 from audit.serializers import AuditEventSerializer, ChainHeadSerializer, VerificationSerializer
+from keys.lifecycle import Operation
 
 ERROR = inline_serializer(
     "Error",
@@ -68,7 +69,13 @@ class AuditEventList(generics.ListAPIView):
     @extend_schema(
         operation_id="audit_events_list",
         summary="List audit events",
-        responses={200: AuditEventSerializer(many=True), 400: BAD_FILTER, 401: NOT_AUTHENTICATED, 429: THROTTLED},
+        responses={
+            200: AuditEventSerializer(many=True),
+            400: BAD_FILTER,
+            401: NOT_AUTHENTICATED,
+            404: OpenApiResponse(ERROR, description="`not_found`: the `cursor` is not one this endpoint gave out."),
+            429: THROTTLED,
+        },
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
@@ -88,7 +95,7 @@ _FILTER_PARAMETERS = [
     OpenApiParameter("keystore", OpenApiTypes.UUID, description="Keystore ID."),
     OpenApiParameter("key", OpenApiTypes.UUID, description="Key ID."),
     OpenApiParameter("actor", OpenApiTypes.STR, description="OIDC subject or display name, exactly."),
-    OpenApiParameter("operation", OpenApiTypes.STR, description="Operation name (SPEC §6)."),
+    OpenApiParameter("operation", OpenApiTypes.STR, enum=[op.value for op in Operation]),
     OpenApiParameter("outcome", OpenApiTypes.STR, enum=["success", "noop", "refused", "failed"]),
     OpenApiParameter("since", OpenApiTypes.DATETIME, description="From this instant, inclusive."),
     OpenApiParameter("until", OpenApiTypes.DATETIME, description="Up to this instant, inclusive."),

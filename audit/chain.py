@@ -205,14 +205,23 @@ def _pg_links(chunk_size: int, first: int, last: int | None) -> Generator[Link]:
     import psycopg
 
     table = AuditEvent._meta.db_table
-    # Streamed rather than FETCHed from a named cursor: the server keeps producing rows
-    # while this process hashes, and libpq hands them over ``chunk_size`` at a time
-    # (row by row before libpq 17), so memory stays flat either way.
-    size = chunk_size if psycopg.pq.version() >= 170000 else 1
     bounds = '"seq" >= %s' + (' AND "seq" <= %s' if last is not None else "")
     query = f'SELECT "seq", "hash", {_PG_CANONICAL} FROM "{table}" WHERE {bounds} ORDER BY "seq"'  # noqa: S608
+    params = (first,) if last is None else (first, last)
+    if connection.in_atomic_block:
+        # Inside a transaction, a named cursor: stopping early at a bad event just closes
+        # it, where abandoning a stream cancels the query and aborts the transaction.
+        with connection.chunked_cursor() as cursor:
+            cursor.execute(query, params)
+            while rows := cursor.fetchmany(chunk_size):
+                for seq, stored, text in rows:
+                    yield seq, stored, text.encode()
+        return
+    # Otherwise streamed: the server keeps producing rows while this process hashes, and
+    # libpq hands them over ``chunk_size`` at a time (row by row before libpq 17), so
+    # memory stays flat either way.
+    size = chunk_size if psycopg.pq.version() >= 170000 else 1
     with connection.cursor() as cursor:
-        params = (first,) if last is None else (first, last)
         for seq, stored, text in cursor.cursor.stream(query, params, size=size):
             yield seq, stored, text.encode()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import django_filters
@@ -9,6 +10,11 @@ from django.db.models import Q, QuerySet, Subquery
 
 from audit.models import AuditEvent, Outcome
 from keys.lifecycle import Operation
+
+# Bounds beyond these hold no event and may not even convert to UTC (year 1 at +14:00):
+# they are answered without asking the database.
+_EARLIEST = datetime(2, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9998, 12, 31, tzinfo=UTC)
 
 
 class AuditEventFilter(django_filters.FilterSet):
@@ -52,10 +58,18 @@ class AuditEventFilter(django_filters.FilterSet):
     # Times never decrease along seq (audit.services.record), so a time bound is also a
     # seq bound, found with one probe of the (time, seq) index. The list then stays one
     # backward range scan on seq however wide the window; the time condition is kept too.
-    def filter_since(self, queryset: QuerySet[AuditEvent], name: str, value: Any) -> QuerySet[AuditEvent]:
+    def filter_since(self, queryset: QuerySet[AuditEvent], name: str, value: datetime) -> QuerySet[AuditEvent]:
+        if value <= _EARLIEST:
+            return queryset
+        if value >= _LATEST:
+            return queryset.none()
         first = AuditEvent.objects.filter(time__gte=value).order_by("time", "seq").values("seq")[:1]
         return queryset.filter(time__gte=value, seq__gte=Subquery(first))
 
-    def filter_until(self, queryset: QuerySet[AuditEvent], name: str, value: Any) -> QuerySet[AuditEvent]:
+    def filter_until(self, queryset: QuerySet[AuditEvent], name: str, value: datetime) -> QuerySet[AuditEvent]:
+        if value >= _LATEST:
+            return queryset
+        if value <= _EARLIEST:
+            return queryset.none()
         last = AuditEvent.objects.filter(time__lte=value).order_by("-time", "-seq").values("seq")[:1]
         return queryset.filter(time__lte=value, seq__lte=Subquery(last))

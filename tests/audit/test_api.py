@@ -303,3 +303,23 @@ def test_the_schema_documents_the_audit_endpoints(db: None) -> None:
     assert set(paths[EXPORT]["get"]["responses"]["200"]["content"]) == {"application/jsonl", "text/csv"}
     params = {p["name"] for p in paths[EVENTS]["get"]["parameters"]}
     assert {"keystore", "key", "actor", "operation", "outcome", "since", "until", "cursor"} <= params
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("since=0001-01-01T00:00:00%2B14:00", [5, 4, 3, 2, 1]),
+        ("until=0001-01-01T00:00:00%2B14:00", []),
+        ("since=9999-12-31T23:59:59-14:00", []),
+        ("until=9999-12-31T23:59:59-14:00", [5, 4, 3, 2, 1]),
+    ],
+)
+def test_time_bounds_beyond_any_event_are_answered_without_error(trail: World, query: str, expected: list[int]) -> None:
+    assert seqs(client_for(trail.root).get(f"{EVENTS}?{query}")) == expected
+
+
+def test_an_invalid_cursor_is_not_found(trail: World) -> None:
+    response = client_for(trail.root).get(f"{EVENTS}?cursor=bogus")
+
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"

@@ -214,6 +214,14 @@ def test_a_published_head_that_the_chain_does_not_contain_is_reported(ten_events
 
 
 @pytest.mark.postgres
+def test_a_walk_stopped_early_leaves_the_transaction_usable(ten_events: World) -> None:
+    assert not chain.verify(expected_head=(2, "0" * 64)).ok
+
+    assert AuditEvent.objects.count() == 10
+    assert record_event(ten_events.alice, keystore=ten_events.keystore_a).seq == 11
+
+
+@pytest.mark.postgres
 def test_a_published_head_older_than_the_chain_verifies(ten_events: World) -> None:
     fifth = AuditEvent.objects.get(seq=5).hash
 
