@@ -14,4 +14,5 @@ urlpatterns = [
     path("oidc/", include("mozilla_django_oidc.urls")),
     path("accounts/", include("accounts.urls")),
     path("api/v1/", include("byok_portal.api_urls")),
+    path("audit/", include("audit.urls")),
 ]
