@@ -17,6 +17,14 @@ _EARLIEST = datetime(2, 1, 1, tzinfo=UTC)
 _LATEST = datetime(9998, 12, 31, tzinfo=UTC)
 
 
+def _in_utc(value: datetime) -> datetime:
+    """The instant in UTC. Python allows offsets up to ±24 h, PostgreSQL only ±15:59, so never send the offset."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 shifted past the calendar's edge
+        return _EARLIEST if value.year < 5000 else _LATEST
+
+
 class AuditEventFilter(django_filters.FilterSet):
     """Filters of SPEC §6: keystore, key, actor, operation, outcome and a time range.
 
@@ -59,6 +67,7 @@ class AuditEventFilter(django_filters.FilterSet):
     # seq bound, found with one probe of the (time, seq) index. The list then stays one
     # backward range scan on seq however wide the window; the time condition is kept too.
     def filter_since(self, queryset: QuerySet[AuditEvent], name: str, value: datetime) -> QuerySet[AuditEvent]:
+        value = _in_utc(value)
         if value <= _EARLIEST:
             return queryset
         if value >= _LATEST:
@@ -67,6 +76,7 @@ class AuditEventFilter(django_filters.FilterSet):
         return queryset.filter(time__gte=value, seq__gte=Subquery(first))
 
     def filter_until(self, queryset: QuerySet[AuditEvent], name: str, value: datetime) -> QuerySet[AuditEvent]:
+        value = _in_utc(value)
         if value >= _LATEST:
             return queryset
         if value <= _EARLIEST:

@@ -12,6 +12,10 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# Transactional tests end with a TRUNCATE of every table, which the append-only audit
+# triggers refuse: this plugin lets exactly that flush past them.
+pytest_plugins = ["tests.audit.flush"]
+
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:
     skipped = terminalreporter.stats.get("skipped", [])
@@ -119,33 +123,3 @@ def keystore(people: People, aws_sandbox: str) -> Any:
     for user, role in ((people.bob, Role.CUSTODIAN), (people.carol, Role.CUSTODIAN), (people.dan, Role.AUDITOR)):
         membership_set(actor=people.actor(people.alice), keystore_id=store.pk, user=user, role=role)
     return store
-
-
-@pytest.fixture(autouse=True)
-def _allow_flushing_the_append_only_audit_table(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Let Django's flush after a transactional test empty the audit table on PostgreSQL.
-
-    The audit triggers reject TRUNCATE, and Django flushes the database after every
-    transactional test. Replica mode (superuser only) skips ordinary triggers for
-    this session: it is set just before that flush and reset at the start of every
-    database test, so the triggers are in force whenever a test runs.
-    """
-    marker = request.node.get_closest_marker("django_db")
-    transactional = bool(marker and marker.kwargs.get("transaction")) or any(
-        name in request.fixturenames for name in ("transactional_db", "live_server")
-    )
-    if not (transactional or marker or "db" in request.fixturenames):
-        yield
-        return
-    request.getfixturevalue("transactional_db" if transactional else "db")
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        yield
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SET session_replication_role = DEFAULT")
-    yield
-    if transactional:
-        with connection.cursor() as cursor:
-            cursor.execute("SET session_replication_role = replica")

@@ -9,12 +9,10 @@ from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
-from tests.audit.flush import _audit_tables_flushable
 from tests.oidc_provider.fixtures import OIDCProvider, oidc_provider, oidc_settings
 
-# Fixtures imported for this directory: the provider, and the flush that live-server
-# (transactional) tests need past the audit table's append-only triggers.
-__all__ = ["OIDCProvider", "_audit_tables_flushable", "oidc_provider", "oidc_settings"]
+# Fixtures imported for this directory: the OpenID provider process and its settings.
+__all__ = ["OIDCProvider", "oidc_provider", "oidc_settings"]
 
 PASSWORD = "correct horse battery staple"
 

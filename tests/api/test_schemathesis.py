@@ -164,11 +164,6 @@ def test_fuzzing_as_an_outsider(people: Any, custodians_world: dict[str, list[st
     assert statuses.total() >= MIN_REQUESTS_PER_PERSONA
 
 
-@pytest.mark.xfail(
-    reason="audit endpoints (another issue): DataError 500 on far-past `since`/`until`, `operation` documented as a "
-    "free string but validated as a choice, invalid `cursor` 404 undocumented",
-    strict=False,
-)
 def test_fuzzing_the_audit_endpoints(
     people: Any, custodians_world: dict[str, list[str]], fuzzing_settings: None
 ) -> None:

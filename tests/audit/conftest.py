@@ -21,7 +21,6 @@ from audit.models import AuditEvent, AuditHead, Outcome
 from audit.services import record
 from keys.models import Key
 from keystores.models import Keystore, Membership, Role
-from tests.audit.flush import _audit_tables_flushable  # noqa: F401 -- the fixture, for this directory
 
 
 @dataclass

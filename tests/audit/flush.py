@@ -7,7 +7,7 @@ replica`` (ordinary triggers do not fire; superuser only, as the test database
 user is), scoped to the flush's own transaction. Production code is untouched.
 
 Register it suite-wide with ``pytest_plugins = ["tests.audit.flush"]`` in
-``tests/conftest.py``; ``tests/audit/conftest.py`` also uses it.
+``tests/conftest.py``; It is registered suite-wide in ``tests/conftest.py``.
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ from django.utils import timezone
 from keys import custody
 from keys.lifecycle import KeyState, KmsState
 from keys.models import Key
-from tests.audit.flush import _audit_tables_flushable  # noqa: F401 -- lets transactional tests empty the audit tables
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("BYOK_TEST_REDIS_URL", "redis://127.0.0.1:6379")
