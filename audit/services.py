@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -113,6 +114,50 @@ def _normalised_ip(value: str | None) -> str | None:
     return str(address)
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One event to append: what :func:`record` takes, as a value (for :func:`record_many`)."""
+
+    actor: Actor
+    operation: str
+    outcome: Outcome
+    keystore: Keystore | None = None
+    key: Key | None = None
+    reason: str = ""
+    state_before: str = ""
+    state_after: str = ""
+    kms_request_ids: Sequence[str] = ()
+    error: str = ""
+    details: Mapping[str, Any] | None = None
+
+
+def _values(entry: Entry, seq: int, time: Any) -> dict[str, Any]:
+    keystore = entry.keystore if entry.keystore is not None or entry.key is None else entry.key.keystore
+    key, actor = entry.key, entry.actor
+    return {
+        "seq": seq,
+        "time": time,
+        "actor_iss": _text(actor.iss, limit=255),
+        "actor_sub": _text(actor.sub, limit=255),
+        "actor_name": _text(actor.display_name, limit=255),
+        "source_ip": _normalised_ip(actor.source_ip),
+        "request_id": _text(actor.request_id, limit=64),
+        "operation": _text(entry.operation, limit=32),
+        "keystore_id": keystore.pk if keystore else None,
+        "keystore_name": _text(keystore.name, limit=200) if keystore else "",
+        "key_id": key.pk if key else None,
+        "key_alias": _text(key.alias, limit=256) if key else "",
+        "key_arn": _text(key.kms_key_arn, limit=2048) if key else "",
+        "outcome": _text(entry.outcome, limit=16),
+        "reason": _scrubbed(entry.reason, "reason")[:128],
+        "state_before": _text(entry.state_before, limit=20),
+        "state_after": _text(entry.state_after, limit=20),
+        "kms_request_ids": [_scrubbed(rid, "kms_request_ids") for rid in entry.kms_request_ids if rid],
+        "error": _scrubbed(entry.error, "error"),
+        "details": _json_safe(dict(entry.details or {}), "details"),
+    }
+
+
 def record(
     *,
     actor: Actor,
@@ -140,54 +185,61 @@ def record(
     (PEM blocks, JWTs, 256-bit hex/base64, long base64 blobs) are replaced by
     ``"[redacted]"`` and a warning naming the field is logged.
     """
-    if keystore is None and key is not None:
-        keystore = key.keystore
+    entry = Entry(
+        actor=actor,
+        operation=operation,
+        outcome=outcome,
+        keystore=keystore,
+        key=key,
+        reason=reason,
+        state_before=state_before,
+        state_after=state_after,
+        kms_request_ids=kms_request_ids,
+        error=error,
+        details=details,
+    )
+    return record_many([entry])[0]
+
+
+def record_many(entries: Sequence[Entry]) -> list[AuditEvent]:
+    """Append several events in order, with one lock of the head and one INSERT.
+
+    For batch work (the daily cleanup): the statements grow with batches, not with
+    events. Same contract as :func:`record`.
+    """
+    if not entries:
+        return []
     # No savepoint: if the insert fails, the caller's transaction must fail with it.
     with transaction.atomic(savepoint=False):
         # Locking the head serialises appends: two writers never chain onto the same
         # previous event, so the chain cannot fork.
         head, _ = AuditHead.objects.select_for_update().get_or_create(pk=1)
+        events: list[AuditEvent] = []
+        seq, previous_hash, previous_time = head.seq, head.hash or GENESIS, head.time
         now = timezone.now()
-        values: dict[str, Any] = {
-            "seq": head.seq + 1,
+        for entry in entries:
+            seq += 1
             # Never earlier than the previous event, whatever the clocks of the web
             # processes say: time order is then chain order, which the time filters rely on.
-            "time": max(now, head.time) if head.time else now,
-            "actor_iss": _text(actor.iss, limit=255),
-            "actor_sub": _text(actor.sub, limit=255),
-            "actor_name": _text(actor.display_name, limit=255),
-            "source_ip": _normalised_ip(actor.source_ip),
-            "request_id": _text(actor.request_id, limit=64),
-            "operation": _text(operation, limit=32),
-            "keystore_id": keystore.pk if keystore else None,
-            "keystore_name": _text(keystore.name, limit=200) if keystore else "",
-            "key_id": key.pk if key else None,
-            "key_alias": _text(key.alias, limit=256) if key else "",
-            "key_arn": _text(key.kms_key_arn, limit=2048) if key else "",
-            "outcome": _text(outcome, limit=16),
-            "reason": _scrubbed(reason, "reason")[:128],
-            "state_before": _text(state_before, limit=20),
-            "state_after": _text(state_after, limit=20),
-            "kms_request_ids": [_scrubbed(rid, "kms_request_ids") for rid in kms_request_ids if rid],
-            "error": _scrubbed(error, "error"),
-            "details": _json_safe(dict(details or {}), "details"),
-        }
-        values["hash"] = event_hash(head.hash or GENESIS, values)
-        event = AuditEvent.objects.create(**values)
-        head.seq = event.seq
-        head.hash = event.hash
-        head.time = event.time
+            time = max(now, previous_time) if previous_time else now
+            values = _values(entry, seq, time)
+            values["hash"] = previous_hash = event_hash(previous_hash, values)
+            previous_time = time
+            events.append(AuditEvent(**values))
+        AuditEvent.objects.bulk_create(events)
+        head.seq, head.hash, head.time = seq, previous_hash, previous_time
         head.save(update_fields=["seq", "hash", "time"])
-    logger.info(
-        "audit event",
-        extra={
-            "seq": event.seq,
-            "operation": event.operation,
-            "outcome": event.outcome,
-            "reason": event.reason,
-            "key_id": str(event.key_id or ""),
-            "keystore_id": str(event.keystore_id or ""),
-            "actor": f"{event.actor_iss}|{event.actor_sub}",
-        },
-    )
-    return event
+    for event in events:
+        logger.info(
+            "audit event",
+            extra={
+                "seq": event.seq,
+                "operation": event.operation,
+                "outcome": event.outcome,
+                "reason": event.reason,
+                "key_id": str(event.key_id or ""),
+                "keystore_id": str(event.keystore_id or ""),
+                "actor": f"{event.actor_iss}|{event.actor_sub}",
+            },
+        )
+    return events

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from accounts.identity import Actor
 from audit.models import Outcome
-from audit.services import record
+from audit.services import Entry, record, record_many
 from byok_portal import aws
 from byok_portal.aws import AwsError, KmsKeyInfo, KmsSession
 from byok_portal.errors import ServiceError
@@ -101,16 +101,21 @@ def _clean_batch(actor: Actor, batch: Sequence[Key]) -> None:
     Key.objects.filter(pk__in=[key.pk for key in batch]).update(
         state=target, **services.cleaned_up_fields(), updated_by=None, updated_at=timezone.now()
     )
-    for key in batch:
-        record(
-            actor=actor,
-            operation=Operation.CLEANUP,
-            outcome=Outcome.SUCCESS,
-            key=key,
-            state_before=key.state,
-            state_after=str(target),
-            details={"deletion_date": key.deletion_date.isoformat() if key.deletion_date else None},
-        )
+    # One head lock and one INSERT for the batch's events: statements grow with batches, not keys.
+    record_many(
+        [
+            Entry(
+                actor=actor,
+                operation=Operation.CLEANUP,
+                outcome=Outcome.SUCCESS,
+                key=key,
+                state_before=key.state,
+                state_after=str(target),
+                details={"deletion_date": key.deletion_date.isoformat() if key.deletion_date else None},
+            )
+            for key in batch
+        ]
+    )
 
 
 # --- reconciliation ------------------------------------------------------------------
