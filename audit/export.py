@@ -19,35 +19,14 @@ from django.db import connection
 from django.db.models import Max, QuerySet, TextField
 from django.db.models.expressions import RawSQL
 
+from audit.chain import CHAINED_FIELDS
 from audit.models import AuditEvent
 
 BATCH_SIZE = 2000
 # Event times in the API and exports: UTC, always with microseconds.
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl; charset=utf-8"}
-CSV_COLUMNS = (
-    "seq",
-    "time",
-    "actor_iss",
-    "actor_sub",
-    "actor_name",
-    "source_ip",
-    "request_id",
-    "operation",
-    "keystore_id",
-    "keystore_name",
-    "key_id",
-    "key_alias",
-    "key_arn",
-    "outcome",
-    "reason",
-    "state_before",
-    "state_after",
-    "kms_request_ids",
-    "error",
-    "details",
-    "hash",
-)
+CSV_COLUMNS = (*CHAINED_FIELDS, "hash")
 # Spreadsheet applications run cells starting with these as formulas (CSV injection).
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 

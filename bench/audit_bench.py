@@ -174,7 +174,7 @@ def _load(count: int) -> dict[str, Any]:
     from django.db import connection
 
     from accounts.models import User
-    from audit.chain import GENESIS, hasher
+    from audit.chain import CHAINED_FIELDS, GENESIS, hasher
     from audit.models import AuditHead
     from keys.lifecycle import Operation
     from keystores.models import Keystore, Membership, Role
@@ -208,7 +208,7 @@ def _load(count: int) -> dict[str, Any]:
         indexes = cursor.fetchall()
         for name, _ in indexes:
             cursor.execute(f'DROP INDEX "{name}"')
-        with cursor.cursor.copy(f"COPY audit_auditevent ({', '.join(COLUMNS)}, hash) FROM STDIN") as copy:
+        with cursor.cursor.copy(f"COPY audit_auditevent ({', '.join(CHAINED_FIELDS)}, hash) FROM STDIN") as copy:
             lines: list[str] = []
             for seq in range(1, count + 1):
                 values = _event(seq, start_time, keystores, keys, operations)
@@ -223,30 +223,6 @@ def _load(count: int) -> dict[str, Any]:
         AuditHead.objects.create(pk=1, seq=count, hash=previous, time=datetime.fromisoformat(values["time"]))
         cursor.execute("ANALYZE")
     return {"seconds": time.monotonic() - started}
-
-
-COLUMNS = (
-    "seq",
-    "time",
-    "actor_iss",
-    "actor_sub",
-    "actor_name",
-    "source_ip",
-    "request_id",
-    "operation",
-    "keystore_id",
-    "keystore_name",
-    "key_id",
-    "key_alias",
-    "key_arn",
-    "outcome",
-    "reason",
-    "state_before",
-    "state_after",
-    "kms_request_ids",
-    "error",
-    "details",
-)
 
 
 def _event(seq: int, start_time: datetime, keystores: list[Any], keys: list[list[str]], operations: list[str]) -> dict:
@@ -281,9 +257,12 @@ def _event(seq: int, start_time: datetime, keystores: list[Any], keys: list[list
 
 
 def _copy_line(values: dict[str, Any], digest: str) -> str:
+    from audit.chain import CHAINED_FIELDS
+
     # COPY's text format; the generated values hold no tab, newline or backslash to escape.
     cells = [
-        json.dumps(values[name]) if name in ("kms_request_ids", "details") else str(values[name]) for name in COLUMNS
+        json.dumps(values[name]) if name in ("kms_request_ids", "details") else str(values[name])
+        for name in CHAINED_FIELDS
     ]
     return "\t".join((*cells, digest)) + "\n"
 
