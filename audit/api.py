@@ -30,6 +30,7 @@ from audit.filters import AuditEventFilter
 from audit.models import AuditEvent
 from audit.selectors import can_check_chain, events_for
 from audit.serializers import AuditEventSerializer, ChainHeadSerializer, VerificationSerializer
+from byok_portal.api import StrictFilterBackend, refuse_empty_filters
 from keys.lifecycle import Operation
 
 ERROR = inline_serializer(
@@ -55,12 +56,24 @@ class AuditCursorPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
 
+    def get_page_size(self, request: Any) -> int:
+        """DRF silently falls back to the default on a bad ``page_size``; a client deserves to hear it."""
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise serializers.ValidationError(
+                {self.page_size_query_param: [f"A whole number from 1 to {self.max_page_size}."]}
+            )
+        return int(raw)
+
 
 class AuditEventList(generics.ListAPIView):
     """Audit events of the keystores the caller holds a role in (superusers: all), newest first."""
 
     serializer_class = AuditEventSerializer
     filterset_class = AuditEventFilter
+    filter_backends = [StrictFilterBackend]
     pagination_class = AuditCursorPagination
 
     def get_queryset(self) -> QuerySet[AuditEvent]:
@@ -132,6 +145,7 @@ class AuditEventExport(APIView):
         kind = request.query_params.get("format", "jsonl")
         if kind not in export.FORMATS:
             raise exceptions.ValidationError({"format": [f"Choose one of: {', '.join(export.FORMATS)}."]})
+        refuse_empty_filters(AuditEventFilter, request.query_params)
         filterset = AuditEventFilter(request.query_params, queryset=events_for(request.user), request=request)
         if not filterset.is_valid():
             raise exceptions.ValidationError(filterset.errors)

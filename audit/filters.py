@@ -9,6 +9,7 @@ import django_filters
 from django.db.models import Q, QuerySet, Subquery
 
 from audit.models import AuditEvent, Outcome
+from byok_portal.filters import UUIDFilter
 from keys.lifecycle import Operation
 
 # Bounds beyond these hold no event and may not even convert to UTC (year 1 at +14:00):
@@ -32,8 +33,8 @@ class AuditEventFilter(django_filters.FilterSet):
     fast at millions of events.
     """
 
-    keystore = django_filters.UUIDFilter(field_name="keystore_id", label="Keystore ID")
-    key = django_filters.UUIDFilter(field_name="key_id", label="Key ID")
+    keystore = UUIDFilter(field_name="keystore_id", label="Keystore ID")
+    key = UUIDFilter(field_name="key_id", label="Key ID")
     actor = django_filters.CharFilter(
         method="filter_actor", label="Actor", help_text="OIDC subject or display name, exactly."
     )

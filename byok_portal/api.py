@@ -236,12 +236,16 @@ class StrictFilterBackend(DjangoFilterBackend):
 
     def get_filterset_kwargs(self, request: Request, queryset: Any, view: Any) -> dict[str, Any]:
         kwargs: dict[str, Any] = super().get_filterset_kwargs(request, queryset, view)
-        filterset_class = self.get_filterset_class(view, queryset)
-        names = set(filterset_class.base_filters) if filterset_class else set()
-        empty = sorted(name for name in names if name in kwargs["data"] and not kwargs["data"].get(name, "").strip())
-        if empty:
-            raise serializers.ValidationError({name: ["This filter may not be empty."] for name in empty})
+        refuse_empty_filters(self.get_filterset_class(view, queryset), kwargs["data"])
         return kwargs
+
+
+def refuse_empty_filters(filterset_class: Any, data: Any) -> None:
+    """400 for ``?name=`` on any filter of ``filterset_class`` (see :class:`StrictFilterBackend`)."""
+    names = set(filterset_class.base_filters) if filterset_class else set()
+    empty = sorted(name for name in names if name in data and not data.get(name, "").strip())
+    if empty:
+        raise serializers.ValidationError({name: ["This filter may not be empty."] for name in empty})
 
 
 class BoundedCursorPagination(CursorPagination):

@@ -9,6 +9,7 @@ from typing import Any
 import django_filters
 from django.db.models import Q, QuerySet
 
+from byok_portal.filters import UUIDFilter
 from keys.lifecycle import KeyState
 from keys.models import Key
 
@@ -21,7 +22,7 @@ class KeyFilter(django_filters.FilterSet):
     rows the same way.
     """
 
-    keystore = django_filters.UUIDFilter(field_name="keystore_id", label="Keystore ID")
+    keystore = UUIDFilter(field_name="keystore_id", label="Keystore ID")
     state = django_filters.ChoiceFilter(choices=KeyState.choices, label="State")
     alias = django_filters.CharFilter(field_name="alias", label="Alias", help_text="Exact alias, e.g. alias/orders.")
     search = django_filters.CharFilter(

@@ -233,3 +233,23 @@ def test_fast_representation_matches_drfs(api_as: Any, people: Any, keystore: An
         fast = KeySerializer(key).data
         generic = serializers.ModelSerializer.to_representation(KeySerializer(), key)
         assert fast == generic
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "value",
+    [
+        "urn:uuid:123e4567-e89b-12d3-a456-426614174000",
+        "123e4567e89b12d3a456426614174000",
+        "{123e4567-e89b-12d3-a456-426614174000}",
+    ],
+)
+def test_filters_take_uuids_only_in_the_documented_spelling(people: Any, value: str) -> None:
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(people.bob)
+    for path in ("/api/v1/keys/", "/api/v1/audit/events/"):
+        response = client.get(path, {"keystore": value})
+        assert response.status_code == 400, path
+        assert set(response.json()) == {"keystore"}

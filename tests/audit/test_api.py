@@ -124,6 +124,17 @@ def test_time_bounds_with_extreme_offsets_are_answered_not_crashed(
     assert seqs(client_for(trail.root).get(EVENTS, {bound: value})) == expected
 
 
+@pytest.mark.parametrize("page_size", ["null", "0", "-1", "501", "2.5"])
+def test_a_bad_page_size_is_a_field_error_not_silently_ignored(trail: World, page_size: str) -> None:
+    response = client_for(trail.root).get(EVENTS, {"page_size": page_size})
+    assert response.status_code == 400
+    assert set(response.json()) == {"page_size"}
+
+
+def test_a_page_size_within_bounds_is_honoured(trail: World) -> None:
+    assert seqs(client_for(trail.root).get(EVENTS, {"page_size": "2"})) == [5, 4]
+
+
 def test_it_rejects_invalid_filters_with_field_errors(trail: World) -> None:
     response = client_for(trail.root).get(f"{EVENTS}?since=yesterday&outcome=maybe&keystore=nope")
 
