@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from accounts.decorators import portal_login_required
 from audit.filters import AuditEventFilter
 from audit.models import AuditEvent
 from audit.selectors import events_for
@@ -19,7 +19,7 @@ def _older_than(request: HttpRequest) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-@login_required
+@portal_login_required
 @require_GET
 def event_list(request: HttpRequest) -> HttpResponse:
     """One page of events, and a link to the next older page.

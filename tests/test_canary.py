@@ -25,7 +25,7 @@ from byok_portal.aws import AwsError, KmsSession
 from keys import custody, reconcile, services, tasks
 from keys.models import Key
 from tests.keys.helpers import public_pem
-from tests.pages.conftest import verified_client
+from tests.web import verified_client
 
 pytestmark = pytest.mark.django_db
 

@@ -8,20 +8,30 @@ from django.test import Client
 
 from audit.models import Outcome
 from tests.audit.conftest import World, bulk_events, record_event
+from tests.web import verified_client
 
 PAGE = "/audit/"
 
 
 def client_for(user: Any) -> Client:
-    client = Client()
-    client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
-    return client
+    """Logged in as after the real two-step login (password, then TOTP)."""
+    return verified_client(user)
 
 
 def test_it_needs_a_login(db: None) -> None:
     response = Client().get(PAGE)
 
     assert response.status_code == 302
+
+
+def test_a_password_without_the_totp_step_is_not_enough(world: World) -> None:
+    client = Client()
+    client.force_login(world.alice, backend="django.contrib.auth.backends.ModelBackend")
+
+    response = client.get(PAGE)
+
+    assert response.status_code == 302
+    assert "/accounts/" in response["Location"]
 
 
 def test_it_shows_only_the_users_keystores(world: World) -> None:

@@ -9,24 +9,10 @@ from typing import Any
 import pytest
 from django.test import Client
 from django.utils import timezone
-from django_otp import DEVICE_ID_SESSION_KEY
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from keys.lifecycle import KeyState, KmsState
 from keys.models import Key
-
-
-def verified_client(user: Any) -> Client:
-    """A test client logged in as ``user`` with a verified TOTP device, as after the real two-step login."""
-    device = TOTPDevice.objects.filter(user=user, confirmed=True).first() or TOTPDevice.objects.create(
-        user=user, name="Authenticator app", confirmed=True
-    )
-    client = Client()
-    client.force_login(user)
-    session = client.session
-    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
-    session.save()
-    return client
+from tests.web import verified_client
 
 
 @pytest.fixture

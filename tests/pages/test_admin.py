@@ -13,7 +13,7 @@ from byok_portal.admin import admin_site
 from keys import services
 from keys.lifecycle import KeyState
 from keys.models import Key
-from tests.pages.conftest import verified_client
+from tests.web import verified_client
 
 pytestmark = pytest.mark.django_db
 

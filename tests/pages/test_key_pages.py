@@ -19,7 +19,7 @@ from keys import services
 from keys.lifecycle import LIFECYCLE, KeyState, Operation
 from keys.models import Key
 from tests.keys.helpers import public_pem
-from tests.pages.conftest import verified_client
+from tests.web import verified_client
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from django.contrib.messages import get_messages
 from byok_portal import aws
 from keys import services as key_services
 from keystores.models import Keystore, KeystoreState, Membership, Role
-from tests.pages.conftest import verified_client
+from tests.web import verified_client
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,8 @@ from django.test import Client
 
 from keys.lifecycle import KeyState
 from keys.models import Key
-from tests.pages.conftest import bulk_keys, verified_client
+from tests.pages.conftest import bulk_keys
+from tests.web import verified_client
 
 pytestmark = pytest.mark.django_db
 
