@@ -1,13 +1,11 @@
-"""The portal's routes plus tiny API endpoints for identity tests.
+"""The portal's routes plus one test-only API endpoint for identity tests.
 
-``whoami`` reports who the request authenticated as; ``prepare``/``download`` are
-thin callers of the key services, exactly like the real API views, so the tests
-exercise the two-person rule through every way of authenticating.
+``whoami`` reports who a request authenticated as (account and ``(iss, sub)``), so
+the bearer-token and local-login tests can check authentication on its own. The
+two-person rule is tested through the real key API and pages.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from django.urls import include, path
 from rest_framework.decorators import api_view
@@ -23,29 +21,7 @@ def whoami(request: Request) -> Response:
     return Response({"username": request.user.get_username(), "iss": actor.iss, "sub": actor.sub})
 
 
-@api_view(["POST"])
-def prepare(request: Request, key_id: Any) -> Response:
-    from keys.services import key_prepare_download
-
-    key = key_prepare_download(
-        actor=actor_from_request(request),
-        key_id=key_id,
-        public_key_pem=request.data["public_key"],
-    )
-    return Response({"id": str(key.pk), "download_prepared": key.download_prepared})
-
-
-@api_view(["POST"])
-def download(request: Request, key_id: Any) -> Response:
-    from keys.services import key_download
-
-    result = key_download(actor=actor_from_request(request), key_id=key_id)
-    return Response({"key_id": str(result.key_id), "kcv": result.kcv, "wrapped_key_material": result.wrapped_b64})
-
-
 urlpatterns = [
     path("api/test/whoami/", whoami),
-    path("api/test/keys/<str:key_id>/prepare/", prepare),
-    path("api/test/keys/<str:key_id>/download/", download),
     path("", include("byok_portal.urls")),
 ]
