@@ -196,6 +196,10 @@ def _measure() -> dict[str, Any]:
             raise RuntimeError(f"{url}: {response.status_code} {response.content[:500]!r}")
         return elapsed
 
+    # Both endpoints authenticate: a client without the session is refused by both.
+    for url in (list_url, BASELINE_PATH):
+        refused = Client().get(url).status_code
+        assert refused in (401, 403), f"{url} answered {refused} without a session"
     first = client.get(list_url).json()
     # With the full data set a keystore has ~600 ACTIVE keys: the first page must be full and linked.
     if _keys() >= 100 * PAGE * KEYSTORES // 60:
@@ -230,8 +234,11 @@ def _measure() -> dict[str, Any]:
 
 
 def _static_objects_view() -> Any:
+    from rest_framework.renderers import JSONRenderer
     from rest_framework.response import Response
     from rest_framework.views import APIView
+
+    from byok_portal.api import API_THROTTLES
 
     objects = [
         {"id": str(uuid.UUID(int=i)), "name": f"object-{i}", "state": "ACTIVE", "tags": {"app": "x"}}
@@ -239,7 +246,15 @@ def _static_objects_view() -> Any:
     ]
 
     class StaticObjects(APIView):
-        """The baseline: what DRF costs behind the same stack, with no database work of its own."""
+        """The baseline: what DRF costs behind the same stack, with no database work of its own.
+
+        Same middleware, same authentication and permission classes (the defaults, as
+        the key list's), the same throttles and renderer as ``keys.api.KeyViewSet``.
+        """
+
+        throttle_classes = API_THROTTLES
+        throttle_scope = ""
+        renderer_classes = [JSONRenderer]
 
         def get(self, request: Any) -> Response:
             return Response({"results": objects, "next": None})

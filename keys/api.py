@@ -8,10 +8,13 @@ audits the outcome. The OpenAPI description of each action is written from
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from django.db.models import BooleanField, ExpressionWrapper, OuterRef, Q, QuerySet, Subquery
+from django.conf import settings
+from django.db import connection
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.urls import URLPattern, URLResolver
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
@@ -42,6 +45,7 @@ from keys.filters import KeyFilter
 from keys.lifecycle import Operation
 from keys.models import Key
 from keys.serializers import (
+    ROW_COLUMNS,
     DownloadSerializer,
     KeyCreateSerializer,
     KeySerializer,
@@ -49,6 +53,7 @@ from keys.serializers import (
     PrepareDownloadSerializer,
     ScheduleDeletionSerializer,
     operation_description,
+    represent_rows,
 )
 from keystores.selectors import get_key_for, keys_for
 
@@ -68,42 +73,56 @@ OPERATIONS: dict[str, Operation] = {
 DOWNLOAD_ACTIONS = {"prepare_download", "download"}
 
 
-# The columns a key's representation reads; the sealed material, the prepared public key
-# and the reconciliation notes are never loaded for a list.
-LISTED_FIELDS = (
-    "id",
-    "keystore",
-    "name",
-    "alias",
-    "tags",
-    "expires",
-    "state",
-    "kms_key_arn",
-    "kms_state",
-    "kms_checked_at",
-    "kcv",
-    "deletion_date",
-    "replaces",
-    "created_at",
-    "updated_at",
+# Whether a download is prepared, without loading the public key itself.
+DOWNLOAD_PREPARED = ExpressionWrapper(~Q(download_public_key=""), output_field=BooleanField())
+
+
+# Built once: ``values()`` sets up 17 columns and a join, and every request would
+# otherwise repeat it. Only ever cloned (``keys_for`` filters a copy), never evaluated.
+_ROWS: QuerySet[Key, dict[str, Any]] = Key.objects.values(
+    *ROW_COLUMNS, "replaced_by", download_prepared=DOWNLOAD_PREPARED
 )
 
 
-def key_queryset(user: Any) -> QuerySet[Key]:
-    """Keys the user may see, with everything the serializer reads in one query.
+def key_rows(user: Any) -> QuerySet[Key, dict[str, Any]]:
+    """The keys ``user`` may see, as the column dicts a list page is built from.
 
-    ``replaced_by`` is the reverse side of a one-to-one: annotated as a subquery on
-    its unique index instead of a lookup per row. Only the listed columns are loaded.
+    No model instances (``keys.serializers.represent_rows`` writes the JSON straight
+    from the columns), and ``replaced_by``, the reverse side of the one-to-one, as a
+    LEFT JOIN on the unique ``replaces_id``: at most one successor, so no row repeats,
+    and it compiles in a fraction of a correlated subquery's time. The FilterSet and
+    the cursor work on it as on model instances (the cursor reads ``created_at`` by name).
     """
-    successor = Key.objects.filter(replaces_id=OuterRef("pk")).values("pk")[:1]
-    return (
-        keys_for(user)
-        .annotate(
-            replaced_by_pk=Subquery(successor),
-            download_prepared_flag=ExpressionWrapper(~Q(download_public_key=""), output_field=BooleanField()),
-        )
-        .only(*LISTED_FIELDS)
-    )
+    return keys_for(user, within=_ROWS)
+
+
+@contextmanager
+def native_timestamps() -> Iterator[None]:
+    """Within the block, the ORM's queries parse ``timestamptz`` with psycopg's C loader.
+
+    Django registers a pure-Python subclass of psycopg's loader only to pin the
+    returned ``tzinfo`` to its connection time zone; with ``USE_TZ`` that zone is UTC,
+    which is also the session ``TimeZone`` Django sets, and for that setting psycopg's
+    own loader returns the very same ``datetime.timezone.utc`` values. A key page
+    parses four timestamps a row; this is a third of the page query's Python time.
+    Anything else (another time zone, another database) keeps Django's loader.
+    """
+    if not (settings.USE_TZ and connection.vendor == "postgresql" and connection.timezone_name == "UTC"):
+        yield
+        return
+    from psycopg.postgres import adapters
+    from psycopg.pq import Format
+
+    fast = adapters.get_loader(adapters.types["timestamptz"].oid, Format.TEXT)
+
+    def use_native_loader(
+        execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
+    ) -> Any:
+        context["cursor"].cursor.adapters.register_loader("timestamptz", fast)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(use_native_loader):
+        yield
 
 
 KEY_ID = id_parameter("key")
@@ -195,7 +214,7 @@ class KeyViewSet(viewsets.GenericViewSet):
         return OPERATIONS.get(self.action or "")
 
     def get_queryset(self) -> QuerySet[Key]:
-        return key_queryset(self.request.user)
+        return keys_for(self.request.user)
 
     def get_throttles(self) -> list[BaseThrottle]:
         if self.action in DOWNLOAD_ACTIONS:
@@ -209,9 +228,11 @@ class KeyViewSet(viewsets.GenericViewSet):
     # --- reads ---------------------------------------------------------------------
 
     def list(self, request: Request) -> Response:
-        queryset = self.filter_queryset(self.get_queryset())
-        page = self.paginate_queryset(queryset)
-        return self.get_paginated_response(KeySerializer(page, many=True).data)
+        # Rows, not instances: a page is built straight from the selected columns.
+        rows = self.filter_queryset(key_rows(request.user))
+        with native_timestamps():
+            page = self.paginate_queryset(rows)
+        return self.get_paginated_response(represent_rows(page or []))
 
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(KeySerializer(get_key_for(request.user, pk)).data)

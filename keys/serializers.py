@@ -6,13 +6,17 @@ are the services' (``keys.validation``, ``keys.lifecycle``), so pages and API ag
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from byok_portal.api import StrictSerializer
-from keys.lifecycle import LIFECYCLE, Operation
+from keys.lifecycle import LIFECYCLE, Operation, allowed_operations
 from keys.models import Key
 from keys.services import MAX_WINDOW, MIN_WINDOW
 from keys.validation import MAX_TAGS
@@ -78,54 +82,100 @@ class KeySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def to_representation(self, key: Key) -> dict[str, Any]:
-        """The declared fields, built directly: DRF's generic field walk is most of a list page's cost.
+        """The declared fields, written by ``represent_rows`` from the key's columns.
 
-        Output is identical to the declared fields' (``test_fast_representation_matches_drfs``).
+        Output is identical to the declared fields' (``test_representation_matches_drfs``).
         """
-        timestamp = _timestamp
-        return {
-            "id": str(key.pk),
-            "keystore": str(key.keystore_id),
-            "name": key.name,
-            "alias": key.alias,
-            "tags": {str(k): str(v) for k, v in (key.tags or {}).items()},
-            "expires": key.expires.isoformat() if key.expires else None,
-            "state": key.state,
-            "kms_key_arn": key.kms_key_arn,
-            "kms_state": key.kms_state,
-            "kms_checked_at": timestamp(key.kms_checked_at),
-            "kcv": key.kcv,
-            "deletion_date": timestamp(key.deletion_date),
-            "replaces": str(key.replaces_id) if key.replaces_id else None,
-            "replaced_by": self.get_replaced_by(key),
-            "download_prepared": self._download_prepared(key),
-            "allowed_operations": key.allowed_operations,
-            "created_at": timestamp(key.created_at),
-            "updated_at": timestamp(key.updated_at),
-        }
-
-    @staticmethod
-    def _download_prepared(key: Key) -> bool:
-        # Lists annotate the flag and never load the public key itself.
-        flag = getattr(key, "download_prepared_flag", None)
-        return bool(flag) if flag is not None else key.download_prepared
+        row = {column: getattr(key, column) for column in ROW_COLUMNS}
+        row["replaced_by"] = Key.objects.filter(replaces_id=key.pk).values_list("pk", flat=True).first()
+        row["download_prepared"] = key.download_prepared
+        return represent_rows([row])[0]
 
     @extend_schema_field(serializers.UUIDField(allow_null=True))
     def get_replaced_by(self, key: Key) -> str | None:
-        # Lists annotate ``replaced_by_pk`` (see ``keys.api.key_queryset``) so that the
-        # reverse one-to-one costs no query per row; single keys look it up once.
-        if hasattr(key, "replaced_by_pk"):
-            value = key.replaced_by_pk
-        else:
-            value = Key.objects.filter(replaces_id=key.pk).values_list("pk", flat=True).first()
+        """For the schema and DRF's generic representation; ``to_representation`` looks it up itself."""
+        value = Key.objects.filter(replaces_id=key.pk).values_list("pk", flat=True).first()
         return str(value) if value else None
 
 
+# The columns a key's representation reads, by attribute name (``keys.api.key_rows`` selects
+# them, plus ``replaced_by`` and ``download_prepared``). Never the sealed material, the
+# prepared public key or the reconciliation notes.
+ROW_COLUMNS = (
+    "id",
+    "keystore_id",
+    "name",
+    "alias",
+    "tags",
+    "expires",
+    "state",
+    "kms_key_arn",
+    "kms_state",
+    "kms_checked_at",
+    "kcv",
+    "deletion_date",
+    "replaces_id",
+    "created_at",
+    "updated_at",
+)
 _DATETIME = serializers.DateTimeField()
+_UTC_NAMES = {"UTC", "Etc/UTC"}
 
 
-def _timestamp(value: Any) -> str | None:
-    return _DATETIME.to_representation(value) if value is not None else None
+def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Keys as ``KeySerializer`` declares them, from rows of ``ROW_COLUMNS``, ``replaced_by`` and ``download_prepared``.
+
+    A list page's hot path: no model instances and no field objects per value.
+    Timestamps are what DRF's ``DateTimeField`` writes (ISO 8601 in the current time
+    zone, ``Z`` for UTC; anything unusual is handed to that field), and
+    ``allowed_operations`` is computed once per state from the lifecycle table.
+    """
+    zone = timezone.get_current_timezone() if settings.USE_TZ else None
+    # The database's values are in UTC: in a UTC zone they need no conversion.
+    utc_zone = zone is not None and str(zone) in _UTC_NAMES
+    utc = UTC
+    operations: dict[str, list[str]] = {}
+
+    def stamp(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        if utc_zone and value.tzinfo is utc:
+            text = value.isoformat()
+        elif zone is not None and value.tzinfo is not None:
+            text = value.astimezone(zone).isoformat()
+        else:
+            return str(_DATETIME.to_representation(value))
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+    def allowed(state: str) -> list[str]:
+        found = operations.get(state)
+        if found is None:
+            found = operations[state] = [op.value for op in allowed_operations(state)]
+        return list(found)
+
+    return [
+        {
+            "id": str(row["id"]),
+            "keystore": str(row["keystore_id"]),
+            "name": row["name"],
+            "alias": row["alias"],
+            "tags": {str(k): str(v) for k, v in (row["tags"] or {}).items()},
+            "expires": row["expires"].isoformat() if row["expires"] else None,
+            "state": row["state"],
+            "kms_key_arn": row["kms_key_arn"],
+            "kms_state": row["kms_state"],
+            "kms_checked_at": stamp(row["kms_checked_at"]),
+            "kcv": row["kcv"],
+            "deletion_date": stamp(row["deletion_date"]),
+            "replaces": str(row["replaces_id"]) if row["replaces_id"] else None,
+            "replaced_by": str(row["replaced_by"]) if row["replaced_by"] else None,
+            "download_prepared": bool(row["download_prepared"]),
+            "allowed_operations": allowed(row["state"]),
+            "created_at": stamp(row["created_at"]),
+            "updated_at": stamp(row["updated_at"]),
+        }
+        for row in rows
+    ]
 
 
 class KeyCreateSerializer(StrictSerializer):

@@ -7,7 +7,7 @@ members whose role is too weak get :class:`PermissionRefused`.
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from django.db.models import Exists, OuterRef, QuerySet
 
@@ -69,13 +69,30 @@ def get_keystore_for(user: Any, keystore_id: Any, *, role: Role = Role.AUDITOR) 
     return keystore
 
 
-def keys_for(user: Any) -> QuerySet[Key]:
-    """Keys in keystores the user can see."""
+_Row = TypeVar("_Row")
+
+
+@overload
+def keys_for(user: Any) -> QuerySet[Key]: ...
+@overload
+def keys_for(user: Any, within: QuerySet[Key, _Row]) -> QuerySet[Key, _Row]: ...
+def keys_for(user: Any, within: QuerySet[Key, Any] | None = None) -> QuerySet[Key, Any]:
+    """Keys in keystores the user can see (those of ``keystores_for(user)``).
+
+    ``within`` narrows a prepared queryset of keys instead of starting from all keys
+    (the key list reuses one ``values()`` query). Scoped on the membership table's
+    keystore ids directly: the same rows as ``keystore__in=keystores_for(user)`` with
+    one subquery instead of two nested ones, which every key list compiles per request.
+    """
     from keys.models import Key
 
+    keys = Key.objects.all() if within is None else within.all()
     if _is_superuser(user):
-        return Key.objects.all()
-    return Key.objects.filter(keystore__in=keystores_for(user))
+        return keys
+    if not getattr(user, "is_authenticated", False):
+        return keys.none()
+    roles = [role for role, rank in ROLE_RANK.items() if rank >= ROLE_RANK[Role.AUDITOR]]
+    return keys.filter(keystore_id__in=Membership.objects.filter(user=user, role__in=roles).values("keystore_id"))
 
 
 def get_key_for(user: Any, key_id: Any, *, role: Role = Role.AUDITOR) -> Key:

@@ -220,19 +220,33 @@ def test_empty_filters_are_refused(api_as: Any, people: Any, keystore: Any) -> N
     assert set(api_as(people.dan).get(f"{URL}?state=&search=", expect=400).json()) == {"state", "search"}
 
 
-def test_fast_representation_matches_drfs(api_as: Any, people: Any, keystore: Any) -> None:
+def test_representation_matches_drfs(api_as: Any, people: Any, keystore: Any) -> None:
+    """The list's rows and a single key's representation both equal DRF's generic field walk."""
+    from datetime import UTC, datetime
+
     from rest_framework import serializers
 
-    from keys.api import key_queryset
+    from keys.api import key_rows
     from keys.models import Key
-    from keys.serializers import KeySerializer
+    from keys.serializers import KeySerializer, represent_rows
 
-    old = Key.objects.create(keystore=keystore, name="old", state="REPLACED", tags={"a": "b"}, expires="2031-02-03")
-    Key.objects.create(keystore=keystore, name="new", replaces=old, download_public_key="PEM")
-    for key in key_queryset(people.dan):
-        fast = KeySerializer(key).data
+    old = Key.objects.create(
+        keystore=keystore,
+        name="old",
+        state="REPLACED",
+        tags={"a": "b"},
+        expires="2031-02-03",
+        kms_checked_at=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
+        deletion_date=datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=UTC),
+    )
+    Key.objects.create(keystore=keystore, name="new", replaces=old, download_public_key="PEM", alias="alias/new")
+    Key.objects.create(keystore=keystore, name="gone", state="PENDING_DELETION")
+    rows = {row["id"]: row for row in represent_rows(key_rows(people.dan))}
+    assert len(rows) == 3
+    for key in Key.objects.all():
         generic = serializers.ModelSerializer.to_representation(KeySerializer(), key)
-        assert fast == generic
+        assert KeySerializer(key).data == generic
+        assert rows[str(key.pk)] == generic
 
 
 @pytest.mark.django_db
@@ -253,3 +267,25 @@ def test_filters_take_uuids_only_in_the_documented_spelling(people: Any, value: 
         response = client.get(path, {"keystore": value})
         assert response.status_code == 400, path
         assert set(response.json()) == {"keystore"}
+
+
+def test_list_rows_are_scoped_as_keys_for(people: Any, keystore: Any) -> None:
+    """``key_rows`` (the list's values query) sees exactly the keys ``keys_for`` does, per persona."""
+    from django.contrib.auth.models import AnonymousUser
+
+    from accounts.models import User
+    from keys.api import key_rows
+    from keys.models import Key
+    from keystores.models import Keystore
+    from keystores.selectors import keys_for
+
+    other = Keystore.objects.create(
+        name="other", aws_account_id="210987654321", region="eu-west-1", role_arn="arn", external_id="x"
+    )
+    Key.objects.create(keystore=keystore, name="mine")
+    Key.objects.create(keystore=other, name="theirs")
+    root = User.objects.create_superuser(username="root-rows", password="pw-root-rows")
+    for user in (people.dan, people.eve, root, AnonymousUser()):
+        expected = set(keys_for(user).values_list("pk", flat=True))
+        assert {row["id"] for row in key_rows(user)} == expected
+    assert len(set(keys_for(root).values_list("pk", flat=True))) == 2
