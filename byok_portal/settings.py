@@ -248,7 +248,9 @@ CACHES = {
 # --- Celery -------------------------------------------------------------------
 # Without CELERY_BROKER_URL the embedded default is kombu's filesystem transport,
 # so `make run` needs no broker process; production points this at Redis.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+# The filesystem broker lives on one machine's disk: fine for `make run`, wrong for
+# N web processes and workers on several hosts, so production must name its broker.
+CELERY_BROKER_URL = _required("CELERY_BROKER_URL", "filesystem://")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = (
     {
         "data_folder_in": str(VAR_DIR / "celery" / "queue"),

@@ -10,11 +10,19 @@ os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 os.environ.setdefault("BYOK_KEK", base64.b64encode(b"k" * 32).decode())
 os.environ.setdefault("BYOK_AUDIT_KEY", "test-audit-key")
 os.environ.setdefault("BYOK_SANDBOX", "true")
+# Tasks the suite sends without a worker go nowhere; the worker tests bring their own Redis.
+# Given through the environment only for the import below: Celery lets CELERY_BROKER_URL
+# in the environment override every app's broker, the test clients' included.
+_BROKER_FROM_US = "CELERY_BROKER_URL" not in os.environ
+os.environ.setdefault("CELERY_BROKER_URL", "memory://")
 # The sandbox generates a fresh wrapping key per import, as KMS does; RSA-4096 costs ~0.5 s
 # each, so the suite imports with RSA-2048 and one test covers the production default.
 os.environ.setdefault("BYOK_IMPORT_WRAPPING_KEY_SPEC", "RSA_2048")
 
-from byok_portal.settings import *  # noqa: F403
+from byok_portal.settings import *  # noqa: E402,F403 - the environment above must come first
+
+if _BROKER_FROM_US:
+    del os.environ["CELERY_BROKER_URL"]
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405

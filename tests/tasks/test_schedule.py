@@ -82,7 +82,7 @@ def test_worker_and_beat_run_scheduled_tasks_on_the_filesystem_broker(
     (var / "celery" / "queue").mkdir(parents=True)
     (var / "celery" / "processed").mkdir(parents=True)
     env = {k: v for k, v in worker_env.items() if k not in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")}
-    env.update(BYOK_VAR_DIR=str(var), BYOK_RECONCILE_INTERVAL_SECONDS="1")
+    env.update(CELERY_BROKER_URL="filesystem://", BYOK_VAR_DIR=str(var), BYOK_RECONCILE_INTERVAL_SECONDS="1")
     log = tmp_path / "celery.log"
     process = subprocess.Popen(
         [

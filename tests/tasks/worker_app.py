@@ -4,7 +4,7 @@ Two test-only knobs, both from the environment:
 
 - the broker looks for abandoned messages every second instead of every ~100 s, so a
   redelivery after a killed worker happens within the test's patience;
-- ``BYOK_TEST_AUDIT_DELAY_SECONDS`` makes every audit write of the cleanup wait that
+- ``BYOK_TEST_AUDIT_DELAY_SECONDS`` makes every audit write of the cleanup (one per batch) wait that
   long, holding the batch's row locks, so that a test can kill the worker in the
   middle of a batch.
 """
@@ -33,13 +33,13 @@ def _slow_down_audit_writes(**_: Any) -> None:
         return
     from keys import reconcile
 
-    record = reconcile.record
+    record_many = reconcile.record_many
 
-    def slow_record(**kwargs: Any) -> Any:
+    def slow_record_many(entries: Any) -> Any:
         time.sleep(delay)
-        return record(**kwargs)
+        return record_many(entries)
 
-    reconcile.record = slow_record
+    reconcile.record_many = slow_record_many
 
 
 __all__ = ["app"]
