@@ -252,8 +252,8 @@ class KeyViewSet(viewsets.GenericViewSet):
         return Response(KeySerializer(key).data, status=status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, pk: str) -> Response:
-        # Visibility first: an outsider learns nothing from how the body is judged.
-        get_key_for(request.user, pk)
+        # The caller's role first (audited if refused): an outsider learns nothing from how the body is judged.
+        services.authorize(actor=actor_from_request(request), key_id=pk, operation=Operation.UPDATE)
         changes = validated_body(KeyUpdateSerializer, request)
         key = services.key_update(actor=actor_from_request(request), key_id=pk, **changes)
         return Response(KeySerializer(key).data)
@@ -310,7 +310,8 @@ class KeyViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["post"], url_path="prepare-download")
     def prepare_download(self, request: Request, pk: str) -> Response:
-        get_key_for(request.user, pk)  # visibility first, as in partial_update
+        # The caller's role first, as in partial_update.
+        services.authorize(actor=actor_from_request(request), key_id=pk, operation=Operation.PREPARE_DOWNLOAD)
         data = validated_body(PrepareDownloadSerializer, request)
         key = services.key_prepare_download(
             actor=actor_from_request(request), key_id=pk, public_key_pem=data["public_key"]

@@ -53,8 +53,31 @@ MIN_WINDOW, MAX_WINDOW = 7, 30
 
 def _check_role(actor: Actor, keystore: Keystore, role: Role) -> None:
     # The portal's own jobs (cleanup, reconciliation) act without a user.
-    if actor.user is not None:
+    if actor.user is None:
+        return
+    try:
         require_role(actor.user, keystore, role)
+    except NotFound as exc:
+        # The same words as for a key that does not exist: an outsider learns nothing.
+        raise NotFound("Key not found.") from exc
+
+
+def authorize(*, actor: Actor, key_id: Any, operation: Operation, role: Role = Role.CUSTODIAN) -> Key:
+    """The key, if ``actor`` may run ``operation`` on it; otherwise an audited refusal.
+
+    For callers that judge input before the operation runs (API bodies, page forms):
+    they ask here first, so that an outsider learns nothing from how the input is
+    judged, and the refusal is audited exactly as the operation itself would audit it.
+    """
+    key = Key.objects.select_related("keystore").filter(pk=key_id).first() if _is_uuid(key_id) else None
+    if key is None:
+        raise NotFound("Key not found.")
+    try:
+        _check_role(actor, key.keystore, role)
+    except (NotFound, PermissionRefused) as exc:
+        _record_refusal(actor, operation, key.pk, exc)
+        raise
+    return key
 
 
 def _lock_key(key_id: Any) -> Key:

@@ -32,7 +32,7 @@ from accounts.identity import Actor, actor_from_request
 from accounts.models import LOCAL_ISSUER, User
 from audit.models import AuditEvent, Outcome
 from byok_portal.aws import AwsError
-from byok_portal.errors import PermissionRefused, ServiceError
+from byok_portal.errors import NotFound, PermissionRefused, ServiceError
 from byok_portal.web import (
     apply_validation_error,
     fetch_or_404,
@@ -98,6 +98,26 @@ def expiring_q() -> Q:
 def _is_custodian(user: Any, key: Key) -> bool:
     role = role_in(user, key.keystore)
     return role is not None and ROLE_RANK[role] >= ROLE_RANK[Role.CUSTODIAN]
+
+
+def _key_to_act_on(request: HttpRequest, key_id: uuid.UUID, operation: Operation, refusal: str) -> Key | HttpResponse:
+    """The key a page about ``operation`` works on, or the answer that refuses it.
+
+    A GET only shows a form or a confirmation, so seeing the key is enough to be
+    told no. A POST is an attempt: the service layer decides and audits a refusal,
+    for outsiders (404, as for a key that does not exist) and auditors (403) alike.
+    """
+    if request.method == "POST":
+        try:
+            return services.authorize(actor=actor_from_request(request), key_id=key_id, operation=operation)
+        except NotFound as exc:
+            raise Http404(exc.detail) from exc
+        except PermissionRefused as exc:
+            return forbidden(request, exc)
+    key = fetch_or_404(lambda: get_key_for(request.user, key_id))
+    if not _is_custodian(request.user, key):
+        return forbidden(request, PermissionRefused(refusal))
+    return key
 
 
 def _detail(key: Key | uuid.UUID) -> HttpResponse:
@@ -180,9 +200,9 @@ def key_create(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def key_edit(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
     """Change name, alias, tags and expiry (tags and alias are applied to the KMS key)."""
-    key = fetch_or_404(lambda: get_key_for(request.user, key_id))
-    if not _is_custodian(request.user, key):
-        return forbidden(request, PermissionRefused("Editing keys needs the custodian role in this keystore."))
+    key = _key_to_act_on(request, key_id, Operation.UPDATE, "Editing keys needs the custodian role in this keystore.")
+    if isinstance(key, HttpResponse):
+        return key
     row = LIFECYCLE[Operation.UPDATE]
     if KeyState(key.state) not in row.allowed:
         messages.error(
@@ -300,12 +320,12 @@ def _render_confirm(request: HttpRequest, key: Key, action: Action, form: forms.
 @require_http_methods(["GET", "POST"])
 def key_action(request: HttpRequest, key_id: uuid.UUID, action: str) -> HttpResponse:
     """GET: the confirmation page (the no-JS fallback of the dialog). POST: run the operation."""
-    key = fetch_or_404(lambda: get_key_for(request.user, key_id))
     chosen = ACTIONS.get(action)
     if chosen is None:
         raise Http404("No such action.")
-    if not _is_custodian(request.user, key):
-        return forbidden(request, PermissionRefused("Key operations need the custodian role in this keystore."))
+    key = _key_to_act_on(request, key_id, chosen.operation, "Key operations need the custodian role in this keystore.")
+    if isinstance(key, HttpResponse):
+        return key
     form = chosen.form_class(request.POST or None) if chosen.form_class else None
     if request.method == "GET":
         return _render_confirm(request, key, chosen, form)
@@ -406,9 +426,11 @@ def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def key_prepare_download(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
     """First person: register the RSA public key the material will be wrapped with."""
-    key = fetch_or_404(lambda: get_key_for(request.user, key_id))
-    if not _is_custodian(request.user, key):
-        return forbidden(request, PermissionRefused("Downloads need the custodian role in this keystore."))
+    key = _key_to_act_on(
+        request, key_id, Operation.PREPARE_DOWNLOAD, "Downloads need the custodian role in this keystore."
+    )
+    if isinstance(key, HttpResponse):
+        return key
     form = PrepareDownloadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         with service_errors_to_form(form, request, doing="Preparing the download"):
@@ -432,9 +454,9 @@ def key_prepare_download(request: HttpRequest, key_id: uuid.UUID) -> HttpRespons
 @require_http_methods(["GET", "POST"])
 def key_download(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
     """Second person: GET explains, POST returns the wrapped material as a JSON file (never as a page)."""
-    key = fetch_or_404(lambda: get_key_for(request.user, key_id))
-    if not _is_custodian(request.user, key):
-        return forbidden(request, PermissionRefused("Downloads need the custodian role in this keystore."))
+    key = _key_to_act_on(request, key_id, Operation.DOWNLOAD, "Downloads need the custodian role in this keystore.")
+    if isinstance(key, HttpResponse):
+        return key
     if request.method == "GET":
         context = {
             "key": key,

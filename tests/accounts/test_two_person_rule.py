@@ -630,6 +630,7 @@ def test_an_auditor_is_refused_by_the_download_pages(portal: Portal, key: Key, a
         ida.browser.http.get(f"{portal.base}/keys/{key.pk}/prepare-download/", timeout=HTTP_TIMEOUT).status_code == 403
     )
     assert ida.browser.prepare_page(key).status_code == 403
+    trail.refused("prepare_download", "permission_denied", IDA)
     assert_not_prepared(key)
 
     expect(ada.api().prepare(key), 200)
@@ -637,14 +638,11 @@ def test_an_auditor_is_refused_by_the_download_pages(portal: Portal, key: Key, a
     assert ida.browser.http.get(f"{portal.base}/keys/{key.pk}/download/", timeout=HTTP_TIMEOUT).status_code == 403
     refused = ida.browser.download_page(key)
     assert refused.status_code == 403
+    trail.refused("download", "permission_denied", IDA)
     assert "Content-Disposition" not in refused.headers
     assert_prepared_by(key, portal.provider.issuer, ADA)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keys/views.py refuses auditors before calling the service, so the refusal is not audited (SPEC §4)",
-)
 def test_an_auditors_refused_page_attempts_are_audited(portal: Portal, key: Key, ada: Person, trail: Trail):
     ida = portal.person(IDA, Role.AUDITOR)
     assert ida.browser.prepare_page(key).status_code == 403
@@ -678,11 +676,6 @@ def test_an_outsider_gets_404_from_the_api_and_the_pages(portal: Portal, key: Ke
     assert_prepared_by(key, portal.provider.issuer, ADA)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keys/api.py download skips get_key_for: the service's require_role answers 'Keystore not found.' "
-    "to an outsider, 'Key not found.' for a missing key, which tells outsiders the key exists",
-)
 @pytest.mark.parametrize("channel", ["bearer", "browser"])
 def test_an_outsiders_download_gets_the_answer_for_a_key_that_does_not_exist(
     portal: Portal, key: Key, ada: Person, channel: str
@@ -692,11 +685,6 @@ def test_an_outsiders_download_gets_the_answer_for_a_key_that_does_not_exist(
     assert expect(client.download(key), 404, "not_found") == client.download(uuid.uuid4()).json()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an outsider's API download is audited (refused, permission_denied) but their API prepare is not: "
-    "keys/api.py prepare_download answers 404 from get_key_for before the service runs",
-)
 def test_an_outsiders_api_attempts_are_each_audited(portal: Portal, key: Key, ada: Person, trail: Trail):
     _, client = outsider_client(portal, "bearer")
     expect(ada.api().prepare(key), 200)
