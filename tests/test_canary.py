@@ -127,7 +127,8 @@ def test_the_canary_material_is_nowhere_but_inside_the_wrapped_download(
     reconcile.reconcile_keystore(keystore.pk, actor=services.Actor.system("test"))
     tasks.reconcile_all.run()
     services.key_schedule_deletion(actor=bob, key_id=key.pk)
-    responses.append(b"".join(web.get("/api/v1/audit/events/export/?format=jsonl").streaming_content))
+    export = web.get("/api/v1/audit/events/export/?format=jsonl")
+    responses.append(b"".join(export.streaming_content))  # type: ignore[attr-defined]
 
     assert Key.objects.get(pk=key.pk).material_sealed  # still held (sealed) until cleanup
     assert_clean(database_dump(), "the database")

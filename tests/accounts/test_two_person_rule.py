@@ -62,9 +62,9 @@ _CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 class ApiClient(Protocol):
     base: str
 
-    def prepare(self, key: Key, public_key: str | None = None) -> requests.Response: ...
+    def prepare(self, key: Key | uuid.UUID, public_key: str | None = None) -> requests.Response: ...
 
-    def download(self, key: Key) -> requests.Response: ...
+    def download(self, key: Key | uuid.UUID) -> requests.Response: ...
 
 
 def prepare_url(base: str, key: Key | uuid.UUID) -> str:
@@ -114,7 +114,7 @@ class Browser:
     def identity(self) -> tuple[str, str] | None:
         """The ``(iss, sub)`` the portal keeps in this browser's session."""
         value = SessionStore(session_key=self.session_key).get(SESSION_IDENTITY_KEY)
-        return tuple(value) if value else None  # type: ignore[return-value]
+        return (value[0], value[1]) if value else None
 
     def csrf_token(self) -> str:
         token = self.http.cookies.get("csrftoken")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -63,12 +64,13 @@ def test_eight_threads_racing_the_same_transition_leave_exactly_one_winner(
     bob = people.actor(people.bob)
     key = services.key_create(actor=bob, keystore_id=keystore.pk, name="raced")
     for _ in range(ROUNDS):
-        for operation, target in (
+        transitions: list[tuple[Callable[..., Any], KeyState]] = [
             (services.key_deactivate, KeyState.INACTIVE),
             (services.key_activate, KeyState.ACTIVE),
-        ):
+        ]
+        for operation, target in transitions:
             start_seq = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first()
-            outcomes = race(lambda op=operation: op(actor=bob, key_id=key.pk))
+            outcomes = race(partial(operation, actor=bob, key_id=key.pk))
             assert outcomes == ["ok"] * THREADS  # losers see the new state: a no-op, not an error
             events = AuditEvent.objects.filter(seq__gt=start_seq, key_id=key.pk)
             assert Counter(events.values_list("outcome", flat=True)) == {"success": 1, "noop": THREADS - 1}
@@ -84,7 +86,9 @@ def test_conflicting_operations_racing_leave_one_consistent_result(
     """Half the threads deactivate, half schedule deletion: whatever order wins, KMS and portal agree."""
     bob = people.actor(people.bob)
     key = services.key_create(actor=bob, keystore_id=keystore.pk, name="raced")
-    calls = iter([services.key_deactivate, services.key_schedule_deletion] * (THREADS // 2))
+    calls: Iterator[Callable[..., Any]] = iter(
+        [services.key_deactivate, services.key_schedule_deletion] * (THREADS // 2)
+    )
     lock = threading.Lock()
 
     def attempt() -> None:

@@ -138,6 +138,7 @@ def test_a_failed_kms_call_leaves_a_truthful_state_and_a_retry_converges(
 
     key.refresh_from_db()
     assert key.state == START_STATE[operation]  # the portal claims nothing that did not commit
+    assert key.material_sealed is not None
     assert custody.kcv(custody.unseal(key.pk, key.material_sealed)) == kcv_before  # no material lost
     event = AuditEvent.objects.filter(key_id=key.pk).order_by("-seq").first()
     assert event is not None

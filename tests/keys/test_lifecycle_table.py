@@ -163,8 +163,10 @@ def check_effect(
         assert portal["prepared"] == ("", "")
         assert result.kcv == portal["kcv"]
         assert kms == before["kms"]
+        creator = key.keystore.created_by
+        assert creator is not None
         with pytest.raises(Conflict):  # single use
-            services.key_download(actor=services.Actor.for_user(key.keystore.created_by), key_id=key.pk)
+            services.key_download(actor=services.Actor.for_user(creator), key_id=key.pk)
     elif operation == "update":
         assert (portal["name"], portal["alias"], portal["tags"]) == ("renamed", "alias/renamed", {"team": "payments"})
         assert kms["aliases"] == ["alias/renamed"]

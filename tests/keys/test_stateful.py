@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -66,13 +67,14 @@ def test_random_operation_sequences_keep_every_invariant(people: Any, keystore: 
 
         @rule(key=keys, operation=st.sampled_from(["deactivate", "activate", "upload", "schedule", "cancel"]))
         def transition(self, key: Key, operation: str) -> None:
-            call = {
+            calls: dict[str, Callable[..., Any]] = {
                 "deactivate": services.key_deactivate,
                 "activate": services.key_activate,
                 "upload": services.key_upload,
                 "schedule": services.key_schedule_deletion,
                 "cancel": services.key_cancel_deletion,
-            }[operation]
+            }
+            call = calls[operation]
             self._do(lambda: call(actor=bob, key_id=key.pk))
 
         @rule(target=keys, key=keys)
