@@ -8,14 +8,19 @@ audits the outcome. The OpenAPI description of each action is written from
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
+from django.db.models import BooleanField, ExpressionWrapper, Field, Q, QuerySet
 from django.urls import URLPattern, URLResolver
+from django_filters import utils as filter_utils
+from django_filters.constants import EMPTY_VALUES
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -55,6 +60,7 @@ from keys.serializers import (
     operation_description,
     represent_rows,
 )
+from keystores.selectors import _is_superuser as is_superuser
 from keystores.selectors import get_key_for, keys_for
 
 # Which lifecycle row each endpoint runs (for 409 bodies) and which throttle budget it spends.
@@ -123,6 +129,194 @@ def native_timestamps() -> Iterator[None]:
 
     with connection.execute_wrapper(use_native_loader):
         yield
+
+
+# --- compiled key pages ------------------------------------------------------------------
+#
+# A key page's SQL depends only on its *shape*: whether the caller is a superuser, which
+# filters are set, and the cursor's ordering, position lookup and slice. Each shape is
+# compiled once, by the same code as the uncached path (``key_rows`` scoping, the
+# FilterSet's own ``filter_queryset`` and DRF's cursor steps), from sentinel values; each
+# sentinel must come out of the compiler as exactly one parameter, whose position then
+# takes this request's value, converted by the same model field the ORM converts it with.
+# Shapes that do not fit (an unbound user, a ``method=`` filter such as ``search``, a
+# non-exact lookup) take the uncached ORM path.
+
+
+class _Sentinel:
+    """One sentinel per variable of a shape, found among the compiled parameters by type and value."""
+
+    USER_PK = 987_654_321_987_654_321
+    POSITION = "1901-02-03 04:05:06.070809+00:00"
+    BY_FIELD: dict[str, Any] = {
+        "UUIDFilter": uuid.UUID("5e471e15-0000-4000-8000-5e471e15c0de"),
+        "ChoiceFilter": "sentinel-choice-5e471e15",
+        "CharFilter": "sentinel-char-5e471e15",
+    }
+
+
+@dataclass(frozen=True)
+class _CompiledPage:
+    sql: str
+    params: tuple[Any, ...]
+    # (parameter position, what fills it): "user", "position" or a filter name.
+    slots: tuple[tuple[int, str], ...]
+    names: tuple[str, ...]
+    columns: tuple[Any, ...]  # the selected expressions, for their converters
+
+
+_COMPILED: dict[tuple[Any, ...], _CompiledPage] = {}
+_COMPILED_MAX = 256
+
+
+def _db_value(field_name: str, value: Any) -> Any:
+    """``value`` as the ORM sends it for an exact/lt/gt lookup on ``field_name``."""
+    field = Key._meta.get_field(field_name)
+    assert isinstance(field, Field)
+    return field.get_db_prep_value(value, connection, prepared=False)
+
+
+@cache
+def _key_filter_rules() -> tuple[KeyFilter, Any]:
+    """``KeyFilter``'s filters and the form class it validates with, built once.
+
+    ``FilterSet.__init__`` deep-copies every filter and ``FilterSet.form`` builds a new
+    form class per request; the form itself (which deep-copies its fields) is still
+    instantiated per request, from the FilterSet's own ``get_form_class``.
+    """
+    rules = KeyFilter(queryset=_ROWS)
+    return rules, rules.get_form_class()
+
+
+def _cacheable_filters(filterset: KeyFilter, cleaned_data: dict[str, Any]) -> dict[str, Any] | None:
+    """The filters this request applies, by name, if every one is a plain exact lookup."""
+    applied: dict[str, Any] = {}
+    for name, value in cleaned_data.items():
+        if value in EMPTY_VALUES:
+            continue  # not applied by ``Filter.filter`` either
+        filter_ = filterset.filters[name]
+        kind = type(filter_).__name__
+        if (
+            kind not in _Sentinel.BY_FIELD
+            or filter_.method is not None
+            or filter_.lookup_expr != "exact"
+            or filter_.exclude
+            or filter_.distinct
+            or value == getattr(filter_, "null_value", object())
+        ):
+            return None
+        applied[name] = value
+    return applied
+
+
+class _PageRecorder:
+    """Stands in for the queryset in DRF's ``CursorPagination.paginate_queryset``.
+
+    Records the ordering and cursor lookup DRF asks for; the slice runs the compiled SQL.
+    """
+
+    def __init__(self, request: Request, filterset: KeyFilter, applied: dict[str, Any]):
+        self.request, self.filterset, self.applied = request, filterset, applied
+        self.ordering: tuple[str, ...] = ()
+        self.position: tuple[str, Any] | None = None
+
+    def order_by(self, *ordering: str) -> _PageRecorder:
+        self.ordering = ordering
+        return self
+
+    def filter(self, **kwargs: Any) -> _PageRecorder:
+        ((lookup, value),) = kwargs.items()
+        field_name, _, kind = lookup.partition("__")
+        if kind not in ("lt", "gt"):
+            raise ValueError(f"unexpected cursor lookup {lookup!r}")
+        self.position = (lookup, _db_value(field_name, value))  # raises as the ORM would
+        return self
+
+    def __getitem__(self, page: slice) -> list[dict[str, Any]]:
+        user = self.request.user
+        superuser = is_superuser(user)
+        shape = (
+            superuser,
+            tuple(sorted(self.applied)),
+            self.ordering,
+            self.position[0] if self.position else None,
+            page.start,
+            page.stop,
+        )
+        compiled = _COMPILED.get(shape)
+        if compiled is None:
+            compiled = _compile(superuser, tuple(sorted(self.applied)), self.ordering, self.position, page)
+            if len(_COMPILED) < _COMPILED_MAX:
+                _COMPILED[shape] = compiled
+        values = {"user": _db_value_user(user)}
+        if self.position is not None:
+            values["position"] = self.position[1]
+        for name, value in self.applied.items():
+            values[name] = _db_value(self.filterset.filters[name].field_name, value)
+        params = list(compiled.params)
+        for index, slot in compiled.slots:
+            params[index] = values[slot]
+        with connection.cursor() as cursor:
+            cursor.execute(compiled.sql, params)
+            rows = cursor.fetchall()
+        compiler = Key.objects.none().query.get_compiler(connection=connection)
+        converters = compiler.get_converters(compiled.columns)
+        if converters:
+            rows = list(compiler.apply_converters(rows, converters))
+        return [dict(zip(compiled.names, row, strict=True)) for row in rows]
+
+
+def _db_value_user(user: Any) -> Any:
+    from keystores.models import Membership
+
+    return Membership._meta.get_field("user").get_db_prep_value(user.pk, connection, prepared=False)
+
+
+def _compile(
+    superuser: bool,
+    filters: tuple[str, ...],
+    ordering: tuple[str, ...],
+    position: tuple[str, Any] | None,
+    page: slice,
+) -> _CompiledPage:
+    """One shape's SQL, built by the uncached path's own code from sentinel values."""
+    from accounts.models import User
+
+    user = User(pk=_Sentinel.USER_PK, is_superuser=superuser)
+    rows = key_rows(user)
+    filterset = KeyFilter(queryset=rows)
+    sentinels: dict[str, Any] = {}
+    cleaned: dict[str, Any] = {}
+    for name in filterset.filters:
+        if name in filters:
+            cleaned[name] = _Sentinel.BY_FIELD[type(filterset.filters[name]).__name__]
+            sentinels[name] = _db_value(filterset.filters[name].field_name, cleaned[name])
+        else:
+            cleaned[name] = None
+    filterset.form.cleaned_data = cleaned
+    rows = filterset.filter_queryset(rows).order_by(*ordering)
+    if position is not None:
+        sentinels["position"] = _db_value(position[0].partition("__")[0], _Sentinel.POSITION)
+        rows = rows.filter(**{position[0]: _Sentinel.POSITION})
+    if not superuser:
+        sentinels["user"] = _db_value_user(user)
+    rows = rows[page]
+    compiler = rows.query.get_compiler(connection=connection)
+    sql, params = compiler.as_sql()
+    slots: list[tuple[int, str]] = []
+    for slot, sentinel in sentinels.items():
+        found = [i for i, param in enumerate(params) if type(param) is type(sentinel) and param == sentinel]
+        if len(found) != 1:
+            raise RuntimeError(f"key page shape: {slot!r} compiled to {len(found)} parameters, not 1")
+        slots.append((found[0], slot))
+        if str(sentinel) in sql:
+            raise RuntimeError(f"key page shape: {slot!r} is written into the SQL text")
+    query = rows.query
+    names = query.selected or (*query.extra_select, *query.values_select, *query.annotation_select)
+    columns = tuple(column for column, _, _ in compiler.select[: compiler.col_count])
+    if len(columns) != len(names):
+        raise RuntimeError("key page shape: selected columns and names differ")
+    return _CompiledPage(sql, tuple(params), tuple(slots), tuple(names), columns)
 
 
 KEY_ID = id_parameter("key")
@@ -227,9 +421,25 @@ class KeyViewSet(viewsets.GenericViewSet):
 
     # --- reads ---------------------------------------------------------------------
 
+    # Off only in tests, which compare the compiled pages with the ORM's.
+    compiled_pages = True
+
     def list(self, request: Request) -> Response:
         # Rows, not instances: a page is built straight from the selected columns.
-        rows = self.filter_queryset(key_rows(request.user))
+        applied = None
+        if self.compiled_pages and getattr(request.user, "is_authenticated", False):
+            # Validated as ``StrictFilterBackend`` validates (empty values refused, then the
+            # FilterSet's form), with the form class built once; the shape's SQL is compiled once.
+            data = StrictFilterBackend().get_filterset_kwargs(request, _ROWS, self)["data"]
+            rules, form_class = _key_filter_rules()
+            form = form_class(data, prefix=rules.form_prefix)
+            if not form.is_valid():
+                raise filter_utils.translate_validation(form.errors)
+            applied = _cacheable_filters(rules, form.cleaned_data)
+        if applied is None:
+            rows: Any = self.filter_queryset(key_rows(request.user))
+        else:
+            rows = _PageRecorder(request, rules, applied)
         with native_timestamps():
             page = self.paginate_queryset(rows)
         return self.get_paginated_response(represent_rows(page or []))
