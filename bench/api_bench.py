@@ -19,15 +19,14 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/byok"
+from bench._support import recreate_database, run_phase
+
 DATABASE = "byok_bench_api"
 KEYSTORES = 100
 PAGE = 50
@@ -41,42 +40,12 @@ def _keys() -> int:
     return int(os.environ.get("BENCH_API_KEYS", "100000"))
 
 
-def _url_for(database: str) -> str:
-    parts = urlsplit(os.environ.get("DATABASE_URL") or DEFAULT_URL)
-    if not parts.scheme.startswith("postgres"):
-        raise RuntimeError("the API benchmark needs PostgreSQL: set DATABASE_URL=postgres://...")
-    return urlunsplit(parts._replace(path="/" + database))
-
-
-def _recreate_database() -> None:
-    import psycopg
-
-    with psycopg.connect(_url_for("postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DATABASE}"')
-
-
 def _worker(phase: str) -> dict[str, Any]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": _url_for(DATABASE),
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "BYOK_THROTTLE_USER": "100000000/min",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.api_bench", phase],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"api_bench {phase} failed:\n{done.stderr[-4000:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return run_phase("api_bench", DATABASE, phase, env={"BYOK_THROTTLE_USER": "100000000/min"})
 
 
 def run() -> list[dict[str, Any]]:
-    _recreate_database()
+    recreate_database(DATABASE)
     load = _worker("load")
     figures = _worker("measure")
     keys = load["keys"]

@@ -22,16 +22,15 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/byok"
+from bench._support import recreate_database, run_phase
+
 LARGE_DB, SMALL_DB = "byok_bench", "byok_bench_small"
 SMALL_EVENTS = 1_000
 KEYSTORES = 10
@@ -46,35 +45,8 @@ def _events() -> int:
     return int(os.environ.get("BENCH_AUDIT_EVENTS", "1000000"))
 
 
-def _url_for(database: str) -> str:
-    parts = urlsplit(os.environ.get("DATABASE_URL") or DEFAULT_URL)
-    if not parts.scheme.startswith("postgres"):
-        raise RuntimeError("the audit benchmark needs PostgreSQL: set DATABASE_URL=postgres://...")
-    return urlunsplit(parts._replace(path="/" + database))
-
-
-def _recreate_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(_url_for("postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
 def _worker(phase: str, database: str, *args: str) -> dict[str, Any]:
-    env = {**os.environ, "DATABASE_URL": _url_for(database), "DJANGO_SETTINGS_MODULE": "tests.settings"}
-    env.setdefault("LOG_LEVEL", "WARNING")
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.audit_bench", phase, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"audit bench phase {phase} on {database} failed:\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_phase("audit_bench", database, phase, *args)
 
 
 def run() -> list[dict[str, Any]]:
@@ -82,7 +54,7 @@ def run() -> list[dict[str, Any]]:
     large_n = _events()
     loads = {}
     for database, count in ((LARGE_DB, large_n), (SMALL_DB, SMALL_EVENTS)):
-        _recreate_database(database)
+        recreate_database(database)
         loads[database] = _worker("load", database, str(count))
     verify_large, verify_small = _worker("verify", LARGE_DB), _worker("verify", SMALL_DB)
     # Memory baseline: a tenth of the same trail (one keystore), in the same database.

@@ -21,15 +21,14 @@ from __future__ import annotations
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/byok"
+from bench._support import database_url, recreate_database, run_phase
+
 DATABASE = "byok_bench_cleanup"
 SEALED_SIZE = 60  # format byte + 12-byte nonce + 32-byte material + 16-byte tag, roughly
 LOAD_CHUNK = 5_000
@@ -39,26 +38,11 @@ def _keys() -> int:
     return int(os.environ.get("BENCH_CLEANUP_KEYS", "100000"))
 
 
-def _url_for(database: str) -> str:
-    parts = urlsplit(os.environ.get("DATABASE_URL") or DEFAULT_URL)
-    if not parts.scheme.startswith("postgres"):
-        raise RuntimeError("the cleanup benchmark needs PostgreSQL: set DATABASE_URL=postgres://...")
-    return urlunsplit(parts._replace(path="/" + database))
-
-
-def _recreate_database() -> None:
-    import psycopg
-
-    with psycopg.connect(_url_for("postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DATABASE}"')
-
-
 def _reset_to_due(count: int) -> None:
     """Put ``count`` cleaned keys back to "due" (the audit trail keeps its events: it is append-only)."""
     import psycopg
 
-    with psycopg.connect(_url_for(DATABASE), autocommit=True) as conn:
+    with psycopg.connect(database_url(DATABASE), autocommit=True) as conn:
         conn.execute(
             "UPDATE keys_key SET state = 'PENDING_DELETION', material_sealed = %s "
             "WHERE id IN (SELECT id FROM keys_key WHERE state = 'DELETED' ORDER BY id LIMIT %s)",
@@ -68,19 +52,7 @@ def _reset_to_due(count: int) -> None:
 
 
 def _phase(name: str, *args: str) -> dict[str, Any]:
-    env = {**os.environ, "DATABASE_URL": _url_for(DATABASE), "DJANGO_SETTINGS_MODULE": "tests.settings"}
-    env.setdefault("LOG_LEVEL", "WARNING")
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.cleanup_bench", name, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"cleanup bench phase {name} failed:\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_phase("cleanup_bench", DATABASE, name, *args)
 
 
 def _ratio(value: float, baseline: float) -> float | None:
@@ -91,7 +63,7 @@ def run() -> list[dict[str, Any]]:
     """Load the database, run each phase, and return the rows for BENCHMARKS.md."""
     total = _keys()
     due = total // 10
-    _recreate_database()
+    recreate_database(DATABASE)
     loaded = _phase("load", str(total), str(due))
     batched = _phase("batched")
     # The heap is measured in runs of their own: tracemalloc slows the code it watches.

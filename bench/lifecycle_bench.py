@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
+from bench._support import recreate_database, run_phase
 
 DATABASE = "byok_bench_lifecycle"
 ROUNDS = int(os.environ.get("BENCH_LIFECYCLE_ROUNDS", "20"))
@@ -27,33 +27,10 @@ ROUNDS = int(os.environ.get("BENCH_LIFECYCLE_ROUNDS", "20"))
 BOUNDS = {"create": 4, "deactivate": 2, "activate": 3, "upload": 3, "cancel_deletion": 3}
 
 
-def _url(database: str) -> str:
-    parts = urlsplit(os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/byok")
-    if not parts.scheme.startswith("postgres"):
-        raise RuntimeError("the lifecycle benchmark needs PostgreSQL: set DATABASE_URL=postgres://...")
-    return urlunsplit(parts._replace(path="/" + database))
-
-
 def run() -> list[dict[str, Any]]:
-    import psycopg
-
-    with psycopg.connect(_url("postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DATABASE}"')
-    env = {
-        **os.environ,
-        "DATABASE_URL": _url(DATABASE),
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "LOG_LEVEL": "WARNING",
-        # What production uses: a fresh RSA-4096 wrapping key from KMS for every import.
-        "BYOK_IMPORT_WRAPPING_KEY_SPEC": "RSA_4096",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.lifecycle_bench", "worker"], env=env, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"lifecycle bench worker failed:\n{done.stderr[-4000:]}")
-    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    recreate_database(DATABASE)
+    # What production uses: a fresh RSA-4096 wrapping key from KMS for every import.
+    figures = run_phase("lifecycle_bench", DATABASE, "worker", env={"BYOK_IMPORT_WRAPPING_KEY_SPEC": "RSA_4096"})
     rows: list[dict[str, Any]] = []
     for operation, figure in figures.items():
         bound = BOUNDS.get(operation)

@@ -243,23 +243,20 @@ def key_deactivate(*, actor: Actor, key_id: Any) -> Key:
     return _operate(actor, key_id, Operation.DEACTIVATE, step)
 
 
-def key_activate(*, actor: Actor, key_id: Any) -> Key:
-    def step(key: Key, kms: KmsSession) -> None:
-        _import_same_material(key, kms)
-        kms.enable(key.kms_key_id)
-        key.kms_state = KmsState.ENABLED
+def _reimport_and_enable(key: Key, kms: KmsSession) -> None:
+    """Activate and upload alike: the same material back into KMS, and the key enabled."""
+    _import_same_material(key, kms)
+    kms.enable(key.kms_key_id)
+    key.kms_state = KmsState.ENABLED
+    key.drift = []  # whatever reconciliation found missing is back
 
-    return _operate(actor, key_id, Operation.ACTIVATE, step)
+
+def key_activate(*, actor: Actor, key_id: Any) -> Key:
+    return _operate(actor, key_id, Operation.ACTIVATE, _reimport_and_enable)
 
 
 def key_upload(*, actor: Actor, key_id: Any) -> Key:
-    def step(key: Key, kms: KmsSession) -> None:
-        _import_same_material(key, kms)
-        kms.enable(key.kms_key_id)
-        key.kms_state = KmsState.ENABLED
-        key.drift = []
-
-    return _operate(actor, key_id, Operation.UPLOAD, step)
+    return _operate(actor, key_id, Operation.UPLOAD, _reimport_and_enable)
 
 
 def _pending_window(days: int | None) -> int:
