@@ -7,11 +7,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from audit.models import AuditEvent
-from keystores.selectors import keystores_for
-
-
-def _is_superuser(user: Any) -> bool:
-    return bool(getattr(user, "is_authenticated", False) and getattr(user, "is_superuser", False))
+from keystores.selectors import is_superuser, keystores_for
 
 
 def events_for(user: Any) -> QuerySet[AuditEvent]:
@@ -23,7 +19,7 @@ def events_for(user: Any) -> QuerySet[AuditEvent]:
     plans the event query with the actual ids, which keeps it on the
     ``(keystore_id, -seq)`` index at millions of events.
     """
-    if _is_superuser(user):
+    if is_superuser(user):
         return AuditEvent.objects.all()
     keystore_ids = list(keystores_for(user).values_list("pk", flat=True))
     if not keystore_ids:
@@ -40,4 +36,4 @@ def can_check_chain(user: Any) -> bool:
     auditor role in some keystore may run it, as may superusers; users with no
     role anywhere may not (the walk is expensive, and they have nothing to audit).
     """
-    return _is_superuser(user) or keystores_for(user).exists()
+    return is_superuser(user) or keystores_for(user).exists()

@@ -12,8 +12,10 @@ from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field, extend_schema_serializer
-from rest_framework import exceptions, serializers, status, throttling
+from rest_framework import exceptions, serializers, status, throttling, viewsets
 from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import JSONParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -246,6 +248,16 @@ def refuse_empty_filters(filterset_class: Any, data: Any) -> None:
     empty = sorted(name for name in names if name in data and not data.get(name, "").strip())
     if empty:
         raise serializers.ValidationError({name: ["This filter may not be empty."] for name in empty})
+
+
+class PortalViewSet(viewsets.GenericViewSet):
+    """What every resource of the API shares: JSON in and out, strict filters, UUID lookups."""
+
+    filter_backends = [StrictFilterBackend]
+    parser_classes = [JSONParser]
+    renderer_classes = [JSONRenderer]
+    # Any segment reaches the view, which answers a JSON 404 for what is not a UUID (the schema says uuid).
+    lookup_value_regex = "[^/]+"
 
 
 class BoundedCursorPagination(CursorPagination):

@@ -22,10 +22,8 @@ from django.urls import URLPattern, URLResolver
 from django_filters import utils as filter_utils
 from django_filters.constants import EMPTY_VALUES
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import status, viewsets
+from rest_framework import status
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser
-from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
@@ -39,6 +37,7 @@ from byok_portal.api import (
     VALIDATION_ERROR,
     BoundedCursorPagination,
     ErrorSerializer,
+    PortalViewSet,
     StrictFilterBackend,
     common_errors,
     id_parameter,
@@ -60,8 +59,7 @@ from keys.serializers import (
     operation_description,
     represent_rows,
 )
-from keystores.selectors import _is_superuser as is_superuser
-from keystores.selectors import get_key_for, keys_for
+from keystores.selectors import get_key_for, is_superuser, keys_for
 
 # Which lifecycle row each endpoint runs (for 409 bodies) and which throttle budget it spends.
 OPERATIONS: dict[str, Operation] = {
@@ -388,17 +386,12 @@ def _action_schema(
         request=KeyUpdateSerializer,
     ),
 )
-class KeyViewSet(viewsets.GenericViewSet):
+class KeyViewSet(PortalViewSet):
     """Keys and their lifecycle (SPEC §2)."""
 
     serializer_class = KeySerializer
-    filter_backends = [StrictFilterBackend]
     pagination_class = KeyPagination
     filterset_class = KeyFilter
-    parser_classes = [JSONParser]
-    renderer_classes = [JSONRenderer]
-    # Any segment reaches the view, which answers a JSON 404 for what is not a UUID (the schema says uuid).
-    lookup_value_regex = "[^/]+"
     # For the schema only (ids are UUIDs); requests are scoped in get_queryset and the selectors.
     queryset = Key.objects.none()
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.urls import URLPattern, URLResolver
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import status, viewsets
+from rest_framework import status
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser
-from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
@@ -24,7 +22,7 @@ from byok_portal.api import (
     LIST_NOT_FOUND,
     VALIDATION_ERROR,
     BoundedCursorPagination,
-    StrictFilterBackend,
+    PortalViewSet,
     common_errors,
     id_parameter,
     invalid_state,
@@ -98,17 +96,12 @@ class KeystorePagination(BoundedCursorPagination):
         | common_errors(),
     ),
 )
-class KeystoreViewSet(viewsets.GenericViewSet):
+class KeystoreViewSet(PortalViewSet):
     """Keystores: one AWS account and region each."""
 
     serializer_class = KeystoreSerializer
-    filter_backends = [StrictFilterBackend]
     pagination_class = KeystorePagination
     filterset_class = KeystoreFilter
-    parser_classes = [JSONParser]
-    renderer_classes = [JSONRenderer]
-    # Any segment reaches the view, which answers a JSON 404 for what is not a UUID (the schema says uuid).
-    lookup_value_regex = "[^/]+"
     # For the schema only (ids are UUIDs); requests are scoped in get_queryset and the selectors.
     queryset = Keystore.objects.none()
 

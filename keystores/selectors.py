@@ -19,13 +19,13 @@ if TYPE_CHECKING:
     from keys.models import Key
 
 
-def _is_superuser(user: Any) -> bool:
+def is_superuser(user: Any) -> bool:
     return bool(getattr(user, "is_authenticated", False) and getattr(user, "is_superuser", False))
 
 
 def keystores_for(user: Any, *, min_role: Role = Role.AUDITOR) -> QuerySet[Keystore]:
     """Keystores ``user`` holds at least ``min_role`` in (superusers: all)."""
-    if _is_superuser(user):
+    if is_superuser(user):
         return Keystore.objects.all()
     if not getattr(user, "is_authenticated", False):
         return Keystore.objects.none()
@@ -36,7 +36,7 @@ def keystores_for(user: Any, *, min_role: Role = Role.AUDITOR) -> QuerySet[Keyst
 
 def role_in(user: Any, keystore: Keystore) -> Role | None:
     """The user's role in ``keystore`` (superusers act as admins everywhere)."""
-    if _is_superuser(user):
+    if is_superuser(user):
         return Role.ADMIN
     if not getattr(user, "is_authenticated", False):
         return None
@@ -87,7 +87,7 @@ def keys_for(user: Any, within: QuerySet[Key, Any] | None = None) -> QuerySet[Ke
     from keys.models import Key
 
     keys = Key.objects.all() if within is None else within.all()
-    if _is_superuser(user):
+    if is_superuser(user):
         return keys
     if not getattr(user, "is_authenticated", False):
         return keys.none()

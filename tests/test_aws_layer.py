@@ -11,7 +11,6 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 import time_machine
 
@@ -19,6 +18,7 @@ from byok_portal import aws
 from byok_portal.aws import AwsError
 from keystores.models import Keystore
 from tests.conftest import REGION, new_account_id
+from tests.keys.helpers import account_admin_iam
 
 pytestmark = pytest.mark.django_db
 
@@ -37,17 +37,7 @@ def make_keystore(account: str | None = None, role: str = "byok-portal") -> Keys
 
 def create_role_requiring_external_id(url: str, keystore: Keystore, external_id: str) -> None:
     """Create the customer's role in the sandbox IAM, with the trust policy the portal tells them to use."""
-    sts = boto3.client("sts", endpoint_url=url, region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
-    admin = sts.assume_role(RoleArn=f"arn:aws:iam::{keystore.aws_account_id}:role/admin", RoleSessionName="setup")
-    creds = admin["Credentials"]
-    iam = boto3.client(
-        "iam",
-        endpoint_url=url,
-        region_name=REGION,
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
+    iam = account_admin_iam(url, keystore.aws_account_id, REGION)
     trust = {
         "Version": "2012-10-17",
         "Statement": [

@@ -38,28 +38,36 @@ def public_pem(bits: int = 2048) -> str:
     )
 
 
-def kms_client(sandbox_url: str, keystore: Any) -> Any:
-    """A boto3 KMS client in the keystore's sandbox account: how a test acts behind the portal's back."""
+def sandbox_client(sandbox_url: str, service: str, role_arn: str, region: str, **assume_role: Any) -> Any:
+    """A boto3 client for ``service`` in the sandbox, with credentials from assuming ``role_arn``."""
     import boto3
 
     sts = boto3.client(
         "sts",
         endpoint_url=sandbox_url,
-        region_name=keystore.region,
+        region_name=region,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-    creds = sts.assume_role(RoleArn=keystore.role_arn, RoleSessionName="test", ExternalId=keystore.external_id)[
-        "Credentials"
-    ]
-    return boto3.client(
-        "kms",
+    creds = sts.assume_role(RoleArn=role_arn, RoleSessionName="test", **assume_role)["Credentials"]
+    return boto3.client(  # type: ignore[call-overload]  # service is chosen by the caller
+        service,
         endpoint_url=sandbox_url,
-        region_name=keystore.region,
+        region_name=region,
         aws_access_key_id=creds["AccessKeyId"],
         aws_secret_access_key=creds["SecretAccessKey"],
         aws_session_token=creds["SessionToken"],
     )
+
+
+def kms_client(sandbox_url: str, keystore: Any) -> Any:
+    """A boto3 KMS client in the keystore's sandbox account: how a test acts behind the portal's back."""
+    return sandbox_client(sandbox_url, "kms", keystore.role_arn, keystore.region, ExternalId=keystore.external_id)
+
+
+def account_admin_iam(sandbox_url: str, account: str, region: str) -> Any:
+    """An IAM client acting as an administrator of ``account`` (to create the customer's role)."""
+    return sandbox_client(sandbox_url, "iam", f"arn:aws:iam::{account}:role/admin", region)
 
 
 def live_portal_kms_keys(sandbox_url: str, keystore: Any, tag_key: str) -> set[str]:

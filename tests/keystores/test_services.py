@@ -17,6 +17,7 @@ from keys import services as key_services
 from keystores import services
 from keystores.models import Keystore, Membership, Role
 from tests.conftest import REGION, new_account_id
+from tests.keys.helpers import account_admin_iam
 
 pytestmark = pytest.mark.django_db
 
@@ -129,22 +130,7 @@ def test_test_connection_records_success_and_awss_error_verbatim(
     ok = services.keystore_test_connection(actor=people.actor(people.bob), keystore_id=keystore.pk)
     assert (ok.last_check_ok, ok.last_check_error) == (True, "")
 
-    import boto3
-
-    sts = boto3.client(
-        "sts", endpoint_url=aws_sandbox, region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
-    )
-    creds = sts.assume_role(RoleArn=f"arn:aws:iam::{keystore.aws_account_id}:role/admin", RoleSessionName="setup")[
-        "Credentials"
-    ]
-    iam = boto3.client(
-        "iam",
-        endpoint_url=aws_sandbox,
-        region_name=REGION,
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
+    iam = account_admin_iam(aws_sandbox, keystore.aws_account_id, REGION)
     policy = {
         "Version": "2012-10-17",
         "Statement": [
