@@ -8,9 +8,9 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from audit.models import AuditEvent, Outcome
+from audit.models import AuditEvent
 from byok_portal.admin import admin_site
-from keys.lifecycle import Operation
+from byok_portal.vocabulary import Operation, Outcome
 
 
 class OperationFilter(admin.SimpleListFilter):

@@ -31,7 +31,7 @@ from audit.models import AuditEvent
 from audit.selectors import can_check_chain, events_for
 from audit.serializers import AuditEventSerializer, ChainHeadSerializer, VerificationSerializer
 from byok_portal.api import StrictFilterBackend, refuse_empty_filters
-from keys.lifecycle import Operation
+from byok_portal.vocabulary import Operation
 
 ERROR = inline_serializer(
     "Error",

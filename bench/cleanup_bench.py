@@ -152,7 +152,7 @@ def _load(total: int, due: int) -> dict[str, Any]:
     from django.core.management import call_command
     from django.db import connection
 
-    from keys.lifecycle import KeyState, KmsState
+    from byok_portal.vocabulary import KeyState, KmsState
     from keys.models import Key
     from keystores.models import Keystore
 

@@ -23,7 +23,6 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from byok_portal.aws import AwsError
 from byok_portal.errors import ServiceError
-from keys.lifecycle import LIFECYCLE, Operation
 
 # --- error bodies -------------------------------------------------------------------
 
@@ -38,11 +37,11 @@ def _with_allowed_states(body: dict[str, Any], context: dict[str, Any]) -> dict[
     """Every 409 of a key operation lists the states the operation is allowed in (SPEC §6).
 
     The services name them for lifecycle refusals; other conflicts of the same operation
-    (e.g. a download with nothing prepared) get them from the same table here.
+    (e.g. a download with nothing prepared) get them from the view, which reads the lifecycle table.
     """
-    operation = getattr(context.get("view"), "lifecycle_operation", None)
-    if "allowed_states" not in body and isinstance(operation, Operation) and operation in LIFECYCLE:
-        body = {**body, "allowed_states": sorted(str(s) for s in LIFECYCLE[operation].allowed)}
+    allowed = getattr(context.get("view"), "allowed_states", None)
+    if "allowed_states" not in body and allowed is not None:
+        body = {**body, "allowed_states": list(allowed)}
     return body
 
 

@@ -9,7 +9,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
 from accounts.decorators import portal_login_required
-from keys.lifecycle import KeyState
+from byok_portal.vocabulary import KeyState
 from keys.views import expiring_q, needs_attention_q, warn_before
 from keystores.models import KeystoreState
 from keystores.selectors import can_create_keystores, keys_for, keystores_for

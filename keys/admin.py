@@ -18,12 +18,13 @@ from django.forms import ModelForm
 from django.http import HttpRequest
 
 from accounts.identity import Actor
-from audit.models import AuditEvent, Outcome
+from audit.models import AuditEvent
 from byok_portal.admin import admin_site
 from byok_portal.aws import AwsError
 from byok_portal.errors import ServiceError
+from byok_portal.vocabulary import Operation, Outcome
 from keys import services
-from keys.lifecycle import LIFECYCLE, Operation
+from keys.lifecycle import LIFECYCLE
 from keys.models import Key
 from keystores.admin import admin_actor, report
 

@@ -44,9 +44,9 @@ from byok_portal.api import (
     invalid_state,
     validated_body,
 )
+from byok_portal.vocabulary import Operation
 from keys import services
 from keys.filters import KeyFilter
-from keys.lifecycle import Operation
 from keys.models import Key
 from keys.serializers import (
     ROW_COLUMNS,

@@ -10,7 +10,7 @@ import django_filters
 from django.db.models import Q, QuerySet
 
 from byok_portal.filters import UUIDFilter
-from keys.lifecycle import KeyState
+from byok_portal.vocabulary import KeyState
 from keys.models import Key
 
 

@@ -8,54 +8,9 @@ is one row here plus one service function.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
-
-from django.db import models
 
 from byok_portal.errors import Conflict
-
-
-class KeyState(models.TextChoices):
-    ACTIVE = "ACTIVE", "Active"
-    INACTIVE = "INACTIVE", "Inactive"
-    REPLACED = "REPLACED", "Replaced"
-    PENDING_DELETION = "PENDING_DELETION", "Pending deletion"
-    DELETED = "DELETED", "Deleted"
-
-
-class KmsState(models.TextChoices):
-    """The last observed state of the KMS key (AWS key states mapped as in SPEC §1)."""
-
-    ENABLED = "ENABLED", "Enabled"
-    DISABLED = "DISABLED", "Disabled"
-    EMPTY = "EMPTY", "No key material"
-    PENDING_DELETION = "PENDING_DELETION", "Pending deletion"
-    UNKNOWN = "UNKNOWN", "Unknown"
-
-
-class Operation(StrEnum):
-    CREATE = "create"
-    DEACTIVATE = "deactivate"
-    ACTIVATE = "activate"
-    UPLOAD = "upload"
-    RENEW = "renew"
-    SCHEDULE_DELETION = "schedule_deletion"
-    CANCEL_DELETION = "cancel_deletion"
-    PREPARE_DOWNLOAD = "prepare_download"
-    DOWNLOAD = "download"
-    UPDATE = "update"
-    CLEANUP = "cleanup"
-    DELETE_KEYSTORE = "delete_keystore"
-    # Keystore-level and background operations that are audited but not key transitions.
-    CREATE_KEYSTORE = "create_keystore"
-    UPDATE_KEYSTORE = "update_keystore"
-    TEST_CONNECTION = "test_connection"
-    GRANT = "grant"
-    REVOKE = "revoke"
-    RECONCILE = "reconcile"
-    EXPIRY_WARNING = "expiry_warning"
-    ROTATE_KEK = "rotate_kek"
-
+from byok_portal.vocabulary import KeyState, Operation
 
 ALL_BUT_DELETED = frozenset(set(KeyState) - {KeyState.DELETED})
 

@@ -27,13 +27,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.identity import Actor
-from audit.models import Outcome
 from audit.services import Entry, record, record_many
 from byok_portal import aws
 from byok_portal.aws import AwsError, KmsKeyInfo, KmsSession
 from byok_portal.errors import ServiceError
+from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
 from keys import services
-from keys.lifecycle import LIFECYCLE, KeyState, KmsState, Operation
+from keys.lifecycle import LIFECYCLE
 from keys.models import Key
 from keystores.models import Keystore, KeystoreState
 

@@ -16,7 +16,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from byok_portal.api import StrictSerializer
-from keys.lifecycle import LIFECYCLE, Operation, allowed_operations
+from byok_portal.vocabulary import Operation
+from keys.lifecycle import LIFECYCLE, allowed_operations
 from keys.models import Key
 from keys.services import MAX_WINDOW, MIN_WINDOW
 from keys.validation import MAX_TAGS

@@ -30,13 +30,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.identity import Actor
-from audit.models import Outcome
-from audit.services import record
+from audit.services import record, record_refusal
 from byok_portal import aws
 from byok_portal.aws import AwsError, KmsSession
 from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceError, TwoPersonRuleViolation
+from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
 from keys import custody
-from keys.lifecycle import LIFECYCLE, InvalidState, KeyState, KmsState, Operation, decide
+from keys.lifecycle import LIFECYCLE, InvalidState, decide
 from keys.models import Key, PendingCreation
 from keys.validation import validate_alias, validate_tags
 from keystores.models import Keystore, KeystoreState, Role
@@ -95,18 +95,7 @@ def _record_refusal(actor: Actor, operation: Operation, key_id: Any, exc: Servic
     key = Key.objects.select_related("keystore").filter(pk=key_id).first() if _is_uuid(key_id) else None
     if key is None:
         return  # nothing to attach the event to, and nothing was revealed
-    reason = "permission_denied" if isinstance(exc, NotFound) else str(exc.extra.get("reason") or exc.code)
-    with transaction.atomic():
-        record(
-            actor=actor,
-            operation=operation,
-            outcome=Outcome.REFUSED,
-            key=key,
-            reason=reason,
-            state_before=key.state,
-            state_after=key.state,
-            error=exc.detail,
-        )
+    record_refusal(actor=actor, operation=operation, exc=exc, key=key, state=key.state)
 
 
 def _record_failure(actor: Actor, operation: Operation, key_id: Any, exc: AwsError, request_ids: list[str]) -> None:

@@ -30,9 +30,10 @@ from django.views.decorators.http import require_http_methods
 from accounts.decorators import portal_login_required
 from accounts.identity import Actor, actor_from_request
 from accounts.models import LOCAL_ISSUER, User
-from audit.models import AuditEvent, Outcome
+from audit.models import AuditEvent
 from byok_portal.aws import AwsError
 from byok_portal.errors import NotFound, PermissionRefused, ServiceError
+from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
 from byok_portal.web import (
     apply_validation_error,
     fetch_or_404,
@@ -52,7 +53,7 @@ from keys.forms import (
     ScheduleDeletionForm,
     adapt_key_filter_form,
 )
-from keys.lifecycle import LIFECYCLE, KeyState, KmsState, Operation, Transition, allowed_operations
+from keys.lifecycle import LIFECYCLE, Transition, allowed_operations
 from keys.models import Key
 from keystores.models import ROLE_RANK, KeystoreState, Role
 from keystores.selectors import get_key_for, keys_for, keystores_for, role_in

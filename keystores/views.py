@@ -22,6 +22,7 @@ from accounts.identity import actor_from_request
 from accounts.models import User
 from byok_portal import aws
 from byok_portal.errors import NotFound, PermissionRefused, ServiceError
+from byok_portal.vocabulary import KeyState
 from byok_portal.web import (
     fetch_or_404,
     forbidden,
@@ -30,7 +31,6 @@ from byok_portal.web import (
     report_error,
     service_errors_to_form,
 )
-from keys.lifecycle import KeyState
 from keystores import services
 from keystores.filters import KeystoreFilter
 from keystores.forms import KeystoreCreateForm, KeystoreEditForm, MemberForm

@@ -10,8 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
+from byok_portal.vocabulary import Operation
 from keys.custody import kcv
-from keys.lifecycle import LIFECYCLE, Operation
+from keys.lifecycle import LIFECYCLE
 from tests.keys.helpers import public_pem, rsa_private_key
 
 pytestmark = pytest.mark.django_db

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from django.utils import timezone
 from playwright.sync_api import expect
 
+from byok_portal.vocabulary import KeyState
 from keys.custody import kcv
-from keys.lifecycle import KeyState
 from keys.models import Key
 from keystores.models import Keystore
 from tests.e2e.conftest import axe_violations, log_in, record_axe, screenshot, screenshot_path

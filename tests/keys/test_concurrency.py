@@ -17,8 +17,8 @@ from django.db import connection, connections
 
 from audit.chain import verify
 from audit.models import AuditEvent
+from byok_portal.vocabulary import KeyState
 from keys import services
-from keys.lifecycle import KeyState
 from tests.keys.helpers import sandbox_view
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]

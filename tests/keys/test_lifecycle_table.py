@@ -17,8 +17,9 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from byok_portal.errors import Conflict
+from byok_portal.vocabulary import KeyState
 from keys import services
-from keys.lifecycle import InvalidState, KeyState
+from keys.lifecycle import InvalidState
 from keys.models import Key
 from tests.keys.helpers import public_pem, sandbox_view
 

@@ -9,9 +9,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
+from byok_portal.vocabulary import KeyState, KmsState
 from keys import services
 from keys.custody import kcv
-from keys.lifecycle import KeyState, KmsState
 from tests.keys.helpers import public_pem, rsa_private_key, sandbox_view
 
 pytestmark = pytest.mark.django_db

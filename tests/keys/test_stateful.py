@@ -22,8 +22,8 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, 
 from audit.chain import verify
 from audit.models import AuditEvent
 from byok_portal.errors import ServiceError
+from byok_portal.vocabulary import KeyState
 from keys import services
-from keys.lifecycle import KeyState
 from keys.models import Key
 from tests.keys.helpers import public_pem, sandbox_view
 

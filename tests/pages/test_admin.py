@@ -10,8 +10,8 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule, Periodi
 
 from audit.models import AuditEvent
 from byok_portal.admin import admin_site
+from byok_portal.vocabulary import KeyState
 from keys import services
-from keys.lifecycle import KeyState
 from keys.models import Key
 from tests.web import verified_client
 

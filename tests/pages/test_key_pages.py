@@ -15,8 +15,9 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from byok_portal.vocabulary import KeyState, Operation
 from keys import services
-from keys.lifecycle import LIFECYCLE, KeyState, Operation
+from keys.lifecycle import LIFECYCLE
 from keys.models import Key
 from tests.keys.helpers import public_pem
 from tests.web import verified_client

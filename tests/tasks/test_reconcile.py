@@ -13,9 +13,9 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from accounts.identity import Actor
-from audit.models import AuditEvent, Outcome
+from audit.models import AuditEvent
+from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
 from keys import services
-from keys.lifecycle import KeyState, KmsState, Operation
 from keys.models import Key, PendingCreation
 from keys.reconcile import KeyResult, RateLimiter, reconcile_everything, reconcile_key, reconcile_keystore
 from tests.keys.helpers import sandbox_view

@@ -11,8 +11,8 @@ import pytest
 
 from audit.chain import verify
 from audit.models import AuditEvent
+from byok_portal.vocabulary import KeyState, Operation
 from keys import services
-from keys.lifecycle import KeyState, Operation
 from keys.models import Key
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

@@ -14,10 +14,9 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from accounts.identity import Actor
-from audit.models import Outcome
 from audit.services import record
+from byok_portal.vocabulary import Operation, Outcome
 from keys import custody
-from keys.lifecycle import Operation
 from keys.models import Key
 
 
