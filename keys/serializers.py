@@ -99,7 +99,7 @@ class KeySerializer(serializers.ModelSerializer):
         return str(value) if value else None
 
 
-# The columns a key's representation reads, by attribute name (``keys.api.key_rows`` selects
+# The columns a key's representation reads, by attribute name (``keys.selectors.key_rows`` selects
 # them, plus ``replaced_by`` and ``download_prepared``). Never the sealed material, the
 # prepared public key or the reconciliation notes.
 ROW_COLUMNS = (

@@ -7,16 +7,17 @@ members whose role is too weak get :class:`PermissionRefused`.
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any
 
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
+from audit.selectors import Scope
 from byok_portal.errors import NotFound, PermissionRefused
+from byok_portal.vocabulary import KeyState
 from keystores.models import ROLE_RANK, Keystore, Membership, Role
 
 if TYPE_CHECKING:
     from accounts.models import User
-    from keys.models import Key
 
 
 def is_superuser(user: Any) -> bool:
@@ -69,43 +70,12 @@ def get_keystore_for(user: Any, keystore_id: Any, *, role: Role = Role.AUDITOR) 
     return keystore
 
 
-_Row = TypeVar("_Row")
-
-
-@overload
-def keys_for(user: Any) -> QuerySet[Key]: ...
-@overload
-def keys_for(user: Any, within: QuerySet[Key, _Row]) -> QuerySet[Key, _Row]: ...
-def keys_for(user: Any, within: QuerySet[Key, Any] | None = None) -> QuerySet[Key, Any]:
-    """Keys in keystores the user can see (those of ``keystores_for(user)``).
-
-    ``within`` narrows a prepared queryset of keys instead of starting from all keys
-    (the key list reuses one ``values()`` query). Scoped on the membership table's
-    keystore ids directly: the same rows as ``keystore__in=keystores_for(user)`` with
-    one subquery instead of two nested ones, which every key list compiles per request.
-    """
-    from keys.models import Key
-
-    keys = Key.objects.all() if within is None else within.all()
-    if is_superuser(user):
-        return keys
-    if not getattr(user, "is_authenticated", False):
-        return keys.none()
-    roles = [role for role, rank in ROLE_RANK.items() if rank >= ROLE_RANK[Role.AUDITOR]]
-    return keys.filter(keystore_id__in=Membership.objects.filter(user=user, role__in=roles).values("keystore_id"))
-
-
-def get_key_for(user: Any, key_id: Any, *, role: Role = Role.AUDITOR) -> Key:
-    from keys.models import Key
-
-    key = Key.objects.select_related("keystore").filter(pk=_parse_uuid(key_id, "Key")).first()
-    if key is None:
-        raise NotFound("Key not found.")
-    try:
-        require_role(user, key.keystore, role)
-    except NotFound as exc:
-        raise NotFound("Key not found.") from exc
-    return key
+def with_key_counts(queryset: QuerySet[Keystore]) -> QuerySet[Keystore]:
+    """Annotate keystores with their live and active key counts (one grouped query)."""
+    return queryset.annotate(
+        live_keys=Count("keys", filter=~Q(keys__state=KeyState.DELETED)),
+        active_keys=Count("keys", filter=Q(keys__state=KeyState.ACTIVE)),
+    )
 
 
 def members_of(keystore: Keystore) -> QuerySet[Membership]:
@@ -114,3 +84,10 @@ def members_of(keystore: Keystore) -> QuerySet[Membership]:
 
 def can_create_keystores(user: User | Any) -> bool:
     return bool(getattr(user, "is_authenticated", False) and user.has_perm("keystores.add_keystore"))
+
+
+def audit_scope(user: Any) -> Scope:
+    """Whose audit events ``user`` may read: every keystore's for superusers, else those they hold a role in."""
+    if is_superuser(user):
+        return Scope(everything=True)
+    return Scope(everything=False, keystore_ids=tuple(keystores_for(user).values_list("pk", flat=True)))

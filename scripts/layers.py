@@ -3,9 +3,11 @@
 Layers, from the ground up (an app may import its own layer and the ones below):
 ``byok_portal`` (kernel) < ``audit`` < ``accounts`` < ``keystores`` < ``keys``.
 Every ``import``/``from … import`` statement in app code counts (module level, inside
-functions and under ``TYPE_CHECKING`` alike), except migrations. The URL and API route
-roots (``byok_portal/urls.py``, ``byok_portal/api_urls.py``) compose every app by nature
-and name them only in ``include("…")`` strings, which are not imports.
+functions and under ``TYPE_CHECKING`` alike), except migrations. Each (module, imported
+module) pair counts once. The project's composition roots, which Django loads by name
+and which put the apps together (the root URLconf ``byok_portal/urls.py`` and
+``api_urls.py``, ``settings.py``, ``celery.py``, ``asgi.py``, ``wsgi.py``), sit above
+every app, not in the kernel.
 
     .venv/bin/python scripts/layers.py            # summary and every upward import
     .venv/bin/python scripts/layers.py --runtime  # leave out imports under TYPE_CHECKING
@@ -23,6 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ("byok_portal", "audit", "accounts", "keystores", "keys")
 RANK = {app: rank for rank, app in enumerate(LAYERS)}
+COMPOSITION_ROOTS = {f"byok_portal.{name}" for name in ("urls", "api_urls", "settings", "celery", "asgi", "wsgi")}
+TOP = len(LAYERS)
+
+
+def _rank(module: str) -> int:
+    return TOP if module in COMPOSITION_ROOTS else RANK[module.split(".")[0]]
 
 
 def _module_name(path: Path) -> str:
@@ -115,34 +123,36 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtime", action="store_true", help="leave out imports under TYPE_CHECKING")
     args = parser.parse_args()
-    upward: list[str] = []
-    views_imports: list[str] = []
+    upward: set[str] = set()
+    views_imports: set[str] = set()
     graph: dict[str, set[str]] = {}
     modules = {_module_name(p) for p in _app_files()}
     for path in _app_files():
         source = _module_name(path)
         source_app = source.split(".")[0]
-        for line, target in _imports(path, args.runtime):
+        for _line, target in _imports(path, args.runtime):
             target_app = target.split(".")[0]
             if target_app not in RANK:
                 continue
             if target in modules:
                 graph.setdefault(source, set()).add(target)
-            where = f"{path.relative_to(ROOT)}:{line}"
-            if RANK[target_app] > RANK[source_app]:
-                upward.append(f"{where}  {source_app} -> {target}")
-            if target_app != source_app and target.split(".")[-1] == "views":
-                views_imports.append(f"{where}  {source} -> {target}")
+            where = str(path.relative_to(ROOT))
+            # Within one app there are no layers (the kernel's package __init__ loads its Celery app).
+            if target_app != source_app and _rank(target) > _rank(source):
+                upward.add(f"{where}  {source} -> {target}")
+            if target_app != source_app and target.split(".")[-1] == "views" and source not in COMPOSITION_ROOTS:
+                views_imports.add(f"{where}  {source} -> {target}")
     cycles = _cycles(graph)
     print(f"upward imports: {len(upward)}")
-    for entry in upward:
+    for entry in sorted(upward):
         print(f"  {entry}")
-    print(f"upward app pairs: {len({(e.split()[1], e.split()[3].split('.')[0]) for e in upward})}")
+    pairs = {(e.split()[1].split(".")[0], e.split()[3].split(".")[0]) for e in upward}
+    print(f"upward app pairs: {len(pairs)} {sorted(pairs)}")
     print(f"import cycles (module level, incl. function-local imports): {len(cycles)}")
     for component in cycles:
         print(f"  {' <-> '.join(component)}")
     print(f"imports of another app's views module: {len(views_imports)}")
-    for entry in views_imports:
+    for entry in sorted(views_imports):
         print(f"  {entry}")
     return 0
 

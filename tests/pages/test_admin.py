@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def key(people: Any, keystore: Any) -> Key:
-    return services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders")
+    return services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders").key
 
 
 def test_the_key_page_in_the_admin_shows_no_material_and_no_state_field(people: Any, key: Key) -> None:

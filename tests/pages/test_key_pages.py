@@ -34,7 +34,7 @@ def texts(response: Any) -> list[str]:
 def key(people: Any, keystore: Any) -> Key:
     return services.key_create(
         actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders", alias="alias/orders", tags={"a": "b"}
-    )
+    ).key
 
 
 @pytest.fixture
@@ -209,7 +209,7 @@ def test_pages_need_a_completed_login(people: Any, key: Key) -> None:
 
 def test_the_key_list_filters_and_searches(people: Any, keystore: Any, key: Key, bob: Client) -> None:
     services.key_deactivate(actor=people.actor(people.bob), key_id=key.pk)
-    other = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="ledger")
+    other = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="ledger").key
     html = bob.get("/keys/?state=INACTIVE").content.decode()
     assert f"/keys/{key.pk}/" in html
     assert f"/keys/{other.pk}/" not in html

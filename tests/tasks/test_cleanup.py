@@ -17,8 +17,8 @@ from django.utils import timezone
 from accounts.identity import Actor
 from audit.models import AuditEvent
 from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
+from keys.jobs.cleanup import cleanup_due_keys
 from keys.models import Key
-from keys.reconcile import cleanup_due_keys
 from tests.tasks.conftest import needs_postgres
 
 CLEANUP = Actor.system("cleanup")
