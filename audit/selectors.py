@@ -11,8 +11,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
 
@@ -27,22 +28,24 @@ class Scope:
     keystore_ids: tuple[uuid.UUID, ...] = ()
 
 
-_scope_rule: Callable[[Any], Scope] | None = None
+# Whoever a request carries; the trail does not know the project's user model, only Django's.
+Reader = AbstractBaseUser | AnonymousUser
+_scope_rule: Callable[[Reader], Scope] | None = None
 
 
-def scope_events_by(rule: Callable[[Any], Scope]) -> None:
+def scope_events_by(rule: Callable[[Reader], Scope]) -> None:
     """Install the rule that says which keystores' events a user may read."""
     global _scope_rule
     _scope_rule = rule
 
 
-def _scope(user: Any) -> Scope:
+def _scope(user: Reader) -> Scope:
     if _scope_rule is None:
         raise ImproperlyConfigured("No audit read scope installed: is the keystores app in INSTALLED_APPS?")
     return _scope_rule(user)
 
 
-def events_for(user: Any) -> QuerySet[AuditEvent]:
+def events_for(user: Reader) -> QuerySet[AuditEvent]:
     """Events ``user`` may read: those of keystores they hold any role in; superusers everything.
 
     Events of no keystore (e.g. a refused keystore creation) are for superusers
@@ -59,7 +62,7 @@ def events_for(user: Any) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(keystore_id__in=scope.keystore_ids)
 
 
-def can_check_chain(user: Any) -> bool:
+def can_check_chain(user: Reader) -> bool:
     """Whether ``user`` may verify the chain and read its head.
 
     Verification walks every event, including those of keystores the user cannot

@@ -58,7 +58,7 @@ def lifecycle_action(entry: KeyOperation) -> AdminAction:
 
 @admin.register(Key, site=admin_site)
 class KeyAdmin(KeyModelAdmin):
-    """Keys: name, alias, tags and expiry are edited through ``key_update``; the state never directly."""
+    """Keys: name, alias, tags and expiry are edited through the update operation; the state never directly."""
 
     list_display = ("name", "alias", "keystore", "state", "kms_state", "expires", "kcv", "created_at")
     list_filter = ("state", "kms_state", "keystore")

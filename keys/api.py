@@ -170,7 +170,8 @@ class KeyViewSet(PortalViewSet):
     def list(self, request: Request) -> Response:
         # Rows, not instances: a page is written straight from the selected columns.
         rows = self.filter_queryset(selectors.key_rows(request.user))
-        page = self.paginate_queryset(rows)
+        with selectors.native_timestamps():
+            page = self.paginate_queryset(rows)
         return self.get_paginated_response(represent_rows(page or []))
 
     def retrieve(self, request: Request, pk: str) -> Response:

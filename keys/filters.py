@@ -18,7 +18,7 @@ class KeyFilter(django_filters.FilterSet):
     """Filters of SPEC §6: ``keystore``, ``state``, ``alias`` and a free-text ``search``.
 
     Request-independent on purpose: callers pass a queryset already scoped to the
-    user (``keystores.selectors.keys_for``), so the page and the API filter the same
+    user (``keys.selectors.keys_for``), so the page and the API filter the same
     rows the same way.
     """
 

@@ -97,7 +97,7 @@ def authorize(*, actor: Actor, key_id: uuid.UUID, operation: Operation, role: Ro
     return key
 
 
-def _lock_key(key_id: Any) -> Key:
+def _lock_key(key_id: uuid.UUID) -> Key:
     try:
         key_uuid = key_id if isinstance(key_id, uuid.UUID) else uuid.UUID(str(key_id))
     except ValueError as exc:
@@ -108,14 +108,16 @@ def _lock_key(key_id: Any) -> Key:
     return key
 
 
-def _record_refusal(actor: Actor, operation: Operation, key_id: Any, exc: ServiceError) -> None:
+def _record_refusal(actor: Actor, operation: Operation, key_id: uuid.UUID, exc: ServiceError) -> None:
     key = Key.objects.select_related("keystore").filter(pk=key_id).first() if _is_uuid(key_id) else None
     if key is None:
         return  # nothing to attach the event to, and nothing was revealed
     record_refusal(actor=actor, operation=operation, exc=exc, key=key, state=key.state)
 
 
-def _record_failure(actor: Actor, operation: Operation, key_id: Any, exc: AwsError, request_ids: list[str]) -> None:
+def _record_failure(
+    actor: Actor, operation: Operation, key_id: uuid.UUID, exc: AwsError, request_ids: list[str]
+) -> None:
     """After an AWS failure: the portal state stays as it was; the KMS state is no longer known."""
     with transaction.atomic():
         key = _lock_key(key_id)
@@ -138,7 +140,7 @@ def _record_failure(actor: Actor, operation: Operation, key_id: Any, exc: AwsErr
     )
 
 
-def _is_uuid(value: Any) -> bool:
+def _is_uuid(value: object) -> bool:
     try:
         uuid.UUID(str(value))
     except ValueError:
@@ -151,7 +153,7 @@ Step = Callable[[Key, KmsSession], dict[str, Any] | None]
 
 def _operate(
     actor: Actor,
-    key_id: Any,
+    key_id: uuid.UUID,
     operation: Operation,
     step: Step,
     *,

@@ -48,7 +48,7 @@ def reconcile_keystore(keystore_id: str, after: str | None = None) -> dict[str, 
     and, run one after the other, keep the keystore's KMS calls under its rate limit.
     """
     summary, resume_after = reconcile.reconcile_keystore(
-        keystore_id,
+        uuid.UUID(keystore_id),
         actor=Actor.system("reconcile"),
         after=uuid.UUID(after) if after else None,
         limit=settings.BYOK_RECONCILE_CHUNK,
@@ -61,7 +61,7 @@ def reconcile_keystore(keystore_id: str, after: str | None = None) -> dict[str, 
 @shared_task(acks_late=True)
 def reconcile_key(key_id: str) -> str:
     """Reconcile a single key now (e.g. after a custodian asks for a fresh look)."""
-    return str(reconcile.reconcile_key(key_id, actor=Actor.system("reconcile")))
+    return str(reconcile.reconcile_key(uuid.UUID(key_id), actor=Actor.system("reconcile")))
 
 
 @shared_task(acks_late=True)

@@ -11,6 +11,7 @@ every app, not in the kernel.
 
     .venv/bin/python scripts/layers.py            # summary and every upward import
     .venv/bin/python scripts/layers.py --runtime  # leave out imports under TYPE_CHECKING
+    .venv/bin/python scripts/layers.py --json     # the same, for tests (tests/test_layers.py)
 
 Exit status 0 always: this measures, it does not judge.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import sys
 from pathlib import Path
 
@@ -122,6 +124,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtime", action="store_true", help="leave out imports under TYPE_CHECKING")
+    parser.add_argument("--json", action="store_true", help="print the findings as JSON")
     args = parser.parse_args()
     upward: set[str] = set()
     views_imports: set[str] = set()
@@ -143,6 +146,11 @@ def main() -> int:
             if target_app != source_app and target.split(".")[-1] == "views" and source not in COMPOSITION_ROOTS:
                 views_imports.add(f"{where}  {source} -> {target}")
     cycles = _cycles(graph)
+    if args.json:
+        edges = sorted(entry.split("  ", 1)[1] for entry in upward)
+        views = sorted(entry.split("  ", 1)[1] for entry in views_imports)
+        print(json.dumps({"upward": edges, "cycles": cycles, "views_imports": views}))
+        return 0
     print(f"upward imports: {len(upward)}")
     for entry in sorted(upward):
         print(f"  {entry}")

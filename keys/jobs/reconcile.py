@@ -27,6 +27,7 @@ from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
 from keys import services
 from keys.lifecycle import expected_kms_state
 from keys.models import Key
+from keys.operations import REGISTRY
 from keys.selectors import live_key_for_reconciliation, reconcilable
 from keystores.models import Keystore, KeystoreState
 
@@ -276,7 +277,7 @@ def auto_reupload_enabled(keystore: Keystore) -> bool:
 
 
 def reconcile_key(
-    key_id: Any, *, actor: Actor, kms: KmsSession | None = None, limiter: RateLimiter | None = None
+    key_id: uuid.UUID, *, actor: Actor, kms: KmsSession | None = None, limiter: RateLimiter | None = None
 ) -> KeyResult:
     """Compare one key with its KMS key, store ``kms_state`` and drift, and repair a lost material if allowed.
 
@@ -297,8 +298,8 @@ def reconcile_key(
     if not repair:
         return KeyResult.DRIFT
     try:
-        # key_upload locks the key, re-imports the same material, clears drift and audits as "upload".
-        services.key_upload(actor=actor, key_id=key.pk)
+        # The upload operation locks the key, re-imports the same material, clears drift and audits as "upload".
+        REGISTRY[Operation.UPLOAD].run(actor, key.pk)
     except (AwsError, ServiceError) as exc:
         logger.warning("automatic re-upload failed", extra={"key_id": str(key.pk), "error": str(exc)})
         return KeyResult.DRIFT
@@ -310,7 +311,7 @@ def reconcile_key(
 
 
 def reconcile_keystore(
-    keystore_id: Any, *, actor: Actor, after: uuid.UUID | None = None, limit: int | None = None
+    keystore_id: uuid.UUID, *, actor: Actor, after: uuid.UUID | None = None, limit: int | None = None
 ) -> tuple[ReconcileSummary, uuid.UUID | None]:
     """Reconcile the keystore's keys in id order, starting after ``after``, at most ``limit`` of them.
 
