@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import boto3
 import botocore.exceptions
 from botocore.config import Config
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 
+from byok_portal import wrapping
 from byok_portal.vocabulary import KmsState
 
 if TYPE_CHECKING:
@@ -207,13 +208,20 @@ class KmsSession:
         return response
 
     # --- keys ---------------------------------------------------------------
-    def create_external_key(self, *, description: str, tags: Mapping[str, str]) -> str:
+    def create_external_key(
+        self,
+        *,
+        description: str,
+        tags: Mapping[str, str],
+        key_spec: str = "SYMMETRIC_DEFAULT",
+        key_usage: str = "ENCRYPT_DECRYPT",
+    ) -> str:
         """CreateKey with Origin=EXTERNAL, tagged at creation so it can always be found again."""
         response = self._call(
             "CreateKey",
             Origin="EXTERNAL",
-            KeySpec="SYMMETRIC_DEFAULT",
-            KeyUsage="ENCRYPT_DECRYPT",
+            KeySpec=key_spec,
+            KeyUsage=key_usage,
             Description=description[:8192],
             Tags=[{"TagKey": k, "TagValue": v} for k, v in tags.items()],
         )
@@ -230,23 +238,35 @@ class KmsSession:
             origin=str(meta.get("Origin", "")),
         )
 
-    def import_material(self, key_id: str, material: bytes | bytearray) -> None:
-        """GetParametersForImport (a fresh pair every time: they are single-use, 24 h) + ImportKeyMaterial."""
+    def import_material(
+        self, key_id: str, material: bytes | bytearray, wrapping_algorithm: str = wrapping.RSAES_OAEP_SHA_256
+    ) -> None:
+        """GetParametersForImport (a fresh pair every time: they are single-use, 24 h) + ImportKeyMaterial.
+
+        ``wrapping_algorithm``: RSAES_OAEP_SHA_256 for symmetric and HMAC material,
+        RSA_AES_KEY_WRAP_SHA_256 for a PKCS#8 private key (SPEC §9). ``ImportType``,
+        ``KeyMaterialId`` and ``KeyMaterialDescription`` are not sent: AWS rejects them
+        for HMAC and asymmetric keys, and a symmetric key's first import defaults right.
+        """
         params = self._call(
             "GetParametersForImport",
             KeyId=key_id,
-            WrappingAlgorithm="RSAES_OAEP_SHA_256",
+            WrappingAlgorithm=wrapping_algorithm,
             WrappingKeySpec=settings.BYOK_IMPORT_WRAPPING_KEY_SPEC,
         )
         self._call(
             "ImportKeyMaterial",
             KeyId=key_id,
             ImportToken=params["ImportToken"],
-            EncryptedKeyMaterial=_wrap_for_import(material, params["PublicKey"]),
+            EncryptedKeyMaterial=_wrap_for_import(material, params["PublicKey"], wrapping_algorithm),
             # The portal is the system of record and re-imports on demand; an expiring
             # copy in KMS would silently break customers' workloads.
             ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
         )
+
+    def public_key(self, key_id: str) -> bytes:
+        """GetPublicKey: the DER SubjectPublicKeyInfo of an asymmetric KMS key (it must be enabled)."""
+        return bytes(self._call("GetPublicKey", KeyId=key_id)["PublicKey"])
 
     def delete_material(self, key_id: str) -> None:
         self._call("DeleteImportedKeyMaterial", KeyId=key_id)
@@ -335,8 +355,8 @@ def _snake(operation: str) -> str:
     return "".join(out)
 
 
-def _wrap_for_import(material: bytes | bytearray, wrapping_public_key_der: bytes) -> bytes:
-    """Wrap material with the public key from GetParametersForImport (RSAES_OAEP_SHA_256, as asked for)."""
+def _wrap_for_import(material: bytes | bytearray, wrapping_public_key_der: bytes, algorithm: str) -> bytes:
+    """Wrap material with the public key from GetParametersForImport, with the algorithm asked for."""
     public_key = serialization.load_der_public_key(wrapping_public_key_der)
     if not isinstance(public_key, rsa.RSAPublicKey):
         raise AwsError(
@@ -345,8 +365,7 @@ def _wrap_for_import(material: bytes | bytearray, wrapping_public_key_der: bytes
             code="UnexpectedWrappingKey",
             message="KMS returned a wrapping key that is not RSA.",
         )
-    oaep = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
-    return public_key.encrypt(bytes(material), oaep)
+    return wrapping.wrap(algorithm, public_key, material)
 
 
 _clients_lock = threading.Lock()

@@ -15,6 +15,7 @@ from django.db.models import Q
 
 from byok_portal.errors import Conflict
 from byok_portal.vocabulary import KeyState, KmsState, Operation
+from keys.specs import DEFAULT_SPEC, SPECS
 
 ALL_BUT_DELETED = frozenset(set(KeyState) - {KeyState.DELETED})
 
@@ -33,6 +34,9 @@ class Transition:
     consequence: str
     # Shown only to people who can act (custodians and admins); system-only rows are not offered.
     offered: bool = True
+    # The key specs the operation exists for (SPEC §9): every spec unless a row says otherwise
+    # (native rotation, for one, is for symmetric keys only).
+    specs: frozenset[str] = frozenset(SPECS)
 
 
 def _row(
@@ -44,8 +48,11 @@ def _row(
     consequence: str,
     *,
     offered: bool = True,
+    specs: frozenset[str] = frozenset(SPECS),
 ) -> tuple[Operation, Transition]:
-    return operation, Transition(operation, frozenset(allowed), frozenset(noop), target, label, consequence, offered)
+    return operation, Transition(
+        operation, frozenset(allowed), frozenset(noop), target, label, consequence, offered, specs
+    )
 
 
 S = KeyState
@@ -154,9 +161,29 @@ class InvalidState(Conflict):
         )
 
 
-def decide(operation: Operation, state: str) -> bool:
-    """True if ``operation`` must run in ``state``, False if it is a no-op; raise :class:`InvalidState` otherwise."""
+class UnsupportedForKeySpec(Conflict):
+    """An operation was asked of a key whose spec cannot do it (SPEC §9)."""
+
+    code = "unsupported_for_key_spec"
+
+    def __init__(self, operation: Operation, key_spec: str, state: str) -> None:
+        self.operation = operation
+        super().__init__(
+            f"Cannot {operation.value.replace('_', ' ')} a {key_spec} key: the operation is for "
+            f"{', '.join(sorted(LIFECYCLE[operation].specs))} keys only.",
+            state=state,
+            key_spec=key_spec,
+        )
+
+
+def decide(operation: Operation, state: str, key_spec: str = DEFAULT_SPEC) -> bool:
+    """True if ``operation`` must run in ``state``, False if it is a no-op; raise :class:`InvalidState` otherwise.
+
+    An operation the key's spec cannot do is refused (:class:`UnsupportedForKeySpec`) whatever the state.
+    """
     row = LIFECYCLE[operation]
+    if key_spec not in row.specs:
+        raise UnsupportedForKeySpec(operation, key_spec, state)
     key_state = KeyState(state)
     if key_state in row.allowed:
         return True
@@ -165,14 +192,14 @@ def decide(operation: Operation, state: str) -> bool:
     raise InvalidState(operation, key_state)
 
 
-def allowed_operations(state: str) -> list[Operation]:
-    """Operations that would take effect on a key in ``state``, in table order.
+def allowed_operations(state: str, key_spec: str = DEFAULT_SPEC) -> list[Operation]:
+    """Operations that would take effect on a key of ``key_spec`` in ``state``, in table order.
 
     No-ops are valid too (they succeed and change nothing) but are not listed: a
-    button that cannot do anything is noise.
+    button that cannot do anything is noise. Neither are operations the spec cannot do.
     """
     key_state = KeyState(state)
-    return [op for op, row in LIFECYCLE.items() if row.offered and key_state in row.allowed]
+    return [op for op, row in LIFECYCLE.items() if row.offered and key_state in row.allowed and key_spec in row.specs]
 
 
 # --- rules derived from the table ------------------------------------------------------

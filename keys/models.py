@@ -10,7 +10,15 @@ from django.db.models import Q
 
 from byok_portal.vocabulary import KeyState, KmsState
 from keys.lifecycle import allowed_operations
+from keys.specs import DEFAULT_SPEC, DEFAULT_USAGE, SPECS, KeySpec, KeyUsage
 from keystores.models import Keystore
+
+
+def _allowed_pairs() -> Q:
+    pairs = Q()
+    for spec in SPECS.values():
+        pairs |= Q(key_spec=spec.key_spec, key_usage__in=spec.usages)
+    return pairs
 
 
 class Key(models.Model):
@@ -19,6 +27,10 @@ class Key(models.Model):
     The material itself is only ever stored sealed (AES-256-GCM under the KEK, bound
     to this key's id, see :mod:`keys.custody`); ``material_sealed`` is emptied when
     the key reaches ``DELETED``. ``kcv`` is safe to show.
+
+    ``key_spec`` and ``key_usage`` (AWS's names, SPEC §9) are fixed at creation. For
+    RSA and EC keys ``kcv`` is empty and ``public_key`` / ``public_key_sha256`` are the
+    check values instead: reconciliation compares them with KMS ``GetPublicKey``.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -33,7 +45,11 @@ class Key(models.Model):
     kms_checked_at = models.DateTimeField(null=True, blank=True)
     # Human-readable disagreements between the portal and KMS found by reconciliation; empty when in step.
     drift = models.JSONField(default=list, blank=True)
+    key_spec = models.CharField(max_length=20, choices=KeySpec.choices, default=DEFAULT_SPEC, editable=False)
+    key_usage = models.CharField(max_length=20, choices=KeyUsage.choices, default=DEFAULT_USAGE, editable=False)
     kcv = models.CharField("KCV", max_length=6, blank=True, default="")
+    public_key = models.TextField(blank=True, default="", editable=False)
+    public_key_sha256 = models.CharField("public key SHA-256", max_length=64, blank=True, default="", editable=False)
     material_sealed = models.BinaryField(null=True, blank=True, editable=False)
     deletion_date = models.DateTimeField(null=True, blank=True)
     replaces = models.OneToOneField("self", on_delete=models.PROTECT, null=True, blank=True, related_name="replaced_by")
@@ -66,6 +82,8 @@ class Key(models.Model):
                 condition=~Q(alias="") & ~Q(state=KeyState.DELETED),
                 name="keys_unique_live_alias",
             ),
+            # AWS's spec/usage pairs (SPEC §9), so no door and no admin edit can store another.
+            models.CheckConstraint(condition=_allowed_pairs(), name="keys_allowed_spec_usage"),
         ]
 
     def __str__(self) -> str:
@@ -81,7 +99,7 @@ class Key(models.Model):
 
     @property
     def allowed_operations(self) -> list[str]:
-        return [op.value for op in allowed_operations(self.state)]
+        return [op.value for op in allowed_operations(self.state, self.key_spec)]
 
 
 class PendingCreation(models.Model):

@@ -39,6 +39,7 @@ from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
 from keys import custody
 from keys.lifecycle import LIFECYCLE, InvalidState, decide
 from keys.models import Key, PendingCreation
+from keys.specs import DEFAULT_SPEC, spec_of, validate_spec_and_usage
 from keys.validation import validate_alias, validate_tags
 from keystores.models import Keystore, KeystoreState, Role
 from keystores.selectors import require_role
@@ -167,7 +168,7 @@ def _operate(
             key = _lock_key(key_id)
             _check_role(actor, key.keystore, role)
             before = key.state
-            if not decide(operation, key.state):
+            if not decide(operation, key.state, key.key_spec):
                 record(
                     actor=actor,
                     operation=operation,
@@ -222,7 +223,7 @@ def _import_same_material(key: Key, kms: KmsSession) -> None:
         raise Conflict("The portal holds no material for this key.", state=key.state)
     material = custody.unseal(key.pk, key.material_sealed)
     try:
-        kms.import_material(key.kms_key_id, material)
+        kms.import_material(key.kms_key_id, material, spec_of(key.key_spec).wrapping_algorithm)
     except AwsError as exc:
         # Already holding (this same) material, e.g. a retried activate: nothing to do.
         _tolerate_invalid_state(kms, key.kms_key_id, exc, {KmsState.ENABLED, KmsState.DISABLED})
@@ -501,17 +502,40 @@ def _schedule_orphan_deletion(kms: KmsSession, arn: str) -> None:
 
 
 def _provision_kms_key(
-    kms: KmsSession, creation: _Creation, *, name: str, tags: dict[str, str], material: bytearray
+    kms: KmsSession,
+    creation: _Creation,
+    *,
+    name: str,
+    tags: dict[str, str],
+    material: bytearray,
+    key_spec: str,
+    key_usage: str,
 ) -> str:
     journal = creation.journal
     creation.create_attempted = True
-    arn = kms.create_external_key(description=f"BYOK Portal key {name}", tags=_kms_tags(journal.key_id, tags))
+    arn = kms.create_external_key(
+        description=f"BYOK Portal key {name}",
+        tags=_kms_tags(journal.key_id, tags),
+        key_spec=key_spec,
+        key_usage=key_usage,
+    )
     # Remember the ARN at once: it is how an orphan is found after a crash. (Inside a
     # renew this rolls back with the transaction; the tag still finds the key.)
     PendingCreation.objects.filter(pk=journal.pk).update(kms_key_arn=arn)
     journal.kms_key_arn = arn
-    kms.import_material(arn.rsplit("/", 1)[-1], material)
+    kms.import_material(arn.rsplit("/", 1)[-1], material, spec_of(key_spec).wrapping_algorithm)
     return arn
+
+
+def _material_fields(key_id: uuid.UUID, key_spec: str, material: bytearray) -> dict[str, Any]:
+    """A new key row's material columns: the sealed material and its check values (SPEC §9)."""
+    checks = custody.check_values(key_spec, material)
+    return {
+        "kcv": checks.kcv,
+        "public_key": checks.public_key,
+        "public_key_sha256": checks.public_key_sha256,
+        "material_sealed": custody.seal(key_id, material),
+    }
 
 
 def key_create(
@@ -522,8 +546,14 @@ def key_create(
     alias: str = "",
     tags: dict[str, str] | None = None,
     expires: dt.date | None = None,
+    key_spec: str = DEFAULT_SPEC,
+    key_usage: str | None = None,
 ) -> Done:
-    """Create a KMS key (EXTERNAL), generate material, import it, set alias and tags."""
+    """Create a KMS key (EXTERNAL) of ``key_spec``/``key_usage``, generate material, import it, set alias and tags.
+
+    The material is generated before anything is locked or created: an RSA-4096 key
+    takes a second or more to generate, and nothing else should wait for it.
+    """
     keystore = Keystore.objects.filter(pk=keystore_id).first() if _is_uuid(keystore_id) else None
     if keystore is None:
         raise NotFound("Keystore not found.")
@@ -544,16 +574,19 @@ def key_create(
         raise Conflict("The keystore is deleted.", state=keystore.state)
     if not (name or "").strip():
         raise ValidationError({"name": "A key needs a name."})
+    key_spec, key_usage = validate_spec_and_usage(key_spec, key_usage)
     validate_alias(alias)
     clean_tags = validate_tags(tags or {})
     _check_alias_free(keystore, alias)
 
     key_id = uuid.uuid4()
-    material = custody.generate_material()
+    material = custody.generate_material(key_spec)
     kms = aws.kms_for(keystore)
     try:
         with _creation_journal(keystore, key_id, Operation.CREATE) as creation:
-            arn = _provision_kms_key(kms, creation, name=name, tags=clean_tags, material=material)
+            arn = _provision_kms_key(
+                kms, creation, name=name, tags=clean_tags, material=material, key_spec=key_spec, key_usage=key_usage
+            )
             if alias:
                 try:
                     kms.create_alias(alias, arn.rsplit("/", 1)[-1])
@@ -574,8 +607,9 @@ def key_create(
                     kms_key_arn=arn,
                     kms_state=KmsState.ENABLED,
                     kms_checked_at=timezone.now(),
-                    kcv=custody.kcv(material),
-                    material_sealed=custody.seal(key_id, material),
+                    key_spec=key_spec,
+                    key_usage=key_usage,
+                    **_material_fields(key_id, key_spec, material),
                     created_by=actor.user,
                     updated_by=actor.user,
                 )
@@ -597,7 +631,7 @@ def key_create(
                 reason=exc.code,
                 kms_request_ids=kms.request_ids,
                 error=f"{exc.operation}: {exc.code}: {exc.message}",
-                details={"name": name, "alias": alias},
+                details={"name": name, "alias": alias, "key_spec": key_spec, "key_usage": key_usage},
             )
         raise
     finally:
@@ -619,15 +653,25 @@ def key_renew(*, actor: Actor, key_id: uuid.UUID) -> Done:
     if current is None:
         raise NotFound("Key not found.")
     new_id = uuid.uuid4()
-    material = custody.generate_material()
+    # Generated before the row lock is taken (an RSA-4096 key takes a second or more). The spec
+    # is fixed at creation, so what was read here is what the locked row says.
+    material = custody.generate_material(current.key_spec)
     created: list[Key] = []
 
     def step(old: Key, kms: KmsSession) -> dict[str, Any]:
-        arn = _provision_kms_key(kms, creation, name=old.name, tags=dict(old.tags), material=material)
+        arn = _provision_kms_key(
+            kms,
+            creation,
+            name=old.name,
+            tags=dict(old.tags),
+            material=material,
+            key_spec=old.key_spec,
+            key_usage=old.key_usage,
+        )
         alias = old.alias
         try:
             if alias:
-                # Both keys are symmetric ENCRYPT_DECRYPT, as UpdateAlias requires.
+                # Both keys have the same spec and usage, as UpdateAlias requires.
                 kms.point_alias(alias, arn.rsplit("/", 1)[-1])
             old.alias = ""
             # The old row gives up the alias first: a live alias is unique per keystore.
@@ -644,8 +688,9 @@ def key_renew(*, actor: Actor, key_id: uuid.UUID) -> Done:
                     kms_key_arn=arn,
                     kms_state=KmsState.ENABLED,
                     kms_checked_at=timezone.now(),
-                    kcv=custody.kcv(material),
-                    material_sealed=custody.seal(new_id, material),
+                    key_spec=old.key_spec,
+                    key_usage=old.key_usage,
+                    **_material_fields(new_id, old.key_spec, material),
                     replaces=old,
                     created_by=actor.user,
                     updated_by=actor.user,
@@ -723,12 +768,18 @@ def key_prepare_download(*, actor: Actor, key_id: uuid.UUID, public_key_pem: str
 
 @dataclass(frozen=True)
 class WrappedDownload:
-    """What a download hands out: the material wrapped for the prepared public key, and its KCV."""
+    """What a download hands out: the material wrapped for the prepared public key, and its check values.
+
+    ``wrapping_algorithm`` depends on the key spec (SPEC §9): RSAES_OAEP_SHA_256 for
+    symmetric and HMAC material, RSA_AES_KEY_WRAP_SHA_256 for a PKCS#8 private key.
+    """
 
     key_id: uuid.UUID
     wrapped_key_material: bytes
     kcv: str
-    wrapping_algorithm: str = custody.DOWNLOAD_WRAPPING_ALGORITHM
+    wrapping_algorithm: str = custody.download_wrapping_algorithm()
+    key_spec: str = DEFAULT_SPEC
+    public_key_sha256: str = ""
 
     @property
     def wrapped_b64(self) -> str:
@@ -762,10 +813,19 @@ def key_download(*, actor: Actor, key_id: uuid.UUID) -> WrappedDownload:
         fingerprint = custody.public_key_fingerprint(key.download_public_key)
         material = custody.unseal(key.pk, key.material_sealed)
         try:
-            wrapped = custody.wrap_for_download(material, key.download_public_key)
+            wrapped = custody.wrap_for_download(material, key.download_public_key, key.key_spec)
         finally:
             custody.wipe(material)
-        result.append(WrappedDownload(key_id=key.pk, wrapped_key_material=wrapped, kcv=key.kcv))
+        result.append(
+            WrappedDownload(
+                key_id=key.pk,
+                wrapped_key_material=wrapped,
+                kcv=key.kcv,
+                wrapping_algorithm=custody.download_wrapping_algorithm(key.key_spec),
+                key_spec=key.key_spec,
+                public_key_sha256=key.public_key_sha256,
+            )
+        )
         prepared_by = f"{key.download_prepared_by_iss}|{key.download_prepared_by_sub}"
         key.download_public_key = ""
         key.download_prepared_by_iss = key.download_prepared_by_sub = ""

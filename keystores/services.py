@@ -30,6 +30,8 @@ KEY_ACTIONS = [
     "kms:ScheduleKeyDeletion",
     "kms:CancelKeyDeletion",
     "kms:ListResourceTags",
+    # Reconciliation compares an asymmetric key's public key with the portal's (SPEC §9).
+    "kms:GetPublicKey",
 ]
 ALIAS_ACTIONS = ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
 EDITABLE_FIELDS = ("name", "role_arn", "auto_reupload")

@@ -105,7 +105,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 def key_summary(backend: SandboxKmsBackend, key: SandboxKey) -> dict[str, Any]:
     """What tests may know about a key: state, origin, fingerprint of its material, names, tags, dates."""
-    fingerprint = material_fingerprint(key.key_material) if key.key_material is not None else None
+    fingerprint = material_fingerprint(key.key_material, key.key_spec) if key.key_material is not None else None
     return {
         "key_id": key.id,
         "arn": key.arn,
@@ -114,6 +114,9 @@ def key_summary(backend: SandboxKmsBackend, key: SandboxKey) -> dict[str, Any]:
         "has_material": key.has_material,
         "material_sha256": fingerprint.sha256_hex if fingerprint else None,
         "kcv": fingerprint.kcv if fingerprint else None,
+        "public_key_sha256": fingerprint.public_key_sha256 if fingerprint else None,
+        "key_spec": key.key_spec,
+        "key_usage": key.key_usage,
         "aliases": sorted(key.aliases),
         "tags": backend.tagger.get_tag_dict_for_resource(key.id),
         "deletion_date": _iso(key.deletion_date),

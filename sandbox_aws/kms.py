@@ -2,7 +2,9 @@
 
 moto 5.2.x lacks ``GetParametersForImport``, ``ImportKeyMaterial`` and
 ``DeleteImportedKeyMaterial``, creates ``EXTERNAL`` keys as ``Enabled`` and does not
-enforce key states. This module swaps moto's KMS backend class for
+enforce key states. Keys of every spec can be EXTERNAL; what depends on the spec
+(wrapping, material checks, MAC/sign/RSA cryptography with the imported material) is
+in :mod:`sandbox_aws.kms_specs`. This module swaps moto's KMS backend class for
 :class:`SandboxKmsBackend` (keys become :class:`SandboxKey`) and adds the missing
 actions to moto's ``KmsResponse`` so the moto server dispatches them.
 
@@ -24,10 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.exceptions import InvalidKey
-from cryptography.hazmat.primitives import cmac, hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from moto.core.exceptions import JsonRESTError
 from moto.core.responses import BaseResponse
 from moto.core.utils import unix_time
@@ -36,8 +36,15 @@ from moto.kms import urls as moto_kms_urls
 from moto.kms.exceptions import ValidationException
 from moto.kms.models import Key, KmsBackend, kms_backends
 from moto.kms.responses import KmsResponse
-from moto.kms.utils import KeySpec, _deserialize_ciphertext_blob
+from moto.kms.utils import AbstractPrivateKey, KeySpec, _deserialize_ciphertext_blob
 
+from sandbox_aws import kms_specs
+from sandbox_aws.kms_specs import (
+    IncorrectKeyMaterialException,
+    InvalidCiphertextException,
+    InvalidKeyUsageException,
+    UnsupportedOperationException,
+)
 from sandbox_aws.locking import SANDBOX_LOCK
 
 # Key states, spelled as the KMS API spells them.
@@ -48,7 +55,6 @@ PENDING_DELETION = "PendingDeletion"
 
 EXTERNAL = "EXTERNAL"
 SYMMETRIC_DEFAULT = "SYMMETRIC_DEFAULT"
-SYMMETRIC_MATERIAL_LENGTH = 32
 
 KEY_MATERIAL_EXPIRES = "KEY_MATERIAL_EXPIRES"
 KEY_MATERIAL_DOES_NOT_EXPIRE = "KEY_MATERIAL_DOES_NOT_EXPIRE"
@@ -60,13 +66,10 @@ IMPORT_PARAMETERS_VALIDITY = timedelta(hours=24)
 IMPORT_TOKEN_RETENTION = timedelta(hours=48)
 
 WRAPPING_KEY_BITS = {"RSA_2048": 2048, "RSA_3072": 3072, "RSA_4096": 4096}
-OAEP_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "RSAES_OAEP_SHA_256": hashes.SHA256,
-    "RSAES_OAEP_SHA_1": hashes.SHA1,
-}
+WRAPPING_ALGORITHMS = kms_specs.WRAPPING_HASHES
 # Valid on AWS but not implemented here: refused as unsupported rather than as invalid,
 # so a caller can tell "the sandbox cannot do this" from "AWS would reject this".
-UNSUPPORTED_WRAPPING_ALGORITHMS = {"RSA_AES_KEY_WRAP_SHA_256", "RSA_AES_KEY_WRAP_SHA_1", "SM2PKE"}
+UNSUPPORTED_WRAPPING_ALGORITHMS = {"SM2PKE"}
 # Still in the API's enum, but AWS stopped accepting it for imports in 2023.
 RETIRED_WRAPPING_ALGORITHMS = {"RSAES_PKCS1_V1_5"}
 
@@ -87,15 +90,6 @@ class DisabledException(JsonRESTError):
 
     def __init__(self, message: str) -> None:
         super().__init__("DisabledException", message)
-
-
-class UnsupportedOperationException(JsonRESTError):
-    """The operation does not apply to this key (e.g. import into a non-EXTERNAL key)."""
-
-    code = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__("UnsupportedOperationException", message)
 
 
 class InvalidImportTokenException(JsonRESTError):
@@ -124,33 +118,6 @@ class ExpiredImportTokenException(JsonRESTError):
         )
 
 
-class IncorrectKeyMaterialException(JsonRESTError):
-    """The material is malformed or differs from what the key accepted before."""
-
-    code = 400
-
-    def __init__(self) -> None:
-        super().__init__(
-            "IncorrectKeyMaterialException",
-            "The request was rejected because the key material in the request is, expired, invalid, "
-            "or is not the same key material that was previously imported into this KMS key.",
-        )
-
-
-class InvalidCiphertextException(JsonRESTError):
-    """The wrapped key material could not be unwrapped with the token's private key."""
-
-    code = 400
-
-    def __init__(self) -> None:
-        super().__init__(
-            "InvalidCiphertextException",
-            "The request was rejected because the specified ciphertext, or additional authenticated "
-            "data incorporated into the ciphertext, such as the encryption context, is corrupted, "
-            "missing, or otherwise invalid.",
-        )
-
-
 def utc_now() -> datetime:
     """Timezone-aware now; moto's own timestamps are naive UTC."""
     return datetime.now(UTC)
@@ -172,30 +139,50 @@ class ImportParameters:
 
 @dataclass(frozen=True)
 class MaterialFingerprint:
-    """What may be revealed about key material: a digest and a key check value."""
+    """What may be revealed about key material: a digest and its check value.
+
+    ``kcv`` for symmetric (AES-CMAC) and HMAC keys; ``public_key_sha256`` (SHA-256 of
+    the DER public key) for RSA and EC keys.
+    """
 
     sha256_hex: str
-    kcv: str
+    kcv: str | None
+    public_key_sha256: str | None = None
 
 
-def material_fingerprint(material: bytes) -> MaterialFingerprint:
-    """SHA-256 and KCV (first 3 bytes of AES-CMAC over 16 zero bytes, ANSI X9.24-1:2017)."""
-    mac = cmac.CMAC(algorithms.AES(material))
-    mac.update(bytes(16))
-    return MaterialFingerprint(
-        sha256_hex=hashlib.sha256(material).hexdigest(),
-        kcv=mac.finalize()[:3].hex().upper(),
-    )
+def material_fingerprint(material: bytes, key_spec: str = SYMMETRIC_DEFAULT) -> MaterialFingerprint:
+    """SHA-256 of the material and its check value for a key of ``key_spec``."""
+    kcv, public_key_sha256 = kms_specs.check_value(key_spec, material)
+    return MaterialFingerprint(hashlib.sha256(material).hexdigest(), kcv, public_key_sha256)
 
 
 class SandboxKey(Key):
     """A moto KMS key that also tracks imported material, its expiry and import tokens.
 
-    For ``EXTERNAL`` keys ``key_material`` (which moto's encrypt/decrypt use) holds the
-    imported material, or ``None`` while there is none.
+    For ``EXTERNAL`` keys ``key_material`` (which moto's encrypt/decrypt and MACs use) holds
+    the imported material, or ``None`` while there is none: random bytes, or for RSA and
+    EC keys the PKCS#8 DER private key, from which ``private_key`` (what moto's
+    Sign/Verify/GetPublicKey use) is loaded when needed. Other keys get moto's generated
+    private key, made on first use rather than at CreateKey (RSA-4096 takes a while).
     """
 
     key_material: bytes | None  # type: ignore[assignment]  # None = no imported material yet/anymore
+    _generated_private_key: AbstractPrivateKey | None = None
+
+    @property  # type: ignore[override]
+    def private_key(self) -> AbstractPrivateKey | None:
+        if self.origin == EXTERNAL:
+            if self.key_material is None or not kms_specs.is_asymmetric(self.key_spec):
+                return None
+            return kms_specs.imported_private_key(self.key_spec, self.key_material)
+        if self._generated_private_key is None:
+            self._generated_private_key = _MOTO_GENERATE_PRIVATE_KEY(self.key_spec)
+        return self._generated_private_key
+
+    @private_key.setter
+    def private_key(self, value: AbstractPrivateKey | None) -> None:
+        # moto's Key.__init__ assigns here; install() makes it assign None (generated on first use).
+        self._generated_private_key = value
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -294,10 +281,6 @@ class SandboxKmsBackend(KmsBackend):
         if key.origin != EXTERNAL:
             raise UnsupportedOperationException(
                 f"{key.arn} origin is {key.origin} which is not valid for this operation."
-            )
-        if key.key_spec != SYMMETRIC_DEFAULT:
-            raise UnsupportedOperationException(
-                f"{key.arn} has key spec {key.key_spec}; the sandbox imports SYMMETRIC_DEFAULT material only."
             )
 
     # -- key creation and lifecycle ----------------------------------------------------
@@ -435,6 +418,40 @@ class SandboxKmsBackend(KmsBackend):
             self._require_usable(key)
         return super().decrypt(ciphertext_blob, encryption_context, key_id)
 
+    # -- cryptography with the imported material of HMAC and asymmetric keys ------------
+    # moto's own implementations run once the key is known to be usable: they read
+    # ``key_material`` (MACs) and ``private_key`` (signatures, public key), which for an
+    # EXTERNAL key are the imported material.
+
+    def sign(self, key_id: str, message: bytes, signing_algorithm: str) -> tuple[str, bytes, str]:
+        """Sign needs an Enabled SIGN_VERIFY key."""
+        self._require_usable(self.key_for(key_id))
+        return super().sign(key_id, message, signing_algorithm)
+
+    def verify(self, key_id: str, message: bytes, signature: bytes, signing_algorithm: str) -> tuple[str, bool, str]:
+        """Verify needs an Enabled SIGN_VERIFY key."""
+        self._require_usable(self.key_for(key_id))
+        return super().verify(key_id, message, signature, signing_algorithm)
+
+    def get_public_key(self, key_id: str) -> tuple[Key, bytes]:
+        """GetPublicKey: asymmetric keys only, Enabled (it fails on Disabled and PendingImport keys)."""
+        key = self.key_for(key_id)
+        if not kms_specs.is_asymmetric(key.key_spec):
+            raise UnsupportedOperationException(f"{key.arn} is not an asymmetric KMS key; it has no public key.")
+        self._require_usable(key)
+        return super().get_public_key(key_id)
+
+    def generate_mac(
+        self, message: bytes, key_id: str, mac_algorithm: str, grant_tokens: list[str], dry_run: bool
+    ) -> tuple[str, str, str]:
+        """GenerateMac (and VerifyMac): an Enabled HMAC key, with the MAC algorithm of its spec."""
+        key = self.key_for(key_id)
+        self._require_usable(key)
+        expected = kms_specs.HMAC_ALGORITHMS.get(key.key_spec)
+        if expected is not None and mac_algorithm != expected:
+            raise InvalidKeyUsageException(f"{key.arn} is an {key.key_spec} key: its MAC algorithm is {expected}.")
+        return super().generate_mac(message, key_id, mac_algorithm, grant_tokens, dry_run)
+
     # -- imported key material ---------------------------------------------------------
 
     def get_parameters_for_import(
@@ -452,15 +469,18 @@ class SandboxKmsBackend(KmsBackend):
         if wrapping_algorithm in UNSUPPORTED_WRAPPING_ALGORITHMS:
             raise UnsupportedOperationException(
                 f"Wrapping algorithm {wrapping_algorithm} is not supported by the sandbox; "
-                "use RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1."
+                f"use one of {sorted(WRAPPING_ALGORITHMS)}."
             )
-        if wrapping_algorithm in RETIRED_WRAPPING_ALGORITHMS or wrapping_algorithm not in OAEP_HASHES:
+        if wrapping_algorithm in RETIRED_WRAPPING_ALGORITHMS or wrapping_algorithm not in WRAPPING_ALGORITHMS:
             raise ValidationException(
                 f"1 validation error detected: Value '{wrapping_algorithm}' at 'wrappingAlgorithm' failed to "
-                f"satisfy constraint: Member must satisfy enum value set: {sorted(OAEP_HASHES)}"
+                f"satisfy constraint: Member must satisfy enum value set: {sorted(WRAPPING_ALGORITHMS)}"
             )
         key = self.key_for(key_id)
         self._require_external(key)
+        kms_specs.check_wrapping_for_spec(
+            key.key_spec, key.arn, wrapping_algorithm, WRAPPING_KEY_BITS[wrapping_key_spec]
+        )
         # key-state.html note 8: keys with imported material that are pending deletion
         # refuse GetParametersForImport/ImportKeyMaterial with KMSInvalidStateException.
         self._require_not_pending_deletion(key)
@@ -509,19 +529,8 @@ class SandboxKmsBackend(KmsBackend):
             raise InvalidImportTokenException()
         if utc_now() >= params.valid_to:
             raise ExpiredImportTokenException()
-        try:
-            material = params.private_key.decrypt(
-                encrypted_key_material,
-                padding.OAEP(
-                    mgf=padding.MGF1(OAEP_HASHES[params.wrapping_algorithm]()),
-                    algorithm=OAEP_HASHES[params.wrapping_algorithm](),
-                    label=None,
-                ),
-            )
-        except (ValueError, InvalidKey):
-            raise InvalidCiphertextException() from None
-        if len(material) != SYMMETRIC_MATERIAL_LENGTH:
-            raise IncorrectKeyMaterialException()
+        material = kms_specs.unwrap(params.private_key, params.wrapping_algorithm, encrypted_key_material)
+        kms_specs.check_material(key.key_spec, material)
         digest = hashlib.sha256(material).digest()
         if key.accepted_material_digest is not None and not hmac.compare_digest(digest, key.accepted_material_digest):
             raise IncorrectKeyMaterialException()
@@ -634,6 +643,7 @@ def get_parameters_for_import(self: KmsResponse) -> str:
 def import_key_material(self: KmsResponse) -> str:
     """https://docs.aws.amazon.com/kms/latest/APIReference/API_ImportKeyMaterial.html"""
     params = _json_params(self)
+    kms_specs.check_import_options(_backend(self).key_for(str(params.get("KeyId", ""))).key_spec, params)
     if params.get("ImportType") == "NEW_KEY_MATERIAL":
         raise UnsupportedOperationException("The sandbox does not support importing new key material for rotation.")
     key = _backend(self).import_key_material(
@@ -674,6 +684,55 @@ def cancel_key_deletion(self: KmsResponse) -> str:
     return json.dumps({"KeyId": key.arn})
 
 
+_MOTO_ENCRYPT = KmsResponse.encrypt
+_MOTO_DECRYPT = KmsResponse.decrypt
+_MOTO_GENERATE_PRIVATE_KEY = kms_models.generate_private_key
+
+
+def _rsa_key(response: KmsResponse, key_id: object) -> SandboxKey | None:
+    """The named key if it is an RSA key (whose Encrypt/Decrypt use RSA-OAEP); None otherwise."""
+    if not key_id:
+        return None
+    key = _backend(response).key_for(str(key_id))
+    return key if key.key_spec in kms_specs.RSA_BITS else None
+
+
+def _usable_rsa_encryption_key(response: KmsResponse, key: SandboxKey) -> bytes:
+    if key.key_usage != "ENCRYPT_DECRYPT":
+        raise InvalidKeyUsageException(f"{key.arn} key usage is {key.key_usage}, not ENCRYPT_DECRYPT.")
+    _backend(response)._require_usable(key)
+    assert key.key_material is not None  # an Enabled EXTERNAL key holds its material
+    return key.key_material
+
+
+def encrypt(self: KmsResponse) -> str:
+    """Encrypt: RSA keys encrypt with RSA-OAEP under their (imported) public key; others as moto does."""
+    params = _json_params(self)
+    key = _rsa_key(self, params.get("KeyId"))
+    if key is None:
+        return str(_MOTO_ENCRYPT(self))
+    material = _usable_rsa_encryption_key(self, key)
+    algorithm = str(params.get("EncryptionAlgorithm", "SYMMETRIC_DEFAULT"))
+    ciphertext = kms_specs.rsa_encrypt(material, algorithm, _blob_param(params, "Plaintext"), key.arn)
+    return json.dumps(
+        {"CiphertextBlob": base64.b64encode(ciphertext).decode(), "KeyId": key.arn, "EncryptionAlgorithm": algorithm}
+    )
+
+
+def decrypt(self: KmsResponse) -> str:
+    """Decrypt: with an RSA key (KeyId required, as on AWS), RSA-OAEP with the imported private key."""
+    params = _json_params(self)
+    key = _rsa_key(self, params.get("KeyId"))
+    if key is None:
+        return str(_MOTO_DECRYPT(self))
+    material = _usable_rsa_encryption_key(self, key)
+    algorithm = str(params.get("EncryptionAlgorithm", "SYMMETRIC_DEFAULT"))
+    plaintext = kms_specs.rsa_decrypt(material, algorithm, _blob_param(params, "CiphertextBlob"), key.arn)
+    return json.dumps(
+        {"Plaintext": base64.b64encode(plaintext).decode(), "KeyId": key.arn, "EncryptionAlgorithm": algorithm}
+    )
+
+
 def call_action(self: KmsResponse) -> Any:
     """Apply time-driven changes (material expiry, end of deletion window) before each call.
 
@@ -694,8 +753,15 @@ _ADDED_ACTIONS = {
     "delete_imported_key_material": delete_imported_key_material,
     "schedule_key_deletion": schedule_key_deletion,
     "cancel_key_deletion": cancel_key_deletion,
+    "encrypt": encrypt,
+    "decrypt": decrypt,
     "call_action": call_action,
 }
+
+
+def _no_private_key_yet(key_spec: str) -> None:
+    """What moto's Key.__init__ gets instead of a freshly generated private key (see SandboxKey.private_key)."""
+    return None
 
 
 def install() -> None:
@@ -706,6 +772,8 @@ def install() -> None:
     """
     for name, function in _ADDED_ACTIONS.items():
         setattr(KmsResponse, name, function)
+    # moto's Key.__init__ generates a private key for every key; SandboxKey makes it on first use instead.
+    kms_models.generate_private_key = _no_private_key_yet  # type: ignore[assignment]
     if kms_backends.backend is SandboxKmsBackend:
         return
     kms_backends.backend = SandboxKmsBackend

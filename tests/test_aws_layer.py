@@ -162,12 +162,32 @@ def test_material_is_wrapped_for_import_with_rsa_oaep_sha256_and_only_for_an_rsa
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     der = private.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     material = bytes(range(32))
-    wrapped = aws._wrap_for_import(bytearray(material), der)
+    wrapped = aws._wrap_for_import(bytearray(material), der, "RSAES_OAEP_SHA_256")
     oaep = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
     assert private.decrypt(wrapped, oaep) == material
 
     not_rsa = ec.generate_private_key(ec.SECP256R1()).public_key()
     der = not_rsa.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     with pytest.raises(AwsError) as refused:
-        aws._wrap_for_import(material, der)
+        aws._wrap_for_import(material, der, "RSAES_OAEP_SHA_256")
     assert (refused.value.operation, refused.value.code) == ("GetParametersForImport", "UnexpectedWrappingKey")
+
+
+def test_a_private_key_is_wrapped_for_import_with_rsa_aes_key_wrap_sha256() -> None:
+    """RSA_AES_KEY_WRAP_SHA_256 (SPEC §9): RSA-OAEP-SHA-256 of a fresh AES-256 key, then RFC 5649 key wrap."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+    from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
+
+    wrapping_key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    der = wrapping_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    material = ec.generate_private_key(ec.SECP521R1()).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    wrapped = aws._wrap_for_import(bytearray(material), der, "RSA_AES_KEY_WRAP_SHA_256")
+    oaep = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    aes_key = wrapping_key.decrypt(wrapped[: 3072 // 8], oaep)
+    assert len(aes_key) == 32
+    assert aes_key_unwrap_with_padding(aes_key, wrapped[3072 // 8 :]) == material

@@ -70,7 +70,7 @@ def test_the_canary_material_is_nowhere_but_inside_the_wrapped_download(
     people: Any, keystore: Any, aws_sandbox: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    monkeypatch.setattr(custody, "generate_material", lambda: bytearray(CANARY))
+    monkeypatch.setattr(custody, "generate_material", lambda *spec: bytearray(CANARY))
     bob, carol = people.actor(people.bob), people.actor(people.carol)
     responses: list[bytes] = []
     payloads: list[str] = []

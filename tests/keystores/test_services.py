@@ -180,6 +180,7 @@ def test_the_generated_policies_pin_the_external_id_and_scope_keys_to_the_portal
         "kms:ScheduleKeyDeletion",
         "kms:CancelKeyDeletion",
         "kms:ListResourceTags",
+        "kms:GetPublicKey",
         "kms:CreateAlias",
         "kms:UpdateAlias",
         "kms:DeleteAlias",

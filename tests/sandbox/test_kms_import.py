@@ -65,11 +65,10 @@ def test_get_parameters_for_import_returns_a_fresh_wrapping_key_and_token_valid_
     ("algorithm", "code"),
     [
         ("RSAES_PKCS1_V1_5", "ValidationException"),
-        ("RSA_AES_KEY_WRAP_SHA_256", "UnsupportedOperationException"),
-        ("RSA_AES_KEY_WRAP_SHA_1", "UnsupportedOperationException"),
+        ("SM2PKE", "UnsupportedOperationException"),
     ],
 )
-def test_get_parameters_for_import_refuses_wrapping_algorithms_other_than_oaep(
+def test_get_parameters_for_import_refuses_retired_and_unsupported_wrapping_algorithms(
     kms: Any, external_key: str, algorithm: str, code: str
 ) -> None:
     with pytest.raises(ClientError) as excinfo:
