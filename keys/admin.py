@@ -60,10 +60,10 @@ def lifecycle_action(entry: KeyOperation) -> AdminAction:
 class KeyAdmin(KeyModelAdmin):
     """Keys: name, alias, tags and expiry are edited through the update operation; the state never directly."""
 
-    list_display = ("name", "alias", "keystore", "state", "kms_state", "expires", "kcv", "created_at")
-    list_filter = ("state", "kms_state", "keystore")
+    list_display = ("name", "alias", "keystore", "key_spec", "key_usage", "state", "kms_state", "expires", "kcv")
+    list_filter = ("state", "kms_state", "key_spec", "key_usage", "keystore")
     list_select_related = ("keystore",)
-    search_fields = ("name", "alias", "=id", "=kms_key_arn", "=kcv")
+    search_fields = ("name", "alias", "=id", "=kms_key_arn", "=kcv", "=public_key_sha256")
     show_full_result_count = False
     # The sealed material and the prepared public key are never shown, not even sealed.
     exclude = ("material_sealed", "download_public_key")
@@ -75,7 +75,11 @@ class KeyAdmin(KeyModelAdmin):
         "kms_state",
         "kms_checked_at",
         "drift",
+        "key_spec",
+        "key_usage",
         "kcv",
+        "public_key",
+        "public_key_sha256",
         "deletion_date",
         "replaces",
         "download_prepared_by_iss",

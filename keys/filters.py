@@ -12,10 +12,11 @@ from django.db.models import Q, QuerySet
 from byok_portal.filters import UUIDFilter
 from byok_portal.vocabulary import KeyState
 from keys.models import Key
+from keys.specs import KeySpec, KeyUsage
 
 
 class KeyFilter(django_filters.FilterSet):
-    """Filters of SPEC §6: ``keystore``, ``state``, ``alias`` and a free-text ``search``.
+    """Filters of SPEC §6 and §9: ``keystore``, ``state``, ``key_spec``, ``key_usage``, ``alias``, free-text ``search``.
 
     Request-independent on purpose: callers pass a queryset already scoped to the
     user (``keys.selectors.keys_for``), so the page and the API filter the same
@@ -24,6 +25,8 @@ class KeyFilter(django_filters.FilterSet):
 
     keystore = UUIDFilter(field_name="keystore_id", label="Keystore ID")
     state = django_filters.ChoiceFilter(choices=KeyState.choices, label="State")
+    key_spec = django_filters.ChoiceFilter(choices=KeySpec.choices, label="Key spec")
+    key_usage = django_filters.ChoiceFilter(choices=KeyUsage.choices, label="Key usage")
     alias = django_filters.CharFilter(field_name="alias", label="Alias", help_text="Exact alias, e.g. alias/orders.")
     search = django_filters.CharFilter(
         method="filter_search",

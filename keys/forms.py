@@ -8,6 +8,7 @@ from django import forms
 from django.conf import settings
 
 from keys.services import MAX_WINDOW, MIN_WINDOW
+from keys.specs import DEFAULT_SPEC, KeySpec, KeyUsage
 from keystores.models import Keystore
 
 # A PEM public key is well under this; anything bigger is not one.
@@ -57,13 +58,31 @@ class KeyFieldsForm(forms.Form):
         widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
     )
 
-    field_order = ["keystore", "name", "alias", "tags", "expires"]
+    field_order = ["keystore", "name", "key_spec", "key_usage", "alias", "tags", "expires"]
 
 
 class KeyCreateForm(KeyFieldsForm):
-    """A new key in one of the keystores the user is custodian (or admin) of."""
+    """A new key in one of the keystores the user is custodian (or admin) of, of a spec and usage fixed for life."""
 
     keystore = forms.ModelChoiceField(queryset=Keystore.objects.none(), empty_label="Choose a keystore…")
+    key_spec = forms.ChoiceField(
+        label="Key spec",
+        choices=KeySpec.choices,
+        initial=DEFAULT_SPEC,
+        required=False,
+        help_text="AWS's key spec, fixed for the key's life: AES-256 for encryption, HMAC for MACs, "
+        "RSA or elliptic-curve for signing (RSA also encrypts).",
+    )
+    key_usage = forms.ChoiceField(
+        label="Key usage",
+        required=False,
+        choices=[("", "The spec's default"), *KeyUsage.choices],
+        help_text="Only RSA keys have a choice (ENCRYPT_DECRYPT or SIGN_VERIFY); the default is ENCRYPT_DECRYPT.",
+    )
+
+    def clean_key_spec(self) -> str:
+        # Not chosen (a client that predates key specs): the default, as in the API.
+        return str(self.cleaned_data.get("key_spec") or DEFAULT_SPEC)
 
     def __init__(self, *args: Any, keystores: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

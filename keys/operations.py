@@ -103,7 +103,7 @@ REGISTRY: dict[Operation, KeyOperation] = {
             services.key_create,
             "Create a key (custodian)",
             target="keystore_id",
-            arguments=_FIELDS,
+            arguments={**_FIELDS, "key_spec": "key_spec", "key_usage": "key_usage"},
             body=KeyCreateSerializer,
             form=KeyCreateForm,
             created=True,

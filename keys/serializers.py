@@ -17,9 +17,11 @@ from rest_framework import serializers
 
 from byok_portal.api import StrictSerializer
 from byok_portal.vocabulary import Operation
+from byok_portal.wrapping import WRAPPING_ALGORITHMS
 from keys.lifecycle import LIFECYCLE, allowed_operations
 from keys.models import Key
 from keys.services import MAX_WINDOW, MIN_WINDOW
+from keys.specs import DEFAULT_SPEC, NOT_IMPORTABLE, KeySpec, KeyUsage
 from keys.validation import MAX_TAGS
 
 ALIAS_PATTERN = r"^alias/[A-Za-z0-9/_-]{1,250}$"
@@ -44,6 +46,22 @@ class TagsField(serializers.DictField):
     child = serializers.CharField(allow_blank=True, max_length=256)
 
 
+class KeySpecField(serializers.ChoiceField):
+    """AWS's key spec names; a spec AWS has but the portal cannot import is refused saying why."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str) and data in NOT_IMPORTABLE:
+            raise serializers.ValidationError(NOT_IMPORTABLE[data], code="not_importable")
+        return super().to_internal_value(data)
+
+
+class BlankAsNullField(serializers.CharField):
+    """A column that is empty when it does not apply (a KCV of an RSA key), shown as null."""
+
+    def to_representation(self, value: Any) -> str | None:
+        return str(value) if value else None
+
+
 class KeySerializer(serializers.ModelSerializer):
     """A key as the API shows it. Never material, never the prepared public key."""
 
@@ -52,10 +70,25 @@ class KeySerializer(serializers.ModelSerializer):
     replaces = serializers.UUIDField(source="replaces_id", read_only=True, allow_null=True)
     replaced_by = serializers.SerializerMethodField()
     download_prepared = serializers.BooleanField(read_only=True)
+    kcv = BlankAsNullField(
+        read_only=True,
+        allow_null=True,
+        help_text="Key check value (symmetric: AES-CMAC, HMAC: HMAC with the key's hash, of 16 zero bytes; "
+        "first 3 bytes, hex). Null for RSA and EC keys: see public_key_sha256.",
+    )
+    public_key = BlankAsNullField(
+        read_only=True, allow_null=True, help_text="RSA and EC keys: the public key, PEM SubjectPublicKeyInfo."
+    )
+    public_key_sha256 = BlankAsNullField(
+        read_only=True,
+        allow_null=True,
+        help_text="RSA and EC keys: hex SHA-256 of the DER public key, as KMS GetPublicKey returns it.",
+    )
     allowed_operations = serializers.ListField(
         child=serializers.ChoiceField(choices=OFFERED_OPERATIONS),
         read_only=True,
-        help_text="Operations that take effect in the key's current state, from the lifecycle table.",
+        help_text="Operations that take effect on the key in its current state (and that its spec can do), "
+        "from the lifecycle table.",
     )
 
     class Meta:
@@ -71,7 +104,11 @@ class KeySerializer(serializers.ModelSerializer):
             "kms_key_arn",
             "kms_state",
             "kms_checked_at",
+            "key_spec",
+            "key_usage",
             "kcv",
+            "public_key",
+            "public_key_sha256",
             "deletion_date",
             "replaces",
             "replaced_by",
@@ -113,7 +150,11 @@ ROW_COLUMNS = (
     "kms_key_arn",
     "kms_state",
     "kms_checked_at",
+    "key_spec",
+    "key_usage",
     "kcv",
+    "public_key",
+    "public_key_sha256",
     "deletion_date",
     "replaces_id",
     "created_at",
@@ -135,7 +176,7 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     # The database's values are in UTC: in a UTC zone they need no conversion.
     utc_zone = zone is not None and str(zone) in _UTC_NAMES
     utc = UTC
-    operations: dict[str, list[str]] = {}
+    operations: dict[tuple[str, str], list[str]] = {}
 
     def stamp(value: datetime | None) -> str | None:
         if value is None:
@@ -148,10 +189,10 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             return str(_DATETIME.to_representation(value))
         return text[:-6] + "Z" if text.endswith("+00:00") else text
 
-    def allowed(state: str) -> list[str]:
-        found = operations.get(state)
+    def allowed(state: str, key_spec: str) -> list[str]:
+        found = operations.get((state, key_spec))
         if found is None:
-            found = operations[state] = [op.value for op in allowed_operations(state)]
+            found = operations[state, key_spec] = [op.value for op in allowed_operations(state, key_spec)]
         return list(found)
 
     return [
@@ -166,12 +207,17 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "kms_key_arn": row["kms_key_arn"],
             "kms_state": row["kms_state"],
             "kms_checked_at": stamp(row["kms_checked_at"]),
-            "kcv": row["kcv"],
+            "key_spec": row["key_spec"],
+            "key_usage": row["key_usage"],
+            # Empty in the row means "none" (RSA and EC keys have no KCV; others no public key).
+            "kcv": row["kcv"] or None,
+            "public_key": row["public_key"] or None,
+            "public_key_sha256": row["public_key_sha256"] or None,
             "deletion_date": stamp(row["deletion_date"]),
             "replaces": str(row["replaces_id"]) if row["replaces_id"] else None,
             "replaced_by": str(row["replaced_by"]) if row["replaced_by"] else None,
             "download_prepared": bool(row["download_prepared"]),
-            "allowed_operations": allowed(row["state"]),
+            "allowed_operations": allowed(row["state"], row["key_spec"]),
             "created_at": stamp(row["created_at"]),
             "updated_at": stamp(row["updated_at"]),
         }
@@ -187,6 +233,18 @@ class KeyCreateSerializer(StrictSerializer):
     alias = serializers.RegexField(ALIAS_PATTERN, max_length=256, required=False, allow_blank=True, default="")
     tags = TagsField(required=False, default=dict)
     expires = serializers.DateField(required=False, allow_null=True, default=None)
+    key_spec = KeySpecField(
+        choices=KeySpec.values,
+        required=False,
+        default=DEFAULT_SPEC,
+        help_text="AWS key spec, fixed at creation (SPEC §9). Default SYMMETRIC_DEFAULT.",
+    )
+    key_usage = serializers.ChoiceField(
+        choices=KeyUsage.values,
+        required=False,
+        help_text="AWS key usage, fixed at creation; must be one AWS allows for key_spec. Default: the spec's "
+        "(ENCRYPT_DECRYPT for symmetric and RSA, GENERATE_VERIFY_MAC for HMAC, SIGN_VERIFY for EC).",
+    )
 
 
 class KeyUpdateSerializer(StrictSerializer):
@@ -215,19 +273,30 @@ class PrepareDownloadSerializer(StrictSerializer):
 
 
 class DownloadSerializer(serializers.Serializer):
-    """The material wrapped for the prepared public key (RSAES-OAEP, SHA-256, MGF1-SHA-256)."""
+    """The material wrapped for the prepared public key, and how (SPEC §2, §9).
+
+    Symmetric and HMAC material: RSAES-OAEP (SHA-256, MGF1-SHA-256). RSA and EC keys: the
+    PKCS#8 DER private key, RSA_AES_KEY_WRAP_SHA_256 (RSA-OAEP-SHA-256 of an AES-256 key,
+    then AES key wrap with padding, RFC 5649).
+    """
 
     key_id = serializers.UUIDField()
-    wrapping_algorithm = serializers.ChoiceField(choices=["RSAES_OAEP_SHA_256"])
+    key_spec = serializers.ChoiceField(choices=KeySpec.values)
+    wrapping_algorithm = serializers.ChoiceField(choices=list(WRAPPING_ALGORITHMS))
     wrapped_key_material = serializers.CharField(help_text="Base64.")
-    kcv = serializers.CharField(help_text="Key check value: AES-CMAC of a zero block, first 3 bytes, hex.")
+    kcv = serializers.CharField(allow_null=True, help_text="Symmetric and HMAC keys: the key check value.")
+    public_key_sha256 = serializers.CharField(
+        allow_null=True, help_text="RSA and EC keys: hex SHA-256 of the DER public key of the material."
+    )
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
         return {
             "key_id": str(instance.key_id),
+            "key_spec": instance.key_spec,
             "wrapping_algorithm": instance.wrapping_algorithm,
             "wrapped_key_material": instance.wrapped_b64,
-            "kcv": instance.kcv,
+            "kcv": instance.kcv or None,
+            "public_key_sha256": instance.public_key_sha256 or None,
         }
 
 

@@ -43,7 +43,7 @@ from byok_portal.web import (
     report_error,
     service_errors_to_form,
 )
-from keys import selectors, services
+from keys import custody, selectors, services
 from keys.filters import KeyFilter
 from keys.forms import AttentionForm, KeyCreateForm, KeyFieldsForm, PrepareDownloadForm, adapt_key_filter_form
 from keys.lifecycle import (
@@ -57,6 +57,8 @@ from keys.lifecycle import (
 )
 from keys.models import Key
 from keys.operations import BUTTONS, REGISTRY, KeyOperation
+from keys.serializers import DownloadSerializer
+from keys.unwrapping import unwrap_commands
 from keystores.models import ROLE_RANK, KeystoreState, Role
 from keystores.selectors import can_create_keystores, keystores_for, role_in, with_key_counts
 
@@ -179,7 +181,8 @@ def key_create(request: HttpRequest) -> HttpResponse:
         if not form.errors:
             messages.success(
                 request,
-                f"Key “{key.name}” created: the KMS key holds the portal's material and is enabled (KCV {key.kcv}).",
+                f"Key “{key.name}” ({key.key_spec}, {key.key_usage}) created: the KMS key holds the portal's "
+                f"material and is enabled ({_check_value_text(key)}).",
             )
             return _detail(key)
     context = {"form": form, "has_keystores": keystores.exists()}
@@ -224,7 +227,7 @@ def key_edit(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
 def offered_actions(key: Key) -> list[KeyOperation]:
     """The buttons of the key page: the operations the lifecycle table allows in the key's state, in table order."""
     by_operation = {entry.operation: entry for entry in BUTTONS.values()}
-    return [by_operation[op] for op in allowed_operations(key.state) if op in by_operation]
+    return [by_operation[op] for op in allowed_operations(key.state, key.key_spec) if op in by_operation]
 
 
 def _render_confirm(
@@ -278,6 +281,13 @@ def key_action(request: HttpRequest, key_id: uuid.UUID, action: str) -> HttpResp
 # --- detail ----------------------------------------------------------------------------
 
 
+def _check_value_text(key: Key) -> str:
+    """How a page names a key's check value: its KCV, or (RSA, EC) the SHA-256 of its public key."""
+    if key.kcv:
+        return f"KCV {key.kcv}"
+    return f"public key SHA-256 {key.public_key_sha256[:16]}…"
+
+
 def _preparer(key: Key) -> str:
     """Who prepared the pending download, by name where the portal knows them."""
     iss, sub = key.download_prepared_by_iss, key.download_prepared_by_sub
@@ -310,7 +320,7 @@ def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
     """Everything about one key, and only the actions its state allows, each with its consequence."""
     key = fetch_or_404(lambda: selectors.get_key_for(request.user, key_id))
     can_act = _is_custodian(request.user, key)
-    offered = set(allowed_operations(key.state))
+    offered = set(allowed_operations(key.state, key.key_spec))
     actions = [{"action": action, "form": action.form() if action.form else None} for action in offered_actions(key)]
     expected = expected_kms_state(key.state)
     replaces, replaced_by = selectors.renewal_neighbours(key)
@@ -377,6 +387,8 @@ def key_download(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
             "key": key,
             "download": _download_context(request, key),
             "consequence": LIFECYCLE[Operation.DOWNLOAD].consequence,
+            "wrapping_algorithm": custody.download_wrapping_algorithm(key.key_spec),
+            "unwrap_commands": unwrap_commands(key.key_spec, file=f"byok-{key.pk}-wrapped.json"),
         }
         return render(request, "keys/download.html", context)
     try:
@@ -384,12 +396,7 @@ def key_download(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
     except (ServiceError, AwsError) as exc:
         report_error(request, exc, doing="Download")
         return _detail(key)
-    document = {
-        "key_id": str(wrapped.key_id),
-        "wrapping_algorithm": wrapped.wrapping_algorithm,
-        "wrapped_key_material": wrapped.wrapped_b64,
-        "kcv": wrapped.kcv,
-    }
+    document = DownloadSerializer().to_representation(wrapped)  # the same document as the API's
     response = HttpResponse(json.dumps(document, indent=2) + "\n", content_type="application/json")
     response["Content-Disposition"] = f'attachment; filename="byok-{wrapped.key_id}-wrapped.json"'
     return response
