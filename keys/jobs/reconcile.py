@@ -24,7 +24,7 @@ from byok_portal import aws
 from byok_portal.aws import AwsError, KmsKeyInfo, KmsSession
 from byok_portal.errors import ServiceError
 from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
-from keys import services
+from keys import custody, services
 from keys.lifecycle import expected_kms_state
 from keys.models import Key
 from keys.operations import REGISTRY
@@ -165,6 +165,28 @@ def _tag_findings(key: Key, kms: KmsSession, limiter: RateLimiter) -> list[Findi
     return [Finding("tags_changed", f"The KMS key's tags were changed in AWS: {'; '.join(parts)}.")]
 
 
+PUBLIC_KEY_MISMATCH = "public_key_mismatch"
+
+
+def _public_key_findings(key: Key, info: KmsKeyInfo, kms: KmsSession, limiter: RateLimiter) -> list[Finding]:
+    """An RSA or EC key's public key in KMS must be the portal's (SPEC §9): anything else is another key.
+
+    GetPublicKey needs an enabled key, so it is asked only then.
+    """
+    if not key.public_key_sha256 or info.state != KmsState.ENABLED:
+        return []
+    actual = custody.public_key_sha256(limiter.call(kms.public_key, key.kms_key_id))
+    if actual == key.public_key_sha256:
+        return []
+    return [
+        Finding(
+            PUBLIC_KEY_MISMATCH,
+            f"The KMS key's public key (SHA-256 {actual}) is not the portal's ({key.public_key_sha256}): "
+            "KMS does not hold this key's material.",
+        )
+    ]
+
+
 def observe(key: Key, kms: KmsSession, limiter: RateLimiter) -> Observation:
     """DescribeKey, aliases and tags of the key's KMS key, compared with the portal's view."""
     first_request = len(kms.request_ids)
@@ -180,7 +202,12 @@ def observe(key: Key, kms: KmsSession, limiter: RateLimiter) -> Observation:
             else [Finding("kms_key_gone", f"The KMS key {key.kms_key_arn} no longer exists in AWS.")]
         )
         return Observation(KmsState.UNKNOWN, "", tuple(gone), tuple(kms.request_ids[first_request:]))
-    findings = _state_findings(key, info) + _alias_findings(key, kms, limiter) + _tag_findings(key, kms, limiter)
+    findings = (
+        _state_findings(key, info)
+        + _public_key_findings(key, info, kms, limiter)
+        + _alias_findings(key, kms, limiter)
+        + _tag_findings(key, kms, limiter)
+    )
     return Observation(info.state, info.aws_state, tuple(findings), tuple(kms.request_ids[first_request:]))
 
 

@@ -1,4 +1,4 @@
-"""Every cell of SPEC §2's lifecycle table, against the sandbox AWS.
+"""Every cell of SPEC §2's lifecycle table, against the sandbox AWS, for every kind of key (SPEC §9).
 
 The expected table is written out here from the SPEC, independently of
 ``keys.lifecycle``, so a wrong row in the code fails a test instead of agreeing
@@ -42,11 +42,28 @@ SPEC_TABLE: dict[str, tuple[set[str], set[str]]] = {
     "cleanup": ({P}, set()),
 }
 FAR_FUTURE = timezone.now() + dt.timedelta(days=400)
+# SPEC §9: every operation works for every spec. The table runs for the symmetric default, one HMAC
+# spec, one RSA spec with each usage and one EC spec.
+KINDS = [
+    ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT"),
+    ("HMAC_256", "GENERATE_VERIFY_MAC"),
+    ("RSA_2048", "ENCRYPT_DECRYPT"),
+    ("RSA_2048", "SIGN_VERIFY"),
+    ("ECC_NIST_P256", "SIGN_VERIFY"),
+]
 
 
-def key_in_state(state: str, people: Any, keystore: Any) -> Key:
+def key_in_state(state: str, people: Any, keystore: Any, kind: tuple[str, str] = KINDS[0]) -> Key:
     bob = people.actor(people.bob)
-    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k", alias=f"alias/k-{state.lower()}").key
+    key_spec, key_usage = kind
+    key = services.key_create(
+        actor=bob,
+        keystore_id=keystore.pk,
+        name="k",
+        alias=f"alias/k-{state.lower()}",
+        key_spec=key_spec,
+        key_usage=key_usage,
+    ).key
     if state == I:
         services.key_deactivate(actor=bob, key_id=key.pk)
     elif state == R:
@@ -64,7 +81,18 @@ def snapshot(key: Key, sandbox_url: str) -> dict[str, Any]:
     key.refresh_from_db()
     portal = {
         f: getattr(key, f)
-        for f in ("state", "kms_state", "name", "alias", "tags", "expires", "kcv", "deletion_date", "kms_key_arn")
+        for f in (
+            "state",
+            "kms_state",
+            "name",
+            "alias",
+            "tags",
+            "expires",
+            "kcv",
+            "public_key_sha256",
+            "deletion_date",
+            "kms_key_arn",
+        )
     }
     portal["material"] = bytes(key.material_sealed) if key.material_sealed else None
     portal["prepared"] = (key.download_public_key, key.download_prepared_by_sub)
@@ -99,13 +127,25 @@ def last_event(key: Key) -> AuditEvent:
     return event
 
 
-CELLS = [(op, state) for op in SPEC_TABLE for state in (A, I, R, P, D)]
+CELLS = [(op, state, kind) for kind in KINDS for op in SPEC_TABLE for state in (A, I, R, P, D)]
 
 
-@pytest.mark.parametrize(("operation", "state"), CELLS, ids=[f"{op}-{state}" for op, state in CELLS])
-def test_lifecycle_cell(operation: str, state: str, people: Any, keystore: Any, aws_sandbox: str) -> None:
+def check_value(holder: dict[str, Any]) -> Any:
+    """A key's check value as the portal and the sandbox both state it: the KCV, or the public key's SHA-256."""
+    return holder["kcv"] or holder["public_key_sha256"]
+
+
+@pytest.mark.parametrize(
+    ("operation", "state", "kind"), CELLS, ids=[f"{kind[0]}-{kind[1]}-{op}-{state}" for op, state, kind in CELLS]
+)
+def test_lifecycle_cell(
+    operation: str, state: str, kind: tuple[str, str], people: Any, keystore: Any, aws_sandbox: str
+) -> None:
     allowed, noop = SPEC_TABLE[operation]
-    key = key_in_state(state, people, keystore)
+    key = key_in_state(state, people, keystore, kind)
+    assert (key.key_spec, key.key_usage) == kind
+    if state != D:  # KMS holds (or held) exactly the portal's material
+        assert sandbox_view(aws_sandbox, key)["key_spec"] == kind[0]
     if operation == "download" and state in allowed:
         services.key_prepare_download(actor=people.actor(people.bob), key_id=key.pk, public_key_pem=public_pem())
     before = snapshot(key, aws_sandbox)
@@ -137,11 +177,18 @@ def test_lifecycle_cell(operation: str, state: str, people: Any, keystore: Any, 
     if isinstance(result, Done):
         result = result.key
     assert (event.state_before, event.state_after) == (state, after["portal"]["state"])
-    check_effect(operation, state, before, after, key, result, aws_sandbox)
+    check_effect(operation, state, before, after, key, result, aws_sandbox, kind)
 
 
 def check_effect(
-    operation: str, state: str, before: dict[str, Any], after: dict[str, Any], key: Key, result: Any, url: str
+    operation: str,
+    state: str,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    key: Key,
+    result: Any,
+    url: str,
+    kind: tuple[str, str],
 ) -> None:
     portal, kms = after["portal"], after["kms"]
     if operation == "deactivate" or operation == "cancel_deletion":
@@ -150,15 +197,18 @@ def check_effect(
         assert portal["deletion_date"] is None
     elif operation in ("activate", "upload"):
         assert portal["state"] == (A if operation == "activate" else state)
-        assert (kms["key_state"], kms["kcv"]) == ("Enabled", portal["kcv"])
+        assert (kms["key_state"], check_value(kms)) == ("Enabled", check_value(portal))
     elif operation == "renew":
         assert portal["state"] == R
         assert (kms["key_state"], kms["aliases"]) == ("Enabled", [])
         new = Key.objects.get(replaces=key)
         assert (result.pk, new.state, new.alias) == (new.pk, KeyState.ACTIVE, before["portal"]["alias"])
         new_kms = sandbox_view(url, new)
-        assert (new_kms["key_state"], new_kms["aliases"], new_kms["kcv"]) == ("Enabled", [new.alias], new.kcv)
-        assert new.kcv != portal["kcv"]
+        new_check = new.kcv or new.public_key_sha256
+        assert (new_kms["key_state"], new_kms["aliases"], check_value(new_kms)) == ("Enabled", [new.alias], new_check)
+        assert new_check != check_value(portal)
+        # Same spec and usage, in the portal and in KMS (SPEC §9).
+        assert (new.key_spec, new.key_usage, new_kms["key_spec"], new_kms["key_usage"]) == (*kind, *kind)
     elif operation == "schedule_deletion":
         assert portal["state"] == P
         assert kms["key_state"] == "PendingDeletion"
@@ -170,6 +220,9 @@ def check_effect(
     elif operation == "download":
         assert portal["prepared"] == ("", "")
         assert result.kcv == portal["kcv"]
+        assert result.public_key_sha256 == portal["public_key_sha256"]
+        expected_wrapping = "RSA_AES_KEY_WRAP_SHA_256" if kind[0].startswith(("RSA", "ECC")) else "RSAES_OAEP_SHA_256"
+        assert result.wrapping_algorithm == expected_wrapping
         assert kms == before["kms"]
         creator = key.keystore.created_by
         assert creator is not None
