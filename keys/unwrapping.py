@@ -14,7 +14,7 @@ PRIVATE_KEY_FILE = "download-private.pem"
 
 _EXTRACT = """\
 # The wrapped material, from the downloaded file
-grep -o '"wrapped_key_material": "[^"]*"' {file} | cut -d'"' -f4 | openssl base64 -d -A > wrapped.bin
+grep -o '"wrapped_key_material": *"[^"]*"' {file} | cut -d'"' -f4 | openssl base64 -d -A > wrapped.bin
 """
 _OAEP = """\
 # RSAES_OAEP_SHA_256: RSA-OAEP with SHA-256 and MGF1-SHA-256, under your private key

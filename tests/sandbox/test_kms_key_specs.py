@@ -48,13 +48,13 @@ def material_for(key_spec: str, *, fresh: bool = False) -> bytes:
     if key_spec.startswith("RSA_"):
         bits = int(key_spec.removeprefix("RSA_"))
         return pkcs8(rsa.generate_private_key(public_exponent=65537, key_size=bits) if fresh else rsa_key(bits))
-    curve = {
-        "ECC_NIST_P256": ec.SECP256R1,
-        "ECC_NIST_P384": ec.SECP384R1,
-        "ECC_NIST_P521": ec.SECP521R1,
-        "ECC_SECG_P256K1": ec.SECP256K1,
+    curve: ec.EllipticCurve = {
+        "ECC_NIST_P256": ec.SECP256R1(),
+        "ECC_NIST_P384": ec.SECP384R1(),
+        "ECC_NIST_P521": ec.SECP521R1(),
+        "ECC_SECG_P256K1": ec.SECP256K1(),
     }[key_spec]
-    return pkcs8(ec.generate_private_key(curve()))
+    return pkcs8(ec.generate_private_key(curve))
 
 
 def wrap(public_key_der: bytes, material: bytes, algorithm: str) -> bytes:
