@@ -1,0 +1,280 @@
+"""Key specs and usages (SPEC §9): AWS's pairs, material per spec, check values, and the doors.
+
+The allowed pairs are restated here from the SPEC, not imported, so a wrong row in
+``keys/specs.py`` fails a test instead of agreeing with itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from byok_portal.vocabulary import Operation
+from keys import custody, lifecycle, services
+from keys.lifecycle import UnsupportedForKeySpec, allowed_operations, decide
+from keys.models import Key
+from keys.specs import SPECS, validate_spec_and_usage
+from tests.api.conftest import api_as  # noqa: F401 - the API's persona clients, checked against the schema
+
+# SPEC §9's table: key_spec -> the usages AWS allows.
+SPEC_PAIRS = {
+    "SYMMETRIC_DEFAULT": {"ENCRYPT_DECRYPT"},
+    "HMAC_224": {"GENERATE_VERIFY_MAC"},
+    "HMAC_256": {"GENERATE_VERIFY_MAC"},
+    "HMAC_384": {"GENERATE_VERIFY_MAC"},
+    "HMAC_512": {"GENERATE_VERIFY_MAC"},
+    "RSA_2048": {"ENCRYPT_DECRYPT", "SIGN_VERIFY"},
+    "RSA_3072": {"ENCRYPT_DECRYPT", "SIGN_VERIFY"},
+    "RSA_4096": {"ENCRYPT_DECRYPT", "SIGN_VERIFY"},
+    "ECC_NIST_P256": {"SIGN_VERIFY"},
+    "ECC_NIST_P384": {"SIGN_VERIFY"},
+    "ECC_NIST_P521": {"SIGN_VERIFY"},
+    "ECC_SECG_P256K1": {"SIGN_VERIFY"},
+}
+USAGES = {"ENCRYPT_DECRYPT", "GENERATE_VERIFY_MAC", "SIGN_VERIFY"}
+URL = "/api/v1/keys/"
+
+
+def test_the_specs_and_their_pairs_are_awss() -> None:
+    assert {name: set(spec.usages) for name, spec in SPECS.items()} == SPEC_PAIRS
+
+
+@pytest.mark.parametrize("key_spec", sorted(SPEC_PAIRS))
+def test_every_pair_is_accepted_and_every_other_refused_naming_the_usage(key_spec: str) -> None:
+    for usage in USAGES:
+        if usage in SPEC_PAIRS[key_spec]:
+            assert validate_spec_and_usage(key_spec, usage) == (key_spec, usage)
+            continue
+        with pytest.raises(ValidationError) as refused:
+            validate_spec_and_usage(key_spec, usage)
+        assert list(refused.value.message_dict) == ["key_usage"]
+
+
+@pytest.mark.parametrize(
+    ("key_spec", "default_usage"),
+    [
+        ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT"),
+        ("HMAC_256", "GENERATE_VERIFY_MAC"),
+        ("RSA_2048", "ENCRYPT_DECRYPT"),
+        ("ECC_NIST_P384", "SIGN_VERIFY"),
+    ],
+)
+def test_without_a_usage_a_spec_gets_awss_default(key_spec: str, default_usage: str) -> None:
+    assert validate_spec_and_usage(key_spec, None) == (key_spec, default_usage)
+
+
+@pytest.mark.parametrize(("key_spec", "length"), [("SYMMETRIC_DEFAULT", 32), ("HMAC_224", 28), ("HMAC_256", 32),
+                                                   ("HMAC_384", 48), ("HMAC_512", 64)])  # fmt: skip
+def test_symmetric_and_hmac_material_is_random_bytes_of_the_specs_length(key_spec: str, length: int) -> None:
+    samples = {bytes(custody.generate_material(key_spec)) for _ in range(8)}
+    assert {len(s) for s in samples} == {length}
+    assert len(samples) == 8
+
+
+@pytest.mark.parametrize(
+    ("key_spec", "expected"),
+    [
+        ("RSA_2048", 2048),
+        ("RSA_3072", 3072),
+        ("RSA_4096", 4096),
+        ("ECC_NIST_P256", "secp256r1"),
+        ("ECC_NIST_P384", "secp384r1"),
+        ("ECC_NIST_P521", "secp521r1"),
+        ("ECC_SECG_P256K1", "secp256k1"),
+    ],
+)
+def test_asymmetric_material_is_a_pkcs8_der_private_key_of_the_spec(key_spec: str, expected: Any) -> None:
+    material = bytes(custody.generate_material(key_spec))
+    private_key = serialization.load_der_private_key(material, password=None)
+    # PKCS#8 exactly (not PKCS#1 or SEC1): re-encoding it as PKCS#8 gives the same bytes.
+    assert (
+        private_key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        == material
+    )
+    if isinstance(expected, int):
+        assert isinstance(private_key, rsa.RSAPrivateKey)
+        assert (private_key.key_size, private_key.public_key().public_numbers().e) == (expected, 65537)
+    else:
+        assert isinstance(private_key, ec.EllipticCurvePrivateKey)
+        assert private_key.curve.name == expected
+
+
+@pytest.mark.parametrize(
+    ("key_spec", "digest"),
+    [("HMAC_224", hashlib.sha224), ("HMAC_256", hashlib.sha256), ("HMAC_384", hashlib.sha384),
+     ("HMAC_512", hashlib.sha512)],
+)  # fmt: skip
+def test_the_hmac_kcv_is_an_hmac_of_sixteen_zero_bytes_under_the_keys_own_hash(key_spec: str, digest: Any) -> None:
+    material = custody.generate_material(key_spec)
+    checks = custody.check_values(key_spec, material)
+    assert checks.kcv == hmac.new(bytes(material), bytes(16), digest).digest()[:3].hex().upper()
+    assert (checks.public_key, checks.public_key_sha256) == ("", "")
+
+
+def test_an_asymmetric_keys_check_values_are_its_public_key_and_its_digest() -> None:
+    material = custody.generate_material("ECC_NIST_P256")
+    checks = custody.check_values("ECC_NIST_P256", material)
+    private_key = serialization.load_der_private_key(bytes(material), password=None)
+    der = private_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert checks.kcv == ""
+    assert checks.public_key.startswith("-----BEGIN PUBLIC KEY-----")
+    assert (
+        serialization.load_pem_public_key(checks.public_key.encode()).public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        == der
+    )
+    assert checks.public_key_sha256 == hashlib.sha256(der).hexdigest()
+
+
+def test_asymmetric_material_is_sealed_like_any_other_bound_to_its_key() -> None:
+    material = custody.generate_material("RSA_2048")
+    key_id = uuid.uuid4()
+    sealed = custody.seal(key_id, material)
+    assert custody.unseal(key_id, sealed) == material
+    with pytest.raises(custody.CustodyError):
+        custody.unseal(uuid.uuid4(), sealed)
+
+
+def test_an_operation_a_spec_cannot_do_is_neither_offered_nor_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lifecycle table's ``specs`` column: today every row holds for every spec; rotation (§10) will not."""
+    assert all(row.specs == frozenset(SPECS) for row in lifecycle.LIFECYCLE.values())
+    symmetric_only = lifecycle.LIFECYCLE[Operation.UPLOAD].__class__(
+        **{**lifecycle.LIFECYCLE[Operation.UPLOAD].__dict__, "specs": frozenset({"SYMMETRIC_DEFAULT"})}
+    )
+    monkeypatch.setitem(lifecycle.LIFECYCLE, Operation.UPLOAD, symmetric_only)
+    assert Operation.UPLOAD in allowed_operations("ACTIVE", "SYMMETRIC_DEFAULT")
+    assert Operation.UPLOAD not in allowed_operations("ACTIVE", "HMAC_256")
+    assert decide(Operation.UPLOAD, "ACTIVE", "SYMMETRIC_DEFAULT") is True
+    with pytest.raises(UnsupportedForKeySpec) as refused:
+        decide(Operation.UPLOAD, "ACTIVE", "HMAC_256")
+    assert (refused.value.status, refused.value.code) == (409, "unsupported_for_key_spec")
+
+
+# --- the doors -------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_database_refuses_a_pair_aws_does_not_allow(keystore: Any) -> None:
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Key.objects.create(keystore=keystore, name="bad", key_spec="ECC_NIST_P256", key_usage="ENCRYPT_DECRYPT")
+
+
+@pytest.mark.django_db
+def test_a_client_that_names_no_spec_gets_the_symmetric_default(api_as: Any, people: Any, keystore: Any) -> None:
+    key = api_as(people.bob).post(URL, {"keystore": str(keystore.pk), "name": "legacy"}, expect=201).json()
+    assert (key["key_spec"], key["key_usage"], key["public_key"], key["public_key_sha256"]) == (
+        "SYMMETRIC_DEFAULT",
+        "ENCRYPT_DECRYPT",
+        None,
+        None,
+    )
+    assert len(key["kcv"]) == 6
+
+
+@pytest.mark.django_db
+def test_an_hmac_key_through_the_api(api_as: Any, people: Any, keystore: Any, aws_sandbox: str) -> None:
+    bob = api_as(people.bob)
+    key = bob.post(URL, {"keystore": str(keystore.pk), "name": "mac", "key_spec": "HMAC_384"}, expect=201).json()
+    assert (key["key_spec"], key["key_usage"], key["public_key"]) == ("HMAC_384", "GENERATE_VERIFY_MAC", None)
+    stored = Key.objects.get(pk=key["id"])
+    material = custody.unseal(stored.pk, stored.material_sealed)
+    assert key["kcv"] == hmac.new(bytes(material), bytes(16), hashlib.sha384).digest()[:3].hex().upper()
+
+
+@pytest.mark.django_db
+def test_an_asymmetric_key_through_the_api_shows_its_public_key_and_downloads_wrapped_with_aes_key_wrap(
+    api_as: Any, people: Any, keystore: Any, aws_sandbox: str
+) -> None:
+    from tests.keys.helpers import public_pem
+
+    bob, carol = api_as(people.bob), api_as(people.carol)
+    body = {"keystore": str(keystore.pk), "name": "signer", "key_spec": "RSA_2048", "key_usage": "SIGN_VERIFY"}
+    key = bob.post(URL, body, expect=201).json()
+    assert key["kcv"] is None
+    assert key["public_key"].startswith("-----BEGIN PUBLIC KEY-----")
+    assert len(key["public_key_sha256"]) == 64
+    url = f"{URL}{key['id']}/"
+    bob.post(f"{url}prepare-download/", {"public_key": public_pem()}, expect=200)
+    wrapped = carol.post(f"{url}download/", expect=200).json()
+    assert (wrapped["wrapping_algorithm"], wrapped["key_spec"], wrapped["kcv"]) == (
+        "RSA_AES_KEY_WRAP_SHA_256",
+        "RSA_2048",
+        None,
+    )
+    assert wrapped["public_key_sha256"] == key["public_key_sha256"]
+    renewed = bob.post(f"{url}renew/", expect=201).json()
+    assert (renewed["key_spec"], renewed["key_usage"]) == ("RSA_2048", "SIGN_VERIFY")
+    assert renewed["public_key_sha256"] != key["public_key_sha256"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"key_spec": "ECC_NIST_P256", "key_usage": "ENCRYPT_DECRYPT"}, "key_usage", "SIGN_VERIFY"),
+        ({"key_spec": "HMAC_256", "key_usage": "SIGN_VERIFY"}, "key_usage", "GENERATE_VERIFY_MAC"),
+        ({"key_spec": "SYMMETRIC_DEFAULT", "key_usage": "GENERATE_VERIFY_MAC"}, "key_usage", "ENCRYPT_DECRYPT"),
+        ({"key_spec": "SM2"}, "key_spec", "China"),
+        ({"key_spec": "AES_256"}, "key_spec", "not a valid choice"),
+        ({"key_usage": "WRAP"}, "key_usage", "not a valid choice"),
+    ],
+    ids=["ecc-encrypt", "hmac-sign", "symmetric-mac", "sm2", "unknown-spec", "unknown-usage"],
+)
+def test_bad_specs_and_pairs_get_a_400_naming_the_field(
+    api_as: Any, people: Any, keystore: Any, aws_sandbox: str, body: dict[str, str], field: str, words: str
+) -> None:
+    before = Key.objects.count()
+    answer = api_as(people.bob).post(URL, {"keystore": str(keystore.pk), "name": "x", **body}, expect=400).json()
+    assert list(answer) == [field]
+    assert words in " ".join(answer[field])
+    assert Key.objects.count() == before
+
+
+@pytest.mark.django_db
+def test_the_key_list_filters_by_spec_and_usage(api_as: Any, people: Any, keystore: Any, aws_sandbox: str) -> None:
+    bob = people.actor(people.bob)
+    for spec, usage in (("SYMMETRIC_DEFAULT", None), ("HMAC_224", None), ("RSA_2048", "SIGN_VERIFY"),
+                        ("RSA_2048", "ENCRYPT_DECRYPT")):  # fmt: skip
+        services.key_create(actor=bob, keystore_id=keystore.pk, name=spec, key_spec=spec, key_usage=usage)
+    api = api_as(people.dan)
+    by_spec = api.get(f"{URL}?key_spec=RSA_2048", expect=200).json()["results"]
+    assert sorted(k["key_usage"] for k in by_spec) == ["ENCRYPT_DECRYPT", "SIGN_VERIFY"]
+    by_usage = api.get(f"{URL}?key_usage=ENCRYPT_DECRYPT", expect=200).json()["results"]
+    assert sorted(k["key_spec"] for k in by_usage) == ["RSA_2048", "SYMMETRIC_DEFAULT"]
+    from tests.web import verified_client
+
+    page = verified_client(people.dan).get("/keys/?key_spec=HMAC_224")
+    assert page.status_code == 200
+    assert [k.name for k in page.context["page"].object_list] == ["HMAC_224"]
+
+
+@pytest.mark.django_db
+def test_a_custodian_creates_an_ec_key_on_the_page(people: Any, keystore: Any, aws_sandbox: str) -> None:
+    from tests.web import verified_client
+
+    client = verified_client(people.bob)
+    form = {"keystore": str(keystore.pk), "name": "code signing", "key_spec": "ECC_NIST_P384", "key_usage": ""}
+    response = client.post("/keys/new/", form)
+    assert response.status_code == 302, response.content[:500]
+    key = Key.objects.get(name="code signing")
+    assert (key.key_spec, key.key_usage) == ("ECC_NIST_P384", "SIGN_VERIFY")
+    detail = client.get(f"/keys/{key.pk}/").content.decode()
+    assert key.public_key_sha256 in detail
+    assert "ECC_NIST_P384" in detail
+    refused = client.post("/keys/new/", {**form, "name": "bad", "key_usage": "ENCRYPT_DECRYPT"})
+    assert refused.status_code == 400
+    assert "cannot be used for ENCRYPT_DECRYPT" in refused.content.decode()
+    assert not Key.objects.filter(name="bad").exists()
