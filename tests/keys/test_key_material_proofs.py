@@ -163,3 +163,9 @@ def _text(commands: str) -> str:
     from django.utils.html import escape
 
     return str(escape(commands))
+
+
+@pytest.mark.parametrize("key_spec", ["SYMMETRIC_DEFAULT", "HMAC_256", "RSA_2048"])
+def test_the_readme_shows_the_commands_the_test_above_runs(key_spec: str) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert f"```sh\n{unwrap_commands(key_spec)}```" in readme
