@@ -620,6 +620,7 @@ def key_create(
                     key=key,
                     state_after=key.state,
                     kms_request_ids=kms.request_ids,
+                    details={"key_spec": key_spec, "key_usage": key_usage},
                 )
     except AwsError as exc:
         with transaction.atomic():

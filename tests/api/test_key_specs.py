@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from audit.models import AuditEvent
 from keys import custody, services
 from keys.models import Key
 from tests.keys.helpers import public_pem
@@ -35,6 +36,8 @@ def test_an_hmac_key_through_the_api(api_as: Any, people: Any, keystore: Any, aw
     stored = Key.objects.get(pk=key["id"])
     material = custody.unseal(stored.pk, stored.material_sealed or b"")
     assert key["kcv"] == hmac.new(bytes(material), bytes(16), hashlib.sha384).digest()[:3].hex().upper()
+    created = AuditEvent.objects.get(key_id=key["id"], operation="create")
+    assert created.details == {"key_spec": "HMAC_384", "key_usage": "GENERATE_VERIFY_MAC"}
 
 
 @pytest.mark.django_db
