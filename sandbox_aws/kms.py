@@ -211,6 +211,11 @@ class SandboxKey(Key):
             metadata["ExpirationModel"] = self.expiration_model
             if self.valid_to is not None:
                 metadata["ValidTo"] = self.valid_to.timestamp()
+        # moto lists RSA encryption algorithms for HMAC keys; AWS lists their MAC algorithm instead.
+        mac_algorithm = kms_specs.HMAC_ALGORITHMS.get(self.key_spec)
+        if mac_algorithm is not None:
+            metadata.pop("EncryptionAlgorithms", None)
+            metadata["MacAlgorithms"] = [mac_algorithm]
         return result
 
     def drop_material(self) -> None:

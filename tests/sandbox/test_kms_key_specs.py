@@ -201,6 +201,8 @@ def test_import_options_of_symmetric_keys_are_refused_for_other_specs(
 
 def test_generate_mac_and_verify_mac_use_the_imported_material(kms: Any) -> None:
     key_id = create(kms, "HMAC_384", "GENERATE_VERIFY_MAC")
+    meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    assert (meta["MacAlgorithms"], "EncryptionAlgorithms" in meta) == (["HMAC_SHA_384"], False)
     material = material_for("HMAC_384")
     do_import(kms, key_id, material, "RSAES_OAEP_SHA_256")
     mac = kms.generate_mac(KeyId=key_id, Message=b"payment 42", MacAlgorithm="HMAC_SHA_384")["Mac"]
