@@ -36,3 +36,18 @@ def test_a_custodian_creates_an_ec_key_on_the_page(people: Any, keystore: Any, a
     assert refused.status_code == 400
     assert "cannot be used for ENCRYPT_DECRYPT" in refused.content.decode()
     assert not Key.objects.filter(name="bad").exists()
+
+
+@pytest.mark.django_db
+def test_the_admin_lists_and_filters_keys_by_spec_and_shows_the_public_key(
+    people: Any, keystore: Any, aws_sandbox: str
+) -> None:
+    bob = people.actor(people.bob)
+    signer = services.key_create(actor=bob, keystore_id=keystore.pk, name="signer", key_spec="ECC_NIST_P384").key
+    services.key_create(actor=bob, keystore_id=keystore.pk, name="mac", key_spec="HMAC_256")
+    root = verified_client(people.root)
+    listed = root.get("/admin/keys/key/?key_spec__exact=ECC_NIST_P384")
+    assert [key.name for key in listed.context["cl"].result_list] == ["signer"]
+    change = root.get(f"/admin/keys/key/{signer.pk}/change/").content.decode()
+    assert signer.public_key_sha256 in change
+    assert 'name="key_spec"' not in change  # fixed at creation: shown, never editable
