@@ -1,6 +1,7 @@
 """Key material is sacred: a canary material value must appear nowhere it could leak.
 
-One key's material is replaced by a recognisable canary, then the key goes
+One key's material is replaced by a recognisable canary (for an EC key: a fixed
+private key, searched for whole and as its bare private scalar), then the key goes
 through its whole life by every door — services, the REST API, the pages, the
 Celery tasks — including a failed AWS call and a refused download. Afterwards
 the canary (raw, hex in either case, base64) is searched for in every table of
@@ -17,6 +18,8 @@ import logging
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from django.apps import apps
 from django.db import connection
 from rest_framework.test import APIClient
@@ -31,6 +34,12 @@ from tests.web import verified_client
 pytestmark = pytest.mark.django_db
 
 CANARY = bytes.fromhex("c0ffee00" * 8)
+# An EC private key as the canary of an asymmetric key: its PKCS#8 DER, and its private scalar alone.
+_EC_CANARY = ec.derive_private_key(int.from_bytes(bytes.fromhex("c0ffee01" * 8)), ec.SECP256R1())
+EC_CANARY = _EC_CANARY.private_bytes(
+    serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+)
+CANARIES = {"SYMMETRIC_DEFAULT": (CANARY,), "ECC_NIST_P256": (EC_CANARY, bytes.fromhex("c0ffee01" * 8))}
 
 
 def forms_of(secret: bytes) -> list[bytes]:
@@ -43,11 +52,15 @@ def forms_of(secret: bytes) -> list[bytes]:
     ]
 
 
+SECRETS: list[bytes] = [CANARY]  # the canaries of the test running now
+
+
 def assert_clean(haystack: bytes | str, where: str) -> None:
     data = haystack.encode() if isinstance(haystack, str) else haystack
-    for form in forms_of(CANARY):
-        if form in data:  # not a bare assert: pytest would print the haystack, material and all
-            pytest.fail(f"key material found in {where}", pytrace=False)
+    for secret in SECRETS:
+        for form in forms_of(secret):
+            if form in data:  # not a bare assert: pytest would print the haystack, material and all
+                pytest.fail(f"key material found in {where}", pytrace=False)
 
 
 def database_dump() -> bytes:
@@ -66,11 +79,19 @@ def database_dump() -> bytes:
     return b"\n".join(chunks)
 
 
+@pytest.mark.parametrize("key_spec", sorted(CANARIES))
 def test_the_canary_material_is_nowhere_but_inside_the_wrapped_download(
-    people: Any, keystore: Any, aws_sandbox: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    people: Any,
+    keystore: Any,
+    aws_sandbox: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    key_spec: str,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    monkeypatch.setattr(custody, "generate_material", lambda *spec: bytearray(CANARY))
+    material = CANARIES[key_spec][0]
+    monkeypatch.setattr("tests.test_canary.SECRETS", list(CANARIES[key_spec]))
+    monkeypatch.setattr(custody, "generate_material", lambda *spec: bytearray(material))
     bob, carol = people.actor(people.bob), people.actor(people.carol)
     responses: list[bytes] = []
     payloads: list[str] = []
@@ -81,8 +102,12 @@ def test_the_canary_material_is_nowhere_but_inside_the_wrapped_download(
 
     monkeypatch.setattr("celery.app.task.Task.apply_async", record_task)
 
-    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="canary", alias="alias/canary").key
-    assert custody.kcv(CANARY) == key.kcv  # the canary really is this key's material
+    key = services.key_create(
+        actor=bob, keystore_id=keystore.pk, name="canary", alias="alias/canary", key_spec=key_spec
+    ).key
+    # The canary really is this key's material.
+    checks = custody.check_values(key_spec, material)
+    assert (checks.kcv, checks.public_key_sha256) == (key.kcv, key.public_key_sha256)
 
     api = APIClient()
     api.force_authenticate(people.bob)
