@@ -386,8 +386,23 @@ class SandboxKmsBackend(KmsBackend):
         return super().create_alias(self.get_key_id(target_key_id), alias_name)
 
     def update_alias(self, target_key_id: str, alias_name: str) -> kms_models.Alias:
-        """UpdateAlias is refused when the *new target* is pending deletion (the old one may be)."""
-        self._require_not_pending_deletion(self.key_for(target_key_id))
+        """UpdateAlias is refused when the *new target* is pending deletion (the old one may be).
+
+        The old and new targets must be the same type (symmetric, HMAC or asymmetric) with the
+        same usage (API reference, UpdateAlias). The API model lists no error for this;
+        the sandbox answers ValidationException, as for other invalid input.
+        """
+        target = self.key_for(target_key_id)
+        self._require_not_pending_deletion(target)
+        current_id = self.get_key_id_from_alias(alias_name)
+        current = self.keys.get(current_id) if current_id else None
+        if current is not None and kms_specs.key_type(current.key_spec, current.key_usage) != kms_specs.key_type(
+            target.key_spec, target.key_usage
+        ):
+            raise ValidationException(
+                f"{alias_name} names a {current.key_spec} {current.key_usage} key; UpdateAlias cannot point it at "
+                f"a {target.key_spec} {target.key_usage} key (the type and usage must be the same)."
+            )
         return super().update_alias(self.get_key_id(target_key_id), alias_name)
 
     def tag_resource(self, arn: str, tags: dict[str, str]) -> None:

@@ -72,6 +72,12 @@ def is_asymmetric(key_spec: str) -> bool:
     return key_spec in RSA_BITS or key_spec in EC_CURVES
 
 
+def key_type(key_spec: str, key_usage: str) -> tuple[str, str]:
+    """What UpdateAlias compares: symmetric, HMAC or asymmetric, and the usage."""
+    kind = "asymmetric" if is_asymmetric(key_spec) else "hmac" if key_spec in HMAC_MATERIAL_LENGTHS else "symmetric"
+    return kind, key_usage
+
+
 class IncorrectKeyMaterialException(JsonRESTError):
     """The material is malformed, not of the key's spec, or not what the key accepted before."""
 

@@ -274,3 +274,17 @@ def test_symmetric_encryption_still_works_as_before(kms: Any, external_key: str,
     import_material(external_key, os.urandom(32))
     blob = kms.encrypt(KeyId=external_key, Plaintext=b"hello")["CiphertextBlob"]
     assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"hello"
+
+
+def test_update_alias_keeps_to_keys_of_one_type_and_usage(kms: Any) -> None:
+    """API reference, UpdateAlias: both keys symmetric, both HMAC or both asymmetric, with the same usage."""
+    first, second = create(kms, "RSA_2048", "SIGN_VERIFY"), create(kms, "ECC_NIST_P256", "SIGN_VERIFY")
+    other_usage, mac = create(kms, "RSA_3072", "ENCRYPT_DECRYPT"), create(kms, "HMAC_256", "GENERATE_VERIFY_MAC")
+    kms.create_alias(AliasName="alias/signing", TargetKeyId=first)
+    kms.update_alias(AliasName="alias/signing", TargetKeyId=second)  # RSA and EC: both asymmetric, same usage
+    for refused_target in (other_usage, mac):
+        with pytest.raises(ClientError) as refused:
+            kms.update_alias(AliasName="alias/signing", TargetKeyId=refused_target)
+        assert code(refused) == "ValidationException"
+    aliases = kms.list_aliases(KeyId=second)["Aliases"]
+    assert [a["AliasName"] for a in aliases] == ["alias/signing"]
