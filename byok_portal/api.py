@@ -14,7 +14,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field, extend_schema_serializer
 from rest_framework import exceptions, serializers, status, throttling, viewsets
 from rest_framework.pagination import CursorPagination
-from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,6 +22,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from byok_portal.aws import AwsError
 from byok_portal.errors import ServiceError
+from byok_portal.parsers import StrictJSONParser
 from keys.lifecycle import LIFECYCLE, Operation
 
 # --- error bodies -------------------------------------------------------------------
@@ -254,7 +254,7 @@ class PortalViewSet(viewsets.GenericViewSet):
     """What every resource of the API shares: JSON in and out, strict filters, UUID lookups."""
 
     filter_backends = [StrictFilterBackend]
-    parser_classes = [JSONParser]
+    parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
     # Any segment reaches the view, which answers a JSON 404 for what is not a UUID (the schema says uuid).
     lookup_value_regex = "[^/]+"

@@ -204,6 +204,8 @@ if OIDC_ENABLED:
 
 # --- REST framework -----------------------------------------------------------
 REST_FRAMEWORK = {
+    # Every JSON body in the API goes through one parser that answers 400 to what json.loads lets through.
+    "DEFAULT_PARSER_CLASSES": ["byok_portal.parsers.StrictJSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.BearerIDTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
