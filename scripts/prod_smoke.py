@@ -513,9 +513,13 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="byok-smoke-"))
     # Only what a production host would set: no test settings, no development defaults.
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("DJANGO_", "BYOK_", "OIDC_"))}
+    portal_settings = ("DJANGO_", "BYOK_", "OIDC_", "CELERY_", "AWS_", "DATABASE_", "CACHE_", "SECURE_", "STATIC_")
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(portal_settings) and name not in ("ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS")
+    }
     env |= {"DJANGO_SETTINGS_MODULE": "byok_portal.settings", "PYTHONUNBUFFERED": "1"}
-    env.pop("CELERY_BROKER_URL", None)
     stack, steps = Stack(workdir, env), Steps()
     ok = False
     try:
