@@ -124,3 +124,20 @@ def test_an_unknown_api_url_is_a_json_404(production_static: Path) -> None:
         response = Client(raise_request_exception=False).get(path)
         assert response.status_code == 404, path
         assert response.json() == {"detail": "Not found.", "code": "not_found"}, path
+
+
+@pytest.mark.django_db
+def test_an_unexpected_error_is_a_json_500_under_the_api_and_a_page_elsewhere(production_static: Path) -> None:
+    from django.test import RequestFactory
+
+    from byok_portal.handlers import server_error
+
+    try:
+        raise RuntimeError("a bug")
+    except RuntimeError:
+        api = server_error(RequestFactory().get("/api/v1/keys/"))
+        page = server_error(RequestFactory().get("/keys/"))
+    assert api.status_code == 500
+    assert json.loads(api.content) == {"detail": "Internal server error.", "code": "server_error"}
+    assert page.status_code == 500
+    assert "Something went wrong" in page.content.decode()
