@@ -49,8 +49,9 @@ def production_static(settings: Any, collected_static: Path) -> Path:
     return collected_static
 
 
-def test_the_wsgi_application_refuses_to_start_naming_collectstatic_when_static_was_not_collected(
-    tmp_path: Path,
+@pytest.mark.parametrize("entry_point", ["byok_portal.wsgi", "byok_portal.asgi"])
+def test_the_web_application_refuses_to_start_naming_collectstatic_when_static_was_not_collected(
+    tmp_path: Path, entry_point: str
 ) -> None:
     env = {
         **os.environ,
@@ -64,7 +65,7 @@ def test_the_wsgi_application_refuses_to_start_naming_collectstatic_when_static_
         "STATIC_ROOT": str(tmp_path / "never-collected"),
     }
     result = subprocess.run(
-        [sys.executable, "-c", "import byok_portal.wsgi"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", f"import {entry_point}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode != 0
     assert "The portal refuses to start" in result.stderr
