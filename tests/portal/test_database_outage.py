@@ -107,3 +107,23 @@ def test_readyz_says_the_database_is_away_and_healthz_stays_alive(monkeypatch: p
     checks = {"database": "unavailable", "migrations": "unknown", "broker": "ok"}
     assert ready.json() == {"ready": False, "checks": checks}
     assert alive.status_code == 200
+
+
+def test_connections_killed_by_a_postgresql_restart_answer_503(logged_in: Client) -> None:
+    """A restart terminates every backend: the portal's open connection breaks under the next query."""
+    import psycopg
+
+    assert logged_in.get("/api/v1/keystores/").status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    response = logged_in.get("/api/v1/keystores/")
+    assert response.status_code == 503
+    assert response["Retry-After"] == str(RETRY_AFTER_SECONDS)
+    connection.close()  # what Django does at the start of the next request (CONN_HEALTH_CHECKS)
+    assert logged_in.get("/api/v1/keystores/").status_code == 200
