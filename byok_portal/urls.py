@@ -7,6 +7,7 @@ from byok_portal.admin import admin_site
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("", views.dashboard, name="dashboard"),
     path("keystores/", include("keystores.urls")),
     path("keys/", include("keys.urls")),
@@ -16,3 +17,7 @@ urlpatterns = [
     path("api/v1/", include("byok_portal.api_urls")),
     path("audit/", include("audit.urls")),
 ]
+
+# JSON under /api/, pages elsewhere; a database outage answers 503 (byok_portal.middleware).
+handler404 = "byok_portal.handlers.page_not_found"
+handler500 = "byok_portal.handlers.server_error"

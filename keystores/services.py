@@ -242,6 +242,31 @@ def iam_policies(keystore: Keystore) -> dict[str, Any]:
                     "Null": {f"aws:RequestTag/{tag}": "false"},
                 },
             },
+            # kms:KeyOrigin also matches TagResource on *existing* EXTERNAL keys, so the statement
+            # above alone would let the role adopt any customer key by adding the portal's tag, and
+            # then manage (and delete) it. This explicit Deny closes that: adding the portal's tag
+            # to an existing key that does not carry it is refused, whatever any Allow says
+            # (IAM policy evaluation logic: an explicit deny overrides any allow, IAM User Guide,
+            # reference_policies_evaluation-logic.html). It names key ARNs only, and CreateKey's
+            # tagging is not authorized against a key ARN: CreateKey "can't be controlled by a key
+            # policy because [it doesn't] involve any particular KMS key" (KMS Developer Guide,
+            # iam-policies.html), and tagging at creation needs "permission in an IAM policy that
+            # isn't restricted to particular KMS keys" (tag-permissions.html), i.e. Resource "*",
+            # which the Allow above grants. ``aws:ResourceTag`` is evaluated on existing keys only
+            # (tag-authorization.html: "resource conditions apply only to operations that use an
+            # existing resource"); ``Null: true`` means the key lacks the tag, and
+            # ``ForAnyValue:StringEquals`` on ``aws:TagKeys`` means the request adds it
+            # (IAM User Guide, reference_policies_condition-single-vs-multi-valued-context-keys.html).
+            {
+                "Sid": "NeverAdoptAnExistingKey",
+                "Effect": "Deny",
+                "Action": "kms:TagResource",
+                "Resource": key_arns,
+                "Condition": {
+                    "Null": {f"aws:ResourceTag/{tag}": "true"},
+                    "ForAnyValue:StringEquals": {"aws:TagKeys": [tag]},
+                },
+            },
             {
                 "Sid": "ManagePortalKeys",
                 "Effect": "Allow",
