@@ -72,9 +72,7 @@
   function setupSubmitOnce() {
     document.querySelectorAll("form[method=post]").forEach(function (form) {
       if (form.hasAttribute("data-download")) {
-        // A download leaves the page as it is; once the file is on its way, show the key (the preparation is used up).
-        var next = form.getAttribute("data-download");
-        if (next) form.addEventListener("submit", function () { window.setTimeout(function () { window.location.assign(next); }, 1500); });
+        setupDownload(form);
         return;
       }
       form.addEventListener("submit", function () {
@@ -82,6 +80,46 @@
           window.setTimeout(function () { button.disabled = true; }, 0);
         });
       });
+    });
+  }
+
+  /* The download form: a plain POST answers with the file and leaves the page as it was, so nobody could tell
+     the download happened. With JS the file is fetched, saved, and the page says so in place of the button.
+     Any answer that is not the file (a refusal redirects to the key page with the reason) is shown as a page. */
+  function setupDownload(form) {
+    var status = document.getElementById(form.getAttribute("data-download-status"));
+    form.addEventListener("submit", function (event) {
+      if (!window.fetch || !status) return;
+      event.preventDefault();
+      var button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      fetch(form.action, { method: "POST", body: new FormData(form), credentials: "same-origin" })
+        .then(function (response) {
+          var disposition = response.headers.get("Content-Disposition") || "";
+          if (!response.ok || disposition.indexOf("attachment") !== 0) {
+            window.location.assign(response.url);
+            return null;
+          }
+          return response.blob().then(function (blob) {
+            var name = form.getAttribute("data-download");
+            var link = document.createElement("a");
+            link.href = URL.createObjectURL(blob);
+            link.download = name;
+            document.body.appendChild(link);
+            link.click();
+            link.remove();
+            form.hidden = true;
+            status.textContent = "Downloaded " + name + ". The preparation is used up: a new download must be " +
+              "prepared again. Unwrap the file and check its KCV with the commands below.";
+            status.hidden = false;
+            status.focus();
+          });
+        })
+        .catch(function () {
+          button.disabled = false;
+          status.textContent = "The download failed (no connection?). Try again.";
+          status.hidden = false;
+        });
     });
   }
 

@@ -157,6 +157,11 @@ def test_a_key_lives_its_life_in_the_browser(
         bob_page.get_by_role("button", name="Download the file").click()
     download = download_info.value
     assert download.suggested_filename == f"byok-{new_key.pk}-wrapped.json"
+    # [pages] The page confirms the download in place of the button, with the unwrap commands below.
+    expect(bob_page.locator("#download-done")).to_contain_text(f"Downloaded byok-{new_key.pk}-wrapped.json")
+    assert bob_page.get_by_role("button", name="Download the file").count() == 0
+    assert "openssl pkeyutl -decrypt" in bob_page.locator("#unwrap-commands").inner_text()
+    screenshot(bob_page, "08b-download-done")
     document = json.loads(Path(download.path()).read_text())
     assert set(document) == {"key_id", "wrapping_algorithm", "wrapped_key_material", "kcv"}
     assert document["key_id"] == str(new_key.pk)
@@ -169,6 +174,7 @@ def test_a_key_lives_its_life_in_the_browser(
 
     # The audit trail shows both people.
     bob_page.goto(f"{base}/keys/{new_key.pk}/")
+    assert "The preparation is used up" in message(bob_page)  # [pages] the key page confirms it too
     bob_page.get_by_role("link", name="Full audit trail of this key").click()
     trail = bob_page.locator("table.audit-events").inner_text()
     assert "download" in trail
