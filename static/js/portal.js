@@ -123,14 +123,27 @@
     });
   }
 
-  /* Wide tables scroll sideways; keyboard users must be able to reach and scroll them too. */
-  function setupScrollRegions() {
-    document.querySelectorAll(".table-scroll").forEach(function (region) {
-      if (region.scrollWidth <= region.clientWidth) return;
-      region.tabIndex = 0;
-      region.setAttribute("role", "region");
-      var caption = region.querySelector("caption");
-      region.setAttribute("aria-label", caption ? caption.textContent.trim() : "Scrollable table");
+  /* The narrow-screen menu: a disclosure button. (Without JS the "Menu" link opens it through :target.) */
+  function setupMenu() {
+    var toggle = document.querySelector(".menu-toggle");
+    var menu = document.getElementById("site-menu");
+    if (!toggle || !menu) return;
+    document.documentElement.classList.add("js");
+    toggle.setAttribute("role", "button");
+    toggle.setAttribute("aria-expanded", "false");
+    function set(open) {
+      menu.classList.toggle("open", open);
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+    }
+    toggle.addEventListener("click", function (event) {
+      event.preventDefault();
+      set(!menu.classList.contains("open"));
+    });
+    toggle.addEventListener("keydown", function (event) {
+      if (event.key === " ") { event.preventDefault(); set(!menu.classList.contains("open")); }
+    });
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "Escape" && menu.classList.contains("open")) { set(false); toggle.focus(); }
     });
   }
 
@@ -150,7 +163,7 @@
     setupCopyButtons();
     setupDialogs();
     setupSubmitOnce();
-    setupScrollRegions();
+    setupMenu();
     focusFirstError();
   });
 })();
