@@ -42,7 +42,8 @@ def test_state_changes_are_admin_actions_calling_the_services(people: Any, key: 
     assert (event.operation, event.outcome, event.actor_sub) == ("deactivate", "success", "root")
 
     response = root.post("/admin/keys/key/", {"action": "run_cancel_deletion", "_selected_action": [str(key.pk)]})
-    assert any("Cannot cancel the deletion of a key in state INACTIVE" in str(m) for m in get_messages(response.wsgi_request))
+    refusal = "Cannot cancel the deletion of a key in state INACTIVE"
+    assert any(refusal in str(m) for m in get_messages(response.wsgi_request))
 
 
 def test_periodic_task_schedules_are_on_the_otp_admin_site() -> None:
