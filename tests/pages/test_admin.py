@@ -59,3 +59,28 @@ def test_the_admin_needs_a_verified_second_factor(people: Any) -> None:
     response = client.get("/admin/keys/key/")
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_creating_a_user_in_the_admin_is_audited(people: Any) -> None:
+    from accounts.models import User
+
+    response = verified_client(people.root).post(
+        "/admin/accounts/user/add/",
+        {
+            "username": "frank",
+            "usable_password": "true",
+            "password1": "a-long-passphrase-9",
+            "password2": "a-long-passphrase-9",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert User.objects.filter(username="frank").exists()
+    event = AuditEvent.objects.filter(operation="create_user").get()
+    assert (event.outcome, event.actor_sub) == ("success", "root")
+    assert event.details == {
+        "user": "frank",
+        "identity": ["local", "frank"],
+        "superuser": False,
+        "staff": False,
+        "via": "admin",
+    }

@@ -93,3 +93,13 @@ def test_the_kms_state_shows_awss_name_beside_the_portals(people: Any, keystore:
     for url in (f"/keys/{key.pk}/", "/keys/"):
         text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", bob.get(url).content.decode()))
         assert "KMS: No key material EMPTY (AWS: PendingImport)" in text, url
+
+
+def test_new_key_without_a_keystore_links_a_keystore_creator_to_new_keystore(people: Any) -> None:
+    for user in (people.root, people.alice):
+        page = verified_client(user).get("/keys/new/").content.decode()
+        assert '<a class="button" href="/keystores/new/">New keystore</a>' in page
+        assert "Ask a keystore admin" not in page
+    page = verified_client(people.eve).get("/keys/new/").content.decode()
+    assert "Ask a keystore admin for the custodian role." in page
+    assert "/keystores/new/" not in page
