@@ -14,6 +14,7 @@ from accounts.decorators import portal_login_required
 from audit.filters import AuditEventFilter
 from audit.models import AuditEvent
 from audit.selectors import events_for
+from byok_portal.filters import set_empty_label
 from keystores.selectors import keys_for, keystores_for
 
 PAGE_SIZE = 50
@@ -37,8 +38,8 @@ def offer_names(form: forms.Form, user: Any) -> list[Mapping[str, Any]]:
     key.label = "Key"
     key.help_text = "Start typing a key's name or alias, or paste its ID."
     key.widget.attrs.update({"list": KEY_DATALIST_ID, "autocomplete": "off", "spellcheck": "false"})
-    form.fields["operation"].empty_label = "Any operation"  # type: ignore[attr-defined]
-    form.fields["outcome"].empty_label = "Any outcome"  # type: ignore[attr-defined]
+    set_empty_label(form.fields["operation"], "Any operation")
+    set_empty_label(form.fields["outcome"], "Any outcome")
     return list(keys_for(user).order_by("-created_at", "id").values("pk", "name", "alias")[:KEY_SUGGESTIONS])
 
 

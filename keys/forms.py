@@ -8,6 +8,7 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from byok_portal.filters import set_empty_label
 from keys.services import MAX_WINDOW, MIN_WINDOW
 from keys.validation import validate_alias, validate_tags
 from keystores.models import Keystore
@@ -161,5 +162,5 @@ def adapt_key_filter_form(form: forms.Form, keystores: Any) -> None:
     keystore_field = form.fields["keystore"]
     keystore_field.label = "Keystore"
     keystore_field.widget = forms.Select(choices=[("", "All keystores"), *((str(k.pk), k.name) for k in keystores)])
-    form.fields["state"].empty_label = "Any state but deleted"  # type: ignore[attr-defined]
+    set_empty_label(form.fields["state"], "Any state but deleted")
     form.fields["search"].widget.input_type = "search"

@@ -38,6 +38,8 @@ def test_the_filters_offer_the_users_keystores_and_keys_by_name(people: Any, key
     assert str(elsewhere.pk) not in page
     assert re.search(r'<input type="text" name="key"[^>]* list="audit-key-names"', page)
     assert f'<option value="{key.pk}">Orders · alias/o</option>' in page
+    assert '<option value="" selected>Any operation</option>' in page
+    assert '<option value="" selected>Any outcome</option>' in page
     assert ">Key ID<" not in page
     assert ">Keystore ID<" not in page
 

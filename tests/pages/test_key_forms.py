@@ -103,3 +103,8 @@ def test_new_key_without_a_keystore_links_a_keystore_creator_to_new_keystore(peo
     page = verified_client(people.eve).get("/keys/new/").content.decode()
     assert "Ask a keystore admin for the custodian role." in page
     assert "/keystores/new/" not in page
+
+
+def test_the_key_list_state_filter_says_what_no_choice_means(people: Any) -> None:
+    page = verified_client(people.bob).get("/keys/").content.decode()
+    assert '<option value="" selected>Any state but deleted</option>' in page
