@@ -84,7 +84,8 @@
   }
 
   /* The download form: a plain POST answers with the file and leaves the page as it was, so nobody could tell
-     the download happened. With JS the file is fetched, saved, and the page says so in place of the button.
+     the download happened. With JS the file is fetched, saved, and the page says so in place of the button
+     (the button goes: the preparation is used up).
      Any answer that is not the file (a refusal redirects to the key page with the reason) is shown as a page. */
   function setupDownload(form) {
     var status = document.getElementById(form.getAttribute("data-download-status"));
@@ -108,7 +109,7 @@
             document.body.appendChild(link);
             link.click();
             link.remove();
-            form.hidden = true;
+            button.hidden = true;  // used up; "Back to the key" stays
             status.textContent = "Downloaded " + name + ". The preparation is used up: a new download must be " +
               "prepared again. Unwrap the file and check its KCV with the commands below.";
             status.hidden = false;
