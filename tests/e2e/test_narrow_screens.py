@@ -90,7 +90,18 @@ def test_the_header_is_one_line_with_a_menu_on_a_phone(live_server: Any, new_con
     assert header.bounding_box()["height"] <= MAX_HEADER_HEIGHT
 
 
-def test_the_menu_opens_without_javascript(live_server: Any, new_context: Any, people: Any) -> None:
+@pytest.mark.parametrize("width", [390, 800, 1024, 1101, 1280])
+def test_the_header_stays_one_line_at_every_width(width: int, live_server: Any, new_context: Any, people: Any) -> None:
+    """The longest header: a staff member (the Admin link) with a long display name."""
+    people.alice.is_staff = True
+    people.alice.save()
+    page = new_context(viewport={"width": width, "height": 800}).new_page()
+    log_in(page, live_server.url, "alice", "alice-password-123")
+    assert page.locator("header.site-header").bounding_box()["height"] <= MAX_HEADER_HEIGHT
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+def test_the_menu_opens_without_javascript(live_server: Any, new_context: Any, people: Any, keystore: Any) -> None:
     context = new_context(viewport=PHONE)
     log_in(context.new_page(), live_server.url, "bob", "bob-password-123")
     no_js = context.browser.new_context(
@@ -106,6 +117,10 @@ def test_the_menu_opens_without_javascript(live_server: Any, new_context: Any, p
         assert nav.get_by_role("link", name="Audit", exact=True).is_visible()
         page.get_by_role("link", name="Close the menu").click()
         assert not nav.is_visible()
+        # Copy buttons need JS: without it they stay hidden (the policies are still there to select).
+        page.goto(f"{live_server.url}/keystores/{keystore.pk}/")
+        assert page.locator("#trust-policy").is_visible()
+        assert page.get_by_role("button", name="Copy trust policy JSON").count() == 0
     finally:
         no_js.close()
 
