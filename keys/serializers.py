@@ -54,7 +54,8 @@ class KeySerializer(serializers.ModelSerializer):
     allowed_operations = serializers.ListField(
         child=serializers.ChoiceField(choices=OFFERED_OPERATIONS),
         read_only=True,
-        help_text="Operations that take effect in the key's current state, from the lifecycle table.",
+        help_text="Operations that take effect in the key's current state, from the lifecycle table "
+        "(`download` only while a download is prepared).",
     )
 
     class Meta:
