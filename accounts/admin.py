@@ -5,10 +5,15 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
+from django.forms import ModelForm
 from django.http import HttpRequest
 
+from accounts.identity import actor_from_request
 from accounts.models import User
+from audit.models import Outcome
+from audit.services import record
 from byok_portal.admin import admin_site
+from keys.lifecycle import Operation
 
 
 @admin.register(User, site=admin_site)
@@ -21,6 +26,24 @@ class PortalUserAdmin(UserAdmin):
         *(UserAdmin.fieldsets or ()),
         ("OpenID Connect identity", {"fields": ("oidc_issuer", "oidc_subject")}),
     )
+
+    def save_model(self, request: HttpRequest, obj: User, form: ModelForm, change: bool) -> None:
+        """Save, and audit a new account: who may log in is as much the trail's business as who holds a key."""
+        super().save_model(request, obj, form, change)
+        if not change:
+            # The admin runs the whole add view in one transaction: the account and its event commit together.
+            record(
+                actor=actor_from_request(request),
+                operation=Operation.CREATE_USER,
+                outcome=Outcome.SUCCESS,
+                details={
+                    "user": obj.get_username(),
+                    "identity": list(obj.identity),
+                    "superuser": obj.is_superuser,
+                    "staff": obj.is_staff,
+                    "via": "admin",
+                },
+            )
 
     def get_readonly_fields(self, request: HttpRequest, obj: User | None = None) -> tuple[str, ...]:
         readonly = tuple(super().get_readonly_fields(request, obj))

@@ -55,6 +55,7 @@ class Operation(StrEnum):
     RECONCILE = "reconcile"
     EXPIRY_WARNING = "expiry_warning"
     ROTATE_KEK = "rotate_kek"
+    CREATE_USER = "create_user"
 
 
 ALL_BUT_DELETED = frozenset(set(KeyState) - {KeyState.DELETED})
@@ -180,6 +181,17 @@ LIFECYCLE: dict[Operation, Transition] = dict(
 )
 
 
+# "Cannot <phrase> a key in state X": the operations whose name is not a verb that takes "a key".
+_REFUSAL_PHRASES = {
+    Operation.UPLOAD: "re-upload the material of",
+    Operation.SCHEDULE_DELETION: "schedule the deletion of",
+    Operation.CANCEL_DELETION: "cancel the deletion of",
+    Operation.PREPARE_DOWNLOAD: "prepare a download of",
+    Operation.UPDATE: "edit",
+    Operation.CLEANUP: "clean up",
+}
+
+
 class InvalidState(Conflict):
     """An operation was asked of a key in a state the lifecycle table refuses."""
 
@@ -188,7 +200,7 @@ class InvalidState(Conflict):
         self.state = state
         allowed_states = sorted(str(s) for s in LIFECYCLE[operation].allowed)
         super().__init__(
-            f"Cannot {operation.value.replace('_', ' ')} a key in state {state}; "
+            f"Cannot {_REFUSAL_PHRASES.get(operation, operation.value)} a key in state {state}; "
             f"allowed in: {', '.join(allowed_states) or 'no state'}.",
             state=str(state),
             allowed_states=allowed_states,
@@ -206,11 +218,16 @@ def decide(operation: Operation, state: str) -> bool:
     raise InvalidState(operation, key_state)
 
 
-def allowed_operations(state: str) -> list[Operation]:
+def allowed_operations(state: str, *, download_prepared: bool | None = None) -> list[Operation]:
     """Operations that would take effect on a key in ``state``, in table order.
 
     No-ops are valid too (they succeed and change nothing) but are not listed: a
-    button that cannot do anything is noise.
+    button that cannot do anything is noise. For the same reason, with
+    ``download_prepared=False`` ``download`` is left out: nothing is there to download.
     """
     key_state = KeyState(state)
-    return [op for op, row in LIFECYCLE.items() if row.offered and key_state in row.allowed]
+    return [
+        op
+        for op, row in LIFECYCLE.items()
+        if row.offered and key_state in row.allowed and not (op is Operation.DOWNLOAD and download_prepared is False)
+    ]

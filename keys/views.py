@@ -469,6 +469,13 @@ def key_download(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
     except (ServiceError, AwsError) as exc:
         report_error(request, exc, doing="Download")
         return _detail(key)
+    # Shown on the next page (the key page, without JS): the file alone leaves no trace on screen.
+    messages.success(
+        request,
+        f"Downloaded byok-{wrapped.key_id}-wrapped.json. The preparation is used up. "
+        "“Unwrap a downloaded file” on the key page shows the OpenSSL commands.",
+        extra_tags="downloaded",
+    )
     document = {
         "key_id": str(wrapped.key_id),
         "wrapping_algorithm": wrapped.wrapping_algorithm,
