@@ -211,3 +211,21 @@ def grant_creator(*, actor: Actor, user: User, revoke: bool = False) -> bool:
             details={"user": user.get_username(), "identity": list(user.identity), "role": "creator"},
         )
     return changed
+
+
+def record_rename(*, actor: Actor | None, user: User, old_username: str) -> None:
+    """Audit a username change (called by ``User.save`` in the rename's transaction).
+
+    The event says that the *label* changed and the identity did not: the two-person
+    rule and the audit trail keep speaking of the same ``(iss, sub)``.
+    """
+    record(
+        actor=actor or Actor.system("accounts"),
+        operation=Operation.UPDATE_USER,
+        outcome=Outcome.SUCCESS,
+        details={
+            "user_id": user.pk,
+            "username": {"from": old_username, "to": user.get_username()},
+            "identity": list(user.identity),
+        },
+    )

@@ -55,6 +55,8 @@ class Operation(StrEnum):
     RECONCILE = "reconcile"
     EXPIRY_WARNING = "expiry_warning"
     ROTATE_KEK = "rotate_kek"
+    UPDATE_USER = "update_user"
+    UNEXPECTED_ERROR = "unexpected_error"
 
 
 ALL_BUT_DELETED = frozenset(set(KeyState) - {KeyState.DELETED})

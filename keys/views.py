@@ -29,7 +29,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.decorators import portal_login_required
 from accounts.identity import Actor, actor_from_request
-from accounts.models import LOCAL_ISSUER, User
+from accounts.models import User
 from audit.models import AuditEvent, Outcome
 from byok_portal.aws import AwsError
 from byok_portal.errors import NotFound, PermissionRefused, ServiceError
@@ -361,10 +361,7 @@ def key_action(request: HttpRequest, key_id: uuid.UUID, action: str) -> HttpResp
 def _preparer(key: Key) -> str:
     """Who prepared the pending download, by name where the portal knows them."""
     iss, sub = key.download_prepared_by_iss, key.download_prepared_by_sub
-    if iss == LOCAL_ISSUER:
-        user = User.objects.filter(username=sub).first()
-    else:
-        user = User.objects.filter(oidc_issuer=iss, oidc_subject=sub).first()
+    user = User.objects.filter(oidc_issuer=iss, oidc_subject=sub).first()
     return user.display_name if user is not None else f"{sub} ({iss})"
 
 
