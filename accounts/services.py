@@ -178,13 +178,18 @@ def user_for_claims(claims: Mapping[str, Any], *, create: bool = True) -> User |
     return user
 
 
-def resolve_user(reference: str) -> User:
-    """The account a CLI argument names: a username, or an OIDC subject (any issuer)."""
-    by_username = User.objects.filter(username=reference).first()
-    by_subject = list(User.objects.filter(oidc_subject=reference)[:2])
+def resolve_user(reference: str, *, active_only: bool = False) -> User:
+    """The account a CLI argument or the member form names: a username, or a subject (any issuer)."""
+    users = User.objects.filter(is_active=True) if active_only else User.objects.all()
+    by_username = users.filter(username=reference).first()
+    by_subject = list(users.filter(oidc_subject=reference)[:2])
     matches = {u.pk: u for u in [by_username, *by_subject] if u is not None}
     if not matches:
-        raise NotFound(f"No user with username or OIDC subject {reference!r}.")
+        which = "active user" if active_only else "user"
+        raise NotFound(
+            f"No {which} with username or subject {reference!r}. Someone who logs in with OpenID Connect "
+            "must log in once first."
+        )
     if len(matches) > 1:
         raise AmbiguousUser(
             f"{reference!r} names several accounts: "

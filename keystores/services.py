@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from accounts.identity import Actor
 from accounts.models import User
+from accounts.services import AmbiguousUser, resolve_user
 from audit.models import Outcome
 from audit.services import record
 from byok_portal import aws
@@ -36,8 +37,10 @@ ALIAS_ACTIONS = ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
 EDITABLE_FIELDS = ("name", "role_arn", "auto_reupload")
 
 
-def _require(actor: Actor, keystore: Keystore, role: Role, operation: Operation) -> None:
-    """Check the actor's role; a refusal is audited before it propagates."""
+def _require(
+    actor: Actor, keystore: Keystore, role: Role, operation: Operation, details: dict[str, Any] | None = None
+) -> None:
+    """Check the actor's role; a refusal is audited (with ``details`` of the attempt) before it propagates."""
     if actor.user is None:
         return
     try:
@@ -51,6 +54,7 @@ def _require(actor: Actor, keystore: Keystore, role: Role, operation: Operation)
                 keystore=keystore,
                 reason="permission_denied",
                 error=exc.detail,
+                details=details,
             )
         raise
 
@@ -289,6 +293,35 @@ def membership_set(*, actor: Actor, keystore_id: Any, user: User, role: Role) ->
             details={"user": user.get_username(), "identity": list(user.identity), "role": str(role)},
         )
     return membership
+
+
+def membership_grant(*, actor: Actor, keystore_id: Any, reference: str, role: Role) -> Membership:
+    """Give the person ``reference`` names (a username or a subject) ``role`` in the keystore.
+
+    The caller's admin role is checked *before* the name is looked up, so a member
+    without it gets the same refusal whether or not the name exists: the form is not
+    a way to learn who has an account. Both the refusal and an admin's lookup of a
+    name that matches no active account are audited with the name tried.
+    """
+    keystore = _get(keystore_id)
+    reference = (reference or "").strip()[:255]
+    attempt = {"user_reference": reference, "role": str(role)}
+    _require(actor, keystore, Role.ADMIN, Operation.GRANT, details=attempt)
+    try:
+        user = resolve_user(reference, active_only=True)
+    except (NotFound, AmbiguousUser) as exc:
+        with transaction.atomic():
+            record(
+                actor=actor,
+                operation=Operation.GRANT,
+                outcome=Outcome.REFUSED,
+                keystore=keystore,
+                reason=exc.code,
+                error=exc.detail,
+                details=attempt,
+            )
+        raise
+    return membership_set(actor=actor, keystore_id=keystore.pk, user=user, role=role)
 
 
 def membership_remove(*, actor: Actor, keystore_id: Any, user: User) -> None:

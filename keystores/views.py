@@ -19,7 +19,6 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.decorators import portal_login_required
 from accounts.identity import actor_from_request
-from accounts.models import User
 from byok_portal import aws
 from byok_portal.errors import NotFound, PermissionRefused, ServiceError
 from byok_portal.web import (
@@ -213,14 +212,16 @@ def member_set(request: HttpRequest, keystore_id: str) -> HttpResponse:
             for error in errors:
                 messages.error(request, f"{label}: {error}", extra_tags="refused")
         return redirect(f"{keystore_url(keystore)}#members")
-    user: User = form.cleaned_data["user"]
     role = Role(form.cleaned_data["role"])
     try:
-        services.membership_set(actor=actor_from_request(request), keystore_id=keystore.pk, user=user, role=role)
+        membership = services.membership_grant(
+            actor=actor_from_request(request), keystore_id=keystore.pk, reference=form.cleaned_data["user"], role=role
+        )
     except ServiceError as exc:
         report_error(request, exc, doing="Changing the members")
     else:
-        messages.success(request, f"{user.display_name} is now {role.label.lower()} of “{keystore.name}”.")
+        name = membership.user.display_name
+        messages.success(request, f"{name} is now {role.label.lower()} of “{keystore.name}”.")
     return redirect(f"{keystore_url(keystore)}#members")
 
 
