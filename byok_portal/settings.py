@@ -159,9 +159,21 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 BYOK_LOCAL_LOGIN = env_bool("BYOK_LOCAL_LOGIN", True)
+# django-axes counts failed local logins (passwords and TOTP codes) in the database,
+# so every web process sees the same counts. It locks one (account, client address)
+# pair, never an account for everyone (anyone could lock `admin` out) nor an address
+# for every account. OIDC logins are not counted at all: the provider guards its own
+# passwords, and a failed callback must not block the next valid one (see
+# accounts.lockout). The lock lasts AXES_COOLOFF_MINUTES after the limit, doubling
+# with each further failure of that pair (progressive delay), at most 24 hours.
+AXES_HANDLER = "accounts.lockout.ProgressiveLockoutHandler"
 AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
-AXES_COOLOFF_TIME = env_int("AXES_COOLOFF_MINUTES", 15) / 60
-AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_COOLOFF_MINUTES = env_int("AXES_COOLOFF_MINUTES", 15)
+AXES_COOLOFF_TIME = "accounts.lockout.cool_off"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_WHITELIST_CALLABLE = "accounts.lockout.not_a_password_login"
+# Attempts while locked are refused without extending the lock.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
 
@@ -237,13 +249,26 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-CACHES = {
-    "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env_str("CACHE_URL")}
-        if env_str("CACHE_URL")
-        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+# --- Shared counters -----------------------------------------------------------
+# DRF's throttle counters live in the default cache. It must be one store for every
+# web process: with a per-process cache, N gunicorn workers let N times the rate
+# through. CACHE_URL: redis://host:6379/1 (recommended in production), or db:// (the
+# default: Django's database cache, table created by migration accounts.0003), or
+# locmem:// (one process only; refused outside debug mode).
+CACHE_URL = env_str("CACHE_URL", "db://")
+DATABASE_CACHE_TABLE = "byok_cache"
+if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+    _cache: dict[str, object] = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+elif CACHE_URL == "db://":
+    _cache = {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": DATABASE_CACHE_TABLE}
+elif CACHE_URL == "locmem://" and DEBUG:
+    _cache = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+else:
+    raise ImproperlyConfigured(
+        f"CACHE_URL={CACHE_URL!r}: use redis://..., db:// or (debug mode only) locmem://. "
+        "Throttle counters must be shared by every process."
     )
-}
+CACHES = {"default": _cache}
 
 # --- Celery -------------------------------------------------------------------
 # Without CELERY_BROKER_URL the embedded default is kombu's filesystem transport,
