@@ -73,6 +73,8 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Audits an exception that escapes a page view (the API's handler does the same for the API).
+    "byok_portal.unexpected.UnexpectedErrorMiddleware",
     # Last, as django-axes requires: it inspects the response of the login views.
     "axes.middleware.AxesMiddleware",
 ]
@@ -200,6 +202,9 @@ OIDC_USE_PKCE = True
 OIDC_USE_NONCE = True
 OIDC_TIMEOUT = env_int("OIDC_TIMEOUT_SECONDS", 10)
 OIDC_STORE_ID_TOKEN = True
+# Longest ID token accepted (exp - iat), and how long after its iat (accounts.tokens).
+OIDC_ID_TOKEN_MAX_LIFETIME_SECONDS = env_int("OIDC_ID_TOKEN_MAX_LIFETIME_SECONDS", 24 * 3600)
+OIDC_ID_TOKEN_MAX_AGE_SECONDS = env_int("OIDC_ID_TOKEN_MAX_AGE_SECONDS", 12 * 3600)
 OIDC_RP_SCOPES = env_str("OIDC_RP_SCOPES", "openid email profile")
 OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups")
 # Group name in the ID token that grants the global "may create keystores" permission.

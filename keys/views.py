@@ -382,6 +382,7 @@ def _download_context(request: HttpRequest, key: Key) -> dict[str, Any]:
 
 
 @portal_login_required
+@never_cache
 @require_http_methods(["GET"])
 def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
     """Everything about one key, and only the actions its state allows, each with its consequence."""
@@ -420,6 +421,7 @@ def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
 
 
 @portal_login_required
+@never_cache
 @require_http_methods(["GET", "POST"])
 def key_prepare_download(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
     """First person: register the RSA public key the material will be wrapped with."""
