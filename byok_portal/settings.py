@@ -384,5 +384,6 @@ LOGGING = {
 
 if _missing:
     raise ImproperlyConfigured(
-        "Missing production settings (set them, or DJANGO_DEBUG=true for development): " + ", ".join(_missing)
+        "Missing production settings (set them, or DJANGO_DEBUG=true for development; in a checkout, `make run` "
+        "once lets manage.py use its development settings): " + ", ".join(_missing)
     )

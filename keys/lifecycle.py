@@ -55,6 +55,7 @@ class Operation(StrEnum):
     RECONCILE = "reconcile"
     EXPIRY_WARNING = "expiry_warning"
     ROTATE_KEK = "rotate_kek"
+    CREATE_USER = "create_user"
     UPDATE_USER = "update_user"
     UNEXPECTED_ERROR = "unexpected_error"
 
