@@ -325,5 +325,6 @@ class BearerIDTokenScheme(OpenApiAuthenticationExtension):
             "type": "http",
             "scheme": "bearer",
             "bearerFormat": "JWT",
-            "description": "An OpenID Connect ID token from the portal's provider (RS256, `aud` = client id).",
+            "description": "An OpenID Connect ID token from the portal's provider (RS256, `aud` = client id, "
+            "not an access token, lifetime and age bounded): see the introduction above.",
         }

@@ -250,7 +250,8 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "BYOK Portal API",
-    "DESCRIPTION": "Bring-Your-Own-Key portal for AWS KMS.",
+    # The docs page's introduction: every way to authenticate, the limits (docs/api-authentication.md).
+    "DESCRIPTION": (BASE_DIR / "docs" / "api-authentication.md").read_text(encoding="utf-8"),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
