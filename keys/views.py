@@ -137,6 +137,7 @@ def apply_attention(queryset: QuerySet[Key], attention: str) -> QuerySet[Key]:
 
 
 @portal_login_required
+@never_cache
 @require_http_methods(["GET"])
 def key_list(request: HttpRequest) -> HttpResponse:
     """Keys the user can see: search, filters, state badges, expiring-soon marks, pagination.

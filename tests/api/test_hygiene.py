@@ -34,6 +34,7 @@ def test_every_answer_carrying_key_data_says_no_store(api_as: Any, people: Any, 
     assert _no_store(carol.post(f"{url}download/", expect=200))
 
     browser = verified_client(people.bob)
+    assert _no_store(browser.get("/keys/"))
     assert _no_store(browser.get(f"/keys/{key.pk}/"))
     assert _no_store(browser.get(f"/keys/{key.pk}/prepare-download/"))
     assert _no_store(browser.get(f"/keys/{key.pk}/download/"))
