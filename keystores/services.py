@@ -16,7 +16,7 @@ from audit.models import Outcome
 from audit.services import record
 from byok_portal import aws
 from byok_portal.aws import AwsError
-from byok_portal.errors import Conflict, NotFound, PermissionRefused
+from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceError
 from keys.lifecycle import KeyState, Operation
 from keystores.models import ROLE_ARN_RE, Keystore, KeystoreState, Membership, Role
 from keystores.selectors import can_create_keystores, require_role
@@ -295,6 +295,13 @@ def membership_set(*, actor: Actor, keystore_id: Any, user: User, role: Role) ->
     return membership
 
 
+class UnknownMember(ServiceError):
+    """The add-member form names nobody (or several people); only a keystore admin gets this far."""
+
+    status = 400
+    code = "unknown_user"
+
+
 def membership_grant(*, actor: Actor, keystore_id: Any, reference: str, role: Role) -> Membership:
     """Give the person ``reference`` names (a username or a subject) ``role`` in the keystore.
 
@@ -316,11 +323,12 @@ def membership_grant(*, actor: Actor, keystore_id: Any, reference: str, role: Ro
                 operation=Operation.GRANT,
                 outcome=Outcome.REFUSED,
                 keystore=keystore,
-                reason=exc.code,
+                reason="unknown_user",
                 error=exc.detail,
                 details=attempt,
             )
-        raise
+        # A 400 about the name (the keystore itself was found): the caller is its admin.
+        raise UnknownMember(exc.detail) from exc
     return membership_set(actor=actor, keystore_id=keystore.pk, user=user, role=role)
 
 

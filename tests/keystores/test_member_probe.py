@@ -56,8 +56,21 @@ def test_an_admins_unknown_name_is_answered_and_audited(people: Any, keystore: A
     assert status == 302
     assert texts[-1].startswith("Changing the members refused. No active user")
     event = _grant_events(keystore)[-1]
-    assert (event.outcome, event.reason, event.details["user_reference"]) == ("refused", "not_found", "no-such-person")
+    assert (event.outcome, event.reason, event.details["user_reference"]) == (
+        "refused",
+        "unknown_user",
+        "no-such-person",
+    )
 
     status, texts = _attempt(verified_client(people.alice), keystore, "eve")
     assert texts[-1] == "eve is now admin of “Payments”."
     assert Membership.objects.get(user=people.eve).role == Role.ADMIN
+
+
+def test_an_outsiders_attempt_is_a_404_and_audited(people: Any, keystore: Any) -> None:
+    for name in ("eve", "no-such-person"):
+        status, _ = _attempt(verified_client(people.eve), keystore, name)
+        assert status == 404
+    probes = _grant_events(keystore)[-2:]
+    assert [(e.outcome, e.reason, e.actor_sub) for e in probes] == [("refused", "permission_denied", "eve")] * 2
+    assert [e.details["user_reference"] for e in probes] == ["eve", "no-such-person"]
