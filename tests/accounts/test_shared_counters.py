@@ -1,4 +1,4 @@
-"""Throttle counters are one store for every process (issue 12 §9).
+"""Throttle counters and lockout counts are one store for every process (issue 12 §9).
 
 Each check runs in two separate Python processes, as two gunicorn workers would:
 the second must see what the first counted. With a per-process cache (the old
@@ -116,3 +116,47 @@ def test_a_per_process_cache_is_refused_outside_debug_mode() -> None:
     )
     assert done.returncode != 0
     assert "CACHE_URL='locmem://'" in done.stderr
+
+
+# One worker process: ``count`` failed password logins for one (account, address) pair,
+# then whether that pair is locked, as django-axes sees it in this process.
+LOGIN_WORKER = """
+import json, sys
+import django
+django.setup()
+from axes.handlers.proxy import AxesProxyHandler
+from django.contrib.auth import authenticate
+from django.test import RequestFactory
+username, count = sys.argv[1], int(sys.argv[2])
+def request():
+    return RequestFactory().post("/accounts/login/", {"username": username}, REMOTE_ADDR="203.0.113.9")
+for _ in range(count):
+    authenticate(request(), username=username, password="wrong password")
+print(json.dumps({"locked": AxesProxyHandler.is_locked(request(), {"username": username})}))
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lockout_counts_are_shared_by_processes(settings: Any) -> None:
+    _needs_postgres()
+    username = f"user-{uuid.uuid4().hex[:8]}"
+    limit = settings.AXES_FAILURE_LIMIT
+
+    def worker(count: int) -> bool:
+        env = {k: v for k, v in os.environ.items() if k != "CACHE_URL"}
+        env |= {"DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(REPO)}
+        db = connection.settings_dict
+        env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+        done = subprocess.run(
+            [sys.executable, "-c", LOGIN_WORKER, username, str(count)],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return bool(json.loads(done.stdout.strip().splitlines()[-1])["locked"])
+
+    assert worker(limit - 1) is False
+    assert worker(1) is True, "the second process's one failure completes the first one's count"
