@@ -60,9 +60,11 @@ class User(AbstractUser):
             self.oidc_issuer = LOCAL_ISSUER
             self.oidc_subject = _unused_local_subject(self.get_username())
         update_fields = kwargs.get("update_fields")
-        watch = self.pk is not None and (update_fields is None or "username" in update_fields)
+        if self.pk is None or (update_fields is not None and "username" not in update_fields):
+            super().save(*args, **kwargs)  # e.g. last_login at each login: no rename possible
+            return
         with transaction.atomic():
-            before = User.objects.filter(pk=self.pk).values_list("username", flat=True).first() if watch else None
+            before = User.objects.filter(pk=self.pk).values_list("username", flat=True).first()
             super().save(*args, **kwargs)
             if before is not None and before != self.get_username():
                 from accounts.services import record_rename
