@@ -1,6 +1,8 @@
-"""Users in the OTP admin site: identity fields are read-only (they come from the ID token)."""
+"""Users in the OTP admin site: identity fields are read-only (fixed at creation or by the ID token)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
@@ -18,13 +20,17 @@ from keys.lifecycle import Operation
 
 @admin.register(User, site=admin_site)
 class PortalUserAdmin(UserAdmin):
-    """Django's user admin plus the OIDC identity, which only a login may set."""
+    """Django's user admin plus the identity ``(iss, sub)``, which nobody may edit.
+
+    Renaming an account changes its label only; the save is audited with the admin
+    who made it (see ``User.save``).
+    """
 
     list_display = ("username", "oidc_subject", "oidc_issuer", "email", "is_staff", "is_superuser", "is_active")
     search_fields = ("username", "email", "first_name", "last_name", "oidc_subject")
     fieldsets = (
         *(UserAdmin.fieldsets or ()),
-        ("OpenID Connect identity", {"fields": ("oidc_issuer", "oidc_subject")}),
+        ("Identity (issuer, subject), fixed for the person", {"fields": ("oidc_issuer", "oidc_subject")}),
     )
 
     def save_model(self, request: HttpRequest, obj: User, form: ModelForm, change: bool) -> None:
@@ -48,6 +54,9 @@ class PortalUserAdmin(UserAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: User | None = None) -> tuple[str, ...]:
         readonly = tuple(super().get_readonly_fields(request, obj))
         return (*readonly, "oidc_issuer", "oidc_subject", "last_login", "date_joined")
+
+    def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
+        obj.save(actor=actor_from_request(request))
 
 
 admin_site.register(Group, GroupAdmin)

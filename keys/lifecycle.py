@@ -56,6 +56,8 @@ class Operation(StrEnum):
     EXPIRY_WARNING = "expiry_warning"
     ROTATE_KEK = "rotate_kek"
     CREATE_USER = "create_user"
+    UPDATE_USER = "update_user"
+    UNEXPECTED_ERROR = "unexpected_error"
 
 
 ALL_BUT_DELETED = frozenset(set(KeyState) - {KeyState.DELETED})

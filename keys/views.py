@@ -29,7 +29,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.decorators import portal_login_required
 from accounts.identity import Actor, actor_from_request
-from accounts.models import LOCAL_ISSUER, User
+from accounts.models import User
 from audit.models import AuditEvent, Outcome
 from byok_portal.aws import AwsError
 from byok_portal.errors import NotFound, PermissionRefused, ServiceError
@@ -137,6 +137,7 @@ def apply_attention(queryset: QuerySet[Key], attention: str) -> QuerySet[Key]:
 
 
 @portal_login_required
+@never_cache
 @require_http_methods(["GET"])
 def key_list(request: HttpRequest) -> HttpResponse:
     """Keys the user can see: search, filters, state badges, expiring-soon marks, pagination.
@@ -361,10 +362,7 @@ def key_action(request: HttpRequest, key_id: uuid.UUID, action: str) -> HttpResp
 def _preparer(key: Key) -> str:
     """Who prepared the pending download, by name where the portal knows them."""
     iss, sub = key.download_prepared_by_iss, key.download_prepared_by_sub
-    if iss == LOCAL_ISSUER:
-        user = User.objects.filter(username=sub).first()
-    else:
-        user = User.objects.filter(oidc_issuer=iss, oidc_subject=sub).first()
+    user = User.objects.filter(oidc_issuer=iss, oidc_subject=sub).first()
     return user.display_name if user is not None else f"{sub} ({iss})"
 
 
@@ -385,6 +383,7 @@ def _download_context(request: HttpRequest, key: Key) -> dict[str, Any]:
 
 
 @portal_login_required
+@never_cache
 @require_http_methods(["GET"])
 def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
     """Everything about one key, and only the actions its state allows, each with its consequence."""
@@ -423,6 +422,7 @@ def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
 
 
 @portal_login_required
+@never_cache
 @require_http_methods(["GET", "POST"])
 def key_prepare_download(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
     """First person: register the RSA public key the material will be wrapped with."""

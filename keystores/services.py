@@ -11,11 +11,12 @@ from django.utils import timezone
 
 from accounts.identity import Actor
 from accounts.models import User
+from accounts.services import AmbiguousUser, resolve_user
 from audit.models import Outcome
 from audit.services import record
 from byok_portal import aws
 from byok_portal.aws import AwsError
-from byok_portal.errors import Conflict, NotFound, PermissionRefused
+from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceError
 from keys.lifecycle import KeyState, Operation
 from keystores.models import ROLE_ARN_RE, Keystore, KeystoreState, Membership, Role
 from keystores.selectors import can_create_keystores, require_role
@@ -36,8 +37,10 @@ ALIAS_ACTIONS = ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
 EDITABLE_FIELDS = ("name", "role_arn", "auto_reupload")
 
 
-def _require(actor: Actor, keystore: Keystore, role: Role, operation: Operation) -> None:
-    """Check the actor's role; a refusal is audited before it propagates."""
+def _require(
+    actor: Actor, keystore: Keystore, role: Role, operation: Operation, details: dict[str, Any] | None = None
+) -> None:
+    """Check the actor's role; a refusal is audited (with ``details`` of the attempt) before it propagates."""
     if actor.user is None:
         return
     try:
@@ -51,6 +54,7 @@ def _require(actor: Actor, keystore: Keystore, role: Role, operation: Operation)
                 keystore=keystore,
                 reason="permission_denied",
                 error=exc.detail,
+                details=details,
             )
         raise
 
@@ -314,6 +318,43 @@ def membership_set(*, actor: Actor, keystore_id: Any, user: User, role: Role) ->
             details={"user": user.get_username(), "identity": list(user.identity), "role": str(role)},
         )
     return membership
+
+
+class UnknownMember(ServiceError):
+    """The add-member form names nobody (or several people); only a keystore admin gets this far."""
+
+    status = 400
+    code = "unknown_user"
+
+
+def membership_grant(*, actor: Actor, keystore_id: Any, reference: str, role: Role) -> Membership:
+    """Give the person ``reference`` names (a username or a subject) ``role`` in the keystore.
+
+    The caller's admin role is checked *before* the name is looked up, so a member
+    without it gets the same refusal whether or not the name exists: the form is not
+    a way to learn who has an account. Both the refusal and an admin's lookup of a
+    name that matches no active account are audited with the name tried.
+    """
+    keystore = _get(keystore_id)
+    reference = (reference or "").strip()[:255]
+    attempt = {"user_reference": reference, "role": str(role)}
+    _require(actor, keystore, Role.ADMIN, Operation.GRANT, details=attempt)
+    try:
+        user = resolve_user(reference, active_only=True)
+    except (NotFound, AmbiguousUser) as exc:
+        with transaction.atomic():
+            record(
+                actor=actor,
+                operation=Operation.GRANT,
+                outcome=Outcome.REFUSED,
+                keystore=keystore,
+                reason="unknown_user",
+                error=exc.detail,
+                details=attempt,
+            )
+        # A 400 about the name (the keystore itself was found): the caller is its admin.
+        raise UnknownMember(exc.detail) from exc
+    return membership_set(actor=actor, keystore_id=keystore.pk, user=user, role=role)
 
 
 def membership_remove(*, actor: Actor, keystore_id: Any, user: User) -> None:

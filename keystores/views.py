@@ -12,14 +12,13 @@ from typing import Any
 
 from django.contrib import messages
 from django.db.models import Count, OuterRef, Q, Subquery
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.decorators import portal_login_required
 from accounts.identity import actor_from_request
-from accounts.models import User
 from byok_portal import aws
 from byok_portal.errors import NotFound, PermissionRefused, ServiceError
 from byok_portal.web import (
@@ -204,24 +203,33 @@ def keystore_delete(request: HttpRequest, keystore_id: str) -> HttpResponse:
 @portal_login_required
 @require_POST
 def member_set(request: HttpRequest, keystore_id: str) -> HttpResponse:
-    """Add a member or change a member's role (admins)."""
-    keystore = fetch_or_404(lambda: get_keystore_for(request.user, keystore_id))
+    """Add a member or change a member's role (admins).
+
+    A named person goes straight to the service, which checks the caller's role
+    before the name and audits every refusal, an outsider's included (then a 404,
+    as for a keystore that does not exist).
+    """
     form = MemberForm(request.POST)
     if not form.is_valid():
+        keystore = fetch_or_404(lambda: get_keystore_for(request.user, keystore_id))
         for field, errors in form.errors.items():
             label = form.fields[field].label if field in form.fields else "Member"
             for error in errors:
                 messages.error(request, f"{label}: {error}", extra_tags="refused")
         return redirect(f"{keystore_url(keystore)}#members")
-    user: User = form.cleaned_data["user"]
     role = Role(form.cleaned_data["role"])
     try:
-        services.membership_set(actor=actor_from_request(request), keystore_id=keystore.pk, user=user, role=role)
+        membership = services.membership_grant(
+            actor=actor_from_request(request), keystore_id=keystore_id, reference=form.cleaned_data["user"], role=role
+        )
+    except NotFound as exc:
+        raise Http404(exc.detail) from exc
     except ServiceError as exc:
         report_error(request, exc, doing="Changing the members")
     else:
-        messages.success(request, f"{user.display_name} is now {role.label.lower()} of “{keystore.name}”.")
-    return redirect(f"{keystore_url(keystore)}#members")
+        name = membership.user.display_name
+        messages.success(request, f"{name} is now {role.label.lower()} of “{membership.keystore.name}”.")
+    return redirect(reverse("keystores:detail", kwargs={"keystore_id": keystore_id}) + "#members")
 
 
 @portal_login_required

@@ -27,6 +27,8 @@ pids+=($!)
 
 "$PY" manage.py migrate --noinput >var/log/migrate.log
 "$PY" manage.py byok_bootstrap
+# So that `.venv/bin/python manage.py byok_users ...` in another shell uses these settings too.
+"$PY" -m byok_portal.devenv write >/dev/null
 
 "$PY" -m celery -A byok_portal worker --beat --concurrency 1 --schedule var/celery/beat-schedule \
   --loglevel INFO >var/log/celery.log 2>&1 &
