@@ -1,10 +1,17 @@
-"""STS AssumeRole with the confused-deputy check AWS applies through a role's trust policy.
+"""STS AssumeRole as AWS answers it: only an existing role, only as its trust policy allows.
 
-moto lets anyone assume any role ARN, which keeps ``make run`` free of IAM setup, and
-the sandbox keeps that. But when a role with that ARN *exists* in the sandbox's IAM and
-its trust policy makes ``sts:ExternalId`` a condition, the ExternalId must match, as on
-AWS; otherwise the call is refused with ``AccessDenied``. Principals, other condition
-keys and Deny statements are not evaluated: the sandbox is not an IAM policy engine.
+moto lets anyone assume any role ARN, even one that was never created. The sandbox does
+what AWS does instead: AssumeRole is refused with ``AccessDenied`` unless the role exists
+in the sandbox's IAM and its trust policy has an ``Allow`` statement for
+``sts:AssumeRole`` whose ``sts:ExternalId`` conditions the call meets. So "Test
+connection" in the portal fails until the role is created with the trust policy the
+portal generates, exactly as it would against AWS. Principals, other condition keys and
+Deny statements are not evaluated: the sandbox is not an IAM policy engine.
+
+To create roles at all, every account has a role :data:`ACCOUNT_ADMIN_ROLE` that anyone
+may assume, standing in for the account's administrator (on AWS: the role AWS
+Organizations creates in member accounts for the management account). Through it, the
+IAM API creates roles exactly as an administrator would on AWS.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ ROLE_ARN = re.compile(r"^arn:(?P<partition>aws[a-z-]*):iam::(?P<account>\d{12}):
 EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 EXTERNAL_ID_CONDITION_KEY = "sts:externalid"
 ASSUME_ROLE_ACTIONS = {"sts:assumerole", "sts:*", "*"}
+ACCOUNT_ADMIN_ROLE = "OrganizationAccountAccessRole"
 
 
 class AccessDenied(AccessDeniedError):
@@ -83,37 +91,46 @@ def trust_policy_admits(document: str, external_id: str | None) -> bool:
         and statement.get("Effect") == "Allow"
         and any(str(action).lower() in ASSUME_ROLE_ACTIONS for action in _as_list(statement.get("Action", [])))
     ]
-    if not statements:
-        # Nothing about AssumeRole in the policy: keep moto's permissive behaviour.
-        return True
+    # Nothing allows AssumeRole: denied, as IAM denies whatever no statement allows.
     return any(_statement_allows(statement, external_id) for statement in statements)
 
 
-def check_external_id(role_arn: str, external_id: str | None) -> None:
-    """Refuse AssumeRole like AWS when an existing role's trust policy wants another ExternalId."""
+def _existing_role(match: re.Match[str], role_arn: str) -> Any | None:
+    # Only look where a role could exist: never create IAM state for a mere lookup.
+    if match["account"] not in iam_backends:
+        return None
+    account_iam = iam_backends[match["account"]]
+    if match["partition"] not in account_iam:
+        return None
+    try:
+        return account_iam[match["partition"]].get_role_by_arn(role_arn)
+    except NotFoundException:
+        return None
+
+
+def check_assume_role(role_arn: str, external_id: str | None) -> None:
+    """Refuse AssumeRole like AWS: a role that does not exist, or whose trust policy does not admit the call."""
     if external_id is not None and not EXTERNAL_ID.match(external_id):
         raise STSValidationError(
             f"1 validation error detected: Value '{external_id}' at 'externalId' failed to satisfy constraint: "
             r"Member must satisfy regular expression pattern: [\w+=,.@:/-]*"
         )
     match = ROLE_ARN.match(role_arn or "")
-    # Only look where a role could exist: never create IAM state for a mere lookup.
-    if match is None or match["account"] not in iam_backends:
-        return
-    account_iam = iam_backends[match["account"]]
-    if match["partition"] not in account_iam:
-        return
-    try:
-        role = account_iam[match["partition"]].get_role_by_arn(role_arn)
-    except NotFoundException:
-        return
+    if match is None:
+        # AWS answers a malformed ARN with the same AccessDenied as a missing role.
+        raise AccessDenied(role_arn)
+    role = _existing_role(match, role_arn)
+    if role is None:
+        if role_arn.split(":role/", 1)[1] == ACCOUNT_ADMIN_ROLE:
+            return
+        raise AccessDenied(role_arn)
     if not trust_policy_admits(role.assume_role_policy_document, external_id):
         raise AccessDenied(role_arn)
 
 
 def _wrap_assume_role(original: Callable[..., Any]) -> Callable[..., Any]:
     def assume_role(self: STSBackend, **kwargs: Any) -> Any:
-        check_external_id(kwargs.get("role_arn", ""), kwargs.get("external_id"))
+        check_assume_role(kwargs.get("role_arn", ""), kwargs.get("external_id"))
         return original(self, **kwargs)
 
     assume_role.__doc__ = original.__doc__
@@ -122,7 +139,7 @@ def _wrap_assume_role(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def install() -> None:
-    """Add the ExternalId check to moto's STS. Idempotent."""
+    """Add the role and trust-policy checks to moto's STS. Idempotent."""
     if getattr(STSBackend.assume_role, "sandbox_wrapped", False):
         return
     STSBackend.assume_role = _wrap_assume_role(STSBackend.assume_role)  # type: ignore[method-assign]

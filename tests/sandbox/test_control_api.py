@@ -10,6 +10,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from sandbox_aws.sts import ACCOUNT_ADMIN_ROLE
+
 from .conftest import REGION, error_code
 
 SUMMARY_FIELDS = {
@@ -109,7 +111,7 @@ def test_every_region_botocore_knows_kms_in_works(assume_role: Callable[..., Any
     assert len(regions) > 20
 
     for partition, region in regions:
-        kms = assume_role(f"arn:{partition}:iam::{account_id}:role/byok-portal", region=region)
+        kms = assume_role(f"arn:{partition}:iam::{account_id}:role/{ACCOUNT_ADMIN_ROLE}", region=region)
         metadata = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]
         assert metadata["KeyState"] == "PendingImport", region
         assert metadata["Arn"].startswith(f"arn:{partition}:kms:{region}:{account_id}:key/"), region
