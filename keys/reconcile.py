@@ -181,6 +181,7 @@ EXPECTED_KMS_STATES: dict[str, set[KmsState]] = {
     KeyState.PENDING_DELETION: {KmsState.PENDING_DELETION},
 }
 MATERIAL_MISSING = "material_missing"
+KMS_KEY_GONE = "kms_key_gone"
 
 
 def _state_findings(key: Key, info: KmsKeyInfo) -> list[Finding]:
@@ -261,12 +262,15 @@ def observe(key: Key, kms: KmsSession, limiter: RateLimiter) -> Observation:
         if exc.code != NOT_FOUND_CODE:
             raise
         # A key pending deletion disappears from AWS when its window ends: that is the plan, not drift.
-        gone = (
-            []
-            if key.state == KeyState.PENDING_DELETION
-            else [Finding("kms_key_gone", f"The KMS key {key.kms_key_arn} no longer exists in AWS.")]
+        if key.state == KeyState.PENDING_DELETION:
+            return Observation(KmsState.UNKNOWN, "", (), tuple(kms.request_ids[first_request:]))
+        # Nothing but "Recreate in KMS" can repair this: every other operation needs the KMS key.
+        gone = Finding(
+            KMS_KEY_GONE,
+            f"The KMS key {key.kms_key_arn} no longer exists in AWS (NotFoundException). Recreate it in KMS with "
+            "this key's material.",
         )
-        return Observation(KmsState.UNKNOWN, "", tuple(gone), tuple(kms.request_ids[first_request:]))
+        return Observation(KmsState.MISSING, "", (gone,), tuple(kms.request_ids[first_request:]))
     findings = _state_findings(key, info) + _alias_findings(key, kms, limiter) + _tag_findings(key, kms, limiter)
     return Observation(info.state, info.aws_state, tuple(findings), tuple(kms.request_ids[first_request:]))
 
