@@ -10,10 +10,11 @@ PIP := $(VENV)/bin/pip
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/byok
 PYTEST_ARGS ?=
 
-.PHONY: help run test lint typecheck check bench clean
+.PHONY: help run sandbox-reset test lint typecheck check bench clean
 
 help:
 	@echo "make run    - set up and start the whole portal on embedded defaults"
+	@echo "make sandbox-reset - forget the sandbox AWS's keys, roles and sessions (var/sandbox/)"
 	@echo "make test   - set up and run the test suite"
 	@echo "make lint   - ruff check + ruff format --check"
 	@echo "make typecheck - mypy"
@@ -37,6 +38,9 @@ node_modules/.installed: package.json package-lock.json
 
 run: $(VENV)/.runtime-installed
 	@VENV=$(VENV) bash scripts/run.sh
+
+sandbox-reset: $(VENV)/.runtime-installed
+	@$(PY) -m sandbox_aws.reset --state var/sandbox/state.json --url http://127.0.0.1:$${BYOK_SANDBOX_PORT:-4566}
 
 test: $(VENV)/.dev-installed node_modules/.installed
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest $(PYTEST_ARGS)

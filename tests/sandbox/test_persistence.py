@@ -265,3 +265,41 @@ def test_a_crash_while_writing_leaves_the_previous_state_whole(
 
     assert path.read_bytes() == saved
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+def test_make_sandbox_reset_resets_a_running_sandbox(processes: list[SandboxProcess], state_file: Path) -> None:
+    running = start(processes, state_file)
+    kms = running.client("kms", running.assume(portal_role(running), ExternalId=EXTERNAL_ID))
+    key_id = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox_aws.reset", "--state", str(state_file), "--url", running.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "reset" in result.stdout
+    with pytest.raises(urllib.error.HTTPError):
+        running.inspect(key_id)
+    assert json.loads(state_file.read_text())["kms"] == []
+
+
+def test_make_sandbox_reset_removes_the_state_of_a_stopped_sandbox(
+    processes: list[SandboxProcess], state_file: Path
+) -> None:
+    stopped = start(processes, state_file)
+    portal_role(stopped)
+    stopped.stop()
+    assert state_file.exists()
+
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox_aws.reset", "--state", str(state_file), "--url", stopped.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert not state_file.exists()
