@@ -418,7 +418,16 @@ def reconcile_keystore(
     keystore = Keystore.objects.filter(pk=keystore_id, state=KeystoreState.ACTIVE).first()
     if keystore is None:
         return summary, None
-    kms = aws.kms_for(keystore)  # an AssumeRole failure fails the chunk: nothing could be checked
+    if after is None:
+        # A fresh AssumeRole per run proves the role still works (a cached session may outlive it).
+        aws.credential_cache.clear_for(keystore)
+    try:
+        kms = aws.kms_for(keystore)
+    except AwsError as exc:
+        # Nothing could be checked: say so where people look (the keystore's connection), not "in step".
+        _note_connection(actor, keystore, f"{exc.operation}: {exc.code}: {exc.message}")
+        raise
+    _note_connection(actor, keystore, "")
     limiter = default_rate_limiter()
     page_size = min(limit, 500) if limit else 500
     seen = 0
@@ -443,6 +452,33 @@ def reconcile_keystore(
         if limit is not None and seen >= limit:
             more = _reconcilable(keystore.pk).filter(id__gt=last).exists()
             return summary, last if more else None
+
+
+def _note_connection(actor: Actor, keystore: Keystore, error: str) -> None:
+    """Record that reconciliation could not reach the keystore, or could again; audit only a change.
+
+    Its connection status is what the keystore list, the keystore page and the
+    dashboard show, so a keystore whose role vanished is not taken for one in step.
+    """
+    unchanged = (
+        keystore.last_check_ok is False and keystore.last_check_error == error
+        if error
+        else keystore.last_check_ok is not False
+    )
+    if unchanged:
+        return
+    with transaction.atomic():
+        Keystore.objects.filter(pk=keystore.pk).update(
+            last_check_at=timezone.now(), last_check_ok=not error, last_check_error=error
+        )
+        record(
+            actor=actor,
+            operation=Operation.RECONCILE,
+            outcome=Outcome.FAILED if error else Outcome.SUCCESS,
+            keystore=keystore,
+            reason="connection_failed" if error else "connection_restored",
+            error=error,
+        )
 
 
 def recover_interrupted_creations(*, actor: Actor) -> int:

@@ -23,7 +23,8 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from moto.core.exceptions import AccessDeniedError
+from moto.core.exceptions import AccessDeniedError, InvalidClientTokenIdError, JsonRESTError
+from moto.core.responses import BaseResponse
 from moto.iam.exceptions import NotFoundException
 from moto.iam.models import iam_backends
 from moto.sts.exceptions import STSValidationError
@@ -138,8 +139,49 @@ def _wrap_assume_role(original: Callable[..., Any]) -> Callable[..., Any]:
     return assume_role
 
 
+# -- temporary credentials the sandbox never issued -------------------------------------
+
+TEMPORARY_ACCESS_KEY_PREFIX = "ASIA"
+INVALID_TOKEN_MESSAGE = "The security token included in the request is invalid."  # noqa: S105  # AWS's words
+
+
+def _issued(access_key: str) -> bool:
+    return any(
+        access_key in backend.access_keys
+        for account_backends in list(iam_backends.values())
+        for backend in list(account_backends.values())
+    )
+
+
+def check_credentials(response: BaseResponse) -> None:
+    """Refuse temporary credentials the sandbox does not know (e.g. from before a reset), as AWS does.
+
+    moto would let them through into its default account, where every key is "not
+    found" and new keys land in the wrong account. Long-term keys (``sandbox``,
+    ``testing``) keep mapping to the default account, as they always did.
+    """
+    access_key = response.get_access_key()
+    if not access_key.startswith(TEMPORARY_ACCESS_KEY_PREFIX) or _issued(access_key):
+        return
+    if response.boto3_service_name == "kms":  # JSON protocol: AWS's KMS error
+        raise JsonRESTError("UnrecognizedClientException", INVALID_TOKEN_MESSAGE)
+    raise InvalidClientTokenIdError()
+
+
+def _wrap_authenticate(original: Callable[..., Any]) -> Callable[..., Any]:
+    def authenticate(self: BaseResponse, *args: Any, **kwargs: Any) -> Any:
+        check_credentials(self)
+        return original(self, *args, **kwargs)
+
+    authenticate.sandbox_wrapped = True  # type: ignore[attr-defined]  # marker that makes install() idempotent
+    return authenticate
+
+
 def install() -> None:
-    """Add the role and trust-policy checks to moto's STS. Idempotent."""
+    """Add the role, trust-policy and credential checks to moto. Idempotent."""
+    authenticate = BaseResponse._authenticate_and_authorize_normal_action
+    if not getattr(authenticate, "sandbox_wrapped", False):
+        BaseResponse._authenticate_and_authorize_normal_action = _wrap_authenticate(authenticate)  # type: ignore[method-assign]
     if getattr(STSBackend.assume_role, "sandbox_wrapped", False):
         return
     STSBackend.assume_role = _wrap_assume_role(STSBackend.assume_role)  # type: ignore[method-assign]

@@ -11,13 +11,14 @@ from django.conf import settings
 
 from accounts.identity import Actor
 from audit.models import AuditEvent, Outcome
-from byok_portal.aws import AwsError
+from byok_portal.aws import SANDBOX_ROLE_POLICY_NAME, AwsError
 from byok_portal.errors import Conflict
 from keys import services
 from keys.lifecycle import KeyState, KmsState, Operation, allowed_operations
 from keys.models import Key
-from keys.reconcile import reconcile_key
-from tests.keys.helpers import kms_client, sandbox_view
+from keys.reconcile import reconcile_everything, reconcile_key
+from tests.conftest import create_sandbox_role
+from tests.keys.helpers import account_admin_iam, kms_client, sandbox_view
 from tests.web import verified_client
 
 pytestmark = pytest.mark.django_db
@@ -144,3 +145,29 @@ def test_a_kms_key_left_by_an_interrupted_attempt_is_adopted_not_duplicated(
     assert key.kms_key_arn == leftover["KeyMetadata"]["Arn"]
     assert len(owner.list_keys()["Keys"]) == keys_before
     assert sandbox_view(aws_sandbox, key)["kcv"] == key.kcv
+
+
+def test_the_way_back_after_the_sandbox_forgot_the_account(people: Any, key: Key, aws_sandbox: str) -> None:
+    """As after ``make sandbox-reset``: the role and the KMS key are gone; nothing claims to be in step."""
+    vanish(aws_sandbox, key)
+    iam = account_admin_iam(aws_sandbox, key.keystore.aws_account_id, key.keystore.region)
+    iam.delete_role_policy(RoleName="byok-portal", PolicyName=SANDBOX_ROLE_POLICY_NAME)
+    iam.delete_role(RoleName="byok-portal")
+    services_actor = Actor.system("reconcile")
+    browser = verified_client(people.bob)
+
+    assert reconcile_everything(actor=services_actor).failed_keystores == [str(key.keystore_id)]
+    dashboard = browser.get("/").content.decode()
+    assert "Every key is in step with KMS" not in dashboard
+    assert 'id="unreachable-keystores"' in dashboard
+
+    create_sandbox_role(key.keystore)
+    reconcile_everything(actor=services_actor)
+    key.refresh_from_db()
+    key.keystore.refresh_from_db()
+    assert (key.keystore.last_check_ok, key.kms_state) == (True, KmsState.MISSING)
+    key = services.key_recreate(actor=people.actor(people.bob), key_id=key.pk)
+    assert sandbox_view(aws_sandbox, key)["kcv"] == key.kcv
+    assert "Every key is in step with KMS" in browser.get("/").content.decode()
+    reasons = AuditEvent.objects.filter(keystore_id=key.keystore_id, operation=Operation.RECONCILE, key_id=None)
+    assert [e.reason for e in reasons.order_by("seq")] == ["connection_failed", "connection_restored"]

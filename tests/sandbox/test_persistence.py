@@ -198,7 +198,8 @@ def test_the_state_file_is_private(processes: list[SandboxProcess], state_file: 
 
 def test_reset_forgets_only_on_request(processes: list[SandboxProcess], state_file: Path) -> None:
     first = start(processes, state_file)
-    kms = first.client("kms", first.assume(portal_role(first), ExternalId=EXTERNAL_ID))
+    session = first.assume(portal_role(first), ExternalId=EXTERNAL_ID)
+    kms = first.client("kms", session)
     kept = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
     first.stop()
     assert start(processes, state_file).inspect(kept)["key_id"] == kept
@@ -212,6 +213,13 @@ def test_reset_forgets_only_on_request(processes: list[SandboxProcess], state_fi
     with pytest.raises(ClientError) as denied:
         after_reset.assume(f"arn:aws:iam::{ACCOUNT}:role/byok-portal", ExternalId=EXTERNAL_ID)
     assert error_code(denied) == "AccessDenied"
+    # Credentials handed out before the reset are unknown now, as on AWS: never a lookup in another account.
+    with pytest.raises(ClientError) as unknown:
+        after_reset.client("kms", session).create_key(Origin="EXTERNAL")
+    assert error_code(unknown) == "UnrecognizedClientException"
+    with pytest.raises(ClientError) as unknown_to_sts:
+        after_reset.client("sts", session).get_caller_identity()
+    assert error_code(unknown_to_sts) == "InvalidClientTokenId"
 
 
 def test_the_reset_endpoint_empties_the_state_file(processes: list[SandboxProcess], state_file: Path) -> None:
