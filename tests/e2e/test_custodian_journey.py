@@ -120,7 +120,7 @@ def test_a_key_lives_its_life_in_the_browser(
     assert f"KCV {key.kcv}" in message(alice_page)
 
     # `make run` is restarted: the sandbox comes back from its state file with the same keys, and the
-    # portal carries on with them (its cached STS session included).
+    # portal carries on with them.
     restartable_sandbox.restart()
     assert reconcile_everything(actor=Actor.system("reconcile")).drift == 0
     alice_page.reload()
