@@ -311,3 +311,16 @@ def test_make_sandbox_reset_removes_the_state_of_a_stopped_sandbox(
 
     assert result.returncode == 0, result.stderr
     assert not state_file.exists()
+
+
+def test_key_pairs_are_made_when_first_used_and_still_sign(kms: Any) -> None:
+    """Symmetric keys no longer pay for an unused RSA key pair (restoring 1,000 keys took minutes)."""
+    key_id = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+
+    public_key = kms.get_public_key(KeyId=key_id)["PublicKey"]
+    signature = kms.sign(KeyId=key_id, Message=b"m", SigningAlgorithm="RSASSA_PSS_SHA_256")["Signature"]
+
+    assert len(public_key) > 256
+    assert kms.verify(KeyId=key_id, Message=b"m", Signature=signature, SigningAlgorithm="RSASSA_PSS_SHA_256")[
+        "SignatureValid"
+    ]
