@@ -159,6 +159,25 @@ class _CredentialCache:
 credential_cache = _CredentialCache()
 
 
+def role_admits_without_external_id(keystore: Keystore) -> bool:
+    """Whether the keystore's role can be assumed *without* its ExternalId: a trust policy open to confused deputies.
+
+    AWS answers AccessDenied when the trust policy requires the ExternalId, which is
+    what we hope for; the session a success would return is dropped unused.
+    """
+    try:
+        _sts_client(keystore.region).assume_role(
+            RoleArn=keystore.role_arn, RoleSessionName=f"{SESSION_NAME}-external-id-check", DurationSeconds=900
+        )
+    except botocore.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "AccessDenied":
+            return False
+        raise _translate(exc, operation="AssumeRole", kind="aws_connection_error") from exc
+    except botocore.exceptions.BotoCoreError as exc:
+        raise _translate(exc, operation="AssumeRole", kind="aws_connection_error") from exc
+    return True
+
+
 @dataclass(frozen=True)
 class KmsKeyInfo:
     """What DescribeKey says of a KMS key, in the portal's terms."""

@@ -149,3 +149,26 @@ def test_only_keystore_admins_create_the_role(people: Any, aws_sandbox: str) -> 
     assert response.status_code == 403
     tested = services.keystore_test_connection(actor=people.actor(people.bob), keystore_id=keystore.pk)
     assert tested.last_check_ok is False
+
+
+def test_a_role_that_does_not_require_the_external_id_fails_the_connection_test(people: Any, aws_sandbox: str) -> None:
+    """AWS lets such a role be assumed by anyone trusted; the portal refuses to call that connected."""
+    keystore = new_keystore(people)
+    open_policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+    }
+    iam = account_admin_iam(aws_sandbox, keystore.aws_account_id, "eu-west-1")
+    iam.create_role(RoleName="byok-portal", AssumeRolePolicyDocument=json.dumps(open_policy))
+
+    refused = services.keystore_test_connection(actor=people.actor(people.alice), keystore_id=keystore.pk)
+    verified_client(people.alice).post(f"/keystores/{keystore.pk}/sandbox-role/")
+    accepted = services.keystore_test_connection(actor=people.actor(people.alice), keystore_id=keystore.pk)
+
+    assert refused.last_check_ok is False
+    assert refused.last_check_error.startswith(
+        f"AssumeRole: ExternalIdNotRequired: the role {keystore.role_arn} can be assumed without the external ID"
+    )
+    assert accepted.last_check_ok is True
+    reasons = AuditEvent.objects.filter(keystore_id=keystore.pk, operation="test_connection").order_by("seq")
+    assert [e.reason for e in reasons] == ["ExternalIdNotRequired", ""]
