@@ -16,10 +16,11 @@ SMOKE_STAMP := $(SMOKE_VENV)/.requirements-$(shell sha256sum requirements.txt | 
 SMOKE_REDIS_URL ?= redis://127.0.0.1:6379/13
 SMOKE_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/byok_smoke
 
-.PHONY: help run test smoke lint typecheck check bench clean
+.PHONY: help run sandbox-reset test smoke lint typecheck check bench clean
 
 help:
 	@echo "make run    - set up and start the whole portal on embedded defaults"
+	@echo "make sandbox-reset - forget the sandbox AWS's keys, roles and sessions (var/sandbox/)"
 	@echo "make test   - set up and run the test suite"
 	@echo "make smoke  - production smoke test: requirements.txt alone, gunicorn + Celery on Redis + PostgreSQL"
 	@echo "make lint   - ruff check + ruff format --check"
@@ -53,6 +54,9 @@ smoke: $(SMOKE_STAMP) node_modules/.installed
 
 run: $(VENV)/.runtime-installed
 	@VENV=$(VENV) bash scripts/run.sh
+
+sandbox-reset: $(VENV)/.runtime-installed
+	@$(PY) -m sandbox_aws.reset --state var/sandbox/state.json --url http://127.0.0.1:$${BYOK_SANDBOX_PORT:-4566}
 
 test: $(VENV)/.dev-installed node_modules/.installed
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest $(PYTEST_ARGS)

@@ -40,6 +40,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "expiring": expiring_rows[:PANEL_ROWS],
         "more_expiring": len(expiring_rows) > PANEL_ROWS,
         "attention": attention_rows[:PANEL_ROWS],
+        # Keys of a keystore the portal cannot reach were not checked: never call them "in step".
+        "unreachable": [keystore for keystore in keystore_rows if keystore.last_check_ok is False],
         "more_attention": len(attention_rows) > PANEL_ROWS,
         "warning_days": settings.BYOK_EXPIRY_WARNING_DAYS,
         "warn_before": warn_before(),

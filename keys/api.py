@@ -71,6 +71,7 @@ OPERATIONS: dict[str, Operation] = {
     "renew": Operation.RENEW,
     "schedule_deletion": Operation.SCHEDULE_DELETION,
     "cancel_deletion": Operation.CANCEL_DELETION,
+    "recreate": Operation.RECREATE,
     "prepare_download": Operation.PREPARE_DOWNLOAD,
     "download": Operation.DOWNLOAD,
 }
@@ -505,6 +506,12 @@ class KeyViewSet(PortalViewSet):
         validated_body(None, request)
         key = services.key_cancel_deletion(actor=actor_from_request(request), key_id=pk)
         return Response(KeySerializer(key).data)
+
+    @_action_schema(Operation.RECREATE, "Recreate a vanished KMS key with the key's own material")
+    @action(detail=True, methods=["post"])
+    def recreate(self, request: Request, pk: str) -> Response:
+        validated_body(None, request)
+        return Response(KeySerializer(services.key_recreate(actor=actor_from_request(request), key_id=pk)).data)
 
     @_action_schema(
         Operation.PREPARE_DOWNLOAD,

@@ -30,6 +30,8 @@ class KmsState(models.TextChoices):
     DISABLED = "DISABLED", "Disabled"
     EMPTY = "EMPTY", "No key material"
     PENDING_DELETION = "PENDING_DELETION", "Pending deletion"
+    # AWS answered NotFoundException: the KMS key no longer exists (AWS has no key state for that).
+    MISSING = "MISSING", "No KMS key"
     UNKNOWN = "UNKNOWN", "Unknown"
 
 
@@ -41,6 +43,7 @@ class Operation(StrEnum):
     RENEW = "renew"
     SCHEDULE_DELETION = "schedule_deletion"
     CANCEL_DELETION = "cancel_deletion"
+    RECREATE = "recreate"
     PREPARE_DOWNLOAD = "prepare_download"
     DOWNLOAD = "download"
     UPDATE = "update"
@@ -145,6 +148,19 @@ LIFECYCLE: dict[Operation, Transition] = dict(
             S.INACTIVE,
             "Cancel deletion",
             "The deletion is cancelled; the key comes back INACTIVE (disabled, without material in KMS).",
+        ),
+        # Offered only for a key whose KMS key is gone (KMS state MISSING), see keys.views.offered_actions.
+        _row(
+            Operation.RECREATE,
+            {S.ACTIVE, S.INACTIVE, S.REPLACED},
+            set(),
+            None,
+            "Recreate in KMS",
+            "A new KMS key is created in the keystore's account and given this key's own material (same KCV), "
+            "its alias and tags; its state follows the portal's. The KMS key ARN changes: applications must use "
+            "the alias or the new ARN. Data encrypted under the vanished KMS key stays undecryptable: AWS binds "
+            "every ciphertext to the KMS key that made it.",
+            offered=False,
         ),
         _row(
             Operation.PREPARE_DOWNLOAD,

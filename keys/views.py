@@ -289,6 +289,11 @@ ACTIONS: dict[str, Action] = {
             lambda actor, key, data: services.key_cancel_deletion(actor=actor, key_id=key.pk),
             "Deletion of “{name}” cancelled. The key is INACTIVE: activate it to use it again.",
         ),
+        Action(
+            Operation.RECREATE,
+            lambda actor, key, data: services.key_recreate(actor=actor, key_id=key.pk),
+            "“{name}” recreated in KMS with its own material: its new KMS key ARN is shown below.",
+        ),
     )
 }
 LINKED_OPERATIONS = {Operation.UPDATE, Operation.PREPARE_DOWNLOAD, Operation.DOWNLOAD}
@@ -297,7 +302,11 @@ LINKED_OPERATIONS = {Operation.UPDATE, Operation.PREPARE_DOWNLOAD, Operation.DOW
 def offered_actions(key: Key) -> list[Action]:
     """The buttons of the key page: the operations the lifecycle table allows in the key's state, in table order."""
     by_operation = {action.operation: action for action in ACTIONS.values()}
-    return [by_operation[op] for op in allowed_operations(key.state) if op in by_operation]
+    offered = [by_operation[op] for op in allowed_operations(key.state) if op in by_operation]
+    # A vanished KMS key: the other operations all need it, so the way out comes first.
+    if key.kms_state == KmsState.MISSING and KeyState(key.state) in LIFECYCLE[Operation.RECREATE].allowed:
+        offered.insert(0, by_operation[Operation.RECREATE])
+    return offered
 
 
 def _outcome(actor: Actor, key_id: uuid.UUID) -> str | None:

@@ -194,6 +194,12 @@ def keystore_test_connection(*, actor: Actor, keystore_id: Any) -> Keystore:
         kms = aws.kms_for(keystore)
         request_ids = kms.request_ids
         kms.probe()
+        if aws.role_admits_without_external_id(keystore):
+            error = (
+                f"AssumeRole: ExternalIdNotRequired: the role {keystore.role_arn} can be assumed without the external "
+                f"ID {keystore.external_id}, so anyone who knows the role could make the portal act in this account "
+                "(the confused deputy). Use the trust policy of the IAM setup guide, which requires it."
+            )
     except AwsError as exc:
         error = f"{exc.operation}: {exc.code}: {exc.message}"
     with transaction.atomic():

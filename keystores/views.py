@@ -30,7 +30,7 @@ from byok_portal.web import (
     service_errors_to_form,
 )
 from keys.lifecycle import KeyState
-from keystores import services
+from keystores import sandbox, services
 from keystores.filters import KeystoreFilter
 from keystores.forms import KeystoreCreateForm, KeystoreEditForm, MemberForm
 from keystores.models import ROLE_RANK, Keystore, KeystoreState, Membership, Role
@@ -88,7 +88,8 @@ def keystore_create(request: HttpRequest) -> HttpResponse:
     """Create a keystore; the next page is its IAM setup guide."""
     if not can_create_keystores(request.user):
         return forbidden(request, PermissionRefused("Creating keystores needs the keystore creator permission."))
-    form = KeystoreCreateForm(request.POST or None)
+    # In sandbox mode the form starts with values that work there (see keystores.sandbox).
+    form = KeystoreCreateForm(request.POST or None, initial=sandbox.suggested_keystore() if sandbox.enabled() else None)
     if request.method == "POST" and form.is_valid():
         with service_errors_to_form(form, request, doing="Creating the keystore"):
             keystore = services.keystore_create(actor=actor_from_request(request), **form.cleaned_data)
@@ -100,7 +101,7 @@ def keystore_create(request: HttpRequest) -> HttpResponse:
             )
             return redirect("keystores:detail", keystore_id=keystore.pk)
     status = 400 if form.errors else 200
-    return render(request, "keystores/create.html", {"form": form}, status=status)
+    return render(request, "keystores/create.html", {"form": form, "sandbox": sandbox.enabled()}, status=status)
 
 
 def _pretty(document: dict[str, Any]) -> str:
@@ -131,6 +132,7 @@ def keystore_detail(request: HttpRequest, keystore_id: str) -> HttpResponse:
         "members": members_of(keystore),
         "member_form": MemberForm(),
         "delete_consequence": DELETE_CONSEQUENCE,
+        "sandbox": sandbox.enabled(),
     }
     return render(request, "keystores/detail.html", context)
 
@@ -172,6 +174,28 @@ def keystore_test_connection(request: HttpRequest, keystore_id: str) -> HttpResp
             messages.success(request, "Connection OK: the portal assumed the role and KMS answered.")
         else:
             messages.error(request, f"Connection failed. {keystore.last_check_error}", extra_tags="aws")
+    return redirect(f"{keystore_url(keystore)}#connection")
+
+
+@portal_login_required
+@require_POST
+def keystore_sandbox_create_role(request: HttpRequest, keystore_id: str) -> HttpResponse:
+    """Sandbox mode only: create the keystore's role there, with the generated policies (admins)."""
+    if not sandbox.enabled():
+        raise Http404("Roles are created in AWS, with your own credentials.")
+    keystore = fetch_or_404(lambda: get_keystore_for(request.user, keystore_id))
+    if role_in(request.user, keystore) != Role.ADMIN or keystore.is_deleted:
+        return forbidden(request, PermissionRefused(f"Setting up the role needs the admin role in “{keystore.name}”."))
+    try:
+        sandbox.create_role(keystore)
+    except aws.AwsError as exc:
+        report_error(request, exc, doing="Creating the role in the sandbox")
+    else:
+        messages.success(
+            request,
+            f"Role {keystore.role_arn} created in the sandbox with the trust and permissions policies of the IAM "
+            "setup guide. Test the connection now.",
+        )
     return redirect(f"{keystore_url(keystore)}#connection")
 
 

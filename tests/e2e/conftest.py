@@ -161,3 +161,40 @@ def record_axe(name: str, violations: list[dict[str, Any]]) -> None:
         for v in violations
     ]
     (ARTIFACTS / "axe" / f"{name}.json").write_text(json.dumps(summary, indent=2))
+
+
+class RestartableSandbox:
+    """A sandbox AWS with a state file, stopped and started again on the same port, as ``make run`` restarts it."""
+
+    def __init__(self, state_path: Path) -> None:
+        from sandbox_aws.server import SandboxServer
+
+        self.state_path = state_path
+        self.server = SandboxServer(state_path=state_path, reset=True)
+        self.url = self.server.start()
+
+    def restart(self) -> None:
+        """Stop; forget everything in memory, as a process that ends does; start again from the state file."""
+        from sandbox_aws import control
+        from sandbox_aws.server import SandboxServer
+
+        port = self.server.port if self.server.port else int(self.url.rsplit(":", 1)[1])
+        self.server.stop()
+        control.reset_everything()  # the file is no longer attached: only memory is emptied
+        self.server = SandboxServer(port=port, state_path=self.state_path)
+        assert self.server.start() == self.url
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture
+def restartable_sandbox(aws_sandbox: str, settings: Any, tmp_path: Path) -> Iterator[RestartableSandbox]:
+    """The portal talks to a sandbox of its own, which keeps its state in ``tmp_path`` and can be restarted."""
+    from byok_portal import aws
+
+    sandbox = RestartableSandbox(tmp_path / "sandbox" / "state.json")
+    settings.BYOK_SANDBOX_URL = sandbox.url
+    yield sandbox
+    sandbox.stop()
+    aws.credential_cache.clear()
