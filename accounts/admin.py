@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
@@ -35,7 +33,8 @@ class PortalUserAdmin(UserAdmin):
 
     def save_model(self, request: HttpRequest, obj: User, form: ModelForm, change: bool) -> None:
         """Save, and audit a new account: who may log in is as much the trail's business as who holds a key."""
-        super().save_model(request, obj, form, change)
+        # Saved with the acting admin, so that a rename is audited as theirs (see ``User.save``).
+        obj.save(actor=actor_from_request(request))
         if not change:
             # The admin runs the whole add view in one transaction: the account and its event commit together.
             record(
@@ -54,9 +53,6 @@ class PortalUserAdmin(UserAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: User | None = None) -> tuple[str, ...]:
         readonly = tuple(super().get_readonly_fields(request, obj))
         return (*readonly, "oidc_issuer", "oidc_subject", "last_login", "date_joined")
-
-    def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
-        obj.save(actor=actor_from_request(request))
 
 
 admin_site.register(Group, GroupAdmin)
