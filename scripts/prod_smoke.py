@@ -339,6 +339,40 @@ def expect_state(portal: Portal, sandbox_url: str, key: dict[str, Any], state: s
         raise SmokeFailure(f"key {key['id']}: expected (portal, KMS) = {(state, kms_state)}, found {found}")
 
 
+def create_role_as_the_customer(sandbox_url: str, keystore: dict[str, Any], policies: dict[str, Any]) -> None:
+    """What the IAM guide asks of the customer: create the keystore's role with the two policies the portal shows.
+
+    Done as the account's administrator (the sandbox's ``OrganizationAccountAccessRole``), with
+    the documents exactly as the API hands them out, so the smoke test also proves they work.
+    """
+    import boto3
+
+    account = keystore["aws_account_id"]
+    sts = boto3.client(
+        "sts",
+        endpoint_url=sandbox_url,
+        region_name=REGION,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",  # noqa: S106 - the sandbox's
+    )
+    creds = sts.assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="smoke-administrator"
+    )["Credentials"]
+    iam = boto3.client(
+        "iam",
+        endpoint_url=sandbox_url,
+        region_name=REGION,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+    name = keystore["role_arn"].rsplit("/", 1)[-1]
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(policies["trust_policy"]))
+    iam.put_role_policy(
+        RoleName=name, PolicyName="byok-portal-permissions", PolicyDocument=json.dumps(policies["permissions_policy"])
+    )
+
+
 def disable_behind_the_portals_back(sandbox_url: str, keystore: dict[str, Any], kms_key_arn: str) -> None:
     import boto3
 
@@ -465,6 +499,12 @@ def smoke(args: argparse.Namespace, stack: Stack, steps: Steps) -> None:
                 "role_arn": f"arn:aws:iam::{ACCOUNT}:role/byok-portal",
             },
             expect=201,
+        )
+        refused = portal.call("POST", f"/api/v1/keystores/{keystore['id']}/test-connection/")
+        if refused["ok"]:
+            raise SmokeFailure("the connection test succeeded before the customer created the role")
+        create_role_as_the_customer(
+            sandbox_url, keystore, portal.call("GET", f"/api/v1/keystores/{keystore['id']}/iam-policy/")
         )
         connection = portal.call("POST", f"/api/v1/keystores/{keystore['id']}/test-connection/")
         if not connection["ok"]:
