@@ -95,7 +95,7 @@ class KeyAdmin(KeyModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Key | None = None) -> bool:
         return False  # "Schedule deletion" is the only way a key goes
 
-    def save_model(self, request: HttpRequest, obj: Key, form: ModelForm, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Key, form: ModelForm[Key], change: bool) -> None:
         changes = {field: form.cleaned_data[field] for field in form.changed_data if field in EDITABLE}
         if not changes:
             return

@@ -232,7 +232,8 @@ def _lifecycle_action(entry: KeyOperation) -> Callable[..., Response]:
         ok=status.HTTP_201_CREATED if entry.created else status.HTTP_200_OK,
         **(_DOWNLOAD_SCHEMA if entry.operation == Operation.DOWNLOAD else {}),
     )
-    return schema(action(detail=True, methods=["post"], url_path=entry.slug)(run))
+    documented: Callable[..., Response] = schema(action(detail=True, methods=["post"], url_path=entry.slug)(run))
+    return documented
 
 
 for _entry in API_ACTIONS:

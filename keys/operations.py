@@ -49,7 +49,7 @@ class KeyOperation:
     target: Literal["key_id", "keystore_id"] = "key_id"
     # Input field (body and form alike) -> the service's keyword argument. Fields not given are not passed.
     arguments: Mapping[str, str] = field(default_factory=dict)
-    body: type[serializers.Serializer] | None = None  # the API's input shape; None: no body
+    body: type[serializers.Serializer[Any]] | None = None  # the API's input shape; None: no body
     form: type[forms.Form] | None = None  # the same input on a page
     # Judge the body only after the caller's role is checked (and a refusal audited), so an outsider
     # learns nothing from how a body is answered; the service checks this input itself, after the role.

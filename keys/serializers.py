@@ -44,7 +44,7 @@ class TagsField(serializers.DictField):
     child = serializers.CharField(allow_blank=True, max_length=256)
 
 
-class KeySerializer(serializers.ModelSerializer):
+class KeySerializer(serializers.ModelSerializer[Key]):
     """A key as the API shows it. Never material, never the prepared public key."""
 
     keystore = serializers.UUIDField(source="keystore_id", read_only=True)
@@ -214,7 +214,7 @@ class PrepareDownloadSerializer(StrictSerializer):
     )
 
 
-class DownloadSerializer(serializers.Serializer):
+class DownloadSerializer(serializers.Serializer[Any]):
     """The material wrapped for the prepared public key (RSAES-OAEP, SHA-256, MGF1-SHA-256)."""
 
     key_id = serializers.UUIDField()
