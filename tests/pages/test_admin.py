@@ -58,3 +58,15 @@ def test_the_admin_needs_a_verified_second_factor(people: Any) -> None:
     response = client.get("/admin/keys/key/")
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_an_admin_action_that_changes_nothing_says_so(people: Any, key: Key) -> None:
+    """The admin learns "no-op" from what the service returns, as the pages do (no reading back of the trail)."""
+    root = verified_client(people.root)
+    selected = {"action": "run_deactivate", "_selected_action": [str(key.pk)]}
+    first = [str(m) for m in get_messages(root.post("/admin/keys/key/", selected).wsgi_request)]
+    assert first == ["Deactivate orders: done."]
+    second = [str(m) for m in get_messages(root.post("/admin/keys/key/", selected).wsgi_request)]
+    assert second == ["orders: already inactive — nothing changed."]
+    outcomes = list(AuditEvent.objects.filter(key_id=key.pk).order_by("-seq").values_list("outcome", flat=True)[:2])
+    assert outcomes == ["noop", "success"]
