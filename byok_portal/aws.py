@@ -174,6 +174,25 @@ class _CredentialCache:
 credential_cache = _CredentialCache()
 
 
+def role_admits_without_external_id(keystore: Keystore) -> bool:
+    """Whether the keystore's role can be assumed *without* its ExternalId: a trust policy open to confused deputies.
+
+    AWS answers AccessDenied when the trust policy requires the ExternalId, which is
+    what we hope for; the session a success would return is dropped unused.
+    """
+    try:
+        _sts_client(keystore.region).assume_role(
+            RoleArn=keystore.role_arn, RoleSessionName=f"{SESSION_NAME}-external-id-check", DurationSeconds=900
+        )
+    except botocore.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "AccessDenied":
+            return False
+        raise _translate(exc, operation="AssumeRole", kind="aws_connection_error") from exc
+    except botocore.exceptions.BotoCoreError as exc:
+        raise _translate(exc, operation="AssumeRole", kind="aws_connection_error") from exc
+    return True
+
+
 @dataclass(frozen=True)
 class KmsKeyInfo:
     """What DescribeKey says of a KMS key, in the portal's terms."""
@@ -405,3 +424,49 @@ def _principal_from_caller_arn(arn: str) -> str:
         partition_account = prefix.replace(":sts:", ":iam:")
         return f"{partition_account}:role/{rest.split('/')[0]}"
     return arn
+
+
+# --- sandbox only -------------------------------------------------------------------
+
+# In every sandbox account, the role that stands in for the account's administrator
+# (sandbox_aws.sts.ACCOUNT_ADMIN_ROLE; on AWS, the role AWS Organizations creates).
+SANDBOX_ACCOUNT_ADMIN_ROLE = "OrganizationAccountAccessRole"
+SANDBOX_ROLE_POLICY_NAME = "byok-portal-permissions"
+
+
+def sandbox_create_role(*, role_arn: str, region: str, trust_policy: str, permissions_policy: str) -> None:
+    """Create (or bring up to date) a keystore's role in the sandbox, as its account administrator would.
+
+    The same IAM calls as on AWS: CreateRole with the trust policy (UpdateAssumeRolePolicy
+    if the role exists), then PutRolePolicy with the permissions policy. Refused outside
+    sandbox mode: in a real account, people create roles with their own credentials.
+    """
+    if not settings.BYOK_SANDBOX:
+        raise RuntimeError("roles are created by the portal only in the sandbox")
+    prefix, path_and_name = role_arn.split(":role/", 1)
+    path, _, name = path_and_name.rpartition("/")
+    admin_arn = f"{prefix}:role/{SANDBOX_ACCOUNT_ADMIN_ROLE}"
+    try:
+        creds = _sts_client(region).assume_role(RoleArn=admin_arn, RoleSessionName="byok-portal-sandbox-setup")
+    except _CALL_ERRORS as exc:
+        raise _translate(exc, operation="AssumeRole", kind="aws_connection_error") from exc
+    iam = boto3.client(
+        "iam",
+        region_name=region,
+        config=_botocore_config(),
+        endpoint_url=settings.BYOK_SANDBOX_URL,
+        aws_access_key_id=creds["Credentials"]["AccessKeyId"],
+        aws_secret_access_key=creds["Credentials"]["SecretAccessKey"],
+        aws_session_token=creds["Credentials"]["SessionToken"],
+    )
+    operation = "CreateRole"
+    try:
+        try:
+            iam.create_role(RoleName=name, Path=f"/{path}/" if path else "/", AssumeRolePolicyDocument=trust_policy)
+        except iam.exceptions.EntityAlreadyExistsException:
+            operation = "UpdateAssumeRolePolicy"
+            iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust_policy)
+        operation = "PutRolePolicy"
+        iam.put_role_policy(RoleName=name, PolicyName=SANDBOX_ROLE_POLICY_NAME, PolicyDocument=permissions_policy)
+    except _CALL_ERRORS as exc:
+        raise _translate(exc, operation=operation, kind="aws_connection_error") from exc

@@ -147,9 +147,14 @@ class KeyViewSet(PortalViewSet):
     queryset = Key.objects.none()
 
     @property
+    def lifecycle_operation(self) -> Operation | None:
+        """Read by ``byok_portal.api.exception_handler`` to audit an unexpected error as this operation's."""
+        return OPERATIONS.get(self.action or "")
+
+    @property
     def allowed_states(self) -> list[str] | None:
         """Read by ``byok_portal.api.exception_handler`` to list ``allowed_states`` in 409s of an operation."""
-        operation = OPERATIONS.get(self.action or "")
+        operation = self.lifecycle_operation
         row = LIFECYCLE.get(operation) if operation is not None else None
         return sorted(str(state) for state in row.allowed) if row is not None else None
 

@@ -33,6 +33,9 @@ class Transition:
     consequence: str
     # Shown only to people who can act (custodians and admins); system-only rows are not offered.
     offered: bool = True
+    # A repair: offered (on the key page, ahead of the rest) only while KMS reports this state,
+    # never listed in ``allowed_operations`` (it is no routine operation). See :func:`repairs_for`.
+    repairs: KmsState | None = None
 
 
 def _row(
@@ -44,8 +47,12 @@ def _row(
     consequence: str,
     *,
     offered: bool = True,
+    repairs: KmsState | None = None,
 ) -> tuple[Operation, Transition]:
-    return operation, Transition(operation, frozenset(allowed), frozenset(noop), target, label, consequence, offered)
+    transition = Transition(
+        operation, frozenset(allowed), frozenset(noop), target, label, consequence, offered, repairs
+    )
+    return operation, transition
 
 
 S = KeyState
@@ -102,6 +109,20 @@ LIFECYCLE: dict[Operation, Transition] = dict(
             "Cancel deletion",
             "The deletion is cancelled; the key comes back INACTIVE (disabled, without material in KMS).",
         ),
+        # Offered only for a key whose KMS key is gone (KMS state MISSING): see repairs_for.
+        _row(
+            Operation.RECREATE,
+            {S.ACTIVE, S.INACTIVE, S.REPLACED},
+            set(),
+            None,
+            "Recreate in KMS",
+            "A new KMS key is created in the keystore's account and given this key's own material (same KCV), "
+            "its alias and tags; its state follows the portal's. The KMS key ARN changes: applications must use "
+            "the alias or the new ARN. Data encrypted under the vanished KMS key stays undecryptable: AWS binds "
+            "every ciphertext to the KMS key that made it.",
+            offered=False,
+            repairs=KmsState.MISSING,
+        ),
         _row(
             Operation.PREPARE_DOWNLOAD,
             ALL_BUT_DELETED,
@@ -139,6 +160,17 @@ LIFECYCLE: dict[Operation, Transition] = dict(
 )
 
 
+# "Cannot <phrase> a key in state X": the operations whose name is not a verb that takes "a key".
+_REFUSAL_PHRASES = {
+    Operation.UPLOAD: "re-upload the material of",
+    Operation.SCHEDULE_DELETION: "schedule the deletion of",
+    Operation.CANCEL_DELETION: "cancel the deletion of",
+    Operation.PREPARE_DOWNLOAD: "prepare a download of",
+    Operation.UPDATE: "edit",
+    Operation.CLEANUP: "clean up",
+}
+
+
 class InvalidState(Conflict):
     """An operation was asked of a key in a state the lifecycle table refuses."""
 
@@ -147,7 +179,7 @@ class InvalidState(Conflict):
         self.state = state
         allowed_states = sorted(str(s) for s in LIFECYCLE[operation].allowed)
         super().__init__(
-            f"Cannot {operation.value.replace('_', ' ')} a key in state {state}; "
+            f"Cannot {_REFUSAL_PHRASES.get(operation, operation.value)} a key in state {state}; "
             f"allowed in: {', '.join(allowed_states) or 'no state'}.",
             state=str(state),
             allowed_states=allowed_states,
@@ -165,14 +197,28 @@ def decide(operation: Operation, state: str) -> bool:
     raise InvalidState(operation, key_state)
 
 
-def allowed_operations(state: str) -> list[Operation]:
+def allowed_operations(state: str, *, download_prepared: bool | None = None) -> list[Operation]:
     """Operations that would take effect on a key in ``state``, in table order.
 
     No-ops are valid too (they succeed and change nothing) but are not listed: a
-    button that cannot do anything is noise.
+    button that cannot do anything is noise. For the same reason, with
+    ``download_prepared=False`` ``download`` is left out: nothing is there to download.
     """
     key_state = KeyState(state)
-    return [op for op, row in LIFECYCLE.items() if row.offered and key_state in row.allowed]
+    return [
+        op
+        for op, row in LIFECYCLE.items()
+        if row.offered and key_state in row.allowed and not (op is Operation.DOWNLOAD and download_prepared is False)
+    ]
+
+
+def repairs_for(state: str, kms_state: str) -> list[Operation]:
+    """The repairs a key in ``state`` needs while KMS reports ``kms_state`` (recreate for a vanished KMS key).
+
+    The key page offers them first: the other operations all need a KMS key in step.
+    """
+    key_state = KeyState(state)
+    return [op for op, row in LIFECYCLE.items() if row.repairs == kms_state and key_state in row.allowed]
 
 
 # --- rules derived from the table ------------------------------------------------------

@@ -81,7 +81,7 @@ class Key(models.Model):
 
     @property
     def allowed_operations(self) -> list[str]:
-        return [op.value for op in allowed_operations(self.state)]
+        return [op.value for op in allowed_operations(self.state, download_prepared=self.download_prepared)]
 
 
 class PendingCreation(models.Model):

@@ -171,6 +171,15 @@ REGISTRY: dict[Operation, KeyOperation] = {
             api_action=True,
             done="Deletion of “{name}” cancelled. The key is INACTIVE: activate it to use it again.",
         ),
+        # A repair: the key page offers it (first) only while its lifecycle row's KMS state holds (MISSING).
+        KeyOperation(
+            Operation.RECREATE,
+            services.key_recreate,
+            "Recreate a vanished KMS key with the key's own material",
+            button=True,
+            api_action=True,
+            done="“{name}” recreated in KMS with its own material: its new KMS key ARN is shown below.",
+        ),
         KeyOperation(
             Operation.PREPARE_DOWNLOAD,
             services.key_prepare_download,

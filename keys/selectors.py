@@ -14,19 +14,22 @@ from contextlib import contextmanager
 from typing import Any, TypeVar, overload
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import connection
 from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet
 from django.utils import timezone
 
+from accounts.models import User
 from audit.models import AuditEvent
+from audit.selectors import FilterNames
 from byok_portal.errors import NotFound
 from byok_portal.vocabulary import KeyState
 from keys.lifecycle import due_for_cleanup_q, expiring_q, needs_attention_q
 from keys.models import Key
 from keys.serializers import ROW_COLUMNS
 from keystores.models import ROLE_RANK, Membership, Role
-from keystores.selectors import Viewer, is_superuser, require_role
+from keystores.selectors import Viewer, is_superuser, keystores_for, require_role
 
 _Row = TypeVar("_Row")
 
@@ -147,6 +150,15 @@ def renewal_neighbours(key: Key) -> tuple[Key | None, Key | None]:
 def recent_events(key: Key, limit: int) -> QuerySet[AuditEvent]:
     """The key's latest audit events (the key page's excerpt)."""
     return AuditEvent.objects.filter(key_id=key.pk).order_by("-seq")[:limit]
+
+
+def audit_filter_names(user: AbstractBaseUser | AnonymousUser, max_keys: int) -> FilterNames:
+    """The audit page's name filters: the user's keystores by name, their newest ``max_keys`` keys."""
+    if not isinstance(user, User):  # anonymous: no role anywhere
+        return FilterNames(keystores=(), keys=())
+    keystores = list(keystores_for(user).order_by("name", "id").values_list("pk", "name"))
+    keys = list(keys_for(user).order_by("-created_at", "id").values("pk", "name", "alias")[:max_keys])
+    return FilterNames(keystores=keystores, keys=keys)
 
 
 # --- the portal's own jobs (no user) --------------------------------------------------------

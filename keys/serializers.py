@@ -55,7 +55,8 @@ class KeySerializer(serializers.ModelSerializer[Key]):
     allowed_operations = serializers.ListField(
         child=serializers.ChoiceField(choices=OFFERED_OPERATIONS),
         read_only=True,
-        help_text="Operations that take effect in the key's current state, from the lifecycle table.",
+        help_text="Operations that take effect in the key's current state, from the lifecycle table "
+        "(`download` only while a download is prepared).",
     )
 
     class Meta:
@@ -129,13 +130,13 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     A list page's hot path: no model instances and no field objects per value.
     Timestamps are what DRF's ``DateTimeField`` writes (ISO 8601 in the current time
     zone, ``Z`` for UTC; anything unusual is handed to that field), and
-    ``allowed_operations`` is computed once per state from the lifecycle table.
+    ``allowed_operations`` is computed once per (state, download prepared) from the lifecycle table.
     """
     zone = timezone.get_current_timezone() if settings.USE_TZ else None
     # The database's values are in UTC: in a UTC zone they need no conversion.
     utc_zone = zone is not None and str(zone) in _UTC_NAMES
     utc = UTC
-    operations: dict[str, list[str]] = {}
+    operations: dict[tuple[str, bool], list[str]] = {}
 
     def stamp(value: datetime | None) -> str | None:
         if value is None:
@@ -148,10 +149,12 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             return str(_DATETIME.to_representation(value))
         return text[:-6] + "Z" if text.endswith("+00:00") else text
 
-    def allowed(state: str) -> list[str]:
-        found = operations.get(state)
+    def allowed(state: str, prepared: bool) -> list[str]:
+        found = operations.get((state, prepared))
         if found is None:
-            found = operations[state] = [op.value for op in allowed_operations(state)]
+            found = operations[state, prepared] = [
+                op.value for op in allowed_operations(state, download_prepared=prepared)
+            ]
         return list(found)
 
     return [
@@ -171,7 +174,7 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "replaces": str(row["replaces_id"]) if row["replaces_id"] else None,
             "replaced_by": str(row["replaced_by"]) if row["replaced_by"] else None,
             "download_prepared": bool(row["download_prepared"]),
-            "allowed_operations": allowed(row["state"]),
+            "allowed_operations": allowed(row["state"], bool(row["download_prepared"])),
             "created_at": stamp(row["created_at"]),
             "updated_at": stamp(row["updated_at"]),
         }

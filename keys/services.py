@@ -46,6 +46,7 @@ from keystores.selectors import require_role
 logger = logging.getLogger("byok.keys")
 
 INVALID_STATE_CODE = "KMSInvalidStateException"
+NOT_FOUND_CODE = "NotFoundException"
 MIN_WINDOW, MAX_WINDOW = 7, 30
 
 
@@ -118,10 +119,16 @@ def _record_refusal(actor: Actor, operation: Operation, key_id: uuid.UUID, exc: 
 def _record_failure(
     actor: Actor, operation: Operation, key_id: uuid.UUID, exc: AwsError, request_ids: list[str]
 ) -> None:
-    """After an AWS failure: the portal state stays as it was; the KMS state is no longer known."""
+    """After an AWS failure: the portal state stays as it was; the KMS state is no longer known.
+
+    Unless AWS said the KMS key does not exist (or it was known not to): every step names
+    the key's own KMS key, so NotFoundException means it is gone, and the key page then
+    offers the one operation that repairs that (:func:`key_recreate`).
+    """
     with transaction.atomic():
         key = _lock_key(key_id)
-        key.kms_state = KmsState.UNKNOWN
+        gone = exc.code == NOT_FOUND_CODE or key.kms_state == KmsState.MISSING
+        key.kms_state = KmsState.MISSING if gone else KmsState.UNKNOWN
         key.save(update_fields=["kms_state", "updated_at"])
         record(
             actor=actor,
@@ -265,6 +272,61 @@ def key_activate(*, actor: Actor, key_id: uuid.UUID) -> Done:
 
 def key_upload(*, actor: Actor, key_id: uuid.UUID) -> Done:
     return _operate(actor, key_id, Operation.UPLOAD, _reimport_and_enable)
+
+
+def key_recreate(*, actor: Actor, key_id: uuid.UUID) -> Done:
+    """A new KMS key holding this key's own material, for a key whose KMS key no longer exists in AWS.
+
+    AWS accepts the same material in another KMS key but binds each ciphertext to the
+    KMS key that made it: what was encrypted under the vanished key stays lost, while the
+    material, its KCV, the alias, the tags and the key's history carry on. Refused while
+    the old KMS key exists. A KMS key left by an interrupted attempt (found by the
+    portal's tag) is adopted rather than duplicated, so retrying converges.
+    """
+
+    def step(key: Key, kms: KmsSession) -> dict[str, Any]:
+        previous = key.kms_key_arn
+        try:
+            info = kms.describe(key.kms_key_id)
+        except AwsError as exc:
+            if exc.code != NOT_FOUND_CODE:
+                raise
+        else:
+            raise Conflict(
+                f"The KMS key {previous} still exists in AWS (state {info.aws_state}): there is nothing to recreate.",
+                state=key.state,
+                reason="kms_key_exists",
+            )
+        leftovers = [
+            arn
+            for arn in kms.find_keys_tagged(settings.BYOK_TAG_KEY, str(key.pk))
+            if kms.describe(arn).state != KmsState.PENDING_DELETION
+        ]
+        key.kms_key_arn = (
+            leftovers[0]
+            if leftovers
+            else kms.create_external_key(
+                description=f"BYOK Portal key {key.name}", tags=_kms_tags(key.pk, dict(key.tags))
+            )
+        )
+        if key.state == KeyState.INACTIVE:
+            if leftovers:  # the interrupted attempt may have imported already
+                _disable_and_delete_material(key, kms)
+            key.kms_state = KmsState.EMPTY
+        else:
+            _reimport_and_enable(key, kms)
+        if key.alias:
+            try:
+                kms.create_alias(key.alias, key.kms_key_id)
+            except AwsError as exc:
+                # Ours already (an interrupted attempt), or someone else's: never taken over silently.
+                if exc.code != "AlreadyExistsException" or key.alias not in kms.aliases_of(key.kms_key_id):
+                    raise
+        key.drift = []
+        key.kms_checked_at = timezone.now()
+        return {"previous_kms_key_arn": previous, "kms_key_arn": key.kms_key_arn, "adopted": bool(leftovers)}
+
+    return _operate(actor, key_id, Operation.RECREATE, step)
 
 
 def _pending_window(days: int | None) -> int:

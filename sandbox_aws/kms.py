@@ -36,7 +36,8 @@ from moto.kms import urls as moto_kms_urls
 from moto.kms.exceptions import ValidationException
 from moto.kms.models import Key, KmsBackend, kms_backends
 from moto.kms.responses import KmsResponse
-from moto.kms.utils import KeySpec, _deserialize_ciphertext_blob
+from moto.kms.utils import AbstractPrivateKey, KeySpec, _deserialize_ciphertext_blob
+from moto.kms.utils import generate_private_key as moto_generate_private_key
 
 from sandbox_aws.locking import SANDBOX_LOCK
 
@@ -698,6 +699,21 @@ _ADDED_ACTIONS = {
 }
 
 
+class LazyPrivateKey:
+    """moto gives every key an asymmetric key pair at creation, symmetric ones included (an RSA 2048 for
+    SYMMETRIC_DEFAULT): about 0.1 s per CreateKey, and per key restored from the state file. The pair
+    is made on first use instead; only Sign, Verify and GetPublicKey ever use it."""
+
+    def __init__(self, key_spec: str) -> None:
+        self._key_spec = key_spec
+        self._key: AbstractPrivateKey | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._key is None:
+            self._key = moto_generate_private_key(self._key_spec)
+        return getattr(self._key, name)
+
+
 def install() -> None:
     """Make moto's KMS the sandbox's KMS. Idempotent; call before serving requests.
 
@@ -706,6 +722,7 @@ def install() -> None:
     """
     for name, function in _ADDED_ACTIONS.items():
         setattr(KmsResponse, name, function)
+    kms_models.generate_private_key = LazyPrivateKey  # type: ignore[assignment]  # same call, made lazily
     if kms_backends.backend is SandboxKmsBackend:
         return
     kms_backends.backend = SandboxKmsBackend

@@ -94,6 +94,7 @@ class Observation:
 
 
 MATERIAL_MISSING = "material_missing"
+KMS_KEY_GONE = "kms_key_gone"
 
 
 def _state_findings(key: Key, info: KmsKeyInfo) -> list[Finding]:
@@ -174,12 +175,15 @@ def observe(key: Key, kms: KmsSession, limiter: RateLimiter) -> Observation:
         if exc.code != NOT_FOUND_CODE:
             raise
         # A key pending deletion disappears from AWS when its window ends: that is the plan, not drift.
-        gone = (
-            []
-            if key.state == KeyState.PENDING_DELETION
-            else [Finding("kms_key_gone", f"The KMS key {key.kms_key_arn} no longer exists in AWS.")]
+        if key.state == KeyState.PENDING_DELETION:
+            return Observation(KmsState.UNKNOWN, "", (), tuple(kms.request_ids[first_request:]))
+        # Nothing but "Recreate in KMS" can repair this: every other operation needs the KMS key.
+        gone = Finding(
+            KMS_KEY_GONE,
+            f"The KMS key {key.kms_key_arn} no longer exists in AWS (NotFoundException). Recreate it in KMS with "
+            "this key's material.",
         )
-        return Observation(KmsState.UNKNOWN, "", tuple(gone), tuple(kms.request_ids[first_request:]))
+        return Observation(KmsState.MISSING, "", (gone,), tuple(kms.request_ids[first_request:]))
     findings = _state_findings(key, info) + _alias_findings(key, kms, limiter) + _tag_findings(key, kms, limiter)
     return Observation(info.state, info.aws_state, tuple(findings), tuple(kms.request_ids[first_request:]))
 
@@ -323,7 +327,16 @@ def reconcile_keystore(
     keystore = Keystore.objects.filter(pk=keystore_id, state=KeystoreState.ACTIVE).first()
     if keystore is None:
         return summary, None
-    kms = aws.kms_for(keystore)  # an AssumeRole failure fails the chunk: nothing could be checked
+    if after is None:
+        # A fresh AssumeRole per run proves the role still works (a cached session may outlive it).
+        aws.credential_cache.clear_for(keystore)
+    try:
+        kms = aws.kms_for(keystore)
+    except AwsError as exc:
+        # Nothing could be checked: say so where people look (the keystore's connection), not "in step".
+        _note_connection(actor, keystore, f"{exc.operation}: {exc.code}: {exc.message}")
+        raise
+    _note_connection(actor, keystore, "")
     limiter = default_rate_limiter()
     page_size = min(limit, 500) if limit else 500
     seen = 0
@@ -348,6 +361,33 @@ def reconcile_keystore(
         if limit is not None and seen >= limit:
             more = reconcilable(keystore.pk).filter(id__gt=last).exists()
             return summary, last if more else None
+
+
+def _note_connection(actor: Actor, keystore: Keystore, error: str) -> None:
+    """Record that reconciliation could not reach the keystore, or could again; audit only a change.
+
+    Its connection status is what the keystore list, the keystore page and the
+    dashboard show, so a keystore whose role vanished is not taken for one in step.
+    """
+    unchanged = (
+        keystore.last_check_ok is False and keystore.last_check_error == error
+        if error
+        else keystore.last_check_ok is not False
+    )
+    if unchanged:
+        return
+    with transaction.atomic():
+        Keystore.objects.filter(pk=keystore.pk).update(
+            last_check_at=timezone.now(), last_check_ok=not error, last_check_error=error
+        )
+        record(
+            actor=actor,
+            operation=Operation.RECONCILE,
+            outcome=Outcome.FAILED if error else Outcome.SUCCESS,
+            keystore=keystore,
+            reason="connection_failed" if error else "connection_restored",
+            error=error,
+        )
 
 
 def recover_interrupted_creations(*, actor: Actor) -> int:
