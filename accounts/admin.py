@@ -31,16 +31,13 @@ class PortalUserAdmin(UserAdmin):
     )
 
     def save_model(self, request: HttpRequest, obj: User, form: ModelForm, change: bool) -> None:
-        """Save (a rename is audited with this admin, see ``User.save``), and audit a new account.
-
-        Who may log in is as much the trail's business as who holds a key.
-        """
-        actor = actor_from_request(request)
-        obj.save(actor=actor)
+        """Save, and audit a new account: who may log in is as much the trail's business as who holds a key."""
+        # Saved with the acting admin, so that a rename is audited as theirs (see ``User.save``).
+        obj.save(actor=actor_from_request(request))
         if not change:
             # The admin runs the whole add view in one transaction: the account and its event commit together.
             record(
-                actor=actor,
+                actor=actor_from_request(request),
                 operation=Operation.CREATE_USER,
                 outcome=Outcome.SUCCESS,
                 details={

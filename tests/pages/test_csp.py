@@ -92,7 +92,7 @@ PAGES = {
     "admin:keys_key_change": "/admin/keys/key/{key}/change/",
     "admin:audit_auditevent_changelist": "/admin/audit/auditevent/",
 }
-POST_ONLY = {"keystores:test-connection", "keystores:member-set", "logout"}
+POST_ONLY = {"keystores:test-connection", "keystores:member-set", "keystores:sandbox-create-role", "logout"}
 # Steps of the login that need a half-finished login in the session; covered through the browser tests.
 LOGIN_STEPS = {"otp_verify", "otp_enrol"}
 # Health probes answer plain text or JSON to load balancers, not pages to people.
