@@ -10,10 +10,9 @@ from django.http import HttpRequest
 
 from accounts.identity import actor_from_request
 from accounts.models import User
-from audit.models import Outcome
 from audit.services import record
 from byok_portal.admin import admin_site
-from keys.lifecycle import Operation
+from byok_portal.vocabulary import Operation, Outcome
 
 
 @admin.register(User, site=admin_site)

@@ -8,11 +8,15 @@ from typing import TYPE_CHECKING, Any
 from django.contrib.auth.models import AbstractUser
 from django.db import models, transaction
 from django.db.models import Q
+from django.dispatch import Signal
 
 if TYPE_CHECKING:
-    from accounts.identity import Actor
+    from audit.services import Actor
 
 LOCAL_ISSUER = "local"
+# Sent in a rename's transaction, with ``user``, ``actor`` and ``old_username``; ``accounts.services``
+# audits it (connected in ``AccountsConfig.ready``), so the model imports no service.
+user_renamed = Signal()
 
 
 class User(AbstractUser):
@@ -67,9 +71,7 @@ class User(AbstractUser):
             before = User.objects.filter(pk=self.pk).values_list("username", flat=True).first()
             super().save(*args, **kwargs)
             if before is not None and before != self.get_username():
-                from accounts.services import record_rename
-
-                record_rename(actor=actor, user=self, old_username=before)
+                user_renamed.send(sender=User, user=self, actor=actor, old_username=before)
 
 
 def _unused_local_subject(username: str) -> str:

@@ -25,10 +25,9 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.identity import Actor
 from accounts.models import User
-from audit.models import Outcome
 from audit.services import record
 from byok_portal.errors import NotFound, ServiceError
-from keys.lifecycle import Operation
+from byok_portal.vocabulary import Operation, Outcome
 
 CREATOR_PERMISSION = "keystores.add_keystore"
 # Django groups mirroring IdP groups carry this prefix; only they are synced from claims,
@@ -235,8 +234,8 @@ def grant_creator(*, actor: Actor, user: User, revoke: bool = False) -> bool:
     return changed
 
 
-def record_rename(*, actor: Actor | None, user: User, old_username: str) -> None:
-    """Audit a username change (called by ``User.save`` in the rename's transaction).
+def record_rename(*, actor: Actor | None, user: User, old_username: str, **signal: Any) -> None:
+    """Audit a username change (``User.save``'s ``user_renamed`` signal, in the rename's transaction).
 
     The event says that the *label* changed and the identity did not: the two-person
     rule and the audit trail keep speaking of the same ``(iss, sub)``.

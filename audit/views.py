@@ -13,9 +13,8 @@ from django.views.decorators.http import require_GET
 from accounts.decorators import portal_login_required
 from audit.filters import AuditEventFilter
 from audit.models import AuditEvent
-from audit.selectors import events_for
+from audit.selectors import events_for, filter_names
 from byok_portal.filters import set_empty_label
-from keystores.selectors import keys_for, keystores_for
 
 PAGE_SIZE = 50
 # Keys offered by name in the key filter (newest first); any other key can still be pasted by id.
@@ -30,17 +29,17 @@ def offer_names(form: forms.Form, user: Any) -> list[Mapping[str, Any]]:
     field (so a key beyond the suggestions can still be pasted) with a datalist of the user's
     keys, whose names and aliases the browser matches as one types. Returns the suggestions.
     """
-    keystores = keystores_for(user).order_by("name", "id").values_list("pk", "name")
+    names = filter_names(user, KEY_SUGGESTIONS)
     keystore = form.fields["keystore"]
     keystore.label = "Keystore"
-    keystore.widget = forms.Select(choices=[("", "All keystores"), *((str(pk), name) for pk, name in keystores)])
+    keystore.widget = forms.Select(choices=[("", "All keystores"), *((str(pk), name) for pk, name in names.keystores)])
     key = form.fields["key"]
     key.label = "Key"
     key.help_text = "Start typing a key's name or alias, or paste its ID."
     key.widget.attrs.update({"list": KEY_DATALIST_ID, "autocomplete": "off", "spellcheck": "false"})
     set_empty_label(form.fields["operation"], "Any operation")
     set_empty_label(form.fields["outcome"], "Any outcome")
-    return list(keys_for(user).order_by("-created_at", "id").values("pk", "name", "alias")[:KEY_SUGGESTIONS])
+    return list(names.keys)
 
 
 def _older_than(request: HttpRequest) -> int | None:

@@ -17,10 +17,9 @@ from typing import Any
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
-from audit.models import Outcome
 from audit.services import record
 from byok_portal.middleware import DATABASE_ERRORS
-from keys.lifecycle import Operation
+from byok_portal.vocabulary import Operation, Outcome
 
 logger = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import Enum, auto
 from typing import Any
 
 from django.conf import settings
@@ -30,13 +31,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.identity import Actor
-from audit.models import Outcome
-from audit.services import record
+from audit.services import record, record_refusal
 from byok_portal import aws
 from byok_portal.aws import AwsError, KmsSession
 from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceError, TwoPersonRuleViolation
+from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
 from keys import custody
-from keys.lifecycle import LIFECYCLE, InvalidState, KeyState, KmsState, Operation, decide
+from keys.lifecycle import LIFECYCLE, InvalidState, decide
 from keys.models import Key, PendingCreation
 from keys.validation import validate_alias, validate_tags
 from keystores.models import Keystore, KeystoreState, Role
@@ -52,6 +53,22 @@ MIN_WINDOW, MAX_WINDOW = 7, 30
 # --- the common shape ---------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Done:
+    """What an operation did, for the door that asked: the key it leaves behind and how it ended.
+
+    ``outcome`` is ``SUCCESS``, or ``NOOP`` when the key already was where the operation
+    leads (the same outcome the audit trail records). For a renewal ``key`` is the new key.
+    """
+
+    key: Key
+    outcome: Outcome
+
+    @property
+    def changed(self) -> bool:
+        return self.outcome != Outcome.NOOP
+
+
 def _check_role(actor: Actor, keystore: Keystore, role: Role) -> None:
     # The portal's own jobs (cleanup, reconciliation) act without a user.
     if actor.user is None:
@@ -63,7 +80,7 @@ def _check_role(actor: Actor, keystore: Keystore, role: Role) -> None:
         raise NotFound("Key not found.") from exc
 
 
-def authorize(*, actor: Actor, key_id: Any, operation: Operation, role: Role = Role.CUSTODIAN) -> Key:
+def authorize(*, actor: Actor, key_id: uuid.UUID, operation: Operation, role: Role = Role.CUSTODIAN) -> Key:
     """The key, if ``actor`` may run ``operation`` on it; otherwise an audited refusal.
 
     For callers that judge input before the operation runs (API bodies, page forms):
@@ -81,7 +98,7 @@ def authorize(*, actor: Actor, key_id: Any, operation: Operation, role: Role = R
     return key
 
 
-def _lock_key(key_id: Any) -> Key:
+def _lock_key(key_id: uuid.UUID) -> Key:
     try:
         key_uuid = key_id if isinstance(key_id, uuid.UUID) else uuid.UUID(str(key_id))
     except ValueError as exc:
@@ -92,25 +109,16 @@ def _lock_key(key_id: Any) -> Key:
     return key
 
 
-def _record_refusal(actor: Actor, operation: Operation, key_id: Any, exc: ServiceError) -> None:
+def _record_refusal(actor: Actor, operation: Operation, key_id: uuid.UUID, exc: ServiceError) -> None:
     key = Key.objects.select_related("keystore").filter(pk=key_id).first() if _is_uuid(key_id) else None
     if key is None:
         return  # nothing to attach the event to, and nothing was revealed
-    reason = "permission_denied" if isinstance(exc, NotFound) else str(exc.extra.get("reason") or exc.code)
-    with transaction.atomic():
-        record(
-            actor=actor,
-            operation=operation,
-            outcome=Outcome.REFUSED,
-            key=key,
-            reason=reason,
-            state_before=key.state,
-            state_after=key.state,
-            error=exc.detail,
-        )
+    record_refusal(actor=actor, operation=operation, exc=exc, key=key, state=key.state)
 
 
-def _record_failure(actor: Actor, operation: Operation, key_id: Any, exc: AwsError, request_ids: list[str]) -> None:
+def _record_failure(
+    actor: Actor, operation: Operation, key_id: uuid.UUID, exc: AwsError, request_ids: list[str]
+) -> None:
     """After an AWS failure: the portal state stays as it was; the KMS state is no longer known.
 
     Unless AWS said the KMS key does not exist (or it was known not to): every step names
@@ -139,7 +147,7 @@ def _record_failure(actor: Actor, operation: Operation, key_id: Any, exc: AwsErr
     )
 
 
-def _is_uuid(value: Any) -> bool:
+def _is_uuid(value: object) -> bool:
     try:
         uuid.UUID(str(value))
     except ValueError:
@@ -152,13 +160,13 @@ Step = Callable[[Key, KmsSession], dict[str, Any] | None]
 
 def _operate(
     actor: Actor,
-    key_id: Any,
+    key_id: uuid.UUID,
     operation: Operation,
     step: Step,
     *,
     role: Role = Role.CUSTODIAN,
     needs_kms: bool = True,
-) -> Key:
+) -> Done:
     """Run one lifecycle operation on one key; see the module docstring."""
     request_ids: list[str] = []
     try:
@@ -175,7 +183,7 @@ def _operate(
                     state_before=before,
                     state_after=before,
                 )
-                return key
+                return Done(key, Outcome.NOOP)
             kms = aws.kms_for(key.keystore) if needs_kms else None
             if kms is not None:
                 request_ids = kms.request_ids
@@ -195,7 +203,7 @@ def _operate(
                 kms_request_ids=request_ids,
                 details=details,
             )
-            return key
+            return Done(key, Outcome.SUCCESS)
     except (InvalidState, PermissionRefused, NotFound, TwoPersonRuleViolation, Conflict) as exc:
         _record_refusal(actor, operation, key_id, exc)
         raise
@@ -242,7 +250,7 @@ def _disable_and_delete_material(key: Key, kms: KmsSession) -> None:
 # --- operations -----------------------------------------------------------------
 
 
-def key_deactivate(*, actor: Actor, key_id: Any) -> Key:
+def key_deactivate(*, actor: Actor, key_id: uuid.UUID) -> Done:
     def step(key: Key, kms: KmsSession) -> None:
         _disable_and_delete_material(key, kms)
         key.kms_state = KmsState.EMPTY
@@ -258,15 +266,15 @@ def _reimport_and_enable(key: Key, kms: KmsSession) -> None:
     key.drift = []  # whatever reconciliation found missing is back
 
 
-def key_activate(*, actor: Actor, key_id: Any) -> Key:
+def key_activate(*, actor: Actor, key_id: uuid.UUID) -> Done:
     return _operate(actor, key_id, Operation.ACTIVATE, _reimport_and_enable)
 
 
-def key_upload(*, actor: Actor, key_id: Any) -> Key:
+def key_upload(*, actor: Actor, key_id: uuid.UUID) -> Done:
     return _operate(actor, key_id, Operation.UPLOAD, _reimport_and_enable)
 
 
-def key_recreate(*, actor: Actor, key_id: Any) -> Key:
+def key_recreate(*, actor: Actor, key_id: uuid.UUID) -> Done:
     """A new KMS key holding this key's own material, for a key whose KMS key no longer exists in AWS.
 
     AWS accepts the same material in another KMS key but binds each ciphertext to the
@@ -331,7 +339,7 @@ def _pending_window(days: int | None) -> int:
     return window
 
 
-def key_schedule_deletion(*, actor: Actor, key_id: Any, pending_window_days: int | None = None) -> Key:
+def key_schedule_deletion(*, actor: Actor, key_id: uuid.UUID, pending_window_days: int | None = None) -> Done:
     window = _pending_window(pending_window_days)
 
     def step(key: Key, kms: KmsSession) -> dict[str, Any]:
@@ -351,7 +359,7 @@ def key_schedule_deletion(*, actor: Actor, key_id: Any, pending_window_days: int
     return _operate(actor, key_id, Operation.SCHEDULE_DELETION, step)
 
 
-def key_cancel_deletion(*, actor: Actor, key_id: Any) -> Key:
+def key_cancel_deletion(*, actor: Actor, key_id: uuid.UUID) -> Done:
     def step(key: Key, kms: KmsSession) -> None:
         try:
             kms.cancel_deletion(key.kms_key_id)
@@ -385,7 +393,7 @@ def cleaned_up_fields() -> dict[str, Any]:
     }
 
 
-def key_cleanup(*, actor: Actor, key_id: Any, now: dt.datetime | None = None) -> Key:
+def key_cleanup(*, actor: Actor, key_id: uuid.UUID, now: dt.datetime | None = None) -> Done:
     """Daily cleanup of one key: once its grace period is over, destroy the portal's copy of the material."""
     moment = now or timezone.now()
 
@@ -399,11 +407,6 @@ def key_cleanup(*, actor: Actor, key_id: Any, now: dt.datetime | None = None) ->
         return {"deletion_date": key.deletion_date.isoformat()}
 
     return _operate(actor, key_id, Operation.CLEANUP, step, needs_kms=False)
-
-
-def due_for_cleanup(now: dt.datetime | None = None) -> Any:
-    """Keys whose deletion waiting period is over (the index ``keys_due_for_cleanup`` serves this)."""
-    return Key.objects.filter(state=KeyState.PENDING_DELETION, deletion_date__lte=now or timezone.now())
 
 
 # --- update -----------------------------------------------------------------------
@@ -424,18 +427,24 @@ def _check_alias_free(keystore: Keystore, alias: str, exclude: uuid.UUID | None 
         raise ValidationError({"alias": f"{alias} is already used by another key in this account and region."})
 
 
-_UNSET: Any = object()
+class _Unset(Enum):
+    """Marks a field ``key_update`` leaves as it is (None is a value: "no expiry")."""
+
+    UNSET = auto()
+
+
+_UNSET = _Unset.UNSET
 
 
 def key_update(
     *,
     actor: Actor,
-    key_id: Any,
-    name: str = _UNSET,
-    expires: dt.date | None = _UNSET,
-    tags: dict[str, str] = _UNSET,
-    alias: str = _UNSET,
-) -> Key:
+    key_id: uuid.UUID,
+    name: str | _Unset = _UNSET,
+    expires: dt.date | _Unset | None = _UNSET,
+    tags: dict[str, str] | _Unset = _UNSET,
+    alias: str | _Unset = _UNSET,
+) -> Done:
     """Change name, expiry, tags and alias; tags and alias are applied to the KMS key.
 
     Input is checked inside the operation, after the caller's role: an outsider
@@ -570,12 +579,12 @@ def _provision_kms_key(
 def key_create(
     *,
     actor: Actor,
-    keystore_id: Any,
+    keystore_id: uuid.UUID,
     name: str,
     alias: str = "",
     tags: dict[str, str] | None = None,
     expires: dt.date | None = None,
-) -> Key:
+) -> Done:
     """Create a KMS key (EXTERNAL), generate material, import it, set alias and tags."""
     keystore = Keystore.objects.filter(pk=keystore_id).first() if _is_uuid(keystore_id) else None
     if keystore is None:
@@ -655,7 +664,7 @@ def key_create(
         raise
     finally:
         custody.wipe(material)
-    return key
+    return Done(key, Outcome.SUCCESS)
 
 
 def _point_alias_back(kms: KmsSession, alias: str, old: Key) -> None:
@@ -666,7 +675,7 @@ def _point_alias_back(kms: KmsSession, alias: str, old: Key) -> None:
         logger.warning("could not move an alias back after a failed renew", extra={"key_id": str(old.pk)})
 
 
-def key_renew(*, actor: Actor, key_id: Any) -> Key:
+def key_renew(*, actor: Actor, key_id: uuid.UUID) -> Done:
     """New key and KMS key with fresh material; the alias moves; the old key becomes REPLACED (still enabled)."""
     current = Key.objects.select_related("keystore").filter(pk=key_id).first() if _is_uuid(key_id) else None
     if current is None:
@@ -718,7 +727,7 @@ def key_renew(*, actor: Actor, key_id: Any) -> Key:
             _operate(actor, key_id, Operation.RENEW, step)
     finally:
         custody.wipe(material)
-    return created[0]
+    return Done(created[0], Outcome.SUCCESS)
 
 
 def recover_pending_creations(*, actor: Actor, older_than: dt.timedelta = dt.timedelta(minutes=15)) -> int:
@@ -757,7 +766,7 @@ def recover_pending_creations(*, actor: Actor, older_than: dt.timedelta = dt.tim
 # --- download (two-person rule) -----------------------------------------------------
 
 
-def key_prepare_download(*, actor: Actor, key_id: Any, public_key_pem: str) -> Key:
+def key_prepare_download(*, actor: Actor, key_id: uuid.UUID, public_key_pem: str) -> Done:
     """Register the public key a second person's download will be wrapped with, and mark who prepared it."""
 
     def step(key: Key, kms: KmsSession | None) -> dict[str, Any]:
@@ -795,7 +804,7 @@ def download_preparation_expired(key: Key, now: dt.datetime | None = None) -> bo
     return key.download_prepared_at + ttl <= (now or timezone.now())
 
 
-def key_download(*, actor: Actor, key_id: Any) -> WrappedDownload:
+def key_download(*, actor: Actor, key_id: uuid.UUID) -> WrappedDownload:
     """Release the material wrapped for the prepared public key, to someone other than the preparer (once)."""
     result: list[WrappedDownload] = []
 

@@ -1,8 +1,8 @@
-"""Celery tasks for keys: thin callers of :mod:`keys.reconcile`, scheduled by beat (see settings).
+"""Celery tasks for keys: thin callers of the jobs in :mod:`keys.jobs`, scheduled by beat (see settings).
 
 Tasks take ids only (their arguments sit in the broker in plain text) and run
 with ``acks_late``: a worker that dies mid-task leaves the message to be
-delivered again, so every task is idempotent (see :mod:`keys.reconcile`).
+delivered again, so every task is idempotent (see :mod:`keys.jobs`).
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from celery import shared_task
 from django.conf import settings
 
 from accounts.identity import Actor
-from keys import reconcile
+from keys.jobs import cleanup, expiry, reconcile
 from keystores.models import Keystore, KeystoreState
 
 
 @shared_task(acks_late=True)
 def cleanup_due_keys() -> dict[str, int]:
     """The daily cleanup: keys whose deletion grace period is over become DELETED."""
-    return asdict(reconcile.cleanup_due_keys(actor=Actor.system("cleanup")))
+    return asdict(cleanup.cleanup_due_keys(actor=Actor.system("cleanup")))
 
 
 @shared_task(acks_late=True)
@@ -48,7 +48,7 @@ def reconcile_keystore(keystore_id: str, after: str | None = None) -> dict[str, 
     and, run one after the other, keep the keystore's KMS calls under its rate limit.
     """
     summary, resume_after = reconcile.reconcile_keystore(
-        keystore_id,
+        uuid.UUID(keystore_id),
         actor=Actor.system("reconcile"),
         after=uuid.UUID(after) if after else None,
         limit=settings.BYOK_RECONCILE_CHUNK,
@@ -61,10 +61,10 @@ def reconcile_keystore(keystore_id: str, after: str | None = None) -> dict[str, 
 @shared_task(acks_late=True)
 def reconcile_key(key_id: str) -> str:
     """Reconcile a single key now (e.g. after a custodian asks for a fresh look)."""
-    return str(reconcile.reconcile_key(key_id, actor=Actor.system("reconcile")))
+    return str(reconcile.reconcile_key(uuid.UUID(key_id), actor=Actor.system("reconcile")))
 
 
 @shared_task(acks_late=True)
 def warn_expiring_keys() -> dict[str, int]:
     """The daily expiry warnings: audit event, alert log line and dashboard flag, once a day per key."""
-    return {"warned": reconcile.warn_expiring_keys(actor=Actor.system("expiry"))}
+    return {"warned": expiry.warn_expiring_keys(actor=Actor.system("expiry"))}

@@ -42,7 +42,7 @@ def _rename_in_the_admin(client: Any, user: User, new_username: str) -> Any:
 
 def test_prepare_rename_in_the_admin_and_download_in_the_same_session_is_refused(people: Any, keystore: Any) -> None:
     admin = User.objects.create_superuser("admin", email="", password="admin-password-123")
-    key = key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders")
+    key = key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders").key
     browser = verified_client(admin)
 
     prepared = browser.post(

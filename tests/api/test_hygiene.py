@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def key(people: Any, keystore: Any) -> Key:
-    return services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders")
+    return services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders").key
 
 
 def _no_store(response: Any) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from audit.models import AuditEvent
-from keys.lifecycle import KeyState
+from byok_portal.vocabulary import KeyState
 from keys.models import Key
 
 pytestmark = pytest.mark.django_db
@@ -25,7 +25,7 @@ def _send(client: Any, method: str, path: str, raw: str) -> Any:
 def key(people: Any, keystore: Any) -> Key:
     from keys.services import key_create
 
-    return key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders")
+    return key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders").key
 
 
 def _endpoints(key: Key) -> list[tuple[str, str]]:

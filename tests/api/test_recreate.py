@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from accounts.identity import Actor
+from keys.jobs.reconcile import reconcile_key
 from keys.models import Key
-from keys.reconcile import reconcile_key
 from tests.keys.helpers import sandbox_view
 from tests.keys.test_recreate import vanish
 

@@ -25,10 +25,10 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from accounts.identity import Actor
+from byok_portal.vocabulary import KeyState
 from keys.custody import kcv
-from keys.lifecycle import KeyState
+from keys.jobs.reconcile import reconcile_everything, reconcile_key
 from keys.models import Key
-from keys.reconcile import reconcile_everything, reconcile_key
 from keystores import services as keystore_services
 from keystores.models import Keystore
 from tests.e2e.conftest import RestartableSandbox, axe_violations, log_in, record_axe, screenshot, screenshot_path
@@ -225,7 +225,7 @@ def test_confirmations_work_without_javascript(
     """With JS off, an action button opens the confirmation page, which carries the same consequence and form."""
     from keys import services
 
-    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="no-js")
+    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="no-js").key
     context = new_context()
     page = context.new_page()
     log_in(page, live_server.url, "bob", "bob-password-123")
@@ -288,7 +288,7 @@ def test_main_pages_have_no_accessibility_violations(
         alias="alias/a11y",
         tags={"app": "a11y"},
         expires=timezone.localdate() + dt.timedelta(days=5),
-    )
+    ).key
     services.key_prepare_download(actor=people.actor(people.bob), key_id=key.pk, public_key_pem=public_pem())
     refused = keystore_services.keystore_create(
         actor=people.actor(people.alice),
@@ -300,7 +300,7 @@ def test_main_pages_have_no_accessibility_violations(
     assert not keystore_services.keystore_test_connection(
         actor=people.actor(people.alice), keystore_id=refused.pk
     ).last_check_ok
-    missing = services.key_create(actor=people.actor(people.alice), keystore_id=keystore.pk, name="vanished")
+    missing = services.key_create(actor=people.actor(people.alice), keystore_id=keystore.pk, name="vanished").key
     ks = keystore
     purge = f"{aws_sandbox}/_sandbox/kms/{ks.aws_account_id}/{ks.region}/keys/{missing.kms_key_id}/purge"
     urllib.request.urlopen(urllib.request.Request(purge, data=b"", method="POST")).close()

@@ -30,7 +30,7 @@ def keys(people: Any, keystore: Any) -> list[Any]:
             alias=f"alias/customer-records-with-a-long-name-{n}",
             tags={"app": "crm"},
             expires=timezone.localdate() + dt.timedelta(days=10 + n),
-        )
+        ).key
         for n in range(2)
     ]
 

@@ -10,13 +10,14 @@ import pytest
 from django.conf import settings
 
 from accounts.identity import Actor
-from audit.models import AuditEvent, Outcome
+from audit.models import AuditEvent
 from byok_portal.aws import SANDBOX_ROLE_POLICY_NAME, AwsError
 from byok_portal.errors import Conflict
+from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
 from keys import services
-from keys.lifecycle import KeyState, KmsState, Operation, allowed_operations
+from keys.jobs.reconcile import reconcile_everything, reconcile_key
+from keys.lifecycle import allowed_operations
 from keys.models import Key
-from keys.reconcile import reconcile_everything, reconcile_key
 from tests.conftest import create_sandbox_role
 from tests.keys.helpers import account_admin_iam, kms_client, sandbox_view
 from tests.web import verified_client
@@ -40,7 +41,7 @@ def key(people: Any, keystore: Any) -> Key:
         name="orders",
         alias="alias/orders",
         tags={"app": "shop"},
-    )
+    ).key
 
 
 def found_missing(key: Key) -> Key:
@@ -69,6 +70,23 @@ def test_reconciliation_shows_the_vanished_kms_key_on_the_dashboard_and_the_key_
     assert Operation.RECREATE not in allowed_operations(key.state)
 
 
+def test_recreate_is_offered_only_while_the_kms_key_is_missing(people: Any, key: Key, aws_sandbox: str) -> None:
+    """One rule (the lifecycle row's ``repairs``): an in-step key's page has no way to recreate, nor the admin."""
+    browser = verified_client(people.bob)
+    link = f'href="/keys/{key.pk}/recreate/"'
+
+    assert link not in browser.get(f"/keys/{key.pk}/").content.decode()
+    vanish(aws_sandbox, key)
+    found_missing(key)
+    page = browser.get(f"/keys/{key.pk}/").content.decode()
+    assert link in page
+    # The way out comes first: every other operation needs the KMS key.
+    assert page.index(link) < page.index(f'href="/keys/{key.pk}/deactivate/"')
+    admin_actions = verified_client(people.root).get("/admin/keys/key/").content.decode()
+    assert 'value="run_deactivate"' in admin_actions
+    assert 'value="run_recreate"' not in admin_actions
+
+
 def test_recreate_gives_a_new_kms_key_the_same_material_alias_and_tags(people: Any, key: Key, aws_sandbox: str) -> None:
     vanish(aws_sandbox, key)
     old_arn = found_missing(key).kms_key_arn
@@ -95,14 +113,14 @@ def test_an_inactive_key_comes_back_without_material_and_activates(people: Any, 
     vanish(aws_sandbox, key)
     found_missing(key)
 
-    key = services.key_recreate(actor=people.actor(people.bob), key_id=key.pk)
+    key = services.key_recreate(actor=people.actor(people.bob), key_id=key.pk).key
 
     assert (key.state, key.kms_state, sandbox_view(aws_sandbox, key)["key_state"]) == (
         KeyState.INACTIVE,
         KmsState.EMPTY,
         "PendingImport",
     )
-    key = services.key_activate(actor=people.actor(people.bob), key_id=key.pk)
+    key = services.key_activate(actor=people.actor(people.bob), key_id=key.pk).key
     assert sandbox_view(aws_sandbox, key)["kcv"] == key.kcv
 
 
@@ -140,7 +158,7 @@ def test_a_kms_key_left_by_an_interrupted_attempt_is_adopted_not_duplicated(
     leftover = owner.create_key(Origin="EXTERNAL", Tags=[{"TagKey": settings.BYOK_TAG_KEY, "TagValue": str(key.pk)}])
     keys_before = len(owner.list_keys()["Keys"])
 
-    key = services.key_recreate(actor=people.actor(people.bob), key_id=key.pk)
+    key = services.key_recreate(actor=people.actor(people.bob), key_id=key.pk).key
 
     assert key.kms_key_arn == leftover["KeyMetadata"]["Arn"]
     assert len(owner.list_keys()["Keys"]) == keys_before
@@ -166,7 +184,7 @@ def test_the_way_back_after_the_sandbox_forgot_the_account(people: Any, key: Key
     key.refresh_from_db()
     key.keystore.refresh_from_db()
     assert (key.keystore.last_check_ok, key.kms_state) == (True, KmsState.MISSING)
-    key = services.key_recreate(actor=people.actor(people.bob), key_id=key.pk)
+    key = services.key_recreate(actor=people.actor(people.bob), key_id=key.pk).key
     assert sandbox_view(aws_sandbox, key)["kcv"] == key.kcv
     assert "Every key is in step with KMS" in browser.get("/").content.decode()
     reasons = AuditEvent.objects.filter(keystore_id=key.keystore_id, operation=Operation.RECONCILE, key_id=None)

@@ -20,7 +20,8 @@ def text_of(html: str) -> str:
 
 
 def test_the_filters_offer_the_users_keystores_and_keys_by_name(people: Any, keystore: Any) -> None:
-    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="Orders", alias="alias/o")
+    bob = people.actor(people.bob)
+    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="Orders", alias="alias/o").key
     account = new_account_id()
     elsewhere = keystore_create(
         actor=people.actor(people.root),

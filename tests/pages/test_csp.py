@@ -125,7 +125,7 @@ def test_every_page_route_is_rendered_below() -> None:
 def ids(people: Any, keystore: Any) -> dict[str, Any]:
     key = services.key_create(
         actor=people.actor(people.bob), keystore_id=keystore.pk, name="csp", alias="alias/csp", tags={"a": "b"}
-    )
+    ).key
     services.key_prepare_download(actor=people.actor(people.carol), key_id=key.pk, public_key_pem=public_pem())
     return {"keystore": keystore.pk, "key": key.pk, "member": people.dan.pk}
 

@@ -33,8 +33,9 @@ def shown_commands(page: str) -> str:
 
 @pytest.fixture
 def prepared(people: Any, keystore: Any) -> Key:
-    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders")
-    return services.key_prepare_download(actor=people.actor(people.carol), key_id=key.pk, public_key_pem=public_pem())
+    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders").key
+    carol = people.actor(people.carol)
+    return services.key_prepare_download(actor=carol, key_id=key.pk, public_key_pem=public_pem()).key
 
 
 def test_the_commands_on_the_page_unwrap_a_real_download_and_print_its_kcv(

@@ -50,7 +50,7 @@ def test_every_malformed_tag_line_is_reported(people: Any, keystore: Any) -> Non
 def test_the_edit_form_reports_alias_and_tags_together(people: Any, keystore: Any) -> None:
     from keys import services
 
-    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders")
+    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders").key
     response = verified_client(people.bob).post(
         f"/keys/{key.pk}/edit/", {"name": "orders", "alias": "alias/aws/x", "tags": "aws:x=1"}
     )
@@ -63,7 +63,7 @@ def test_the_edit_form_reports_alias_and_tags_together(people: Any, keystore: An
 def test_the_public_key_fields_say_one_of_them_is_required(people: Any, keystore: Any) -> None:
     from keys import services
 
-    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders")
+    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders").key
     page = verified_client(people.bob).get(f"/keys/{key.pk}/prepare-download/").content.decode()
     assert "(optional)" not in page
     assert "(required: paste it or upload its file)" in page
@@ -72,7 +72,7 @@ def test_the_public_key_fields_say_one_of_them_is_required(people: Any, keystore
 def test_the_dismiss_button_of_a_confirmation_is_not_called_cancel(people: Any, keystore: Any) -> None:
     from keys import services
 
-    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders")
+    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders").key
     services.key_schedule_deletion(actor=people.actor(people.bob), key_id=key.pk, pending_window_days=7)
     bob = verified_client(people.bob)
     dialog = bob.get(f"/keys/{key.pk}/").content.decode()
@@ -87,7 +87,7 @@ def test_the_dismiss_button_of_a_confirmation_is_not_called_cancel(people: Any, 
 def test_the_kms_state_shows_awss_name_beside_the_portals(people: Any, keystore: Any) -> None:
     from keys import services
 
-    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders")
+    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders").key
     services.key_deactivate(actor=people.actor(people.bob), key_id=key.pk)
     bob = verified_client(people.bob)
     for url in (f"/keys/{key.pk}/", "/keys/"):
