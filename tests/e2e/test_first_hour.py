@@ -112,7 +112,7 @@ def test_an_operator_created_user_enrols_totp_and_sees_the_keystore_once_granted
     live_server: Any, new_context: Any, people: Any, keystore: Any
 ) -> None:
     base = live_server.url
-    key = key_services.key_create(actor=people.actor(people.alice), keystore_id=keystore.pk, name="Ledger")
+    key = key_services.key_create(actor=people.actor(people.alice), keystore_id=keystore.pk, name="Ledger").key
 
     # The operator creates the account; the command prints its password once.
     out = StringIO()
