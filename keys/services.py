@@ -604,6 +604,24 @@ def _point_alias_back(kms: KmsSession, alias: str, old: Key) -> None:
         logger.warning("could not move an alias back after a failed renew", extra={"key_id": str(old.pk)})
 
 
+def _refuse_second_renewal(old: Key) -> None:
+    """The renewal chain is a line: each key has at most one successor (``replaced_by``).
+
+    A REPLACED key can come back to ACTIVE (schedule deletion, cancel, activate); renewing
+    it again would fork the chain into two successors, and which of them is "the" new key
+    would be anyone's guess. The successor it already has is where the chain continues, so
+    a second renewal is refused (409, audited) and names the key to renew instead.
+    """
+    successor = Key.objects.filter(replaces_id=old.pk).values_list("pk", flat=True).first()
+    if successor is not None:
+        raise Conflict(
+            f"This key was already renewed by key {successor}; renew that key (the newest of the chain) instead.",
+            state=old.state,
+            reason="already_renewed",
+            replaced_by=str(successor),
+        )
+
+
 def key_renew(*, actor: Actor, key_id: Any) -> Key:
     """New key and KMS key with fresh material; the alias moves; the old key becomes REPLACED (still enabled)."""
     current = Key.objects.select_related("keystore").filter(pk=key_id).first() if _is_uuid(key_id) else None
@@ -614,6 +632,7 @@ def key_renew(*, actor: Actor, key_id: Any) -> Key:
     created: list[Key] = []
 
     def step(old: Key, kms: KmsSession) -> dict[str, Any]:
+        _refuse_second_renewal(old)
         arn = _provision_kms_key(kms, creation, name=old.name, tags=dict(old.tags), material=material)
         alias = old.alias
         try:
