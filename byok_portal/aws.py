@@ -306,6 +306,35 @@ class KmsSession:
                 return
             marker = page.get("NextMarker")
 
+    def key_arns(self) -> Iterator[str]:
+        """ARNs of every KMS key in the account and region (ListKeys, paged)."""
+        marker: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Limit": 1000}
+            if marker:
+                kwargs["Marker"] = marker
+            page = self._call("ListKeys", **kwargs)
+            for entry in page.get("Keys", []):
+                yield str(entry["KeyArn"])
+            if not page.get("Truncated"):
+                return
+            marker = page.get("NextMarker")
+
+    def alias_targets(self) -> Iterator[tuple[str, str]]:
+        """``(alias name, target key id)`` of every customer alias in the account and region (ListAliases, paged)."""
+        marker: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Limit": 100}
+            if marker:
+                kwargs["Marker"] = marker
+            page = self._call("ListAliases", **kwargs)
+            for entry in page.get("Aliases", []):
+                if entry.get("TargetKeyId"):  # AWS-managed aliases without a key yet have none
+                    yield str(entry["AliasName"]), str(entry["TargetKeyId"])
+            if not page.get("Truncated"):
+                return
+            marker = page.get("NextMarker")
+
     def probe(self) -> None:
         """A harmless call proving the role works for KMS (used by "Test connection")."""
         self._call("ListAliases", Limit=1)

@@ -450,6 +450,110 @@ def recover_interrupted_creations(*, actor: Actor) -> int:
         return 0
 
 
+# --- KMS keys the portal made but no row owns -------------------------------------------
+
+
+def _owned_arns(keystore: Keystore) -> set[str]:
+    """ARNs of every portal key in the keystore's AWS account and region (any keystore, any state)."""
+    return set(
+        Key.objects.filter(keystore__aws_account_id=keystore.aws_account_id, keystore__region=keystore.region)
+        .exclude(kms_key_arn="")
+        .values_list("kms_key_arn", flat=True)
+    )
+
+
+def _still_unowned(arn: str, tagged_id: str) -> bool:
+    """Checked again just before acting, journal first: a creation commits its Key row, then drops its journal."""
+    if services.creation_in_progress(tagged_id):
+        return False  # recover_pending_creations decides once its creator is gone
+    return not Key.objects.filter(kms_key_arn=arn).exists()
+
+
+def sweep_untracked_kms_keys(
+    keystore_id: Any, *, actor: Actor, kms: KmsSession | None = None, limiter: RateLimiter | None = None
+) -> int:
+    """Scan KMS for keys carrying the portal's tag that no portal row owns; schedule each for deletion.
+
+    Such keys come from a CreateKey that AWS executed but whose answer was lost
+    (botocore's retry made a second key, which the portal kept), or from any other
+    half-finished creation whose journal is gone. Aliases left pointing at them
+    are repaired: repointed to the live portal key that owns the alias name, else
+    deleted (so the next create with that alias works). Each orphan is one audit event.
+
+    Only unowned ARNs cost a ListResourceTags; the keys the portal owns are known
+    from its rows. Returns the number of orphans resolved.
+    """
+    keystore = Keystore.objects.filter(pk=keystore_id, state=KeystoreState.ACTIVE).first()
+    if keystore is None:
+        return 0
+    kms = kms or aws.kms_for(keystore)
+    limiter = limiter or default_rate_limiter()
+    owned = _owned_arns(keystore)
+    candidates: list[tuple[str, str]] = []
+    for arn in kms.key_arns():
+        if arn in owned:
+            continue
+        try:
+            tags = limiter.call(kms.tags_of, arn.rsplit("/", 1)[-1])
+        except AwsError:
+            continue  # AWS-managed or foreign keys the role may not read: not the portal's
+        tagged_id = tags.get(settings.BYOK_TAG_KEY, "")
+        if services.is_portal_key_id(tagged_id):
+            candidates.append((arn, tagged_id))
+    if not candidates:
+        return 0
+    aliases: dict[str, list[str]] = {}
+    for alias, target in kms.alias_targets():
+        aliases.setdefault(target, []).append(alias)
+    resolved = 0
+    for arn, tagged_id in candidates:
+        if _still_unowned(arn, tagged_id):
+            key_aliases = aliases.get(arn.rsplit("/", 1)[-1], [])
+            resolved += _remove_orphan(actor, keystore, kms, limiter, arn, tagged_id, key_aliases)
+    return resolved
+
+
+def _remove_orphan(
+    actor: Actor,
+    keystore: Keystore,
+    kms: KmsSession,
+    limiter: RateLimiter,
+    arn: str,
+    tagged_id: str,
+    aliases: list[str],
+) -> int:
+    first_request = len(kms.request_ids)
+    repointed, deleted = services.release_stranded_aliases(kms, keystore, aliases)
+    info = limiter.call(kms.describe, arn.rsplit("/", 1)[-1])
+    scheduled = info.state != KmsState.PENDING_DELETION
+    if scheduled:
+        services.schedule_orphan_deletion(kms, arn)
+    if not (scheduled or repointed or deleted):
+        return 0  # already on its way out, nothing pointing at it: nothing to do or say
+    with transaction.atomic():
+        record(
+            actor=actor,
+            operation=Operation.RECONCILE,
+            outcome=Outcome.SUCCESS,
+            keystore=keystore,
+            reason="orphan_removed",
+            kms_request_ids=kms.request_ids[first_request:],
+            details={
+                "found_by": "kms_scan",
+                "kms_key": arn,
+                "tagged_key_id": tagged_id,
+                "scheduled_for_deletion": scheduled,
+                "aliases_repointed": repointed,
+                "aliases_deleted": deleted,
+            },
+        )
+    logger.warning(
+        "untracked portal KMS key scheduled for deletion",
+        extra={"event": "kms_orphan", "keystore_id": str(keystore.pk), "kms_key": arn, "tagged_key_id": tagged_id},
+    )
+    return 1
+
+
 def reconcile_everything(*, actor: Actor) -> ReconcileSummary:
     """Every managed key of every active keystore, then interrupted creations: ``byok_reconcile``, synchronously."""
     total = ReconcileSummary()
@@ -465,8 +569,22 @@ def reconcile_everything(*, actor: Actor) -> ReconcileSummary:
             )
             continue
         total.merge(summary)
-    total.orphans_resolved = recover_interrupted_creations(actor=actor)
+    total.orphans_resolved = recover_interrupted_creations(actor=actor) + sweep_every_keystore(actor=actor)
     return total
+
+
+def sweep_every_keystore(*, actor: Actor) -> int:
+    """:func:`sweep_untracked_kms_keys` for every active keystore; one unreachable keystore stops none other."""
+    resolved = 0
+    for keystore_id in Keystore.objects.filter(state=KeystoreState.ACTIVE).order_by("id").values_list("id", flat=True):
+        try:
+            resolved += sweep_untracked_kms_keys(keystore_id, actor=actor)
+        except AwsError as exc:
+            logger.warning(
+                "could not scan the keystore for untracked KMS keys",
+                extra={"keystore_id": str(keystore_id), "aws_code": exc.code},
+            )
+    return resolved
 
 
 # --- expiry warnings ----------------------------------------------------------------

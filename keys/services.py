@@ -491,6 +491,85 @@ def _schedule_orphan_deletion(kms: KmsSession, arn: str) -> None:
             raise
 
 
+def schedule_orphan_deletion(kms: KmsSession, arn: str) -> None:
+    """Schedule a KMS key no portal row owns for deletion (shortest window: it never held anyone's data)."""
+    _schedule_orphan_deletion(kms, arn)
+
+
+def is_portal_key_id(value: str) -> bool:
+    """Whether a tag value can be one of the portal's key ids (the portal's tag always carries a UUID)."""
+    return bool(value) and _is_uuid(value)
+
+
+def creation_in_progress(key_id: str) -> bool:
+    """A create or renew of ``key_id`` has a journal row: it runs, or waits for :func:`recover_pending_creations`."""
+    return PendingCreation.objects.filter(key_id=key_id).exists()
+
+
+def _live_alias_owner(keystore: Keystore, alias: str) -> Key | None:
+    return _alias_taken(keystore, alias, None) if alias else None
+
+
+def _stranded_portal_alias(kms: KmsSession, keystore: Keystore, alias: str, target_arn: str) -> bool:
+    """True if ``alias`` points at a KMS key the portal made (by its tag) and no live portal key uses the alias.
+
+    Such an alias was left behind by a creation that failed after CreateAlias acted
+    (its answer lost, the key then scheduled for deletion): it is the portal's to reuse.
+    """
+    if _live_alias_owner(keystore, alias) is not None:
+        return False
+    tags = kms.tags_of(target_arn.rsplit("/", 1)[-1])
+    return is_portal_key_id(tags.get(settings.BYOK_TAG_KEY, ""))
+
+
+def _claim_alias(kms: KmsSession, keystore: Keystore, alias: str, arn: str) -> None:
+    """CreateAlias for a new key; an existing alias is taken over only when it is the portal's own.
+
+    It is the portal's when it already points at this very key (a CreateAlias that AWS
+    executed but whose answer was lost, retried by botocore: AlreadyExistsException) or
+    at a key the portal made that no live portal key uses it for (stranded by an earlier
+    failed creation): reused, or repointed with UpdateAlias. Anyone else's alias is never
+    taken: the AlreadyExistsException stands.
+    """
+    key_id = arn.rsplit("/", 1)[-1]
+    try:
+        kms.create_alias(alias, key_id)
+        return
+    except AwsError as exc:
+        if exc.code != "AlreadyExistsException":
+            raise
+        target = kms.describe(alias).arn  # DescribeKey accepts an alias name
+        if target == arn:
+            return
+        if not _stranded_portal_alias(kms, keystore, alias, target):
+            raise
+    kms.point_alias(alias, key_id)
+
+
+def release_stranded_aliases(kms: KmsSession, keystore: Keystore, aliases: list[str]) -> tuple[list[str], list[str]]:
+    """Aliases pointing at an orphaned portal KMS key: back to the live portal key named by them, else deleted.
+
+    Returns ``(repointed, deleted)``. An alias whose live owner cannot take it (its
+    KMS key is pending deletion, which UpdateAlias refuses) is left for a later run.
+    """
+    repointed: list[str] = []
+    deleted: list[str] = []
+    for alias in aliases:
+        owner = _live_alias_owner(keystore, alias)
+        if owner is None or not owner.kms_key_arn:
+            kms.delete_alias(alias)
+            deleted.append(alias)
+            continue
+        try:
+            kms.point_alias(alias, owner.kms_key_id)
+        except AwsError as exc:
+            if exc.code != INVALID_STATE_CODE:
+                raise
+            continue
+        repointed.append(alias)
+    return repointed, deleted
+
+
 def _provision_kms_key(
     kms: KmsSession, creation: _Creation, *, name: str, tags: dict[str, str], material: bytearray
 ) -> str:
@@ -547,7 +626,7 @@ def key_create(
             arn = _provision_kms_key(kms, creation, name=name, tags=clean_tags, material=material)
             if alias:
                 try:
-                    kms.create_alias(alias, arn.rsplit("/", 1)[-1])
+                    _claim_alias(kms, keystore, alias, arn)
                 except AwsError as exc:
                     if exc.code != "AlreadyExistsException":  # someone else's alias: never remove it
                         creation.alias_created = alias

@@ -36,6 +36,7 @@ def reconcile_all() -> dict[str, int]:
     keystore_ids = list(Keystore.objects.filter(state=KeystoreState.ACTIVE).values_list("id", flat=True))
     for keystore_id in keystore_ids:
         reconcile_keystore.delay(str(keystore_id))
+        sweep_keystore.delay(str(keystore_id))
     recovered = reconcile.recover_interrupted_creations(actor=actor)
     return {"keystores": len(keystore_ids), "orphans_resolved": recovered}
 
@@ -56,6 +57,12 @@ def reconcile_keystore(keystore_id: str, after: str | None = None) -> dict[str, 
     if resume_after is not None:
         reconcile_keystore.delay(keystore_id, str(resume_after))
     return {**asdict(summary), "continues_after": str(resume_after) if resume_after else None}
+
+
+@shared_task(acks_late=True)
+def sweep_keystore(keystore_id: str) -> dict[str, int]:
+    """Scan one keystore's KMS for keys carrying the portal's tag that no portal row owns (see reconcile)."""
+    return {"orphans_resolved": reconcile.sweep_untracked_kms_keys(keystore_id, actor=Actor.system("reconcile"))}
 
 
 @shared_task(acks_late=True)
