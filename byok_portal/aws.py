@@ -306,19 +306,14 @@ class KmsSession:
                 return
             marker = page.get("NextMarker")
 
-    def key_arns(self) -> Iterator[str]:
-        """ARNs of every KMS key in the account and region (ListKeys, paged)."""
-        marker: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"Limit": 1000}
-            if marker:
-                kwargs["Marker"] = marker
-            page = self._call("ListKeys", **kwargs)
-            for entry in page.get("Keys", []):
-                yield str(entry["KeyArn"])
-            if not page.get("Truncated"):
-                return
-            marker = page.get("NextMarker")
+    def key_arns_page(self, marker: str | None = None) -> tuple[list[str], str | None]:
+        """One ListKeys page of the account and region: its key ARNs, and the marker of the next page (or None)."""
+        kwargs: dict[str, Any] = {"Limit": 1000}
+        if marker:
+            kwargs["Marker"] = marker
+        page = self._call("ListKeys", **kwargs)
+        arns = [str(entry["KeyArn"]) for entry in page.get("Keys", [])]
+        return arns, (str(page["NextMarker"]) if page.get("Truncated") and page.get("NextMarker") else None)
 
     def alias_targets(self) -> Iterator[tuple[str, str]]:
         """``(alias name, target key id)`` of every customer alias in the account and region (ListAliases, paged)."""

@@ -59,7 +59,9 @@ class CleanupSummary:
     batches: int = 0
 
 
-def cleanup_due_keys(*, actor: Actor, now: dt.datetime | None = None, batch_size: int | None = None) -> CleanupSummary:
+def cleanup_due_keys(
+    *, actor: Actor, now: dt.datetime | None = None, batch_size: int | None = None, until: float | None = None
+) -> CleanupSummary:
     """Move every key whose deletion grace period is over to ``DELETED`` and destroy its material.
 
     Works in batches of ``batch_size`` keys (``BYOK_CLEANUP_BATCH_SIZE``), oldest
@@ -71,6 +73,9 @@ def cleanup_due_keys(*, actor: Actor, now: dt.datetime | None = None, batch_size
     (two workers, a redelivered task) takes other keys or none, and a key a
     lifecycle operation is holding is left for the next run. Once a batch commits
     its keys are ``DELETED`` and no run selects them again.
+
+    Past ``until`` (a ``time.monotonic()`` value) no new batch starts: the task
+    hands the rest to a new task, so none runs near the broker's visibility timeout.
     """
     moment = now or timezone.now()
     size = batch_size or settings.BYOK_CLEANUP_BATCH_SIZE
@@ -89,6 +94,8 @@ def cleanup_due_keys(*, actor: Actor, now: dt.datetime | None = None, batch_size
             _clean_batch(actor, batch)
         summary.cleaned += len(batch)
         summary.batches += 1
+        if until is not None and time.monotonic() >= until:
+            break
     if summary.cleaned:
         logger.info("cleanup finished", extra={"cleaned": summary.cleaned, "batches": summary.batches})
     return summary
@@ -469,9 +476,23 @@ def _still_unowned(arn: str, tagged_id: str) -> bool:
     return not Key.objects.filter(kms_key_arn=arn).exists()
 
 
+@dataclass
+class SweepResult:
+    """What one :func:`sweep_untracked_kms_keys` call did, and the ListKeys marker to go on from (None: done)."""
+
+    resolved: int = 0
+    resume_marker: str | None = None
+
+
 def sweep_untracked_kms_keys(
-    keystore_id: Any, *, actor: Actor, kms: KmsSession | None = None, limiter: RateLimiter | None = None
-) -> int:
+    keystore_id: Any,
+    *,
+    actor: Actor,
+    kms: KmsSession | None = None,
+    limiter: RateLimiter | None = None,
+    marker: str | None = None,
+    until: float | None = None,
+) -> SweepResult:
     """Scan KMS for keys carrying the portal's tag that no portal row owns; schedule each for deletion.
 
     Such keys come from a CreateKey that AWS executed but whose answer was lost
@@ -481,36 +502,48 @@ def sweep_untracked_kms_keys(
     deleted (so the next create with that alias works). Each orphan is one audit event.
 
     Only unowned ARNs cost a ListResourceTags; the keys the portal owns are known
-    from its rows. Returns the number of orphans resolved.
+    from its rows. Works page by page from ``marker``; past ``until`` (a
+    ``time.monotonic()`` value) it stops after the current page and returns where
+    to resume, so a task never outlives its time budget.
     """
+    result = SweepResult()
     keystore = Keystore.objects.filter(pk=keystore_id, state=KeystoreState.ACTIVE).first()
     if keystore is None:
-        return 0
+        return result
     kms = kms or aws.kms_for(keystore)
     limiter = limiter or default_rate_limiter()
     owned = _owned_arns(keystore)
-    candidates: list[tuple[str, str]] = []
-    for arn in kms.key_arns():
-        if arn in owned:
-            continue
+    aliases: dict[str, list[str]] | None = None
+    while True:
+        arns, marker = kms.key_arns_page(marker)
+        candidates = _untracked(kms, limiter, [arn for arn in arns if arn not in owned])
+        if candidates and aliases is None:
+            aliases = {}
+            for alias, target in kms.alias_targets():
+                aliases.setdefault(target, []).append(alias)
+        for arn, tagged_id in candidates:
+            if _still_unowned(arn, tagged_id):
+                key_aliases = (aliases or {}).get(arn.rsplit("/", 1)[-1], [])
+                result.resolved += _remove_orphan(actor, keystore, kms, limiter, arn, tagged_id, key_aliases)
+        if marker is None:
+            return result
+        if until is not None and time.monotonic() >= until:
+            result.resume_marker = marker
+            return result
+
+
+def _untracked(kms: KmsSession, limiter: RateLimiter, arns: list[str]) -> list[tuple[str, str]]:
+    """``(arn, portal key id)`` of the keys among ``arns`` that carry the portal's tag."""
+    found = []
+    for arn in arns:
         try:
             tags = limiter.call(kms.tags_of, arn.rsplit("/", 1)[-1])
         except AwsError:
             continue  # AWS-managed or foreign keys the role may not read: not the portal's
         tagged_id = tags.get(settings.BYOK_TAG_KEY, "")
         if services.is_portal_key_id(tagged_id):
-            candidates.append((arn, tagged_id))
-    if not candidates:
-        return 0
-    aliases: dict[str, list[str]] = {}
-    for alias, target in kms.alias_targets():
-        aliases.setdefault(target, []).append(alias)
-    resolved = 0
-    for arn, tagged_id in candidates:
-        if _still_unowned(arn, tagged_id):
-            key_aliases = aliases.get(arn.rsplit("/", 1)[-1], [])
-            resolved += _remove_orphan(actor, keystore, kms, limiter, arn, tagged_id, key_aliases)
-    return resolved
+            found.append((arn, tagged_id))
+    return found
 
 
 def _remove_orphan(
@@ -578,7 +611,7 @@ def sweep_every_keystore(*, actor: Actor) -> int:
     resolved = 0
     for keystore_id in Keystore.objects.filter(state=KeystoreState.ACTIVE).order_by("id").values_list("id", flat=True):
         try:
-            resolved += sweep_untracked_kms_keys(keystore_id, actor=actor)
+            resolved += sweep_untracked_kms_keys(keystore_id, actor=actor).resolved
         except AwsError as exc:
             logger.warning(
                 "could not scan the keystore for untracked KMS keys",

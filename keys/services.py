@@ -26,7 +26,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from accounts.identity import Actor
@@ -451,16 +451,80 @@ def _creation_journal(keystore: Keystore, key_id: uuid.UUID, operation: Operatio
     removed at once; if even that fails, or the process dies, the journal row stays
     for :func:`recover_pending_creations`.
     """
-    creation = _Creation(PendingCreation.objects.create(key_id=key_id, keystore=keystore, operation=operation))
+    # The lease is taken before the journal row exists, so reconciliation never sees the row unleased while it runs.
+    with _creation_lease(key_id):
+        creation = _Creation(PendingCreation.objects.create(key_id=key_id, keystore=keystore, operation=operation))
+        try:
+            yield creation
+        except BaseException:
+            if not creation.create_attempted:
+                creation.journal.delete()
+            else:
+                _undo_creation(keystore, creation)
+            raise
+        creation.journal.delete()
+
+
+def creation_lock_id(key_id: Any) -> int:
+    """The PostgreSQL advisory lock that is a creation's lease on its journal row (64 bits of the key id)."""
+    return int.from_bytes(uuid.UUID(str(key_id)).bytes[:8], "big", signed=True)
+
+
+def creation_lease_seconds() -> int:
+    """Worst-case duration of one create or renew: every KMS call of it, each with all of botocore's attempts.
+
+    Only where the database has no session locks (SQLite, for development) is a
+    leftover journal row judged by its age; this is that age.
+    """
+    per_call = settings.BYOK_AWS_CONNECT_TIMEOUT + settings.BYOK_AWS_READ_TIMEOUT
+    # AssumeRole, CreateKey, GetParametersForImport, ImportKeyMaterial, an alias call, and the undo's two.
+    return int(per_call * settings.BYOK_AWS_MAX_ATTEMPTS * 7)
+
+
+@contextmanager
+def _creation_lease(key_id: uuid.UUID) -> Iterator[None]:
+    """Hold the creation's lease for exactly as long as the creating process works on it.
+
+    A session-level advisory lock: PostgreSQL releases it when the process ends or
+    loses its connection, so a crashed creation is recoverable at once, while a slow
+    one (AWS retrying) is never taken for dead. Session locks outlive a rolled-back
+    transaction, which is why the creation enters this outside any transaction.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    lock = creation_lock_id(key_id)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [lock])
     try:
-        yield creation
-    except BaseException:
-        if not creation.create_attempted:
-            creation.journal.delete()
-        else:
-            _undo_creation(keystore, creation)
-        raise
-    creation.journal.delete()
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [lock])
+        except DatabaseError:
+            logger.warning("could not release a creation lease", extra={"key_id": str(key_id)})
+
+
+@contextmanager
+def _abandoned(journal: PendingCreation, older_than: dt.timedelta | None) -> Iterator[bool]:
+    """Whether the creation behind ``journal`` is over (its process gone), holding its lease while the caller acts."""
+    if connection.vendor != "postgresql":
+        age = older_than if older_than is not None else dt.timedelta(seconds=creation_lease_seconds())
+        yield journal.started_at < timezone.now() - age
+        return
+    lock = creation_lock_id(journal.key_id)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [lock])
+        taken = bool(cursor.fetchone()[0])
+    if not taken:
+        yield False  # its creator is alive and working: not ours to touch
+        return
+    try:
+        yield True
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [lock])
 
 
 def _undo_creation(keystore: Keystore, creation: _Creation) -> None:
@@ -757,37 +821,46 @@ def key_renew(*, actor: Actor, key_id: Any) -> Key:
     return created[0]
 
 
-def recover_pending_creations(*, actor: Actor, older_than: dt.timedelta = dt.timedelta(minutes=15)) -> int:
+def recover_pending_creations(*, actor: Actor, older_than: dt.timedelta | None = None) -> int:
     """Find KMS keys whose creation never committed (a crash mid-create) and schedule them for deletion.
 
     Returns the number of journal entries resolved. Run by reconciliation; safe to
-    run any time, as recent entries (possibly still in progress) are left alone.
+    run any time: an entry whose creator still holds its lease (see
+    :func:`_creation_lease`) is left alone, any other is resolved at once. Without
+    PostgreSQL, entries older than ``older_than`` (default :func:`creation_lease_seconds`) are.
     """
     resolved = 0
-    cutoff = timezone.now() - older_than
-    for journal in PendingCreation.objects.select_related("keystore").filter(started_at__lt=cutoff):
-        if Key.objects.filter(pk=journal.key_id).exists():
-            journal.delete()
-            resolved += 1
-            continue
-        kms = aws.kms_for(journal.keystore)
-        arns = [journal.kms_key_arn] if journal.kms_key_arn else []
-        arns += [a for a in kms.find_keys_tagged(settings.BYOK_TAG_KEY, str(journal.key_id)) if a not in arns]
-        for arn in arns:
-            _schedule_orphan_deletion(kms, arn)
-        with transaction.atomic():
-            record(
-                actor=actor,
-                operation=Operation.RECONCILE,
-                outcome=Outcome.SUCCESS,
-                keystore=journal.keystore,
-                reason="orphan_removed",
-                kms_request_ids=kms.request_ids,
-                details={"interrupted": journal.operation, "key_id": str(journal.key_id), "kms_keys": arns},
-            )
-            journal.delete()
-        resolved += 1
+    for journal in PendingCreation.objects.select_related("keystore").order_by("started_at"):
+        with _abandoned(journal, older_than) as abandoned:
+            if abandoned:
+                resolved += _resolve_journal(actor, journal)
     return resolved
+
+
+def _resolve_journal(actor: Actor, journal: PendingCreation) -> int:
+    """One abandoned creation: its Key row committed (only the journal is left), or its KMS keys are orphans."""
+    if not PendingCreation.objects.filter(pk=journal.pk).exists():
+        return 0  # finished between the listing and the lease
+    if Key.objects.filter(pk=journal.key_id).exists():
+        journal.delete()
+        return 1
+    kms = aws.kms_for(journal.keystore)
+    arns = [journal.kms_key_arn] if journal.kms_key_arn else []
+    arns += [a for a in kms.find_keys_tagged(settings.BYOK_TAG_KEY, str(journal.key_id)) if a not in arns]
+    for arn in arns:
+        _schedule_orphan_deletion(kms, arn)
+    with transaction.atomic():
+        record(
+            actor=actor,
+            operation=Operation.RECONCILE,
+            outcome=Outcome.SUCCESS,
+            keystore=journal.keystore,
+            reason="orphan_removed",
+            kms_request_ids=kms.request_ids,
+            details={"interrupted": journal.operation, "key_id": str(journal.key_id), "kms_keys": arns},
+        )
+        journal.delete()
+    return 1
 
 
 # --- download (two-person rule) -----------------------------------------------------

@@ -7,6 +7,7 @@ delivered again, so every task is idempotent (see :mod:`keys.reconcile`).
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import asdict
 from typing import Any
@@ -15,14 +16,27 @@ from celery import shared_task
 from django.conf import settings
 
 from accounts.identity import Actor
-from keys import reconcile
+from keys import reconcile, services
 from keystores.models import Keystore, KeystoreState
+
+
+def _deadline() -> float:
+    """When a task stops taking new work (``BYOK_TASK_BUDGET_SECONDS``) and hands the rest to a new task."""
+    return time.monotonic() + settings.BYOK_TASK_BUDGET_SECONDS
 
 
 @shared_task(acks_late=True)
 def cleanup_due_keys() -> dict[str, int]:
-    """The daily cleanup: keys whose deletion grace period is over become DELETED."""
-    return asdict(reconcile.cleanup_due_keys(actor=Actor.system("cleanup")))
+    """The daily cleanup: keys whose deletion grace period is over become DELETED.
+
+    Within its time budget; what is left goes to a new task, so every task stays
+    well inside the broker's visibility timeout (a killed one comes back quickly).
+    """
+    until = _deadline()
+    summary = reconcile.cleanup_due_keys(actor=Actor.system("cleanup"), until=until)
+    if time.monotonic() >= until and services.due_for_cleanup().exists():
+        cleanup_due_keys.delay()
+    return asdict(summary)
 
 
 @shared_task(acks_late=True)
@@ -60,9 +74,17 @@ def reconcile_keystore(keystore_id: str, after: str | None = None) -> dict[str, 
 
 
 @shared_task(acks_late=True)
-def sweep_keystore(keystore_id: str) -> dict[str, int]:
-    """Scan one keystore's KMS for keys carrying the portal's tag that no portal row owns (see reconcile)."""
-    return {"orphans_resolved": reconcile.sweep_untracked_kms_keys(keystore_id, actor=Actor.system("reconcile"))}
+def sweep_keystore(keystore_id: str, marker: str | None = None) -> dict[str, Any]:
+    """Scan one keystore's KMS for keys carrying the portal's tag that no portal row owns (see reconcile).
+
+    Page by page within the time budget; the rest of the account goes to a new task.
+    """
+    result = reconcile.sweep_untracked_kms_keys(
+        keystore_id, actor=Actor.system("reconcile"), marker=marker, until=_deadline()
+    )
+    if result.resume_marker is not None:
+        sweep_keystore.delay(keystore_id, result.resume_marker)
+    return asdict(result)
 
 
 @shared_task(acks_late=True)
