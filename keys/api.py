@@ -54,6 +54,7 @@ from keys.serializers import (
     KeyCreateSerializer,
     KeySerializer,
     KeyUpdateSerializer,
+    PreparedKeySerializer,
     PrepareDownloadSerializer,
     ScheduleDeletionSerializer,
     operation_description,
@@ -73,8 +74,9 @@ OPERATIONS: dict[str, Operation] = {
     "cancel_deletion": Operation.CANCEL_DELETION,
     "prepare_download": Operation.PREPARE_DOWNLOAD,
     "download": Operation.DOWNLOAD,
+    "withdraw_download": Operation.WITHDRAW_DOWNLOAD,
 }
-DOWNLOAD_ACTIONS = {"prepare_download", "download"}
+DOWNLOAD_ACTIONS = {"prepare_download", "download", "withdraw_download"}
 
 
 # Whether a download is prepared, without loading the public key itself.
@@ -510,6 +512,7 @@ class KeyViewSet(PortalViewSet):
         Operation.PREPARE_DOWNLOAD,
         "Prepare a download (first person)",
         request=PrepareDownloadSerializer,
+        ok_response=PreparedKeySerializer,
     )
     @action(detail=True, methods=["post"], url_path="prepare-download")
     def prepare_download(self, request: Request, pk: str) -> Response:
@@ -519,6 +522,23 @@ class KeyViewSet(PortalViewSet):
         key = services.key_prepare_download(
             actor=actor_from_request(request), key_id=pk, public_key_pem=data["public_key"]
         )
+        return Response(PreparedKeySerializer(key).data)
+
+    @_action_schema(
+        Operation.WITHDRAW_DOWNLOAD,
+        "Withdraw a prepared download (its preparer or a keystore admin)",
+        extra={
+            403: OpenApiResponse(
+                ErrorSerializer,
+                description="`permission_denied`: only the person who prepared the download, or a keystore "
+                "admin, may withdraw it.",
+            ),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="withdraw-download")
+    def withdraw_download(self, request: Request, pk: str) -> Response:
+        validated_body(None, request)
+        key = services.key_withdraw_download(actor=actor_from_request(request), key_id=pk)
         return Response(KeySerializer(key).data)
 
     @_action_schema(

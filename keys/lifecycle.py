@@ -43,6 +43,7 @@ class Operation(StrEnum):
     CANCEL_DELETION = "cancel_deletion"
     PREPARE_DOWNLOAD = "prepare_download"
     DOWNLOAD = "download"
+    WITHDRAW_DOWNLOAD = "withdraw_download"
     UPDATE = "update"
     CLEANUP = "cleanup"
     DELETE_KEYSTORE = "delete_keystore"
@@ -158,6 +159,16 @@ LIFECYCLE: dict[Operation, Transition] = dict(
             None,
             "Download",
             "The key material is released wrapped with the prepared public key. The preparation is used up.",
+        ),
+        _row(
+            Operation.WITHDRAW_DOWNLOAD,
+            ALL_BUT_DELETED,
+            set(),
+            None,
+            "Withdraw download",
+            "The prepared download is withdrawn: nobody can download it, and a new download can be prepared.",
+            # Offered with the pending preparation it withdraws, to its preparer and keystore admins.
+            offered=False,
         ),
         _row(
             Operation.UPDATE,

@@ -870,6 +870,7 @@ def key_prepare_download(*, actor: Actor, key_id: Any, public_key_pem: str) -> K
     """Register the public key a second person's download will be wrapped with, and mark who prepared it."""
 
     def step(key: Key, kms: KmsSession | None) -> dict[str, Any]:
+        _refuse_while_pending(key)
         # Checked after the caller's role (in _operate), so outsiders learn nothing from the answer.
         try:
             fingerprint = custody.public_key_fingerprint(public_key_pem or "")
@@ -884,6 +885,85 @@ def key_prepare_download(*, actor: Actor, key_id: Any, public_key_pem: str) -> K
 
 
 @dataclass(frozen=True)
+class PendingDownload:
+    """A prepared, not yet used download, as the people involved may see it (never the material)."""
+
+    prepared_by_iss: str
+    prepared_by_sub: str
+    prepared_at: dt.datetime
+    expires_at: dt.datetime
+    public_key_fingerprint: str
+
+    @property
+    def prepared_by(self) -> str:
+        return f"{self.prepared_by_iss}|{self.prepared_by_sub}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "prepared_by": self.prepared_by,
+            "prepared_at": self.prepared_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "public_key_fingerprint": self.public_key_fingerprint,
+        }
+
+
+def pending_download(key: Key, *, include_expired: bool = False) -> PendingDownload | None:
+    """The key's prepared download while it can still be used (or at all); None if none is prepared."""
+    if not key.download_public_key or key.download_prepared_at is None:
+        return None
+    if download_preparation_expired(key) and not include_expired:
+        return None
+    return PendingDownload(
+        prepared_by_iss=key.download_prepared_by_iss,
+        prepared_by_sub=key.download_prepared_by_sub,
+        prepared_at=key.download_prepared_at,
+        expires_at=key.download_prepared_at + dt.timedelta(seconds=settings.BYOK_DOWNLOAD_PREPARE_TTL_SECONDS),
+        public_key_fingerprint=custody.public_key_fingerprint(key.download_public_key),
+    )
+
+
+def _refuse_while_pending(key: Key) -> None:
+    """One preparation at a time: another custodian must not silently swap in their own public key.
+
+    The downloader would wrap the material for whoever prepared last; so a pending
+    preparation must be withdrawn (by its preparer or a keystore admin, audited)
+    before a new one is made. An expired one no longer counts.
+    """
+    pending = pending_download(key)
+    if pending is not None:
+        raise Conflict(
+            "A download of this key is already prepared and not yet used; its preparer or a keystore admin "
+            "must withdraw it before another can be prepared.",
+            state=key.state,
+            reason="download_pending",
+            **pending.as_dict(),
+        )
+
+
+def key_withdraw_download(*, actor: Actor, key_id: Any) -> Key:
+    """Withdraw a prepared download (its preparer, or an admin of the keystore), so nobody can use it."""
+
+    def step(key: Key, kms: KmsSession | None) -> dict[str, Any]:
+        if not key.download_public_key:
+            raise Conflict("No download has been prepared for this key.", state=key.state, reason="not_prepared")
+        prepared_by = (key.download_prepared_by_iss, key.download_prepared_by_sub)
+        if actor.user is not None and prepared_by != actor.identity:
+            require_role(actor.user, key.keystore, Role.ADMIN)  # PermissionRefused for other custodians
+        details = {
+            "prepared_by": "|".join(prepared_by),
+            "prepared_at": key.download_prepared_at.isoformat() if key.download_prepared_at else None,
+            "public_key_fingerprint": custody.public_key_fingerprint(key.download_public_key),
+            "expired": download_preparation_expired(key),
+        }
+        key.download_public_key = ""
+        key.download_prepared_by_iss = key.download_prepared_by_sub = ""
+        key.download_prepared_at = None
+        return details
+
+    return _operate(actor, key_id, Operation.WITHDRAW_DOWNLOAD, step, needs_kms=False)
+
+
+@dataclass(frozen=True)
 class WrappedDownload:
     """What a download hands out: the material wrapped for the prepared public key, and its KCV."""
 
@@ -891,6 +971,8 @@ class WrappedDownload:
     wrapped_key_material: bytes
     kcv: str
     wrapping_algorithm: str = custody.DOWNLOAD_WRAPPING_ALGORITHM
+    # SHA-256 of the public key it is wrapped for: the downloader checks it is the one they expect.
+    public_key_fingerprint: str = ""
 
     @property
     def wrapped_b64(self) -> str:
@@ -927,7 +1009,11 @@ def key_download(*, actor: Actor, key_id: Any) -> WrappedDownload:
             wrapped = custody.wrap_for_download(material, key.download_public_key)
         finally:
             custody.wipe(material)
-        result.append(WrappedDownload(key_id=key.pk, wrapped_key_material=wrapped, kcv=key.kcv))
+        result.append(
+            WrappedDownload(
+                key_id=key.pk, wrapped_key_material=wrapped, kcv=key.kcv, public_key_fingerprint=fingerprint
+            )
+        )
         prepared_by = f"{key.download_prepared_by_iss}|{key.download_prepared_by_sub}"
         key.download_public_key = ""
         key.download_prepared_by_iss = key.download_prepared_by_sub = ""

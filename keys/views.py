@@ -42,7 +42,7 @@ from byok_portal.web import (
     report_error,
     service_errors_to_form,
 )
-from keys import services
+from keys import custody, services
 from keys.filters import KeyFilter
 from keys.forms import (
     AttentionForm,
@@ -288,6 +288,13 @@ ACTIONS: dict[str, Action] = {
             lambda actor, key, data: services.key_cancel_deletion(actor=actor, key_id=key.pk),
             "Deletion of “{name}” cancelled. The key is INACTIVE: activate it to use it again.",
         ),
+        # Not a state's button: offered in the download banner, to the preparer and keystore admins.
+        Action(
+            Operation.WITHDRAW_DOWNLOAD,
+            lambda actor, key, data: services.key_withdraw_download(actor=actor, key_id=key.pk),
+            "The prepared download of “{name}” is withdrawn: nobody can download it.",
+            danger=True,
+        ),
     )
 }
 LINKED_OPERATIONS = {Operation.UPDATE, Operation.PREPARE_DOWNLOAD, Operation.DOWNLOAD}
@@ -374,13 +381,16 @@ def _download_context(request: HttpRequest, key: Key) -> dict[str, Any]:
         return {"prepared": False}
     actor = actor_from_request(request)
     expires_at = key.download_prepared_at + dt.timedelta(seconds=settings.BYOK_DOWNLOAD_PREPARE_TTL_SECONDS)
+    mine = (key.download_prepared_by_iss, key.download_prepared_by_sub) == actor.identity
     return {
         "prepared": True,
         "prepared_by": _preparer(key),
-        "prepared_by_me": (key.download_prepared_by_iss, key.download_prepared_by_sub) == actor.identity,
+        "prepared_by_me": mine,
         "prepared_at": key.download_prepared_at,
         "expires_at": expires_at,
         "expired": services.download_preparation_expired(key),
+        "fingerprint": custody.public_key_fingerprint(key.download_public_key),
+        "can_withdraw": mine or role_in(request.user, key.keystore) == Role.ADMIN,
     }
 
 
@@ -404,6 +414,7 @@ def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
         "can_prepare": can_act and Operation.PREPARE_DOWNLOAD in offered,
         "can_download": can_act and Operation.DOWNLOAD in offered,
         "download": _download_context(request, key),
+        "withdraw_consequence": LIFECYCLE[Operation.WITHDRAW_DOWNLOAD].consequence,
         "replaced_by": Key.objects.filter(replaces=key).only("id", "name", "alias", "state").first(),
         "replaces": Key.objects.filter(pk=key.replaces_id).only("id", "name", "alias", "state").first()
         if key.replaces_id
@@ -474,6 +485,7 @@ def key_download(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
         "wrapping_algorithm": wrapped.wrapping_algorithm,
         "wrapped_key_material": wrapped.wrapped_b64,
         "kcv": wrapped.kcv,
+        "public_key_fingerprint": wrapped.public_key_fingerprint,
     }
     response = HttpResponse(json.dumps(document, indent=2) + "\n", content_type="application/json")
     response["Content-Disposition"] = f'attachment; filename="byok-{wrapped.key_id}-wrapped.json"'

@@ -158,7 +158,7 @@ def test_a_key_lives_its_life_in_the_browser(
     download = download_info.value
     assert download.suggested_filename == f"byok-{new_key.pk}-wrapped.json"
     document = json.loads(Path(download.path()).read_text())
-    assert set(document) == {"key_id", "wrapping_algorithm", "wrapped_key_material", "kcv"}
+    assert set(document) == {"key_id", "wrapping_algorithm", "wrapped_key_material", "kcv", "public_key_fingerprint"}
     assert document["key_id"] == str(new_key.pk)
     assert document["wrapping_algorithm"] == "RSAES_OAEP_SHA_256"
     material = rsa_private_key().decrypt(
