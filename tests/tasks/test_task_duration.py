@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(tra
 
 def test_the_visibility_timeout_outlasts_the_longest_task_and_no_more() -> None:
     """As configured for production (no override): a running task is never handed out twice, a killed one soon."""
-    visibility_timeout = int(settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"])
+    visibility_timeout = settings.CELERY_VISIBILITY_TIMEOUT
+    assert settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] == visibility_timeout
     assert settings.CELERY_TASK_TIME_LIMIT < visibility_timeout <= 2 * settings.CELERY_TASK_TIME_LIMIT
     assert settings.CELERY_TASK_SOFT_TIME_LIMIT < settings.CELERY_TASK_TIME_LIMIT
     assert settings.BYOK_TASK_BUDGET_SECONDS < settings.CELERY_TASK_SOFT_TIME_LIMIT
