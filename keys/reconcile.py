@@ -588,8 +588,13 @@ def _remove_orphan(
 
 
 def reconcile_everything(*, actor: Actor) -> ReconcileSummary:
-    """Every managed key of every active keystore, then interrupted creations: ``byok_reconcile``, synchronously."""
+    """Interrupted work first, then every managed key of every active keystore: ``byok_reconcile``, synchronously.
+
+    Interrupted creations and operations are finished or undone before keys are
+    compared with KMS, so what they changed is not reported as drift.
+    """
     total = ReconcileSummary()
+    recovered = recover_interrupted_creations(actor=actor)
     for keystore_id in Keystore.objects.filter(state=KeystoreState.ACTIVE).order_by("id").values_list("id", flat=True):
         try:
             summary, _ = reconcile_keystore(keystore_id, actor=actor)
@@ -602,7 +607,7 @@ def reconcile_everything(*, actor: Actor) -> ReconcileSummary:
             )
             continue
         total.merge(summary)
-    total.orphans_resolved = recover_interrupted_creations(actor=actor) + sweep_every_keystore(actor=actor)
+    total.orphans_resolved = recovered + sweep_every_keystore(actor=actor)
     return total
 
 

@@ -303,7 +303,8 @@ def key_cancel_deletion(*, actor: Actor, key_id: Any) -> Key:
         key.deletion_date = None
         key.kms_state = KmsState.EMPTY
 
-    return _operate(actor, key_id, Operation.CANCEL_DELETION, step)
+    with _kms_intent(key_id, Operation.CANCEL_DELETION):
+        return _operate(actor, key_id, Operation.CANCEL_DELETION, step)
 
 
 def cleaned_up_fields() -> dict[str, Any]:
@@ -504,6 +505,75 @@ def _creation_lease(key_id: uuid.UUID) -> Iterator[None]:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [lock])
         except DatabaseError:
             logger.warning("could not release a creation lease", extra={"key_id": str(key_id)})
+
+
+@contextmanager
+def _kms_intent(key_id: Any, operation: Operation) -> Iterator[None]:
+    """Journal an operation on an existing key whose KMS changes must not outlive a lost database commit.
+
+    Cancel deletion brings a KMS key back from pending deletion. If the database
+    goes away between its KMS calls and its commit, KMS has changed and the portal
+    (and its audit trail) have not, and drift alone cannot tell that from a deletion
+    cancelled by hand in AWS. The journal row (committed first, held under the key's
+    lease) says the portal did it: reconciliation finishes the operation
+    (:func:`_finish_interrupted`). It is dropped whenever the database saw the
+    outcome — success, or a refusal or AWS failure audited as such.
+    """
+    if not _is_uuid(key_id):
+        yield  # no such key: the operation answers 404 without touching KMS
+        return
+    key_uuid = uuid.UUID(str(key_id))
+    key = Key.objects.filter(pk=key_uuid).only("id", "keystore_id", "kms_key_arn").first()
+    if key is None:
+        yield
+        return
+    with _creation_lease(key_uuid):
+        PendingCreation.objects.update_or_create(
+            key_id=key_uuid,
+            defaults={"keystore_id": key.keystore_id, "operation": operation, "kms_key_arn": key.kms_key_arn},
+        )
+        try:
+            yield
+        except DatabaseError:
+            raise  # the outcome never reached the database: the row stays for reconciliation
+        except BaseException:
+            PendingCreation.objects.filter(pk=key_uuid).delete()
+            raise
+        PendingCreation.objects.filter(pk=key_uuid).delete()
+
+
+# Operations on existing keys that reconciliation finishes when their journal row outlived its process.
+_FINISHERS: dict[str, Callable[..., Key]] = {Operation.CANCEL_DELETION: key_cancel_deletion}
+
+
+def _finish_interrupted(actor: Actor, journal: PendingCreation) -> int:
+    """Run an interrupted operation again, as the system: each of its KMS steps converges (module docstring)."""
+    operation = Operation(journal.operation)
+    key = Key.objects.filter(pk=journal.key_id).first()
+    journal.delete()
+    if key is None or not decide_quietly(operation, key.state):
+        return 1  # it committed after all (or the key moved on): nothing to finish
+    _FINISHERS[operation](actor=actor, key_id=key.pk)
+    with transaction.atomic():
+        record(
+            actor=actor,
+            operation=Operation.RECONCILE,
+            outcome=Outcome.SUCCESS,
+            key=Key.objects.get(pk=key.pk),
+            reason="interrupted_operation_finished",
+            state_before=key.state,
+            state_after=Key.objects.values_list("state", flat=True).get(pk=key.pk),
+            details={"interrupted": str(operation), "started_at": journal.started_at.isoformat()},
+        )
+    return 1
+
+
+def decide_quietly(operation: Operation, state: str) -> bool:
+    """Whether ``operation`` would change a key in ``state`` (no refusal raised)."""
+    try:
+        return decide(operation, state)
+    except InvalidState:
+        return False
 
 
 @contextmanager
@@ -841,6 +911,8 @@ def _resolve_journal(actor: Actor, journal: PendingCreation) -> int:
     """One abandoned creation: its Key row committed (only the journal is left), or its KMS keys are orphans."""
     if not PendingCreation.objects.filter(pk=journal.pk).exists():
         return 0  # finished between the listing and the lease
+    if journal.operation in _FINISHERS:
+        return _finish_interrupted(actor, journal)
     if Key.objects.filter(pk=journal.key_id).exists():
         journal.delete()
         return 1

@@ -9,6 +9,9 @@ names, injects a fault:
   the internet, retries the call — the case of a CreateKey executed twice.
 - ``refuse``: answer ``500 InternalFailure`` without forwarding (AWS does nothing).
 
+:meth:`FaultProxy.when_answered` runs a callback after AWS acted and before the
+answer goes back: e.g. take the portal's database away at exactly that moment.
+
 Nothing in the portal is patched: the faults happen on the wire.
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import http.client
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +47,7 @@ class FaultProxy:
     faults: list[Fault] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     injected: list[str] = field(default_factory=list)
+    callbacks: dict[str, Callable[[], None]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
@@ -55,6 +59,15 @@ class FaultProxy:
     def inject(self, operation: str, mode: str = "lose", times: int = 1) -> None:
         with self._lock:
             self.faults.append(Fault(operation, mode, times))
+
+    def when_answered(self, operation: str, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once, after AWS executed the next ``operation`` and before its answer is sent."""
+        with self._lock:
+            self.callbacks[operation] = callback
+
+    def _callback_for(self, operation: str) -> Callable[[], None] | None:
+        with self._lock:
+            return self.callbacks.pop(operation, None)
 
     def _fault_for(self, operation: str) -> str | None:
         with self._lock:
@@ -98,6 +111,9 @@ class FaultProxy:
                     data = response.read()
                 finally:
                     upstream.close()
+                callback = proxy._callback_for(operation) if operation else None
+                if callback is not None:
+                    callback()
                 if mode == "lose":
                     # AWS acted; the answer never arrives.
                     self.close_connection = True
