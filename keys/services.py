@@ -550,9 +550,10 @@ def _finish_interrupted(actor: Actor, journal: PendingCreation) -> int:
     """Run an interrupted operation again, as the system: each of its KMS steps converges (module docstring)."""
     operation = Operation(journal.operation)
     key = Key.objects.filter(pk=journal.key_id).first()
-    journal.delete()
-    if key is None or not decide_quietly(operation, key.state):
+    if key is None or not _would_change(operation, key.state):
+        journal.delete()
         return 1  # it committed after all (or the key moved on): nothing to finish
+    # The operation's own journal takes this row over, and drops it once the database has the outcome.
     _FINISHERS[operation](actor=actor, key_id=key.pk)
     with transaction.atomic():
         record(
@@ -568,7 +569,7 @@ def _finish_interrupted(actor: Actor, journal: PendingCreation) -> int:
     return 1
 
 
-def decide_quietly(operation: Operation, state: str) -> bool:
+def _would_change(operation: Operation, state: str) -> bool:
     """Whether ``operation`` would change a key in ``state`` (no refusal raised)."""
     try:
         return decide(operation, state)
@@ -902,8 +903,15 @@ def recover_pending_creations(*, actor: Actor, older_than: dt.timedelta | None =
     resolved = 0
     for journal in PendingCreation.objects.select_related("keystore").order_by("started_at"):
         with _abandoned(journal, older_than) as abandoned:
-            if abandoned:
+            if not abandoned:
+                continue
+            try:
                 resolved += _resolve_journal(actor, journal)
+            except AwsError as exc:  # this keystore's AWS is unreachable: the row stays, the others go on
+                logger.warning(
+                    "could not resolve an interrupted key operation",
+                    extra={"key_id": str(journal.key_id), "operation": journal.operation, "aws_code": exc.code},
+                )
     return resolved
 
 
