@@ -673,11 +673,18 @@ def _claim_alias(kms: KmsSession, keystore: Keystore, alias: str, arn: str) -> N
     except AwsError as exc:
         if exc.code != "AlreadyExistsException":
             raise
-        target = kms.describe(alias).arn  # DescribeKey accepts an alias name
+        try:
+            target = kms.describe(alias).arn  # DescribeKey accepts an alias name
+            ours = target == arn or _stranded_portal_alias(kms, keystore, alias, target)
+        except AwsError:
+            # E.g. AccessDenied: the least-privilege role may not look at other keys, so
+            # the alias is not the portal's. AlreadyExists must stand: the caller then
+            # leaves the alias alone, where any other error would have it removed.
+            raise exc from None
+        if not ours:
+            raise
         if target == arn:
             return
-        if not _stranded_portal_alias(kms, keystore, alias, target):
-            raise
     kms.point_alias(alias, key_id)
 
 

@@ -7,7 +7,9 @@ names, injects a fault:
 - ``lose``: forward the call (AWS acts), then drop the connection without an
   answer. botocore sees a closed connection and, like after a lost response on
   the internet, retries the call — the case of a CreateKey executed twice.
-- ``refuse``: answer ``500 InternalFailure`` without forwarding (AWS does nothing).
+- ``refuse``: answer ``500 KMSInternalException`` without forwarding (AWS does nothing).
+- ``deny``: answer ``400 AccessDeniedException`` without forwarding, as for a
+  least-privilege role that may not touch the key.
 
 :meth:`FaultProxy.when_answered` runs a callback after AWS acted and before the
 answer goes back: e.g. take the portal's database away at exactly that moment.
@@ -95,9 +97,10 @@ class FaultProxy:
                 amz_target = self.headers.get("X-Amz-Target", "")
                 operation = amz_target.rsplit(".", 1)[-1] if amz_target else _query_action(body)
                 mode = proxy._fault_for(operation) if operation else None
-                if mode == "refuse":
-                    payload = b'{"__type": "KMSInternalException", "message": "injected by the fault proxy"}'
-                    self.send_response(500)
+                if mode in ("refuse", "deny"):
+                    error = "KMSInternalException" if mode == "refuse" else "AccessDeniedException"
+                    payload = b'{"__type": "%s", "message": "injected by the fault proxy"}' % error.encode()
+                    self.send_response(500 if mode == "refuse" else 400)
                     self.send_header("Content-Type", "application/x-amz-json-1.1")
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()

@@ -163,3 +163,20 @@ def test_a_foreign_alias_is_never_taken(people: Any, keystore: Any, aws_sandbox:
     assert refused.value.code == "AlreadyExistsException"
     assert client.describe_key(KeyId="alias/app")["KeyMetadata"]["KeyId"] == theirs
     assert live_portal_kms_keys(aws_sandbox, keystore, settings.BYOK_TAG_KEY) == set()
+
+
+def test_a_foreign_alias_on_a_key_the_role_may_not_see_is_left_alone(
+    proxy: FaultProxy, people: Any, keystore: Any, aws_sandbox: str
+) -> None:
+    """Least privilege: DescribeKey on someone else's key is AccessDenied. The alias is still not the portal's."""
+    from byok_portal.aws import AwsError
+
+    client = kms_client(aws_sandbox, keystore)
+    theirs = client.create_key()["KeyMetadata"]["KeyId"]
+    client.create_alias(AliasName="alias/app", TargetKeyId=theirs)
+    proxy.inject("DescribeKey", "deny")
+    with pytest.raises(AwsError) as refused:
+        services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k", alias="alias/app")
+    assert refused.value.code == "AlreadyExistsException"
+    assert proxy.injected == ["DescribeKey:deny"]
+    assert client.describe_key(KeyId="alias/app")["KeyMetadata"]["KeyId"] == theirs
