@@ -409,13 +409,19 @@ def _reconcilable(keystore_id: Any) -> Any:
 
 
 def reconcile_keystore(
-    keystore_id: Any, *, actor: Actor, after: uuid.UUID | None = None, limit: int | None = None
+    keystore_id: Any,
+    *,
+    actor: Actor,
+    after: uuid.UUID | None = None,
+    limit: int | None = None,
+    until: float | None = None,
 ) -> tuple[ReconcileSummary, uuid.UUID | None]:
     """Reconcile the keystore's keys in id order, starting after ``after``, at most ``limit`` of them.
 
     Returns the summary and the id to continue after (None when the keystore is
     done), so a large keystore is worked through in bounded chunks. One KMS
-    session and one rate limiter serve the whole chunk.
+    session and one rate limiter serve the whole chunk. Past ``until`` (a
+    ``time.monotonic()`` value; a slow AWS) the chunk ends early, at the key it reached.
     """
     summary = ReconcileSummary(keystores=1 if after is None else 0)
     keystore = Keystore.objects.filter(pk=keystore_id, state=KeystoreState.ACTIVE).first()
@@ -442,6 +448,9 @@ def reconcile_keystore(
                     "reconciliation could not ask KMS",
                     extra={"key_id": str(key_id), "keystore_id": str(keystore.pk), "aws_code": exc.code},
                 )
+            if until is not None and time.monotonic() >= until:
+                more = _reconcilable(keystore.pk).filter(id__gt=key_id).exists()
+                return summary, key_id if more else None
         last, seen = ids[-1], seen + len(ids)
         if limit is not None and seen >= limit:
             more = _reconcilable(keystore.pk).filter(id__gt=last).exists()

@@ -67,6 +67,7 @@ def reconcile_keystore(keystore_id: str, after: str | None = None) -> dict[str, 
         actor=Actor.system("reconcile"),
         after=uuid.UUID(after) if after else None,
         limit=settings.BYOK_RECONCILE_CHUNK,
+        until=_deadline(),
     )
     if resume_after is not None:
         reconcile_keystore.delay(keystore_id, str(resume_after))

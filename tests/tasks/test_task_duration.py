@@ -62,3 +62,21 @@ def test_a_worker_killed_mid_task_is_replaced_within_the_derived_visibility_time
     assert time.monotonic() - killed_at < 20
     assert {Key.objects.get(pk=k.pk).state for k in keys} == {KeyState.DELETED}
     assert cleanup_events() == {str(k.pk): 1 for k in keys}
+
+
+def test_a_keystore_chunk_ends_at_its_time_budget_and_the_next_goes_on_from_there(people: Any, keystore: Any) -> None:
+    from accounts.identity import Actor
+    from keys import reconcile, services
+
+    keys = sorted(
+        (services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name=f"k{n}") for n in range(3)),
+        key=lambda key: key.pk,
+    )
+    actor = Actor.system("reconcile")
+
+    # A budget already spent: the chunk stops after its first key, and says where to go on.
+    summary, resume = reconcile.reconcile_keystore(keystore.pk, actor=actor, limit=200, until=time.monotonic())
+    assert (summary.checked, resume) == (1, keys[0].pk)
+    summary, resume = reconcile.reconcile_keystore(keystore.pk, actor=actor, after=resume, limit=200)
+    assert (summary.checked, resume) == (2, None)
+    assert all(Key.objects.get(pk=key.pk).kms_checked_at for key in keys)
