@@ -176,6 +176,8 @@ class KmsSession:
 
     client: KMSClient
     request_ids: list[str] = field(default_factory=list)
+    # Operations that succeeded only after botocore retried them: AWS may have executed them more than once.
+    retried: list[str] = field(default_factory=list)
 
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         method = getattr(self.client, _snake(operation))
@@ -186,6 +188,8 @@ class KmsSession:
             if error.request_id:
                 self.request_ids.append(error.request_id)
             raise error from exc
+        if response.get("ResponseMetadata", {}).get("RetryAttempts"):
+            self.retried.append(operation)
         request_id = response.get("ResponseMetadata", {}).get("RequestId", "")
         if request_id:
             self.request_ids.append(request_id)

@@ -712,6 +712,31 @@ def release_stranded_aliases(kms: KmsSession, keystore: Keystore, aliases: list[
     return repointed, deleted
 
 
+def _sweep_if_create_retried(kms: KmsSession, keystore: Keystore) -> dict[str, Any] | None:
+    """After a CreateKey that botocore had to retry, look for the duplicate at once (on commit), not in an hour.
+
+    A retried CreateKey may have created a key on an attempt whose answer was lost:
+    the same portal tag on a second KMS key that no row will own. The keystore's KMS
+    scan (``keys.tasks.sweep_keystore``) schedules it for deletion. Returns the
+    audit details that say so, or None.
+    """
+    if "CreateKey" not in kms.retried:
+        return None
+    transaction.on_commit(lambda: _enqueue_sweep(keystore.pk))
+    return {"create_retried": True}
+
+
+def _enqueue_sweep(keystore_id: uuid.UUID) -> None:
+    from keys.tasks import sweep_keystore  # keys.tasks imports this module
+
+    try:
+        sweep_keystore.delay(str(keystore_id))
+    except Exception:  # the broker is down: the periodic reconciliation scans anyway
+        logger.warning(
+            "could not enqueue a KMS scan after a retried CreateKey", extra={"keystore_id": str(keystore_id)}
+        )
+
+
 def _provision_kms_key(
     kms: KmsSession, creation: _Creation, *, name: str, tags: dict[str, str], material: bytearray
 ) -> str:
@@ -798,6 +823,7 @@ def key_create(
                     key=key,
                     state_after=key.state,
                     kms_request_ids=kms.request_ids,
+                    details=_sweep_if_create_retried(kms, keystore),
                 )
     except AwsError as exc:
         with transaction.atomic():
@@ -887,7 +913,7 @@ def key_renew(*, actor: Actor, key_id: Any) -> Key:
             if alias:
                 _point_alias_back(kms, alias, old)
             raise
-        return {"renewed_by": str(new_id), "alias_moved": alias}
+        return {"renewed_by": str(new_id), "alias_moved": alias, **(_sweep_if_create_retried(kms, old.keystore) or {})}
 
     try:
         # The journal is committed before the locked transaction starts, so that a

@@ -180,3 +180,27 @@ def test_a_foreign_alias_on_a_key_the_role_may_not_see_is_left_alone(
     assert refused.value.code == "AlreadyExistsException"
     assert proxy.injected == ["DescribeKey:deny"]
     assert client.describe_key(KeyId="alias/app")["KeyMetadata"]["KeyId"] == theirs
+
+
+def test_a_retried_createkey_has_its_duplicate_removed_as_soon_as_the_create_commits(
+    proxy: FaultProxy,
+    people: Any,
+    keystore: Any,
+    aws_sandbox: str,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not an hour later: the create sees botocore retried its CreateKey and has the keystore scanned on commit."""
+    from byok_portal.celery import app
+
+    monkeypatch.setitem(app.conf, "task_always_eager", True)  # the scan task runs here instead of in a worker
+    proxy.inject("CreateKey", "lose")
+    with django_capture_on_commit_callbacks(execute=True):
+        key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k")
+
+    assert live_portal_kms_keys(aws_sandbox, keystore, settings.BYOK_TAG_KEY) == {key.kms_key_arn}
+    created = AuditEvent.objects.get(operation="create", outcome="success")
+    assert created.details == {"create_retried": True}
+    assert AuditEvent.objects.get(operation="reconcile", reason="orphan_removed").details["tagged_key_id"] == str(
+        key.pk
+    )
