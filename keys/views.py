@@ -450,10 +450,11 @@ def key_prepare_download(request: HttpRequest, key_id: uuid.UUID) -> HttpRespons
             )
         if not form.errors:
             hours = settings.BYOK_DOWNLOAD_PREPARE_TTL_SECONDS // 3600
+            fingerprint = custody.public_key_fingerprint(key.download_public_key)
             messages.success(
                 request,
-                f"Download prepared. Another custodian — not you — can now download the wrapped key, once, "
-                f"within {hours} hours: send them this page's link.",
+                f"Download prepared for the public key {fingerprint}. Another custodian — not you — can now "
+                f"download the wrapped key, once, within {hours} hours: send them this page's link.",
             )
             return _detail(key)
     context = {"form": form, "key": key, "download": _download_context(request, key)}

@@ -84,6 +84,7 @@ def test_a_lost_createkey_answer_on_renew_leaves_an_orphan_that_reconciliation_r
     assert sandbox_view(aws_sandbox, new)["aliases"] == ["alias/k"]
     event = AuditEvent.objects.get(operation="reconcile", reason="orphan_removed")
     assert event.details["tagged_key_id"] == str(new.pk)
+    assert AuditEvent.objects.get(operation="renew", outcome="success").details["create_retried"] is True
 
 
 def test_a_key_still_being_created_is_not_taken_for_an_orphan(

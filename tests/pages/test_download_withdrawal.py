@@ -25,7 +25,9 @@ def key(people: Any, keystore: Any) -> Key:
 def test_the_pages_show_the_fingerprint_refuse_a_second_preparation_and_withdraw(people: Any, key: Key) -> None:
     bob, carol = verified_client(people.bob), verified_client(people.carol)
     fingerprint = custody.public_key_fingerprint(public_pem(2048))
-    assert bob.post(f"/keys/{key.pk}/prepare-download/", {"public_key": public_pem(2048)}).status_code == 302
+    prepared = bob.post(f"/keys/{key.pk}/prepare-download/", {"public_key": public_pem(2048)})
+    assert prepared.status_code == 302
+    assert fingerprint in [str(m) for m in get_messages(prepared.wsgi_request)][-1]
 
     page = carol.get(f"/keys/{key.pk}/").content.decode()
     assert fingerprint in page
