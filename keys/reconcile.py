@@ -597,13 +597,14 @@ def _remove_orphan(
 
 
 def reconcile_everything(*, actor: Actor) -> ReconcileSummary:
-    """Interrupted work first, then every managed key of every active keystore: ``byok_reconcile``, synchronously.
+    """Interrupted work and the KMS scan first, then every managed key of every active keystore.
 
-    Interrupted creations and operations are finished or undone before keys are
-    compared with KMS, so what they changed is not reported as drift.
+    ``byok_reconcile``, synchronously. Interrupted creations and operations are
+    finished or undone, and orphans and their aliases repaired, before keys are
+    compared with KMS, so what those repairs change is not reported as drift.
     """
     total = ReconcileSummary()
-    recovered = recover_interrupted_creations(actor=actor)
+    recovered = recover_interrupted_creations(actor=actor) + sweep_every_keystore(actor=actor)
     for keystore_id in Keystore.objects.filter(state=KeystoreState.ACTIVE).order_by("id").values_list("id", flat=True):
         try:
             summary, _ = reconcile_keystore(keystore_id, actor=actor)
@@ -616,7 +617,7 @@ def reconcile_everything(*, actor: Actor) -> ReconcileSummary:
             )
             continue
         total.merge(summary)
-    total.orphans_resolved = recovered + sweep_every_keystore(actor=actor)
+    total.orphans_resolved = recovered
     return total
 
 

@@ -7,6 +7,7 @@ delivered again, so every task is idempotent (see :mod:`keys.reconcile`).
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import asdict
@@ -16,8 +17,11 @@ from celery import shared_task
 from django.conf import settings
 
 from accounts.identity import Actor
+from byok_portal.aws import AwsError
 from keys import reconcile, services
 from keystores.models import Keystore, KeystoreState
+
+logger = logging.getLogger("byok.jobs")
 
 
 def _deadline() -> float:
@@ -41,17 +45,17 @@ def cleanup_due_keys() -> dict[str, int]:
 
 @shared_task(acks_late=True)
 def reconcile_all() -> dict[str, int]:
-    """Fan out one :func:`reconcile_keystore` per active keystore; resolve interrupted key creations.
+    """Resolve interrupted key work, then fan out per active keystore: the KMS scan, then :func:`reconcile_keystore`.
 
     Keystores are independent AWS accounts (their own quotas and failures), so
     they are reconciled in parallel by as many workers as there are.
     """
     actor = Actor.system("reconcile")
     keystore_ids = list(Keystore.objects.filter(state=KeystoreState.ACTIVE).values_list("id", flat=True))
-    for keystore_id in keystore_ids:
-        reconcile_keystore.delay(str(keystore_id))
-        sweep_keystore.delay(str(keystore_id))
     recovered = reconcile.recover_interrupted_creations(actor=actor)
+    for keystore_id in keystore_ids:
+        # The scan repairs first (orphans, stranded aliases), then the keys are compared with KMS.
+        sweep_keystore.delay(str(keystore_id), reconcile_after=True)
     return {"keystores": len(keystore_ids), "orphans_resolved": recovered}
 
 
@@ -75,16 +79,23 @@ def reconcile_keystore(keystore_id: str, after: str | None = None) -> dict[str, 
 
 
 @shared_task(acks_late=True)
-def sweep_keystore(keystore_id: str, marker: str | None = None) -> dict[str, Any]:
+def sweep_keystore(keystore_id: str, marker: str | None = None, reconcile_after: bool = False) -> dict[str, Any]:
     """Scan one keystore's KMS for keys carrying the portal's tag that no portal row owns (see reconcile).
 
-    Page by page within the time budget; the rest of the account goes to a new task.
+    Page by page within the time budget; the rest of the account goes to a new
+    task. With ``reconcile_after``, the keystore's keys are reconciled once the scan is done.
     """
-    result = reconcile.sweep_untracked_kms_keys(
-        keystore_id, actor=Actor.system("reconcile"), marker=marker, until=_deadline()
-    )
+    try:
+        result = reconcile.sweep_untracked_kms_keys(
+            keystore_id, actor=Actor.system("reconcile"), marker=marker, until=_deadline()
+        )
+    except AwsError as exc:  # the scan waits for the next run; the keys are still compared with KMS
+        logger.warning("could not scan the keystore for untracked KMS keys", extra={"aws_code": exc.code})
+        result = reconcile.SweepResult()
     if result.resume_marker is not None:
-        sweep_keystore.delay(keystore_id, result.resume_marker)
+        sweep_keystore.delay(keystore_id, result.resume_marker, reconcile_after)
+    elif reconcile_after:
+        reconcile_keystore.delay(keystore_id)
     return asdict(result)
 
 

@@ -205,3 +205,24 @@ def test_a_retried_createkey_has_its_duplicate_removed_as_soon_as_the_create_com
     assert AuditEvent.objects.get(operation="reconcile", reason="orphan_removed").details["tagged_key_id"] == str(
         key.pk
     )
+
+
+def test_reconciliation_moves_an_alias_back_from_an_orphan_to_the_live_key_that_owns_it(
+    people: Any, keystore: Any, aws_sandbox: str
+) -> None:
+    """A renew that died after UpdateAlias and before its commit: the alias names the new, unowned KMS key."""
+    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k", alias="alias/app")
+    client = kms_client(aws_sandbox, keystore)
+    orphan = client.create_key(
+        Origin="EXTERNAL", Tags=[{"TagKey": settings.BYOK_TAG_KEY, "TagValue": "0f0e0d0c-0b0a-4000-8000-0000000000dd"}]
+    )["KeyMetadata"]
+    client.update_alias(AliasName="alias/app", TargetKeyId=orphan["KeyId"])
+
+    reconcile_now()
+
+    assert sandbox_view(aws_sandbox, key)["aliases"] == ["alias/app"]
+    event = AuditEvent.objects.get(operation="reconcile", reason="orphan_removed")
+    assert (event.details["kms_key"], event.details["aliases_repointed"]) == (orphan["Arn"], ["alias/app"])
+    assert live_portal_kms_keys(aws_sandbox, keystore, settings.BYOK_TAG_KEY) == {key.kms_key_arn}
+    key.refresh_from_db()
+    assert key.drift == []  # repaired before the keys were compared with KMS
