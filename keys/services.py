@@ -851,6 +851,15 @@ def _point_alias_back(kms: KmsSession, alias: str, old: Key) -> None:
         logger.warning("could not move an alias back after a failed renew", extra={"key_id": str(old.pk)})
 
 
+def _give_alias_back(old: Key, alias: str) -> None:
+    try:
+        kms = aws.kms_for(old.keystore)
+    except AwsError:
+        logger.warning("could not move an alias back after a failed renew", extra={"key_id": str(old.pk)})
+        return  # reconciliation's KMS scan moves it back to the key that owns it
+    _point_alias_back(kms, alias, old)
+
+
 def _refuse_second_renewal(old: Key) -> None:
     """The renewal chain is a line: each key has at most one successor (``replaced_by``).
 
@@ -877,6 +886,7 @@ def key_renew(*, actor: Actor, key_id: Any) -> Key:
     new_id = uuid.uuid4()
     material = custody.generate_material()
     created: list[Key] = []
+    moved: list[str] = []  # the alias, once UpdateAlias has answered
 
     def step(old: Key, kms: KmsSession) -> dict[str, Any]:
         _refuse_second_renewal(old)
@@ -886,6 +896,7 @@ def key_renew(*, actor: Actor, key_id: Any) -> Key:
             if alias:
                 # Both keys are symmetric ENCRYPT_DECRYPT, as UpdateAlias requires.
                 kms.point_alias(alias, arn.rsplit("/", 1)[-1])
+                moved.append(alias)
             old.alias = ""
             # The old row gives up the alias first: a live alias is unique per keystore.
             Key.objects.filter(pk=old.pk).update(alias="")
@@ -912,6 +923,7 @@ def key_renew(*, actor: Actor, key_id: Any) -> Key:
             # The alias may have moved even if UpdateAlias's response was lost: move it back.
             if alias:
                 _point_alias_back(kms, alias, old)
+            moved.clear()
             raise
         return {"renewed_by": str(new_id), "alias_moved": alias, **(_sweep_if_create_retried(kms, old.keystore) or {})}
 
@@ -919,7 +931,15 @@ def key_renew(*, actor: Actor, key_id: Any) -> Key:
         # The journal is committed before the locked transaction starts, so that a
         # crash after CreateKey still leaves a trace of the new KMS key.
         with _creation_journal(current.keystore, new_id, Operation.RENEW) as creation:
-            _operate(actor, key_id, Operation.RENEW, step)
+            try:
+                _operate(actor, key_id, Operation.RENEW, step)
+            except DatabaseError:
+                # The commit itself failed after the alias moved (the database went away): the
+                # old key is still the alias's owner, so it gets the alias back now, before the
+                # journal schedules the new KMS key for deletion.
+                for alias in moved:
+                    _give_alias_back(current, alias)
+                raise
     finally:
         custody.wipe(material)
     return created[0]

@@ -153,3 +153,58 @@ def test_a_deactivate_whose_commit_was_lost_is_recorded_as_drift_by_reconciliati
     assert event.details["codes"] == [reconcile.MATERIAL_MISSING]
     services.key_deactivate(actor=bob, key_id=key.pk)  # repeating the operation converges
     assert sandbox_view(aws_sandbox, key)["key_state"] == "PendingImport"
+
+
+def database_goes_away_at_the_audit_write() -> Callable[[], None]:
+    """A callback that holds the audit chain's head row, waits until the portal blocks on it (its audit write,
+    after every KMS call and just before its commit), then terminates the portal's session."""
+    import threading
+    import time
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    db = connection.settings_dict
+    params = {
+        "host": db["HOST"] or "127.0.0.1",
+        "port": db["PORT"] or 5432,
+        "user": db["USER"],
+        "password": db["PASSWORD"] or None,
+        "dbname": db["NAME"],
+    }
+
+    def hold_and_terminate() -> None:
+        holder = psycopg.connect(**params)
+        holder.execute("SELECT 1 FROM audit_audithead FOR UPDATE")
+
+        def terminate_when_blocked() -> None:
+            with psycopg.connect(**params, autocommit=True) as admin:
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    row = admin.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
+                    if row and row[0] == "Lock":
+                        break
+                    time.sleep(0.02)
+                admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+            holder.rollback()
+            holder.close()
+
+        threading.Thread(target=terminate_when_blocked, daemon=True).start()
+
+    return hold_and_terminate
+
+
+def test_a_renew_whose_commit_was_lost_gives_the_alias_back_to_the_old_key_at_once(
+    proxy: FaultProxy, people: Any, keystore: Any, aws_sandbox: str
+) -> None:
+    bob = people.actor(people.bob)
+    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k", alias="alias/app")
+    proxy.when_answered("UpdateAlias", database_goes_away_at_the_audit_write())
+    with pytest.raises(DatabaseError):
+        services.key_renew(actor=bob, key_id=key.pk)
+    connection.close()
+
+    key.refresh_from_db()
+    assert (key.state, key.alias) == (KeyState.ACTIVE, "alias/app")
+    assert sandbox_view(aws_sandbox, key)["aliases"] == ["alias/app"]  # before any reconciliation
+    assert live_portal_kms_keys(aws_sandbox, keystore, settings.BYOK_TAG_KEY) == {key.kms_key_arn}
