@@ -20,10 +20,9 @@ from django.db import IntegrityError, transaction
 
 from accounts.identity import Actor
 from accounts.models import User
-from audit.models import Outcome
 from audit.services import record
 from byok_portal.errors import NotFound, ServiceError
-from keys.lifecycle import Operation
+from byok_portal.vocabulary import Operation, Outcome
 
 CREATOR_PERMISSION = "keystores.add_keystore"
 # Django groups mirroring IdP groups carry this prefix; only they are synced from claims,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from audit.models import AuditEvent, Outcome
+from audit.models import AuditEvent
 from byok_portal.admin import admin_site
-from keys.lifecycle import Operation
+from byok_portal.vocabulary import Operation, Outcome
 
 
 class OperationFilter(admin.SimpleListFilter):
@@ -37,8 +37,15 @@ class OutcomeFilter(admin.SimpleListFilter):
         return queryset.filter(outcome=self.value()) if self.value() else queryset
 
 
+if TYPE_CHECKING:
+    # Typed for mypy (django-stubs); Django's own ModelAdmin is not subscriptable at run time.
+    AuditEventModelAdmin = admin.ModelAdmin[AuditEvent]
+else:
+    AuditEventModelAdmin = admin.ModelAdmin
+
+
 @admin.register(AuditEvent, site=admin_site)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(AuditEventModelAdmin):
     """Read-only: no add, change or delete, whoever asks (the database refuses them too)."""
 
     list_display = ("seq", "time", "operation", "outcome", "reason", "actor_name", "keystore_name", "key_alias")

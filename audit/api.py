@@ -31,7 +31,7 @@ from audit.models import AuditEvent
 from audit.selectors import can_check_chain, events_for
 from audit.serializers import AuditEventSerializer, ChainHeadSerializer, VerificationSerializer
 from byok_portal.api import StrictFilterBackend, refuse_empty_filters
-from keys.lifecycle import Operation
+from byok_portal.vocabulary import Operation
 
 ERROR = inline_serializer(
     "Error",
@@ -68,7 +68,7 @@ class AuditCursorPagination(CursorPagination):
         return int(raw)
 
 
-class AuditEventList(generics.ListAPIView):
+class AuditEventList(generics.ListAPIView[AuditEvent]):
     """Audit events of the keystores the caller holds a role in (superusers: all), newest first."""
 
     serializer_class = AuditEventSerializer

@@ -8,9 +8,9 @@ from typing import Any
 import django_filters
 from django.db.models import Q, QuerySet, Subquery
 
-from audit.models import AuditEvent, Outcome
+from audit.models import AuditEvent
 from byok_portal.filters import UUIDFilter
-from keys.lifecycle import Operation
+from byok_portal.vocabulary import Operation, Outcome
 
 # Bounds beyond these hold no event and may not even convert to UTC (year 1 at +14:00):
 # they are answered without asking the database.

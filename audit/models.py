@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-
-class Outcome(models.TextChoices):
-    SUCCESS = "success", "Success"
-    NOOP = "noop", "No-op"
-    REFUSED = "refused", "Refused"
-    FAILED = "failed", "Failed"
+from byok_portal.vocabulary import Outcome
 
 
 class AuditEvent(models.Model):

@@ -1,16 +1,51 @@
-"""Reads of the audit trail, scoped to the user: pages, API and export start here."""
+"""Reads of the audit trail, scoped to the reader: pages, API and export start here.
+
+Who may read which keystores' events is not the trail's to decide: memberships live
+above it, in ``keystores``. That app hands its rule in once at start-up
+(:func:`scope_events_by`, from ``KeystoresConfig.ready``), so the trail imports nothing
+above the kernel.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
 
 from audit.models import AuditEvent
-from keystores.selectors import is_superuser, keystores_for
 
 
-def events_for(user: Any) -> QuerySet[AuditEvent]:
+@dataclass(frozen=True)
+class Scope:
+    """The keystores whose events a reader may see: every event (superusers), or those of ``keystore_ids``."""
+
+    everything: bool
+    keystore_ids: tuple[uuid.UUID, ...] = ()
+
+
+# Whoever a request carries; the trail does not know the project's user model, only Django's.
+Reader = AbstractBaseUser | AnonymousUser
+_scope_rule: Callable[[Reader], Scope] | None = None
+
+
+def scope_events_by(rule: Callable[[Reader], Scope]) -> None:
+    """Install the rule that says which keystores' events a user may read."""
+    global _scope_rule
+    _scope_rule = rule
+
+
+def _scope(user: Reader) -> Scope:
+    if _scope_rule is None:
+        raise ImproperlyConfigured("No audit read scope installed: is the keystores app in INSTALLED_APPS?")
+    return _scope_rule(user)
+
+
+def events_for(user: Reader) -> QuerySet[AuditEvent]:
     """Events ``user`` may read: those of keystores they hold any role in; superusers everything.
 
     Events of no keystore (e.g. a refused keystore creation) are for superusers
@@ -19,15 +54,15 @@ def events_for(user: Any) -> QuerySet[AuditEvent]:
     plans the event query with the actual ids, which keeps it on the
     ``(keystore_id, -seq)`` index at millions of events.
     """
-    if is_superuser(user):
+    scope = _scope(user)
+    if scope.everything:
         return AuditEvent.objects.all()
-    keystore_ids = list(keystores_for(user).values_list("pk", flat=True))
-    if not keystore_ids:
+    if not scope.keystore_ids:
         return AuditEvent.objects.none()
-    return AuditEvent.objects.filter(keystore_id__in=keystore_ids)
+    return AuditEvent.objects.filter(keystore_id__in=scope.keystore_ids)
 
 
-def can_check_chain(user: Any) -> bool:
+def can_check_chain(user: Reader) -> bool:
     """Whether ``user`` may verify the chain and read its head.
 
     Verification walks every event, including those of keystores the user cannot
@@ -36,4 +71,5 @@ def can_check_chain(user: Any) -> bool:
     auditor role in some keystore may run it, as may superusers; users with no
     role anywhere may not (the walk is expensive, and they have nothing to audit).
     """
-    return is_superuser(user) or keystores_for(user).exists()
+    scope = _scope(user)
+    return scope.everything or bool(scope.keystore_ids)

@@ -7,18 +7,51 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from django.db import transaction
 from django.utils import timezone
 
 from audit.chain import GENESIS, event_hash
-from audit.models import AuditEvent, AuditHead, Outcome
+from audit.models import AuditEvent, AuditHead
+from byok_portal.errors import NotFound, ServiceError
+from byok_portal.vocabulary import Outcome
 
-if TYPE_CHECKING:
-    from accounts.identity import Actor
-    from keys.models import Key
-    from keystores.models import Keystore
+# What an event copies from whoever acted and from what they acted on. Protocols, not the
+# apps' classes: the trail sits below accounts, keystores and keys and imports none of them
+# (``accounts.identity.Actor``, ``keystores.models.Keystore`` and ``keys.models.Key`` fit).
+
+
+class Actor(Protocol):
+    @property
+    def iss(self) -> str: ...
+    @property
+    def sub(self) -> str: ...
+    @property
+    def display_name(self) -> str: ...
+    @property
+    def source_ip(self) -> str | None: ...
+    @property
+    def request_id(self) -> str: ...
+
+
+class Keystore(Protocol):
+    @property
+    def pk(self) -> Any: ...
+    @property
+    def name(self) -> str: ...
+
+
+class Key(Protocol):
+    @property
+    def pk(self) -> Any: ...
+    @property
+    def alias(self) -> str: ...
+    @property
+    def kms_key_arn(self) -> str: ...
+    @property
+    def keystore(self) -> Keystore: ...
+
 
 logger = logging.getLogger("byok.audit")
 
@@ -243,3 +276,35 @@ def record_many(entries: Sequence[Entry]) -> list[AuditEvent]:
             },
         )
     return events
+
+
+def record_refusal(
+    *,
+    actor: Actor,
+    operation: str,
+    exc: ServiceError,
+    key: Key | None = None,
+    keystore: Keystore | None = None,
+    state: str = "",
+    details: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    """Audit a refused attempt in a transaction of its own, so it survives the rollback of the attempt.
+
+    The reason is ``permission_denied`` for an outsider (who was told "not found") and
+    otherwise what the refusal names (``reason``, else its code); ``state`` is the key's
+    state, unchanged by a refusal.
+    """
+    reason = "permission_denied" if isinstance(exc, NotFound) else str(exc.extra.get("reason") or exc.code)
+    with transaction.atomic():
+        return record(
+            actor=actor,
+            operation=operation,
+            outcome=Outcome.REFUSED,
+            key=key,
+            keystore=keystore,
+            reason=reason,
+            state_before=state,
+            state_after=state,
+            error=exc.detail,
+            details=details,
+        )

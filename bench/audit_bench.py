@@ -148,7 +148,7 @@ def _load(count: int) -> dict[str, Any]:
     from accounts.models import User
     from audit.chain import CHAINED_FIELDS, GENESIS, hasher
     from audit.models import AuditHead
-    from keys.lifecycle import Operation
+    from byok_portal.vocabulary import Operation
     from keystores.models import Keystore, Membership, Role
 
     started = time.monotonic()

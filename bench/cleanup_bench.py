@@ -7,7 +7,7 @@ sealed material is a dummy blob of the real size). Each measurement then runs in
 fresh process (``python -m bench.cleanup_bench PHASE``) so that its peak-memory
 figure belongs to that phase alone:
 
-- ``batched``: :func:`keys.reconcile.cleanup_due_keys` (the task's code) over every
+- ``batched``: :func:`keys.jobs.cleanup.cleanup_due_keys` (the task's code) over every
   due key: keys/s, SQL statements by table (the cleanup's own statements per batch
   vs the audit trail's per key) and the growth of peak RSS;
 - the same again over a quarter of the keys (reset to due), to show that memory
@@ -152,7 +152,7 @@ def _load(total: int, due: int) -> dict[str, Any]:
     from django.core.management import call_command
     from django.db import connection
 
-    from keys.lifecycle import KeyState, KmsState
+    from byok_portal.vocabulary import KeyState, KmsState
     from keys.models import Key
     from keystores.models import Keystore
 
@@ -247,7 +247,7 @@ def _batched(trace: bool) -> dict[str, Any]:
     from django.conf import settings
 
     from accounts.identity import Actor
-    from keys.reconcile import cleanup_due_keys
+    from keys.jobs.cleanup import cleanup_due_keys
 
     def clean() -> dict[str, Any]:
         summary = cleanup_due_keys(actor=Actor.system("cleanup"))
@@ -258,7 +258,8 @@ def _batched(trace: bool) -> dict[str, Any]:
 
 def _per_key() -> dict[str, Any]:
     from accounts.identity import Actor
-    from keys.services import due_for_cleanup, key_cleanup
+    from keys.selectors import due_for_cleanup
+    from keys.services import key_cleanup
 
     actor = Actor.system("cleanup")
 

@@ -120,7 +120,7 @@ def _worker() -> dict[str, Any]:
     samples: dict[str, list[tuple[int, float, float]]] = {}
 
     def create(i: int) -> Any:
-        return services.key_create(actor=actor, keystore_id=keystore.pk, name=f"k{i}", alias=f"alias/bench-{i}")
+        return services.key_create(actor=actor, keystore_id=keystore.pk, name=f"k{i}", alias=f"alias/bench-{i}").key
 
     for i in range(ROUNDS):
         created: list[Any] = []

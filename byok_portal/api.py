@@ -23,7 +23,6 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from byok_portal.aws import AwsError
 from byok_portal.errors import ServiceError
-from keys.lifecycle import LIFECYCLE, Operation
 
 # --- error bodies -------------------------------------------------------------------
 
@@ -38,11 +37,11 @@ def _with_allowed_states(body: dict[str, Any], context: dict[str, Any]) -> dict[
     """Every 409 of a key operation lists the states the operation is allowed in (SPEC §6).
 
     The services name them for lifecycle refusals; other conflicts of the same operation
-    (e.g. a download with nothing prepared) get them from the same table here.
+    (e.g. a download with nothing prepared) get them from the view, which reads the lifecycle table.
     """
-    operation = getattr(context.get("view"), "lifecycle_operation", None)
-    if "allowed_states" not in body and isinstance(operation, Operation) and operation in LIFECYCLE:
-        body = {**body, "allowed_states": sorted(str(s) for s in LIFECYCLE[operation].allowed)}
+    allowed = getattr(context.get("view"), "allowed_states", None)
+    if "allowed_states" not in body and allowed is not None:
+        body = {**body, "allowed_states": list(allowed)}
     return body
 
 
@@ -88,7 +87,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 # Named ``ApiError`` while audit.api still declares its own inline ``Error``; one
 # component for both once audit imports this one.
 @extend_schema_serializer(component_name="ApiError")
-class ErrorSerializer(serializers.Serializer):
+class ErrorSerializer(serializers.Serializer[Any]):
     """Every non-validation error: a human sentence and a machine code."""
 
     detail = serializers.CharField()
@@ -163,7 +162,7 @@ def common_errors(*, auth_only: bool = False) -> dict[int, OpenApiResponse]:
 # --- input ----------------------------------------------------------------------------
 
 
-class StrictSerializer(serializers.Serializer):
+class StrictSerializer(serializers.Serializer[Any]):
     """Refuses fields it does not know (or cannot set), naming them, instead of ignoring them.
 
     A silently ignored field is how a typo (``expire`` for ``expires``) turns into a
@@ -194,7 +193,7 @@ class EmptySerializer(StrictSerializer):
     """Actions without parameters: the body is empty or ``{}``."""
 
 
-def validated_body(serializer_class: type[serializers.Serializer] | None, request: Request) -> dict[str, Any]:
+def validated_body(serializer_class: type[serializers.Serializer[Any]] | None, request: Request) -> dict[str, Any]:
     """The request body validated by ``serializer_class`` (none: only an empty body or ``{}`` is accepted)."""
     serializer = (serializer_class or EmptySerializer)(data=request.data)
     serializer.is_valid(raise_exception=True)
@@ -250,7 +249,7 @@ def refuse_empty_filters(filterset_class: Any, data: Any) -> None:
         raise serializers.ValidationError({name: ["This filter may not be empty."] for name in empty})
 
 
-class PortalViewSet(viewsets.GenericViewSet):
+class PortalViewSet(viewsets.GenericViewSet[Any]):
     """What every resource of the API shares: JSON in and out, strict filters, UUID lookups."""
 
     filter_backends = [StrictFilterBackend]

@@ -13,21 +13,20 @@ import datetime as dt
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
 import botocore.exceptions
 from botocore.config import Config
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from django.conf import settings
 
-from keys.custody import wrap_for_import
-from keys.lifecycle import KmsState
+from byok_portal.vocabulary import KmsState
 
 if TYPE_CHECKING:
     from mypy_boto3_kms import KMSClient
     from mypy_boto3_sts import STSClient
-
-    from keystores.models import Keystore
 
 # Refresh assumed-role credentials this long before AWS says they expire, so a
 # multi-step operation never starts with credentials about to lapse.
@@ -40,6 +39,22 @@ _AWS_STATE_TO_KMS_STATE = {
     "PendingImport": KmsState.EMPTY,
     "PendingDeletion": KmsState.PENDING_DELETION,
 }
+
+
+class Keystore(Protocol):
+    """What this layer needs of a keystore: an id for caching, and the role to assume where.
+
+    A protocol, not the model: the AWS layer knows no models (``keystores.models.Keystore`` fits it).
+    """
+
+    @property
+    def pk(self) -> Any: ...
+    @property
+    def role_arn(self) -> str: ...
+    @property
+    def external_id(self) -> str: ...
+    @property
+    def region(self) -> str: ...
 
 
 class AwsError(Exception):
@@ -231,7 +246,7 @@ class KmsSession:
             "ImportKeyMaterial",
             KeyId=key_id,
             ImportToken=params["ImportToken"],
-            EncryptedKeyMaterial=wrap_for_import(material, params["PublicKey"]),
+            EncryptedKeyMaterial=_wrap_for_import(material, params["PublicKey"]),
             # The portal is the system of record and re-imports on demand; an expiring
             # copy in KMS would silently break customers' workloads.
             ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
@@ -346,6 +361,20 @@ def _snake(operation: str) -> str:
             out.append("_")
         out.append(ch.lower())
     return "".join(out)
+
+
+def _wrap_for_import(material: bytes | bytearray, wrapping_public_key_der: bytes) -> bytes:
+    """Wrap material with the public key from GetParametersForImport (RSAES_OAEP_SHA_256, as asked for)."""
+    public_key = serialization.load_der_public_key(wrapping_public_key_der)
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise AwsError(
+            kind="kms_error",
+            operation="GetParametersForImport",
+            code="UnexpectedWrappingKey",
+            message="KMS returned a wrapping key that is not RSA.",
+        )
+    oaep = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    return public_key.encrypt(bytes(material), oaep)
 
 
 _clients_lock = threading.Lock()

@@ -1,13 +1,17 @@
-"""URL routes: pages, the Django admin (behind django-otp) and the REST API under /api/v1/."""
+"""URL routes: pages, the Django admin (behind django-otp) and the REST API under /api/v1/.
+
+The root of the routes composes every app, so it sits above them all (the dashboard is a key page).
+"""
 
 from django.urls import include, path
 
-from byok_portal import health, views
+from byok_portal import health
 from byok_portal.admin import admin_site
+from keys.views import dashboard
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
-    path("", views.dashboard, name="dashboard"),
+    path("", dashboard, name="dashboard"),
     path("keystores/", include("keystores.urls")),
     path("keys/", include("keys.urls")),
     path("admin/", admin_site.urls),

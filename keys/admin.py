@@ -1,7 +1,9 @@
 """Keys in the OTP admin site: no material, state read-only, lifecycle operations as admin actions.
 
-Every action calls the same service function as the pages and the API, with the
-admin's own identity, so it is checked against the lifecycle table and audited.
+The bulk actions are the registry's buttons (:data:`keys.operations.BUTTONS`): each
+calls the same service function as the pages and the API, with the admin's own
+identity, so it is checked against the lifecycle table and audited; what the service
+returns says whether anything changed.
 The periodic task schedules (django-celery-beat), which run the daily cleanup
 and reconciliation of keys, are offered on this site as well.
 """
@@ -9,7 +11,7 @@ and reconciliation of keys, are offered on this site as well.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
@@ -17,45 +19,46 @@ from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
 
-from accounts.identity import Actor
-from audit.models import AuditEvent, Outcome
 from byok_portal.admin import admin_site
 from byok_portal.aws import AwsError
 from byok_portal.errors import ServiceError
-from keys import services
-from keys.lifecycle import LIFECYCLE, Operation
+from byok_portal.vocabulary import Operation
 from keys.models import Key
+from keys.operations import BUTTONS, REGISTRY, KeyOperation
 from keystores.admin import admin_actor, report
 
-AdminAction = Callable[[Any, HttpRequest, QuerySet[Key]], None]
+if TYPE_CHECKING:
+    # Typed for mypy (django-stubs); Django's own ModelAdmin is not subscriptable at run time.
+    KeyModelAdmin = admin.ModelAdmin[Key]
+else:
+    KeyModelAdmin = admin.ModelAdmin
+AdminAction = Callable[[KeyModelAdmin, HttpRequest, QuerySet[Key]], None]
 EDITABLE = ("name", "alias", "tags", "expires")
 
 
-def lifecycle_action(operation: Operation, run: Callable[[Actor, Key], Any]) -> AdminAction:
-    """An admin action running one lifecycle operation on each selected key, reporting each outcome."""
-    row = LIFECYCLE[operation]
+def lifecycle_action(entry: KeyOperation) -> AdminAction:
+    """An admin action running one operation on each selected key (with its default input), reporting each outcome."""
+    label = entry.row.label
 
-    def action(model_admin: Any, request: HttpRequest, queryset: QuerySet[Key]) -> None:
+    def action(model_admin: KeyModelAdmin, request: HttpRequest, queryset: QuerySet[Key]) -> None:
         for key in queryset.select_related("keystore"):
-            actor = admin_actor(request)
             try:
-                run(actor, key)
+                done = entry.run(admin_actor(request), key.pk)
             except (ServiceError, AwsError, ValidationError) as exc:
-                report(model_admin, request, exc, f"{row.label} {key.name}")
+                report(model_admin, request, exc, f"{label} {key.name}")
                 continue
-            noop = AuditEvent.objects.filter(key_id=key.pk, request_id=actor.request_id, outcome=Outcome.NOOP)
-            if noop.exists():
-                model_admin.message_user(request, f"{key.name}: already {key.state.lower()} — nothing changed.")
+            if done.changed:
+                model_admin.message_user(request, f"{label} {key.name}: done.", level=messages.SUCCESS)
             else:
-                model_admin.message_user(request, f"{row.label} {key.name}: done.", level=messages.SUCCESS)
+                model_admin.message_user(request, f"{key.name}: already {key.state.lower()} — nothing changed.")
 
-    action.__name__ = f"run_{operation.value}"
-    return admin.action(description=f"{row.label} the selected keys")(action)
+    action.__name__ = f"run_{entry.operation.value}"
+    return admin.action(description=f"{label} the selected keys")(action)
 
 
 @admin.register(Key, site=admin_site)
-class KeyAdmin(admin.ModelAdmin):
-    """Keys: name, alias, tags and expiry are edited through ``key_update``; the state never directly."""
+class KeyAdmin(KeyModelAdmin):
+    """Keys: name, alias, tags and expiry are edited through the update operation; the state never directly."""
 
     list_display = ("name", "alias", "keystore", "state", "kms_state", "expires", "kcv", "created_at")
     list_filter = ("state", "kms_state", "keystore")
@@ -84,19 +87,7 @@ class KeyAdmin(admin.ModelAdmin):
         "created_by",
         "updated_by",
     )
-    actions = (
-        lifecycle_action(Operation.DEACTIVATE, lambda actor, key: services.key_deactivate(actor=actor, key_id=key.pk)),
-        lifecycle_action(Operation.ACTIVATE, lambda actor, key: services.key_activate(actor=actor, key_id=key.pk)),
-        lifecycle_action(Operation.UPLOAD, lambda actor, key: services.key_upload(actor=actor, key_id=key.pk)),
-        lifecycle_action(Operation.RENEW, lambda actor, key: services.key_renew(actor=actor, key_id=key.pk)),
-        lifecycle_action(
-            Operation.SCHEDULE_DELETION,
-            lambda actor, key: services.key_schedule_deletion(actor=actor, key_id=key.pk),
-        ),
-        lifecycle_action(
-            Operation.CANCEL_DELETION, lambda actor, key: services.key_cancel_deletion(actor=actor, key_id=key.pk)
-        ),
-    )
+    actions = tuple(lifecycle_action(entry) for entry in BUTTONS.values())
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # keys are created in the portal or the API, which create the KMS key too
@@ -104,12 +95,12 @@ class KeyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Key | None = None) -> bool:
         return False  # "Schedule deletion" is the only way a key goes
 
-    def save_model(self, request: HttpRequest, obj: Key, form: ModelForm, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Key, form: ModelForm[Key], change: bool) -> None:
         changes = {field: form.cleaned_data[field] for field in form.changed_data if field in EDITABLE}
         if not changes:
             return
         try:
-            services.key_update(actor=admin_actor(request), key_id=obj.pk, **changes)
+            REGISTRY[Operation.UPDATE].run(admin_actor(request), obj.pk, changes)
         except (ServiceError, AwsError, ValidationError) as exc:
             report(self, request, exc, "Not saved")
 

@@ -177,11 +177,3 @@ def _oaep_sha256() -> padding.OAEP:
 def wrap_for_download(material: bytes | bytearray, public_key_pem: str) -> bytes:
     """RSAES-OAEP with SHA-256 and MGF1-SHA-256, as SPEC §2 requires for downloads."""
     return load_download_public_key(public_key_pem).encrypt(bytes(material), _oaep_sha256())
-
-
-def wrap_for_import(material: bytes | bytearray, wrapping_public_key_der: bytes) -> bytes:
-    """Wrap material with the public key from KMS GetParametersForImport (RSAES_OAEP_SHA_256)."""
-    public_key = serialization.load_der_public_key(wrapping_public_key_der)
-    if not isinstance(public_key, rsa.RSAPublicKey):
-        raise CustodyError("KMS returned a wrapping key that is not RSA")
-    return public_key.encrypt(bytes(material), _oaep_sha256())

@@ -10,7 +10,7 @@ import django_filters
 from django.db.models import Q, QuerySet
 
 from byok_portal.filters import UUIDFilter
-from keys.lifecycle import KeyState
+from byok_portal.vocabulary import KeyState
 from keys.models import Key
 
 
@@ -18,7 +18,7 @@ class KeyFilter(django_filters.FilterSet):
     """Filters of SPEC §6: ``keystore``, ``state``, ``alias`` and a free-text ``search``.
 
     Request-independent on purpose: callers pass a queryset already scoped to the
-    user (``keystores.selectors.keys_for``), so the page and the API filter the same
+    user (``keys.selectors.keys_for``), so the page and the API filter the same
     rows the same way.
     """
 

@@ -7,56 +7,14 @@ is one row here plus one service function.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
-from enum import StrEnum
 
-from django.db import models
+from django.conf import settings
+from django.db.models import Q
 
 from byok_portal.errors import Conflict
-
-
-class KeyState(models.TextChoices):
-    ACTIVE = "ACTIVE", "Active"
-    INACTIVE = "INACTIVE", "Inactive"
-    REPLACED = "REPLACED", "Replaced"
-    PENDING_DELETION = "PENDING_DELETION", "Pending deletion"
-    DELETED = "DELETED", "Deleted"
-
-
-class KmsState(models.TextChoices):
-    """The last observed state of the KMS key (AWS key states mapped as in SPEC §1)."""
-
-    ENABLED = "ENABLED", "Enabled"
-    DISABLED = "DISABLED", "Disabled"
-    EMPTY = "EMPTY", "No key material"
-    PENDING_DELETION = "PENDING_DELETION", "Pending deletion"
-    UNKNOWN = "UNKNOWN", "Unknown"
-
-
-class Operation(StrEnum):
-    CREATE = "create"
-    DEACTIVATE = "deactivate"
-    ACTIVATE = "activate"
-    UPLOAD = "upload"
-    RENEW = "renew"
-    SCHEDULE_DELETION = "schedule_deletion"
-    CANCEL_DELETION = "cancel_deletion"
-    PREPARE_DOWNLOAD = "prepare_download"
-    DOWNLOAD = "download"
-    WITHDRAW_DOWNLOAD = "withdraw_download"
-    UPDATE = "update"
-    CLEANUP = "cleanup"
-    DELETE_KEYSTORE = "delete_keystore"
-    # Keystore-level and background operations that are audited but not key transitions.
-    CREATE_KEYSTORE = "create_keystore"
-    UPDATE_KEYSTORE = "update_keystore"
-    TEST_CONNECTION = "test_connection"
-    GRANT = "grant"
-    REVOKE = "revoke"
-    RECONCILE = "reconcile"
-    EXPIRY_WARNING = "expiry_warning"
-    ROTATE_KEK = "rotate_kek"
-
+from byok_portal.vocabulary import KeyState, KmsState, Operation
 
 ALL_BUT_DELETED = frozenset(set(KeyState) - {KeyState.DELETED})
 
@@ -225,3 +183,56 @@ def allowed_operations(state: str) -> list[Operation]:
     """
     key_state = KeyState(state)
     return [op for op, row in LIFECYCLE.items() if row.offered and key_state in row.allowed]
+
+
+# --- rules derived from the table ------------------------------------------------------
+# Each written once, here: the pages, the dashboard, the API, cleanup, reconciliation and
+# the expiry warnings all read them (through ``keys.selectors`` for queries).
+
+# What KMS should report for a key in each portal state (SPEC §2); anything else is drift.
+EXPECTED_KMS_STATE: dict[KeyState, KmsState] = {
+    KeyState.ACTIVE: KmsState.ENABLED,
+    KeyState.INACTIVE: KmsState.EMPTY,
+    KeyState.REPLACED: KmsState.ENABLED,
+    KeyState.PENDING_DELETION: KmsState.PENDING_DELETION,
+}
+
+# Expiry matters for keys in use: a REPLACED key was renewed already, one pending deletion is on its way out.
+EXPIRY_STATES = frozenset({KeyState.ACTIVE, KeyState.INACTIVE})
+
+
+def expected_kms_state(state: str) -> KmsState | None:
+    """The KMS state a key in portal ``state`` should have (None: no expectation, e.g. DELETED)."""
+    return EXPECTED_KMS_STATE.get(KeyState(state))
+
+
+def expiry_horizon(today: dt.date) -> dt.date:
+    """Keys expiring on or before this date are "expiring soon" (``BYOK_EXPIRY_WARNING_DAYS`` ahead)."""
+    return today + dt.timedelta(days=settings.BYOK_EXPIRY_WARNING_DAYS)
+
+
+def is_expiring(state: str, expires: dt.date | None, today: dt.date) -> bool:
+    return expires is not None and expires <= expiry_horizon(today) and state in EXPIRY_STATES
+
+
+def expiring_q(today: dt.date) -> Q:
+    """Keys in use whose cryptoperiod ends within the warning window (or has ended)."""
+    return Q(expires__isnull=False, expires__lte=expiry_horizon(today), state__in=EXPIRY_STATES)
+
+
+def kms_mismatch_q() -> Q:
+    """Keys whose last observed KMS state is not the one their portal state implies."""
+    query = Q()
+    for state, kms_state in EXPECTED_KMS_STATE.items():
+        query |= Q(state=state) & ~Q(kms_state=kms_state)
+    return query
+
+
+def needs_attention_q() -> Q:
+    """Reconciliation found drift, or the KMS state does not match the portal state."""
+    return (~Q(drift=[]) | kms_mismatch_q()) & ~Q(state=KeyState.DELETED)
+
+
+def due_for_cleanup_q(now: dt.datetime) -> Q:
+    """Keys cleanup may take: in a state the table allows cleanup in, their waiting period over."""
+    return Q(state__in=LIFECYCLE[Operation.CLEANUP].allowed, deletion_date__lte=now)

@@ -8,7 +8,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from keys.lifecycle import KeyState, KmsState, allowed_operations
+from byok_portal.vocabulary import KeyState, KmsState
+from keys.lifecycle import allowed_operations
 from keystores.models import Keystore
 
 

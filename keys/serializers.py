@@ -16,7 +16,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from byok_portal.api import StrictSerializer
-from keys.lifecycle import LIFECYCLE, Operation, allowed_operations
+from byok_portal.vocabulary import Operation
+from keys.lifecycle import LIFECYCLE, allowed_operations
 from keys.models import Key
 from keys.services import MAX_WINDOW, MIN_WINDOW, pending_download
 from keys.validation import MAX_TAGS
@@ -43,7 +44,7 @@ class TagsField(serializers.DictField):
     child = serializers.CharField(allow_blank=True, max_length=256)
 
 
-class KeySerializer(serializers.ModelSerializer):
+class KeySerializer(serializers.ModelSerializer[Key]):
     """A key as the API shows it. Never material, never the prepared public key."""
 
     keystore = serializers.UUIDField(source="keystore_id", read_only=True)
@@ -98,7 +99,7 @@ class KeySerializer(serializers.ModelSerializer):
         return str(value) if value else None
 
 
-# The columns a key's representation reads, by attribute name (``keys.api.key_rows`` selects
+# The columns a key's representation reads, by attribute name (``keys.selectors.key_rows`` selects
 # them, plus ``replaced_by`` and ``download_prepared``). Never the sealed material, the
 # prepared public key or the reconciliation notes.
 ROW_COLUMNS = (
@@ -216,7 +217,7 @@ class PrepareDownloadSerializer(StrictSerializer):
 FINGERPRINT_HELP = "`SHA256:` and the hex SHA-256 of the public key's DER SubjectPublicKeyInfo."
 
 
-class DownloadSerializer(serializers.Serializer):
+class DownloadSerializer(serializers.Serializer[Any]):
     """The material wrapped for the prepared public key (RSAES-OAEP, SHA-256, MGF1-SHA-256)."""
 
     key_id = serializers.UUIDField()
@@ -237,7 +238,7 @@ class DownloadSerializer(serializers.Serializer):
         }
 
 
-class PendingDownloadSerializer(serializers.Serializer):
+class PendingDownloadSerializer(serializers.Serializer[Any]):
     """A prepared download not yet used: who prepared it, until when, for which public key."""
 
     prepared_by = serializers.CharField(help_text="`issuer|subject` of the person who prepared it.")

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import Enum, auto
 from typing import Any
 
 from django.conf import settings
@@ -30,17 +31,17 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from accounts.identity import Actor
-from audit.models import Outcome
-from audit.services import record
+from audit.services import record, record_refusal
 from byok_portal import aws
 from byok_portal.aws import AwsError, KmsSession
 from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceError, TwoPersonRuleViolation
+from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
 from keys import custody
-from keys.lifecycle import LIFECYCLE, InvalidState, KeyState, KmsState, Operation, decide
+from keys.lifecycle import LIFECYCLE, InvalidState, decide
 from keys.models import Key, PendingCreation
 from keys.validation import validate_alias, validate_tags
-from keystores.models import Keystore, KeystoreState, Role
-from keystores.selectors import require_role
+from keystores.models import ROLE_RANK, Keystore, KeystoreState, Role
+from keystores.selectors import require_role, role_in
 
 logger = logging.getLogger("byok.keys")
 
@@ -49,6 +50,22 @@ MIN_WINDOW, MAX_WINDOW = 7, 30
 
 
 # --- the common shape ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Done:
+    """What an operation did, for the door that asked: the key it leaves behind and how it ended.
+
+    ``outcome`` is ``SUCCESS``, or ``NOOP`` when the key already was where the operation
+    leads (the same outcome the audit trail records). For a renewal ``key`` is the new key.
+    """
+
+    key: Key
+    outcome: Outcome
+
+    @property
+    def changed(self) -> bool:
+        return self.outcome != Outcome.NOOP
 
 
 def _check_role(actor: Actor, keystore: Keystore, role: Role) -> None:
@@ -62,7 +79,7 @@ def _check_role(actor: Actor, keystore: Keystore, role: Role) -> None:
         raise NotFound("Key not found.") from exc
 
 
-def authorize(*, actor: Actor, key_id: Any, operation: Operation, role: Role = Role.CUSTODIAN) -> Key:
+def authorize(*, actor: Actor, key_id: uuid.UUID, operation: Operation, role: Role = Role.CUSTODIAN) -> Key:
     """The key, if ``actor`` may run ``operation`` on it; otherwise an audited refusal.
 
     For callers that judge input before the operation runs (API bodies, page forms):
@@ -80,7 +97,7 @@ def authorize(*, actor: Actor, key_id: Any, operation: Operation, role: Role = R
     return key
 
 
-def _lock_key(key_id: Any) -> Key:
+def _lock_key(key_id: uuid.UUID) -> Key:
     try:
         key_uuid = key_id if isinstance(key_id, uuid.UUID) else uuid.UUID(str(key_id))
     except ValueError as exc:
@@ -91,25 +108,16 @@ def _lock_key(key_id: Any) -> Key:
     return key
 
 
-def _record_refusal(actor: Actor, operation: Operation, key_id: Any, exc: ServiceError) -> None:
+def _record_refusal(actor: Actor, operation: Operation, key_id: uuid.UUID, exc: ServiceError) -> None:
     key = Key.objects.select_related("keystore").filter(pk=key_id).first() if _is_uuid(key_id) else None
     if key is None:
         return  # nothing to attach the event to, and nothing was revealed
-    reason = "permission_denied" if isinstance(exc, NotFound) else str(exc.extra.get("reason") or exc.code)
-    with transaction.atomic():
-        record(
-            actor=actor,
-            operation=operation,
-            outcome=Outcome.REFUSED,
-            key=key,
-            reason=reason,
-            state_before=key.state,
-            state_after=key.state,
-            error=exc.detail,
-        )
+    record_refusal(actor=actor, operation=operation, exc=exc, key=key, state=key.state)
 
 
-def _record_failure(actor: Actor, operation: Operation, key_id: Any, exc: AwsError, request_ids: list[str]) -> None:
+def _record_failure(
+    actor: Actor, operation: Operation, key_id: uuid.UUID, exc: AwsError, request_ids: list[str]
+) -> None:
     """After an AWS failure: the portal state stays as it was; the KMS state is no longer known."""
     with transaction.atomic():
         key = _lock_key(key_id)
@@ -132,7 +140,7 @@ def _record_failure(actor: Actor, operation: Operation, key_id: Any, exc: AwsErr
     )
 
 
-def _is_uuid(value: Any) -> bool:
+def _is_uuid(value: object) -> bool:
     try:
         uuid.UUID(str(value))
     except ValueError:
@@ -145,13 +153,13 @@ Step = Callable[[Key, KmsSession], dict[str, Any] | None]
 
 def _operate(
     actor: Actor,
-    key_id: Any,
+    key_id: uuid.UUID,
     operation: Operation,
     step: Step,
     *,
     role: Role = Role.CUSTODIAN,
     needs_kms: bool = True,
-) -> Key:
+) -> Done:
     """Run one lifecycle operation on one key; see the module docstring."""
     request_ids: list[str] = []
     try:
@@ -168,7 +176,7 @@ def _operate(
                     state_before=before,
                     state_after=before,
                 )
-                return key
+                return Done(key, Outcome.NOOP)
             kms = aws.kms_for(key.keystore) if needs_kms else None
             if kms is not None:
                 request_ids = kms.request_ids
@@ -188,7 +196,7 @@ def _operate(
                 kms_request_ids=request_ids,
                 details=details,
             )
-            return key
+            return Done(key, Outcome.SUCCESS)
     except (InvalidState, PermissionRefused, NotFound, TwoPersonRuleViolation, Conflict) as exc:
         _record_refusal(actor, operation, key_id, exc)
         raise
@@ -235,7 +243,7 @@ def _disable_and_delete_material(key: Key, kms: KmsSession) -> None:
 # --- operations -----------------------------------------------------------------
 
 
-def key_deactivate(*, actor: Actor, key_id: Any) -> Key:
+def key_deactivate(*, actor: Actor, key_id: uuid.UUID) -> Done:
     def step(key: Key, kms: KmsSession) -> None:
         _disable_and_delete_material(key, kms)
         key.kms_state = KmsState.EMPTY
@@ -251,11 +259,11 @@ def _reimport_and_enable(key: Key, kms: KmsSession) -> None:
     key.drift = []  # whatever reconciliation found missing is back
 
 
-def key_activate(*, actor: Actor, key_id: Any) -> Key:
+def key_activate(*, actor: Actor, key_id: uuid.UUID) -> Done:
     return _operate(actor, key_id, Operation.ACTIVATE, _reimport_and_enable)
 
 
-def key_upload(*, actor: Actor, key_id: Any) -> Key:
+def key_upload(*, actor: Actor, key_id: uuid.UUID) -> Done:
     return _operate(actor, key_id, Operation.UPLOAD, _reimport_and_enable)
 
 
@@ -269,7 +277,7 @@ def _pending_window(days: int | None) -> int:
     return window
 
 
-def key_schedule_deletion(*, actor: Actor, key_id: Any, pending_window_days: int | None = None) -> Key:
+def key_schedule_deletion(*, actor: Actor, key_id: uuid.UUID, pending_window_days: int | None = None) -> Done:
     window = _pending_window(pending_window_days)
 
     def step(key: Key, kms: KmsSession) -> dict[str, Any]:
@@ -289,7 +297,7 @@ def key_schedule_deletion(*, actor: Actor, key_id: Any, pending_window_days: int
     return _operate(actor, key_id, Operation.SCHEDULE_DELETION, step)
 
 
-def key_cancel_deletion(*, actor: Actor, key_id: Any) -> Key:
+def key_cancel_deletion(*, actor: Actor, key_id: uuid.UUID) -> Done:
     def step(key: Key, kms: KmsSession) -> None:
         try:
             kms.cancel_deletion(key.kms_key_id)
@@ -324,7 +332,7 @@ def cleaned_up_fields() -> dict[str, Any]:
     }
 
 
-def key_cleanup(*, actor: Actor, key_id: Any, now: dt.datetime | None = None) -> Key:
+def key_cleanup(*, actor: Actor, key_id: uuid.UUID, now: dt.datetime | None = None) -> Done:
     """Daily cleanup of one key: once its grace period is over, destroy the portal's copy of the material."""
     moment = now or timezone.now()
 
@@ -338,11 +346,6 @@ def key_cleanup(*, actor: Actor, key_id: Any, now: dt.datetime | None = None) ->
         return {"deletion_date": key.deletion_date.isoformat()}
 
     return _operate(actor, key_id, Operation.CLEANUP, step, needs_kms=False)
-
-
-def due_for_cleanup(now: dt.datetime | None = None) -> Any:
-    """Keys whose deletion waiting period is over (the index ``keys_due_for_cleanup`` serves this)."""
-    return Key.objects.filter(state=KeyState.PENDING_DELETION, deletion_date__lte=now or timezone.now())
 
 
 # --- update -----------------------------------------------------------------------
@@ -363,18 +366,24 @@ def _check_alias_free(keystore: Keystore, alias: str, exclude: uuid.UUID | None 
         raise ValidationError({"alias": f"{alias} is already used by another key in this account and region."})
 
 
-_UNSET: Any = object()
+class _Unset(Enum):
+    """Marks a field ``key_update`` leaves as it is (None is a value: "no expiry")."""
+
+    UNSET = auto()
+
+
+_UNSET = _Unset.UNSET
 
 
 def key_update(
     *,
     actor: Actor,
-    key_id: Any,
-    name: str = _UNSET,
-    expires: dt.date | None = _UNSET,
-    tags: dict[str, str] = _UNSET,
-    alias: str = _UNSET,
-) -> Key:
+    key_id: uuid.UUID,
+    name: str | _Unset = _UNSET,
+    expires: dt.date | _Unset | None = _UNSET,
+    tags: dict[str, str] | _Unset = _UNSET,
+    alias: str | _Unset = _UNSET,
+) -> Done:
     """Change name, expiry, tags and alias; tags and alias are applied to the KMS key.
 
     Input is checked inside the operation, after the caller's role: an outsider
@@ -508,7 +517,7 @@ def _creation_lease(key_id: uuid.UUID) -> Iterator[None]:
 
 
 @contextmanager
-def _kms_intent(key_id: Any, operation: Operation) -> Iterator[None]:
+def _kms_intent(key_id: uuid.UUID, operation: Operation) -> Iterator[None]:
     """Journal an operation on an existing key whose KMS changes must not outlive a lost database commit.
 
     Cancel deletion brings a KMS key back from pending deletion. If the database
@@ -543,7 +552,7 @@ def _kms_intent(key_id: Any, operation: Operation) -> Iterator[None]:
 
 
 # Operations on existing keys that reconciliation finishes when their journal row outlived its process.
-_FINISHERS: dict[str, Callable[..., Key]] = {Operation.CANCEL_DELETION: key_cancel_deletion}
+_FINISHERS: dict[str, Callable[..., Done]] = {Operation.CANCEL_DELETION: key_cancel_deletion}
 
 
 def _finish_interrupted(actor: Actor, journal: PendingCreation) -> int:
@@ -636,11 +645,6 @@ def is_portal_key_id(value: str) -> bool:
     return bool(value) and _is_uuid(value)
 
 
-def creation_in_progress(key_id: str) -> bool:
-    """A create or renew of ``key_id`` has a journal row: it runs, or waits for :func:`recover_pending_creations`."""
-    return PendingCreation.objects.filter(key_id=key_id).exists()
-
-
 def _live_alias_owner(keystore: Keystore, alias: str) -> Key | None:
     return _alias_taken(keystore, alias, None) if alias else None
 
@@ -712,6 +716,17 @@ def release_stranded_aliases(kms: KmsSession, keystore: Keystore, aliases: list[
     return repointed, deleted
 
 
+# Asks for a keystore's KMS scan soon (a Celery task). The task module imports this one, so
+# it is handed in from ``KeysConfig.ready`` rather than imported here (no import cycle).
+_scan_keystore_soon: Callable[[uuid.UUID], None] | None = None
+
+
+def scan_keystores_with(enqueue: Callable[[uuid.UUID], None]) -> None:
+    """Set how a keystore's KMS scan is asked for after a retried CreateKey (``keys.tasks.scan_keystore_soon``)."""
+    global _scan_keystore_soon  # set once, at start-up
+    _scan_keystore_soon = enqueue
+
+
 def _sweep_if_create_retried(kms: KmsSession, keystore: Keystore) -> dict[str, Any] | None:
     """After a CreateKey that botocore had to retry, look for the duplicate at once (on commit), not in an hour.
 
@@ -722,19 +737,10 @@ def _sweep_if_create_retried(kms: KmsSession, keystore: Keystore) -> dict[str, A
     """
     if "CreateKey" not in kms.retried:
         return None
-    transaction.on_commit(lambda: _enqueue_sweep(keystore.pk))
+    enqueue = _scan_keystore_soon
+    if enqueue is not None:  # set by KeysConfig.ready; the periodic reconciliation scans in any case
+        transaction.on_commit(lambda: enqueue(keystore.pk))
     return {"create_retried": True}
-
-
-def _enqueue_sweep(keystore_id: uuid.UUID) -> None:
-    from keys.tasks import sweep_keystore  # keys.tasks imports this module
-
-    try:
-        sweep_keystore.delay(str(keystore_id))
-    except Exception:  # the broker is down: the periodic reconciliation scans anyway
-        logger.warning(
-            "could not enqueue a KMS scan after a retried CreateKey", extra={"keystore_id": str(keystore_id)}
-        )
 
 
 def _provision_kms_key(
@@ -754,12 +760,12 @@ def _provision_kms_key(
 def key_create(
     *,
     actor: Actor,
-    keystore_id: Any,
+    keystore_id: uuid.UUID,
     name: str,
     alias: str = "",
     tags: dict[str, str] | None = None,
     expires: dt.date | None = None,
-) -> Key:
+) -> Done:
     """Create a KMS key (EXTERNAL), generate material, import it, set alias and tags."""
     keystore = Keystore.objects.filter(pk=keystore_id).first() if _is_uuid(keystore_id) else None
     if keystore is None:
@@ -767,15 +773,7 @@ def key_create(
     try:
         _check_role(actor, keystore, Role.CUSTODIAN)
     except (NotFound, PermissionRefused) as exc:
-        with transaction.atomic():
-            record(
-                actor=actor,
-                operation=Operation.CREATE,
-                outcome=Outcome.REFUSED,
-                keystore=keystore,
-                reason="permission_denied",
-                error=exc.detail,
-            )
+        record_refusal(actor=actor, operation=Operation.CREATE, exc=exc, keystore=keystore)
         raise
     if keystore.state != KeystoreState.ACTIVE:
         raise Conflict("The keystore is deleted.", state=keystore.state)
@@ -840,7 +838,7 @@ def key_create(
         raise
     finally:
         custody.wipe(material)
-    return key
+    return Done(key, Outcome.SUCCESS)
 
 
 def _point_alias_back(kms: KmsSession, alias: str, old: Key) -> None:
@@ -878,17 +876,18 @@ def _refuse_second_renewal(old: Key) -> None:
         )
 
 
-def key_renew(*, actor: Actor, key_id: Any) -> Key:
+def key_renew(*, actor: Actor, key_id: uuid.UUID) -> Done:
     """New key and KMS key with fresh material; the alias moves; the old key becomes REPLACED (still enabled)."""
     current = Key.objects.select_related("keystore").filter(pk=key_id).first() if _is_uuid(key_id) else None
     if current is None:
         raise NotFound("Key not found.")
     new_id = uuid.uuid4()
     material = custody.generate_material()
-    created: list[Key] = []
+    renewed: Key | None = None
     moved: list[str] = []  # the alias, once UpdateAlias has answered
 
     def step(old: Key, kms: KmsSession) -> dict[str, Any]:
+        nonlocal renewed
         _refuse_second_renewal(old)
         arn = _provision_kms_key(kms, creation, name=old.name, tags=dict(old.tags), material=material)
         alias = old.alias
@@ -900,24 +899,22 @@ def key_renew(*, actor: Actor, key_id: Any) -> Key:
             old.alias = ""
             # The old row gives up the alias first: a live alias is unique per keystore.
             Key.objects.filter(pk=old.pk).update(alias="")
-            created.append(
-                Key.objects.create(
-                    id=new_id,
-                    keystore=old.keystore,
-                    name=old.name,
-                    alias=alias,
-                    tags=dict(old.tags),
-                    expires=old.expires,
-                    state=KeyState.ACTIVE,
-                    kms_key_arn=arn,
-                    kms_state=KmsState.ENABLED,
-                    kms_checked_at=timezone.now(),
-                    kcv=custody.kcv(material),
-                    material_sealed=custody.seal(new_id, material),
-                    replaces=old,
-                    created_by=actor.user,
-                    updated_by=actor.user,
-                )
+            renewed = Key.objects.create(
+                id=new_id,
+                keystore=old.keystore,
+                name=old.name,
+                alias=alias,
+                tags=dict(old.tags),
+                expires=old.expires,
+                state=KeyState.ACTIVE,
+                kms_key_arn=arn,
+                kms_state=KmsState.ENABLED,
+                kms_checked_at=timezone.now(),
+                kcv=custody.kcv(material),
+                material_sealed=custody.seal(new_id, material),
+                replaces=old,
+                created_by=actor.user,
+                updated_by=actor.user,
             )
         except BaseException:
             # The alias may have moved even if UpdateAlias's response was lost: move it back.
@@ -942,7 +939,8 @@ def key_renew(*, actor: Actor, key_id: Any) -> Key:
                 raise
     finally:
         custody.wipe(material)
-    return created[0]
+    assert renewed is not None, "renew has no no-op state: a renew that returns ran its step"
+    return Done(renewed, Outcome.SUCCESS)
 
 
 def recover_pending_creations(*, actor: Actor, older_than: dt.timedelta | None = None) -> int:
@@ -999,7 +997,7 @@ def _resolve_journal(actor: Actor, journal: PendingCreation) -> int:
 # --- download (two-person rule) -----------------------------------------------------
 
 
-def key_prepare_download(*, actor: Actor, key_id: Any, public_key_pem: str) -> Key:
+def key_prepare_download(*, actor: Actor, key_id: uuid.UUID, public_key_pem: str) -> Done:
     """Register the public key a second person's download will be wrapped with, and mark who prepared it."""
 
     def step(key: Key, kms: KmsSession | None) -> dict[str, Any]:
@@ -1073,15 +1071,30 @@ def _refuse_while_pending(key: Key) -> None:
         )
 
 
-def key_withdraw_download(*, actor: Actor, key_id: Any) -> Key:
-    """Withdraw a prepared download (its preparer, or an admin of the keystore), so nobody can use it."""
+def may_withdraw_download(actor: Actor, key: Key) -> bool:
+    """Who may withdraw a key's prepared download: the person who prepared it, or an admin of its keystore.
+
+    The one place of this rule: :func:`key_withdraw_download` enforces it and the key
+    page offers the withdraw button by it. (The portal's own jobs act without a user.)
+    """
+    if actor.user is None or (key.download_prepared_by_iss, key.download_prepared_by_sub) == actor.identity:
+        return True
+    role = role_in(actor.user, key.keystore)
+    return role is not None and ROLE_RANK[role] >= ROLE_RANK[Role.ADMIN]
+
+
+def key_withdraw_download(*, actor: Actor, key_id: uuid.UUID) -> Done:
+    """Withdraw a prepared download (see :func:`may_withdraw_download` for who may), so nobody can use it."""
 
     def step(key: Key, kms: KmsSession | None) -> dict[str, Any]:
         if not key.download_public_key:
             raise Conflict("No download has been prepared for this key.", state=key.state, reason="not_prepared")
+        if not may_withdraw_download(actor, key):
+            raise PermissionRefused(
+                f"Only the person who prepared this download, or an admin of keystore {key.keystore.name!r}, "
+                "may withdraw it."
+            )
         prepared_by = (key.download_prepared_by_iss, key.download_prepared_by_sub)
-        if actor.user is not None and prepared_by != actor.identity:
-            require_role(actor.user, key.keystore, Role.ADMIN)  # PermissionRefused for other custodians
         details = {
             "prepared_by": "|".join(prepared_by),
             "prepared_at": key.download_prepared_at.isoformat() if key.download_prepared_at else None,
@@ -1119,11 +1132,12 @@ def download_preparation_expired(key: Key, now: dt.datetime | None = None) -> bo
     return key.download_prepared_at + ttl <= (now or timezone.now())
 
 
-def key_download(*, actor: Actor, key_id: Any) -> WrappedDownload:
+def key_download(*, actor: Actor, key_id: uuid.UUID) -> WrappedDownload:
     """Release the material wrapped for the prepared public key, to someone other than the preparer (once)."""
-    result: list[WrappedDownload] = []
+    released: WrappedDownload | None = None
 
     def step(key: Key, kms: KmsSession | None) -> dict[str, Any]:
+        nonlocal released
         if not key.download_public_key:
             raise Conflict("No download has been prepared for this key.", state=key.state, reason="not_prepared")
         if download_preparation_expired(key):
@@ -1142,10 +1156,8 @@ def key_download(*, actor: Actor, key_id: Any) -> WrappedDownload:
             wrapped = custody.wrap_for_download(material, key.download_public_key)
         finally:
             custody.wipe(material)
-        result.append(
-            WrappedDownload(
-                key_id=key.pk, wrapped_key_material=wrapped, kcv=key.kcv, public_key_fingerprint=fingerprint
-            )
+        released = WrappedDownload(
+            key_id=key.pk, wrapped_key_material=wrapped, kcv=key.kcv, public_key_fingerprint=fingerprint
         )
         prepared_by = f"{key.download_prepared_by_iss}|{key.download_prepared_by_sub}"
         key.download_public_key = ""
@@ -1154,4 +1166,5 @@ def key_download(*, actor: Actor, key_id: Any) -> WrappedDownload:
         return {"public_key_fingerprint": fingerprint, "prepared_by": prepared_by}
 
     _operate(actor, key_id, Operation.DOWNLOAD, step, needs_kms=False)
-    return result[0]
+    assert released is not None, "download has no no-op state: a download that returns ran its step"
+    return released

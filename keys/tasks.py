@@ -1,8 +1,8 @@
-"""Celery tasks for keys: thin callers of :mod:`keys.reconcile`, scheduled by beat (see settings).
+"""Celery tasks for keys: thin callers of the jobs in :mod:`keys.jobs`, scheduled by beat (see settings).
 
 Tasks take ids only (their arguments sit in the broker in plain text) and run
 with ``acks_late``: a worker that dies mid-task leaves the message to be
-delivered again, so every task is idempotent (see :mod:`keys.reconcile`).
+delivered again, so every task is idempotent (see :mod:`keys.jobs`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from django.conf import settings
 
 from accounts.identity import Actor
 from byok_portal.aws import AwsError
-from keys import reconcile, services
+from keys.jobs import cleanup, expiry, reconcile
+from keys.selectors import due_for_cleanup
 from keystores.models import Keystore, KeystoreState
 
 logger = logging.getLogger("byok.jobs")
@@ -37,8 +38,8 @@ def cleanup_due_keys() -> dict[str, int]:
     well inside the broker's visibility timeout (a killed one comes back quickly).
     """
     until = _deadline()
-    summary = reconcile.cleanup_due_keys(actor=Actor.system("cleanup"), until=until)
-    if time.monotonic() >= until and services.due_for_cleanup().exists():
+    summary = cleanup.cleanup_due_keys(actor=Actor.system("cleanup"), until=until)
+    if time.monotonic() >= until and due_for_cleanup().exists():
         cleanup_due_keys.delay()
     return asdict(summary)
 
@@ -67,7 +68,7 @@ def reconcile_keystore(keystore_id: str, after: str | None = None) -> dict[str, 
     and, run one after the other, keep the keystore's KMS calls under its rate limit.
     """
     summary, resume_after = reconcile.reconcile_keystore(
-        keystore_id,
+        uuid.UUID(keystore_id),
         actor=Actor.system("reconcile"),
         after=uuid.UUID(after) if after else None,
         limit=settings.BYOK_RECONCILE_CHUNK,
@@ -87,7 +88,7 @@ def sweep_keystore(keystore_id: str, marker: str | None = None, reconcile_after:
     """
     try:
         result = reconcile.sweep_untracked_kms_keys(
-            keystore_id, actor=Actor.system("reconcile"), marker=marker, until=_deadline()
+            uuid.UUID(keystore_id), actor=Actor.system("reconcile"), marker=marker, until=_deadline()
         )
     except AwsError as exc:  # the scan waits for the next run; the keys are still compared with KMS
         logger.warning("could not scan the keystore for untracked KMS keys", extra={"aws_code": exc.code})
@@ -99,13 +100,23 @@ def sweep_keystore(keystore_id: str, marker: str | None = None, reconcile_after:
     return asdict(result)
 
 
+def scan_keystore_soon(keystore_id: uuid.UUID) -> None:
+    """Ask for :func:`sweep_keystore` now (after a retried CreateKey; see ``keys.services``)."""
+    try:
+        sweep_keystore.delay(str(keystore_id))
+    except Exception:  # the broker is down: the periodic reconciliation scans anyway
+        logger.warning(
+            "could not enqueue a KMS scan after a retried CreateKey", extra={"keystore_id": str(keystore_id)}
+        )
+
+
 @shared_task(acks_late=True)
 def reconcile_key(key_id: str) -> str:
     """Reconcile a single key now (e.g. after a custodian asks for a fresh look)."""
-    return str(reconcile.reconcile_key(key_id, actor=Actor.system("reconcile")))
+    return str(reconcile.reconcile_key(uuid.UUID(key_id), actor=Actor.system("reconcile")))
 
 
 @shared_task(acks_late=True)
 def warn_expiring_keys() -> dict[str, int]:
     """The daily expiry warnings: audit event, alert log line and dashboard flag, once a day per key."""
-    return {"warned": reconcile.warn_expiring_keys(actor=Actor.system("expiry"))}
+    return {"warned": expiry.warn_expiring_keys(actor=Actor.system("expiry"))}

@@ -1,9 +1,11 @@
-"""Key pages: list, create, edit, detail with the lifecycle actions, and the two-person download flow.
+"""Key pages: the dashboard, list, create, edit, detail with the lifecycle actions, and the two-person download.
 
-The buttons on the key page, their confirmations and the refusals all come from
-the lifecycle table (:data:`keys.lifecycle.LIFECYCLE`); every change is a call to
-a service function in :mod:`keys.services`. Key material is never rendered: a
-download is always a file attachment.
+The buttons on the key page, their confirmations and the refusals come from the
+lifecycle table (:data:`keys.lifecycle.LIFECYCLE`) and the registry of operations
+(:data:`keys.operations.REGISTRY`); every change is one registry entry's service
+call, whose result says whether anything changed. Reads go through
+:mod:`keys.selectors`. Key material is never rendered: a download is always a file
+attachment.
 """
 
 from __future__ import annotations
@@ -11,15 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from django import forms
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -28,11 +29,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from accounts.decorators import portal_login_required
-from accounts.identity import Actor, actor_from_request
+from accounts.identity import actor_from_request
 from accounts.models import LOCAL_ISSUER, User
-from audit.models import AuditEvent, Outcome
 from byok_portal.aws import AwsError
 from byok_portal.errors import NotFound, PermissionRefused, ServiceError
+from byok_portal.vocabulary import KeyState, KmsState, Operation
 from byok_portal.web import (
     apply_validation_error,
     fetch_or_404,
@@ -42,60 +43,29 @@ from byok_portal.web import (
     report_error,
     service_errors_to_form,
 )
-from keys import custody, services
+from keys import custody, selectors, services
 from keys.filters import KeyFilter
-from keys.forms import (
-    AttentionForm,
-    KeyCreateForm,
-    KeyFieldsForm,
-    PrepareDownloadForm,
-    ScheduleDeletionForm,
-    adapt_key_filter_form,
+from keys.forms import AttentionForm, KeyCreateForm, KeyFieldsForm, PrepareDownloadForm, adapt_key_filter_form
+from keys.lifecycle import (
+    LIFECYCLE,
+    allowed_operations,
+    expected_kms_state,
+    expiring_q,
+    expiry_horizon,
+    is_expiring,
+    needs_attention_q,
 )
-from keys.lifecycle import LIFECYCLE, KeyState, KmsState, Operation, Transition, allowed_operations
 from keys.models import Key
+from keys.operations import BUTTONS, REGISTRY, KeyOperation
 from keystores.models import ROLE_RANK, KeystoreState, Role
-from keystores.selectors import get_key_for, keys_for, keystores_for, role_in
+from keystores.selectors import can_create_keystores, keystores_for, role_in, with_key_counts
 
 AUDIT_EXCERPT = 10
-
-# What KMS should report for a key in each portal state (SPEC §2); anything else is worth a look.
-EXPECTED_KMS_STATE = {
-    KeyState.ACTIVE: KmsState.ENABLED,
-    KeyState.INACTIVE: KmsState.EMPTY,
-    KeyState.REPLACED: KmsState.ENABLED,
-    KeyState.PENDING_DELETION: KmsState.PENDING_DELETION,
-}
+# Each dashboard panel lists at most this many rows and links to the full, filtered list.
+PANEL_ROWS = 8
 
 
-def kms_mismatch_q() -> Q:
-    """Keys whose last observed KMS state is not the one their portal state implies."""
-    query = Q()
-    for state, kms_state in EXPECTED_KMS_STATE.items():
-        query |= Q(state=state) & ~Q(kms_state=kms_state)
-    return query
-
-
-def needs_attention_q() -> Q:
-    """Reconciliation found drift, or the KMS state does not match the portal state."""
-    return (~Q(drift=[]) | kms_mismatch_q()) & ~Q(state=KeyState.DELETED)
-
-
-def warn_before() -> dt.date:
-    """Keys expiring on or before this date are "expiring soon"."""
-    return timezone.localdate() + dt.timedelta(days=settings.BYOK_EXPIRY_WARNING_DAYS)
-
-
-# Expiry matters for keys in use; a REPLACED key has already been renewed.
-EXPIRY_STATES = frozenset({KeyState.ACTIVE, KeyState.INACTIVE})
-
-
-def expiring_q() -> Q:
-    """Keys in use whose cryptoperiod ends within ``BYOK_EXPIRY_WARNING_DAYS`` (or has ended)."""
-    return Q(expires__isnull=False, expires__lte=warn_before(), state__in=EXPIRY_STATES)
-
-
-def _is_custodian(user: Any, key: Key) -> bool:
+def _is_custodian(user: User | AnonymousUser, key: Key) -> bool:
     role = role_in(user, key.keystore)
     return role is not None and ROLE_RANK[role] >= ROLE_RANK[Role.CUSTODIAN]
 
@@ -114,7 +84,7 @@ def _key_to_act_on(request: HttpRequest, key_id: uuid.UUID, operation: Operation
             raise Http404(exc.detail) from exc
         except PermissionRefused as exc:
             return forbidden(request, exc)
-    key = fetch_or_404(lambda: get_key_for(request.user, key_id))
+    key = fetch_or_404(lambda: selectors.get_key_for(request.user, key_id))
     if not _is_custodian(request.user, key):
         return forbidden(request, PermissionRefused(refusal))
     return key
@@ -124,13 +94,40 @@ def _detail(key: Key | uuid.UUID) -> HttpResponse:
     return redirect("keys:detail", key_id=key.pk if isinstance(key, Key) else key)
 
 
-# --- list -------------------------------------------------------------------------
+# --- dashboard and list ---------------------------------------------------------------
+
+
+@portal_login_required
+@require_http_methods(["GET"])
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """Keystores, keys by state, keys expiring soon, and keys whose KMS state has drifted."""
+    by_state = selectors.keys_by_state(request.user)
+    keystores = with_key_counts(keystores_for(request.user).filter(state=KeystoreState.ACTIVE)).order_by("name", "id")
+    # One row more than shown tells whether a "see all" link is needed, without a COUNT.
+    keystore_rows, expiring_rows, attention_rows = (
+        list(qs[: PANEL_ROWS + 1])
+        for qs in (keystores, selectors.expiring_keys(request.user), selectors.keys_needing_attention(request.user))
+    )
+    context = {
+        "keystores": keystore_rows[:PANEL_ROWS],
+        "more_keystores": len(keystore_rows) > PANEL_ROWS,
+        "states": [(state, by_state.get(state.value, 0)) for state in KeyState],
+        "total_keys": sum(n for state, n in by_state.items() if state != KeyState.DELETED),
+        "expiring": expiring_rows[:PANEL_ROWS],
+        "more_expiring": len(expiring_rows) > PANEL_ROWS,
+        "attention": attention_rows[:PANEL_ROWS],
+        "more_attention": len(attention_rows) > PANEL_ROWS,
+        "warning_days": settings.BYOK_EXPIRY_WARNING_DAYS,
+        "warn_before": expiry_horizon(timezone.localdate()),
+        "can_create_keystores": can_create_keystores(request.user),
+    }
+    return render(request, "dashboard.html", context)
 
 
 def apply_attention(queryset: QuerySet[Key], attention: str) -> QuerySet[Key]:
     """The page-only "needs attention" filter: expiring soon, or drift / KMS mismatch."""
     if attention == "expiring":
-        return queryset.filter(expiring_q()).order_by("expires", "id")
+        return queryset.filter(expiring_q(timezone.localdate())).order_by("expires", "id")
     if attention == "drift":
         return queryset.filter(needs_attention_q())
     return queryset
@@ -145,7 +142,7 @@ def key_list(request: HttpRequest) -> HttpResponse:
     DELETED keys only show when that state is asked for.
     """
     keystores = list(keystores_for(request.user).order_by("name", "id"))
-    scoped = keys_for(request.user).select_related("keystore").order_by("-created_at", "id")
+    scoped = selectors.keys_for(request.user).select_related("keystore").order_by("-created_at", "id")
     filterset = KeyFilter(request.GET, queryset=scoped)
     adapt_key_filter_form(filterset.form, keystores)
     attention = AttentionForm(request.GET)
@@ -159,7 +156,7 @@ def key_list(request: HttpRequest) -> HttpResponse:
         "attention": attention,
         "page": paginate(request, queryset),
         "query": query_without_page(request),
-        "warn_before": warn_before(),
+        "warn_before": expiry_horizon(timezone.localdate()),
         "filtered": any(request.GET.get(name) for name in (*filterset.form.fields, "attention")),
     }
     return render(request, "keys/list.html", context)
@@ -178,14 +175,7 @@ def key_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         with service_errors_to_form(form, request, doing="Creating the key"):
-            key = services.key_create(
-                actor=actor_from_request(request),
-                keystore_id=data["keystore"].pk,
-                name=data["name"],
-                alias=data["alias"],
-                tags=data["tags"],
-                expires=data["expires"],
-            )
+            key = REGISTRY[Operation.CREATE].run(actor_from_request(request), data["keystore"].pk, data).key
         if not form.errors:
             messages.success(
                 request,
@@ -220,7 +210,7 @@ def key_edit(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
             messages.info(request, f"Nothing to change — key “{key.name}” is as it was.")
             return _detail(key)
         with service_errors_to_form(form, request, doing="Saving the key"):
-            key = services.key_update(actor=actor_from_request(request), key_id=key.pk, **changes)
+            key = REGISTRY[Operation.UPDATE].run(actor_from_request(request), key.pk, changes).key
         if not form.errors:
             messages.success(request, f"Key “{key.name}” saved ({', '.join(sorted(changes))} changed).")
             return _detail(key)
@@ -231,92 +221,15 @@ def key_edit(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
 # --- lifecycle actions -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Action:
-    """A lifecycle operation offered as a button on the key page (its text comes from the lifecycle table)."""
-
-    operation: Operation
-    run: Callable[[Actor, Key, dict[str, Any]], Key]
-    done: str  # the success message; {name} is the key's name
-    danger: bool = False
-    form_class: type[forms.Form] | None = None
-
-    @property
-    def slug(self) -> str:
-        return self.operation.value.replace("_", "-")
-
-    @property
-    def row(self) -> Transition:
-        return LIFECYCLE[self.operation]
-
-
-ACTIONS: dict[str, Action] = {
-    action.slug: action
-    for action in (
-        Action(
-            Operation.DEACTIVATE,
-            lambda actor, key, data: services.key_deactivate(actor=actor, key_id=key.pk),
-            "Key “{name}” deactivated: the KMS key is disabled and its key material deleted from AWS.",
-            danger=True,
-        ),
-        Action(
-            Operation.ACTIVATE,
-            lambda actor, key, data: services.key_activate(actor=actor, key_id=key.pk),
-            "Key “{name}” activated: its material is imported again and the KMS key is enabled.",
-        ),
-        Action(
-            Operation.UPLOAD,
-            lambda actor, key, data: services.key_upload(actor=actor, key_id=key.pk),
-            "Key material of “{name}” re-uploaded: the KMS key holds it and is enabled.",
-        ),
-        Action(
-            Operation.RENEW,
-            lambda actor, key, data: services.key_renew(actor=actor, key_id=key.pk),
-            "Key “{name}” renewed. This is the new key; the old one is REPLACED and still decrypts.",
-        ),
-        Action(
-            Operation.SCHEDULE_DELETION,
-            lambda actor, key, data: services.key_schedule_deletion(
-                actor=actor, key_id=key.pk, pending_window_days=data["pending_window_days"]
-            ),
-            "Deletion of “{name}” scheduled. KMS no longer uses the key; you can cancel until the date shown.",
-            danger=True,
-            form_class=ScheduleDeletionForm,
-        ),
-        Action(
-            Operation.CANCEL_DELETION,
-            lambda actor, key, data: services.key_cancel_deletion(actor=actor, key_id=key.pk),
-            "Deletion of “{name}” cancelled. The key is INACTIVE: activate it to use it again.",
-        ),
-        # Not a state's button: offered in the download banner, to the preparer and keystore admins.
-        Action(
-            Operation.WITHDRAW_DOWNLOAD,
-            lambda actor, key, data: services.key_withdraw_download(actor=actor, key_id=key.pk),
-            "The prepared download of “{name}” is withdrawn: nobody can download it.",
-            danger=True,
-        ),
-    )
-}
-LINKED_OPERATIONS = {Operation.UPDATE, Operation.PREPARE_DOWNLOAD, Operation.DOWNLOAD}
-
-
-def offered_actions(key: Key) -> list[Action]:
+def offered_actions(key: Key) -> list[KeyOperation]:
     """The buttons of the key page: the operations the lifecycle table allows in the key's state, in table order."""
-    by_operation = {action.operation: action for action in ACTIONS.values()}
+    by_operation = {entry.operation: entry for entry in BUTTONS.values()}
     return [by_operation[op] for op in allowed_operations(key.state) if op in by_operation]
 
 
-def _outcome(actor: Actor, key_id: uuid.UUID) -> str | None:
-    """What the audit trail recorded for this request on this key (success or no-op)."""
-    return (
-        AuditEvent.objects.filter(key_id=key_id, request_id=actor.request_id)
-        .order_by("-seq")
-        .values_list("outcome", flat=True)
-        .first()
-    )
-
-
-def _render_confirm(request: HttpRequest, key: Key, action: Action, form: forms.Form | None, status: int = 200) -> Any:
+def _render_confirm(
+    request: HttpRequest, key: Key, action: KeyOperation, form: forms.Form | None, status: int = 200
+) -> HttpResponse:
     allowed = KeyState(key.state) in action.row.allowed
     context = {"key": key, "action": action, "form": form, "allowed": allowed}
     return render(request, "keys/confirm.html", context, status=status)
@@ -327,13 +240,13 @@ def _render_confirm(request: HttpRequest, key: Key, action: Action, form: forms.
 @require_http_methods(["GET", "POST"])
 def key_action(request: HttpRequest, key_id: uuid.UUID, action: str) -> HttpResponse:
     """GET: the confirmation page (the no-JS fallback of the dialog). POST: run the operation."""
-    chosen = ACTIONS.get(action)
+    chosen = BUTTONS.get(action)
     if chosen is None:
         raise Http404("No such action.")
     key = _key_to_act_on(request, key_id, chosen.operation, "Key operations need the custodian role in this keystore.")
     if isinstance(key, HttpResponse):
         return key
-    form = chosen.form_class(request.POST or None) if chosen.form_class else None
+    form = chosen.form(request.POST or None) if chosen.form else None
     if request.method == "GET":
         return _render_confirm(request, key, chosen, form)
     if form is not None and not form.is_valid():
@@ -341,7 +254,7 @@ def key_action(request: HttpRequest, key_id: uuid.UUID, action: str) -> HttpResp
     actor = actor_from_request(request)
     label = chosen.row.label
     try:
-        result = chosen.run(actor, key, form.cleaned_data if form is not None else {})
+        done = chosen.run(actor, key.pk, form.cleaned_data if form is not None else None)
     except ValidationError as exc:
         if form is None:
             report_error(request, exc, doing=label)
@@ -351,15 +264,15 @@ def key_action(request: HttpRequest, key_id: uuid.UUID, action: str) -> HttpResp
     except (ServiceError, AwsError) as exc:
         report_error(request, exc, doing=label)
         return _detail(key)
-    if _outcome(actor, key.pk) == Outcome.NOOP:
+    if not done.changed:
         messages.info(
             request,
-            f"Key “{result.name}” is already {result.get_state_display().lower()} — nothing changed.",
+            f"Key “{done.key.name}” is already {done.key.get_state_display().lower()} — nothing changed.",
             extra_tags="noop",
         )
     else:
-        messages.success(request, chosen.done.format(name=result.name))
-    return _detail(result)
+        messages.success(request, chosen.done.format(name=done.key.name))
+    return _detail(done.key)
 
 
 # --- detail ----------------------------------------------------------------------------
@@ -381,16 +294,15 @@ def _download_context(request: HttpRequest, key: Key) -> dict[str, Any]:
         return {"prepared": False}
     actor = actor_from_request(request)
     expires_at = key.download_prepared_at + dt.timedelta(seconds=settings.BYOK_DOWNLOAD_PREPARE_TTL_SECONDS)
-    mine = (key.download_prepared_by_iss, key.download_prepared_by_sub) == actor.identity
     return {
         "prepared": True,
         "prepared_by": _preparer(key),
-        "prepared_by_me": mine,
+        "prepared_by_me": (key.download_prepared_by_iss, key.download_prepared_by_sub) == actor.identity,
         "prepared_at": key.download_prepared_at,
         "expires_at": expires_at,
         "expired": services.download_preparation_expired(key),
         "fingerprint": custody.public_key_fingerprint(key.download_public_key),
-        "can_withdraw": mine or role_in(request.user, key.keystore) == Role.ADMIN,
+        "can_withdraw": services.may_withdraw_download(actor, key),
     }
 
 
@@ -398,14 +310,13 @@ def _download_context(request: HttpRequest, key: Key) -> dict[str, Any]:
 @require_http_methods(["GET"])
 def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
     """Everything about one key, and only the actions its state allows, each with its consequence."""
-    key = fetch_or_404(lambda: get_key_for(request.user, key_id))
+    key = fetch_or_404(lambda: selectors.get_key_for(request.user, key_id))
     can_act = _is_custodian(request.user, key)
-    offered = {op for op in allowed_operations(key.state)}
-    actions = [
-        {"action": action, "form": action.form_class() if action.form_class else None}
-        for action in offered_actions(key)
-    ]
-    expected = EXPECTED_KMS_STATE.get(KeyState(key.state))
+    offered = set(allowed_operations(key.state))
+    actions = [{"action": action, "form": action.form() if action.form else None} for action in offered_actions(key)]
+    expected = expected_kms_state(key.state)
+    replaces, replaced_by = selectors.renewal_neighbours(key)
+    today = timezone.localdate()
     context = {
         "key": key,
         "can_act": can_act,
@@ -414,16 +325,15 @@ def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
         "can_prepare": can_act and Operation.PREPARE_DOWNLOAD in offered,
         "can_download": can_act and Operation.DOWNLOAD in offered,
         "download": _download_context(request, key),
-        "withdraw_consequence": LIFECYCLE[Operation.WITHDRAW_DOWNLOAD].consequence,
-        "replaced_by": Key.objects.filter(replaces=key).only("id", "name", "alias", "state").first(),
-        "replaces": Key.objects.filter(pk=key.replaces_id).only("id", "name", "alias", "state").first()
-        if key.replaces_id
-        else None,
+        # Offered beside the pending preparation, not among the state's buttons (see _download_context).
+        "withdraw": REGISTRY[Operation.WITHDRAW_DOWNLOAD],
+        "replaced_by": replaced_by,
+        "replaces": replaces,
         "kms_mismatch": expected is not None and key.kms_state != expected,
         "expected_kms_state": KmsState(expected).label if expected else "",
-        "expiring": key.expires is not None and key.expires <= warn_before() and key.state in EXPIRY_STATES,
-        "expired": key.expires is not None and key.expires < timezone.localdate(),
-        "events": AuditEvent.objects.filter(key_id=key.pk).order_by("-seq")[:AUDIT_EXCERPT],
+        "expiring": is_expiring(key.state, key.expires, today),
+        "expired": key.expires is not None and key.expires < today,
+        "events": selectors.recent_events(key, AUDIT_EXCERPT),
         "audit_url": f"{reverse('audit:event-list')}?key={key.pk}",
         "audit_url_replaces": f"{reverse('audit:event-list')}?key={key.replaces_id}",
     }
@@ -445,9 +355,7 @@ def key_prepare_download(request: HttpRequest, key_id: uuid.UUID) -> HttpRespons
     form = PrepareDownloadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         with service_errors_to_form(form, request, doing="Preparing the download"):
-            key = services.key_prepare_download(
-                actor=actor_from_request(request), key_id=key.pk, public_key_pem=form.cleaned_data["public_key"]
-            )
+            key = REGISTRY[Operation.PREPARE_DOWNLOAD].run(actor_from_request(request), key.pk, form.cleaned_data).key
         if not form.errors:
             hours = settings.BYOK_DOWNLOAD_PREPARE_TTL_SECONDS // 3600
             fingerprint = custody.public_key_fingerprint(key.download_public_key)
@@ -477,7 +385,7 @@ def key_download(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
         }
         return render(request, "keys/download.html", context)
     try:
-        wrapped = services.key_download(actor=actor_from_request(request), key_id=key.pk)
+        wrapped = REGISTRY[Operation.DOWNLOAD].release(actor_from_request(request), key.pk)
     except (ServiceError, AwsError) as exc:
         report_error(request, exc, doing="Download")
         return _detail(key)

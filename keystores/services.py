@@ -11,12 +11,11 @@ from django.utils import timezone
 
 from accounts.identity import Actor
 from accounts.models import User
-from audit.models import Outcome
-from audit.services import record
+from audit.services import record, record_refusal
 from byok_portal import aws
 from byok_portal.aws import AwsError
 from byok_portal.errors import Conflict, NotFound, PermissionRefused
-from keys.lifecycle import KeyState, Operation
+from byok_portal.vocabulary import KeyState, Operation, Outcome
 from keystores.models import ROLE_ARN_RE, Keystore, KeystoreState, Membership, Role
 from keystores.selectors import can_create_keystores, require_role
 
@@ -43,15 +42,7 @@ def _require(actor: Actor, keystore: Keystore, role: Role, operation: Operation)
     try:
         require_role(actor.user, keystore, role)
     except (NotFound, PermissionRefused) as exc:
-        with transaction.atomic():
-            record(
-                actor=actor,
-                operation=operation,
-                outcome=Outcome.REFUSED,
-                keystore=keystore,
-                reason="permission_denied",
-                error=exc.detail,
-            )
+        record_refusal(actor=actor, operation=operation, exc=exc, keystore=keystore)
         raise
 
 
@@ -68,15 +59,9 @@ def _get(keystore_id: Any) -> Keystore:
 def keystore_create(*, actor: Actor, name: str, aws_account_id: str, region: str, role_arn: str) -> Keystore:
     """Create a keystore; its creator becomes its admin. Needs the global ``keystores.add_keystore``."""
     if actor.user is None or not can_create_keystores(actor.user):
-        with transaction.atomic():
-            record(
-                actor=actor,
-                operation=Operation.CREATE_KEYSTORE,
-                outcome=Outcome.REFUSED,
-                reason="permission_denied",
-                details={"name": name},
-            )
-        raise PermissionRefused("Creating keystores needs the keystore creator permission.")
+        refused = PermissionRefused("Creating keystores needs the keystore creator permission.")
+        record_refusal(actor=actor, operation=Operation.CREATE_KEYSTORE, exc=refused, details={"name": name})
+        raise refused
     keystore = Keystore(
         name=(name or "").strip(),
         aws_account_id=aws_account_id,
@@ -165,17 +150,7 @@ def keystore_delete(*, actor: Actor, keystore_id: Any) -> Keystore:
                 state_after=keystore.state,
             )
             return keystore
-    with transaction.atomic():
-        record(
-            actor=actor,
-            operation=Operation.DELETE_KEYSTORE,
-            outcome=Outcome.REFUSED,
-            keystore=keystore,
-            reason="invalid_state",
-            state_before=before,
-            state_after=before,
-            error=error.detail,
-        )
+    record_refusal(actor=actor, operation=Operation.DELETE_KEYSTORE, exc=error, keystore=keystore, state=before)
     raise error
 
 

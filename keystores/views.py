@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from django.contrib import messages
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import Count, OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -22,6 +22,7 @@ from accounts.identity import actor_from_request
 from accounts.models import User
 from byok_portal import aws
 from byok_portal.errors import NotFound, PermissionRefused, ServiceError
+from byok_portal.vocabulary import KeyState
 from byok_portal.web import (
     fetch_or_404,
     forbidden,
@@ -30,25 +31,23 @@ from byok_portal.web import (
     report_error,
     service_errors_to_form,
 )
-from keys.lifecycle import KeyState
 from keystores import services
 from keystores.filters import KeystoreFilter
 from keystores.forms import KeystoreCreateForm, KeystoreEditForm, MemberForm
 from keystores.models import ROLE_RANK, Keystore, KeystoreState, Membership, Role
-from keystores.selectors import can_create_keystores, get_keystore_for, keystores_for, members_of, role_in
+from keystores.selectors import (
+    can_create_keystores,
+    get_keystore_for,
+    keystores_for,
+    members_of,
+    role_in,
+    with_key_counts,
+)
 
 DELETE_CONSEQUENCE = (
     "The keystore becomes DELETED: no keys can be created or changed in it any more. It and its audit trail stay "
     "readable. The IAM role in AWS is left alone; remove it there when you no longer need it."
 )
-
-
-def with_key_counts(queryset: Any) -> Any:
-    """Annotate keystores with their live, active and attention-needing key counts (one grouped query)."""
-    return queryset.annotate(
-        live_keys=Count("keys", filter=~Q(keys__state=KeyState.DELETED)),
-        active_keys=Count("keys", filter=Q(keys__state=KeyState.ACTIVE)),
-    )
 
 
 def _with_role(queryset: Any, user: Any) -> Any:

@@ -152,3 +152,22 @@ def test_the_sandbox_is_used_only_when_enabled(settings: Any) -> None:
     assert aws._endpoint_kwargs() == {}
     settings.BYOK_SANDBOX = True
     assert aws._endpoint_kwargs()["endpoint_url"] == settings.BYOK_SANDBOX_URL
+
+
+def test_material_is_wrapped_for_import_with_rsa_oaep_sha256_and_only_for_an_rsa_key() -> None:
+    """The AWS layer wraps material as GetParametersForImport asks (it no longer borrows custody's code)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    der = private.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    material = bytes(range(32))
+    wrapped = aws._wrap_for_import(bytearray(material), der)
+    oaep = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    assert private.decrypt(wrapped, oaep) == material
+
+    not_rsa = ec.generate_private_key(ec.SECP256R1()).public_key()
+    der = not_rsa.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    with pytest.raises(AwsError) as refused:
+        aws._wrap_for_import(material, der)
+    assert (refused.value.operation, refused.value.code) == ("GetParametersForImport", "UnexpectedWrappingKey")

@@ -22,7 +22,8 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from byok_portal.aws import AwsError, KmsSession
-from keys import custody, reconcile, services, tasks
+from keys import custody, services, tasks
+from keys.jobs import reconcile
 from keys.models import Key
 from tests.keys.helpers import public_pem
 from tests.web import verified_client
@@ -80,7 +81,7 @@ def test_the_canary_material_is_nowhere_but_inside_the_wrapped_download(
 
     monkeypatch.setattr("celery.app.task.Task.apply_async", record_task)
 
-    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="canary", alias="alias/canary")
+    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="canary", alias="alias/canary").key
     assert custody.kcv(CANARY) == key.kcv  # the canary really is this key's material
 
     api = APIClient()

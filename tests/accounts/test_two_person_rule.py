@@ -216,7 +216,7 @@ def portal(oidc_settings: OIDCProvider, live_server: Any, keystore: Keystore) ->
 
 @pytest.fixture
 def key(keystore: Keystore, people: Any) -> Key:
-    return key_create(actor=people.actor(people.alice), keystore_id=keystore.pk, name="payments-2026")
+    return key_create(actor=people.actor(people.alice), keystore_id=keystore.pk, name="payments-2026").key
 
 
 @pytest.fixture

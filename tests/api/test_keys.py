@@ -10,8 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
+from byok_portal.vocabulary import Operation
 from keys.custody import kcv
-from keys.lifecycle import LIFECYCLE, Operation
+from keys.lifecycle import LIFECYCLE
 from tests.keys.helpers import public_pem, rsa_private_key
 
 pytestmark = pytest.mark.django_db
@@ -226,8 +227,8 @@ def test_representation_matches_drfs(api_as: Any, people: Any, keystore: Any) ->
 
     from rest_framework import serializers
 
-    from keys.api import key_rows
     from keys.models import Key
+    from keys.selectors import key_rows
     from keys.serializers import KeySerializer, represent_rows
 
     old = Key.objects.create(
@@ -274,10 +275,9 @@ def test_list_rows_are_scoped_as_keys_for(people: Any, keystore: Any) -> None:
     from django.contrib.auth.models import AnonymousUser
 
     from accounts.models import User
-    from keys.api import key_rows
     from keys.models import Key
+    from keys.selectors import key_rows, keys_for
     from keystores.models import Keystore
-    from keystores.selectors import keys_for
 
     other = Keystore.objects.create(
         name="other", aws_account_id="210987654321", region="eu-west-1", role_arn="arn", external_id="x"

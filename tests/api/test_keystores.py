@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from keys.lifecycle import KeyState
+from byok_portal.vocabulary import KeyState
 from keys.models import Key
 from tests.conftest import REGION, new_account_id
 

@@ -116,3 +116,12 @@ def test_creating_keystores_needs_the_creator_permission(
     account = "345678901234"
     body = {"name": "n", "aws_account_id": account, "region": REGION, "role_arn": f"arn:aws:iam::{account}:role/r"}
     api_as(getattr(people, user) if user else None).post("/api/v1/keystores/", body, expect=status)
+
+
+def test_every_operation_the_registry_offers_in_the_api_has_a_row_in_the_matrix() -> None:
+    """A new registry entry cannot reach the API without its permission row here."""
+    from keys.operations import API_ACTIONS
+
+    paths = {path for _method, path, *_ in ENDPOINTS.values()}
+    for entry in API_ACTIONS:
+        assert f"/api/v1/keys/{{key}}/{entry.slug}/" in paths, entry.operation

@@ -144,7 +144,7 @@ def _fuzz_operation(
 def custodians_world(people: Any, keystore: Any) -> dict[str, list[str]]:
     bob = people.actor(people.bob)
     keys = [
-        services.key_create(actor=bob, keystore_id=keystore.pk, name=f"fuzz-{i}", alias=f"alias/fuzz-{i}")
+        services.key_create(actor=bob, keystore_id=keystore.pk, name=f"fuzz-{i}", alias=f"alias/fuzz-{i}").key
         for i in range(3)
     ]
     return {"keystores": [str(keystore.pk)], "keys": [str(k.pk) for k in keys]}

@@ -17,8 +17,9 @@ from django.utils import timezone
 from accounts.identity import Actor
 from accounts.models import User
 from audit.chain import GENESIS, hasher
-from audit.models import AuditEvent, AuditHead, Outcome
+from audit.models import AuditEvent, AuditHead
 from audit.services import record
+from byok_portal.vocabulary import Outcome
 from keys.models import Key
 from keystores.models import Keystore, Membership, Role
 

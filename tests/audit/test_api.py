@@ -13,7 +13,8 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from audit import chain
-from audit.models import AuditEvent, Outcome
+from audit.models import AuditEvent
+from byok_portal.vocabulary import Outcome
 from tests.audit.conftest import Tamper, World, bulk_events, record_event, require_postgresql
 
 EVENTS = "/api/v1/audit/events/"

@@ -10,7 +10,8 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from audit import chain
-from audit.models import AuditEvent, AuditHead, Outcome
+from audit.models import AuditEvent, AuditHead
+from byok_portal.vocabulary import Outcome
 from tests.audit.conftest import Tamper, World, bulk_events, record_event, require_postgresql
 
 

@@ -9,7 +9,8 @@ from django.db import connection, transaction
 
 from accounts.models import User
 from audit import chain
-from audit.models import AuditEvent, Outcome
+from audit.models import AuditEvent
+from byok_portal.vocabulary import Outcome
 from keystores.models import Keystore
 from tests.audit.conftest import bulk_events, make_keystore, record_event, require_postgresql
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.test import Client
 
-from audit.models import Outcome
+from byok_portal.vocabulary import Outcome
 from tests.audit.conftest import World, bulk_events, record_event
 from tests.web import verified_client
 

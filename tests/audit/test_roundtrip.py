@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from accounts.identity import Actor
 from audit import chain
-from audit.models import AuditEvent, Outcome
+from audit.models import AuditEvent
 from audit.services import record
+from byok_portal.vocabulary import Outcome
 
 text = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 json_values = st.recursive(

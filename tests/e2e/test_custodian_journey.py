@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from django.utils import timezone
 from playwright.sync_api import expect
 
+from byok_portal.vocabulary import KeyState
 from keys.custody import kcv
-from keys.lifecycle import KeyState
 from keys.models import Key
 from keystores.models import Keystore
 from tests.e2e.conftest import axe_violations, log_in, record_axe, screenshot, screenshot_path
@@ -194,7 +194,7 @@ def test_confirmations_work_without_javascript(
     """With JS off, an action button opens the confirmation page, which carries the same consequence and form."""
     from keys import services
 
-    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="no-js")
+    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="no-js").key
     context = new_context()
     page = context.new_page()
     log_in(page, live_server.url, "bob", "bob-password-123")
@@ -244,7 +244,7 @@ def test_main_pages_have_no_critical_accessibility_violations(
         alias="alias/a11y",
         tags={"app": "a11y"},
         expires=timezone.localdate() + dt.timedelta(days=5),
-    )
+    ).key
     services.key_prepare_download(actor=people.actor(people.bob), key_id=key.pk, public_key_pem=public_pem())
     page = new_context().new_page()
     login_violations = _check(page, f"{live_server.url}/accounts/login/", "login")

@@ -17,8 +17,8 @@ from django.db import connection, connections
 
 from audit.chain import verify
 from audit.models import AuditEvent
+from byok_portal.vocabulary import KeyState
 from keys import services
-from keys.lifecycle import KeyState
 from tests.keys.helpers import sandbox_view
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
@@ -62,7 +62,7 @@ def test_eight_threads_racing_the_same_transition_leave_exactly_one_winner(
     people: Any, keystore: Any, aws_sandbox: str
 ) -> None:
     bob = people.actor(people.bob)
-    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="raced")
+    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="raced").key
     for _ in range(ROUNDS):
         transitions: list[tuple[Callable[..., Any], KeyState]] = [
             (services.key_deactivate, KeyState.INACTIVE),
@@ -85,7 +85,7 @@ def test_conflicting_operations_racing_leave_one_consistent_result(
 ) -> None:
     """Half the threads deactivate, half schedule deletion: whatever order wins, KMS and portal agree."""
     bob = people.actor(people.bob)
-    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="raced")
+    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="raced").key
     calls: Iterator[Callable[..., Any]] = iter(
         [services.key_deactivate, services.key_schedule_deletion] * (THREADS // 2)
     )

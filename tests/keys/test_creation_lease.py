@@ -101,7 +101,7 @@ def test_a_creation_holds_its_lease_while_it_talks_to_kms(
         return real(self, description=description, tags=tags)
 
     monkeypatch.setattr(KmsSession, "create_external_key", create)
-    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k")
+    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k").key
     assert seen == [True]
     lock = services.creation_lock_id(key.pk)
     assert other_session.execute("SELECT pg_try_advisory_lock(%s)", [lock]).fetchone()[0] is True

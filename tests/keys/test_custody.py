@@ -127,7 +127,7 @@ def test_kek_rotation_rewraps_every_row_and_keeps_the_material(
     people: Any, keystore: Any, aws_sandbox: str, settings: Any
 ) -> None:
     bob = people.actor(people.bob)
-    keys = [services.key_create(actor=bob, keystore_id=keystore.pk, name=f"k{i}") for i in range(3)]
+    keys = [services.key_create(actor=bob, keystore_id=keystore.pk, name=f"k{i}").key for i in range(3)]
     before = {k.pk: bytes(k.material_sealed or b"") for k in keys}
     settings.BYOK_KEK_PREVIOUS, settings.BYOK_KEK = settings.BYOK_KEK, NEW_KEK
     custody.current_kek.cache_clear()
@@ -147,6 +147,6 @@ def test_kek_rotation_rewraps_every_row_and_keeps_the_material(
     custody.previous_keks.cache_clear()
     call_command("byok_rotate_kek", stdout=(out := StringIO()))
     assert "re-wrapped 0 key(s); 3 already" in out.getvalue()
-    key = services.key_deactivate(actor=bob, key_id=keys[0].pk)
-    key = services.key_activate(actor=bob, key_id=key.pk)  # re-imports the material opened with the new KEK
+    key = services.key_deactivate(actor=bob, key_id=keys[0].pk).key
+    key = services.key_activate(actor=bob, key_id=key.pk).key  # re-imports the material opened with the new KEK
     assert key.state == "ACTIVE"

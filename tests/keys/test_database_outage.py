@@ -24,8 +24,9 @@ from django.db import DatabaseError, connection
 from accounts.identity import Actor
 from audit.models import AuditEvent
 from byok_portal import aws
-from keys import reconcile, services
-from keys.lifecycle import KeyState
+from byok_portal.vocabulary import KeyState
+from keys import services
+from keys.jobs import reconcile
 from keys.models import Key, PendingCreation
 from tests.faultproxy import FaultProxy, fault_proxy
 from tests.keys.helpers import live_portal_kms_keys, sandbox_view
@@ -73,7 +74,7 @@ def test_a_cancel_deletion_whose_commit_was_lost_is_finished_by_reconciliation(
     proxy: FaultProxy, people: Any, keystore: Any, aws_sandbox: str
 ) -> None:
     bob = people.actor(people.bob)
-    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k", alias="alias/k")
+    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k", alias="alias/k").key
     services.key_schedule_deletion(actor=bob, key_id=key.pk, pending_window_days=7)
 
     proxy.when_answered("DeleteImportedKeyMaterial", database_goes_away())
@@ -107,7 +108,7 @@ def test_a_cancel_deletion_refused_or_failed_in_aws_leaves_no_journal_behind(
     from byok_portal.aws import AwsError
 
     bob = people.actor(people.bob)
-    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k")
+    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k").key
     with pytest.raises(Exception, match="Cannot cancel deletion"):
         services.key_cancel_deletion(actor=bob, key_id=key.pk)
     services.key_schedule_deletion(actor=bob, key_id=key.pk, pending_window_days=7)
@@ -131,7 +132,7 @@ def test_a_create_whose_commit_was_lost_leaves_no_kms_key_after_reconciliation(
     assert live_portal_kms_keys(aws_sandbox, keystore, settings.BYOK_TAG_KEY) == set()
     assert not PendingCreation.objects.exists()
     # The alias is free again: the next create gets it.
-    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k", alias="alias/k")
+    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k", alias="alias/k").key
     assert sandbox_view(aws_sandbox, key)["aliases"] == ["alias/k"]
 
 
@@ -139,7 +140,7 @@ def test_a_deactivate_whose_commit_was_lost_is_recorded_as_drift_by_reconciliati
     proxy: FaultProxy, people: Any, keystore: Any, aws_sandbox: str
 ) -> None:
     bob = people.actor(people.bob)
-    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k")
+    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k").key
     proxy.when_answered("DeleteImportedKeyMaterial", database_goes_away())
     with pytest.raises(DatabaseError):
         services.key_deactivate(actor=bob, key_id=key.pk)
@@ -198,7 +199,7 @@ def test_a_renew_whose_commit_was_lost_gives_the_alias_back_to_the_old_key_at_on
     proxy: FaultProxy, people: Any, keystore: Any, aws_sandbox: str
 ) -> None:
     bob = people.actor(people.bob)
-    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k", alias="alias/app")
+    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k", alias="alias/app").key
     proxy.when_answered("UpdateAlias", database_goes_away_at_the_audit_write())
     with pytest.raises(DatabaseError):
         services.key_renew(actor=bob, key_id=key.pk)

@@ -80,7 +80,7 @@ def kms_calls(monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None, mode:
 
 def prepared_key(state: str, people: Any, keystore: Any, alias: str = "alias/app") -> Key:
     bob = people.actor(people.bob)
-    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k", alias=alias, tags={"a": "1"})
+    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k", alias=alias, tags={"a": "1"}).key
     if state == KeyState.INACTIVE:
         services.key_deactivate(actor=bob, key_id=key.pk)
     elif state == KeyState.PENDING_DELETION:
@@ -171,7 +171,7 @@ def test_a_failed_create_leaves_no_key_and_no_orphan(
     assert event.outcome == "failed"
     assert_no_orphans(aws_sandbox, keystore)
 
-    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k", alias="alias/new")
+    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k", alias="alias/new").key
     assert sandbox_view(aws_sandbox, key)["aliases"] == ["alias/new"]
     assert_no_orphans(aws_sandbox, keystore)
 

@@ -16,8 +16,9 @@ from django.conf import settings
 from accounts.identity import Actor
 from audit.models import AuditEvent
 from byok_portal import aws
-from keys import reconcile, services
-from keys.lifecycle import KeyState
+from byok_portal.vocabulary import KeyState
+from keys import services
+from keys.jobs import reconcile
 from keys.models import Key
 from tests.faultproxy import FaultProxy, fault_proxy
 from tests.keys.helpers import kms_client, live_portal_kms_keys, sandbox_view
@@ -51,7 +52,7 @@ def test_a_lost_createkey_answer_on_create_leaves_an_orphan_that_reconciliation_
     proxy: FaultProxy, people: Any, keystore: Any, aws_sandbox: str
 ) -> None:
     proxy.inject("CreateKey", "lose")
-    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k", alias="alias/k")
+    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k", alias="alias/k").key
     assert proxy.injected == ["CreateKey:lose"]
     assert proxy.calls.count("CreateKey") == 2  # botocore's retry made a second KMS key
     live = live_portal_kms_keys(aws_sandbox, keystore, settings.BYOK_TAG_KEY)
@@ -72,9 +73,9 @@ def test_a_lost_createkey_answer_on_renew_leaves_an_orphan_that_reconciliation_r
     proxy: FaultProxy, people: Any, keystore: Any, aws_sandbox: str
 ) -> None:
     bob = people.actor(people.bob)
-    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k", alias="alias/k")
+    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k", alias="alias/k").key
     proxy.inject("CreateKey", "lose")
-    new = services.key_renew(actor=bob, key_id=key.pk)
+    new = services.key_renew(actor=bob, key_id=key.pk).key
     assert proxy.injected == ["CreateKey:lose"]
     assert len(live_portal_kms_keys(aws_sandbox, keystore, settings.BYOK_TAG_KEY)) == 3
 
@@ -118,7 +119,7 @@ def test_a_lost_createalias_answer_keeps_the_alias_the_portal_just_made(
     proxy: FaultProxy, people: Any, keystore: Any, aws_sandbox: str
 ) -> None:
     proxy.inject("CreateAlias", "lose")
-    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k", alias="alias/app")
+    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k", alias="alias/app").key
     assert proxy.injected == ["CreateAlias:lose"]
     assert sandbox_view(aws_sandbox, key)["aliases"] == ["alias/app"]
     assert live_portal_kms_keys(aws_sandbox, keystore, settings.BYOK_TAG_KEY) == {key.kms_key_arn}
@@ -139,7 +140,7 @@ def test_an_alias_stranded_on_a_portal_key_pending_deletion_is_repointed_by_the_
     people: Any, keystore: Any, aws_sandbox: str
 ) -> None:
     _strand_alias(aws_sandbox, keystore, "alias/app")
-    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k", alias="alias/app")
+    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k", alias="alias/app").key
     assert sandbox_view(aws_sandbox, key)["aliases"] == ["alias/app"]
 
 
@@ -197,7 +198,7 @@ def test_a_retried_createkey_has_its_duplicate_removed_as_soon_as_the_create_com
     monkeypatch.setitem(app.conf, "task_always_eager", True)  # the scan task runs here instead of in a worker
     proxy.inject("CreateKey", "lose")
     with django_capture_on_commit_callbacks(execute=True):
-        key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k")
+        key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k").key
 
     assert live_portal_kms_keys(aws_sandbox, keystore, settings.BYOK_TAG_KEY) == {key.kms_key_arn}
     created = AuditEvent.objects.get(operation="create", outcome="success")
@@ -211,7 +212,7 @@ def test_reconciliation_moves_an_alias_back_from_an_orphan_to_the_live_key_that_
     people: Any, keystore: Any, aws_sandbox: str
 ) -> None:
     """A renew that died after UpdateAlias and before its commit: the alias names the new, unowned KMS key."""
-    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k", alias="alias/app")
+    key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k", alias="alias/app").key
     client = kms_client(aws_sandbox, keystore)
     orphan = client.create_key(
         Origin="EXTERNAL", Tags=[{"TagKey": settings.BYOK_TAG_KEY, "TagValue": "0f0e0d0c-0b0a-4000-8000-0000000000dd"}]

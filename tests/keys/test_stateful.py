@@ -22,8 +22,8 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, 
 from audit.chain import verify
 from audit.models import AuditEvent
 from byok_portal.errors import ServiceError
+from byok_portal.vocabulary import KeyState
 from keys import services
-from keys.lifecycle import KeyState
 from keys.models import Key
 from tests.keys.helpers import public_pem, sandbox_view
 
@@ -60,7 +60,7 @@ def test_random_operation_sequences_keep_every_invariant(people: Any, keystore: 
         @rule(target=keys)
         def create(self) -> Key:
             n = next(_names)
-            key = services.key_create(actor=bob, keystore_id=keystore.pk, name=f"k{n}", alias=f"alias/k{n}")
+            key = services.key_create(actor=bob, keystore_id=keystore.pk, name=f"k{n}", alias=f"alias/k{n}").key
             self.events += 1
             self.mine.append(key)
             return key

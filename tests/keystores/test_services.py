@@ -105,7 +105,7 @@ def test_a_keystore_with_live_keys_cannot_be_deleted_and_its_trail_outlives_it(
     people: Any, keystore: Any, aws_sandbox: str
 ) -> None:
     alice, bob = people.actor(people.alice), people.actor(people.bob)
-    key = key_services.key_create(actor=bob, keystore_id=keystore.pk, name="k", alias="alias/k")
+    key = key_services.key_create(actor=bob, keystore_id=keystore.pk, name="k", alias="alias/k").key
     with pytest.raises(Conflict) as refused:
         services.keystore_delete(actor=alice, keystore_id=keystore.pk)
     assert refused.value.extra["live_keys"] == 1

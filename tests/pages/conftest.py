@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from keys.lifecycle import KeyState, KmsState
+from byok_portal.vocabulary import KeyState, KmsState
 from keys.models import Key
 from tests.web import verified_client
 

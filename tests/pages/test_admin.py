@@ -10,8 +10,8 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule, Periodi
 
 from audit.models import AuditEvent
 from byok_portal.admin import admin_site
+from byok_portal.vocabulary import KeyState
 from keys import services
-from keys.lifecycle import KeyState
 from keys.models import Key
 from tests.web import verified_client
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def key(people: Any, keystore: Any) -> Key:
-    return services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders")
+    return services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders").key
 
 
 def test_the_key_page_in_the_admin_shows_no_material_and_no_state_field(people: Any, key: Key) -> None:
@@ -58,3 +58,16 @@ def test_the_admin_needs_a_verified_second_factor(people: Any) -> None:
     response = client.get("/admin/keys/key/")
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_an_admin_action_that_changes_nothing_says_so(people: Any, key: Key) -> None:
+    """The admin learns "no-op" from what the service returns, as the pages do (no reading back of the trail)."""
+    root = verified_client(people.root)
+    selected = {"action": "run_deactivate", "_selected_action": [str(key.pk)]}
+    first = [str(m) for m in get_messages(root.post("/admin/keys/key/", selected).wsgi_request)]
+    assert first == ["Deactivate orders: done."]
+    second = [str(m) for m in get_messages(root.post("/admin/keys/key/", selected).wsgi_request)]
+    # The first message is still queued (no page was shown in between); the second run's is last.
+    assert second == [*first, "orders: already inactive — nothing changed."]
+    outcomes = list(AuditEvent.objects.filter(key_id=key.pk).order_by("-seq").values_list("outcome", flat=True)[:2])
+    assert outcomes == ["noop", "success"]

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def key(people: Any, keystore: Any) -> Key:
-    return services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders")
+    return services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders").key
 
 
 def test_the_pages_show_the_fingerprint_refuse_a_second_preparation_and_withdraw(people: Any, key: Key) -> None:

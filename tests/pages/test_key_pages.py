@@ -15,8 +15,9 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from byok_portal.vocabulary import KeyState, Operation
 from keys import services
-from keys.lifecycle import LIFECYCLE, KeyState, Operation
+from keys.lifecycle import LIFECYCLE
 from keys.models import Key
 from tests.keys.helpers import public_pem
 from tests.web import verified_client
@@ -33,7 +34,7 @@ def texts(response: Any) -> list[str]:
 def key(people: Any, keystore: Any) -> Key:
     return services.key_create(
         actor=people.actor(people.bob), keystore_id=keystore.pk, name="orders", alias="alias/orders", tags={"a": "b"}
-    )
+    ).key
 
 
 @pytest.fixture
@@ -208,7 +209,7 @@ def test_pages_need_a_completed_login(people: Any, key: Key) -> None:
 
 def test_the_key_list_filters_and_searches(people: Any, keystore: Any, key: Key, bob: Client) -> None:
     services.key_deactivate(actor=people.actor(people.bob), key_id=key.pk)
-    other = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="ledger")
+    other = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="ledger").key
     html = bob.get("/keys/?state=INACTIVE").content.decode()
     assert f"/keys/{key.pk}/" in html
     assert f"/keys/{other.pk}/" not in html

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from keys.lifecycle import KeyState
+from byok_portal.vocabulary import KeyState
 from keys.models import Key
 from tests.pages.conftest import bulk_keys
 from tests.web import verified_client

@@ -27,8 +27,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from byok_portal.vocabulary import KeyState, KmsState
 from keys import custody
-from keys.lifecycle import KeyState, KmsState
 from keys.models import Key
 
 REPO = Path(__file__).resolve().parents[2]

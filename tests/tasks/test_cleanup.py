@@ -15,10 +15,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.identity import Actor
-from audit.models import AuditEvent, Outcome
-from keys.lifecycle import KeyState, KmsState, Operation
+from audit.models import AuditEvent
+from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
+from keys.jobs.cleanup import cleanup_due_keys
 from keys.models import Key
-from keys.reconcile import cleanup_due_keys
 from tests.tasks.conftest import needs_postgres
 
 CLEANUP = Actor.system("cleanup")

@@ -12,9 +12,9 @@ import time_machine
 
 from accounts.identity import Actor
 from audit.models import AuditEvent
-from keys.lifecycle import KeyState, Operation
+from byok_portal.vocabulary import KeyState, Operation
+from keys.jobs.expiry import warn_expiring_keys
 from keys.models import Key
-from keys.reconcile import warn_expiring_keys
 
 pytestmark = pytest.mark.django_db
 

@@ -13,11 +13,11 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from accounts.identity import Actor
-from audit.models import AuditEvent, Outcome
+from audit.models import AuditEvent
+from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
 from keys import services
-from keys.lifecycle import KeyState, KmsState, Operation
+from keys.jobs.reconcile import KeyResult, RateLimiter, reconcile_everything, reconcile_key, reconcile_keystore
 from keys.models import Key, PendingCreation
-from keys.reconcile import KeyResult, RateLimiter, reconcile_everything, reconcile_key, reconcile_keystore
 from tests.keys.helpers import sandbox_view
 
 pytestmark = pytest.mark.django_db
@@ -38,7 +38,7 @@ def key(people: Any, keystore: Any) -> Key:
         name="orders",
         alias="alias/orders",
         tags={"app": "shop"},
-    )
+    ).key
 
 
 def reconcile_events(key: Key) -> list[AuditEvent]:
@@ -207,7 +207,7 @@ def test_without_auto_reupload_an_empty_key_is_only_flagged(key: Key, backdoor: 
 def test_an_observation_overtaken_by_a_lifecycle_operation_is_dropped(
     people: Any, key: Key, backdoor: Any, monkeypatch: Any
 ) -> None:
-    from keys import reconcile
+    from keys.jobs import reconcile
 
     backdoor(key.keystore).disable_key(KeyId=key.kms_key_id)
     observe = reconcile.observe
@@ -234,7 +234,8 @@ def test_deleted_keys_are_not_reconciled(key: Key) -> None:
 def test_a_keystore_is_worked_through_in_chunks(people: Any, keystore: Any) -> None:
     bob = people.actor(people.bob)
     keys = sorted(
-        (services.key_create(actor=bob, keystore_id=keystore.pk, name=f"k{i}") for i in range(3)), key=lambda k: k.pk
+        (services.key_create(actor=bob, keystore_id=keystore.pk, name=f"k{i}").key for i in range(3)),
+        key=lambda k: k.pk,
     )
 
     first, after = reconcile_keystore(keystore.pk, actor=SYSTEM, limit=2)

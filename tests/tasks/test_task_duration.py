@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from keys.lifecycle import KeyState
+from byok_portal.vocabulary import KeyState
 from keys.models import Key
 from tests.tasks.test_worker import RESULT_TIMEOUT, cleanup_events, wait_for
 
@@ -66,10 +66,14 @@ def test_a_worker_killed_mid_task_is_replaced_within_the_derived_visibility_time
 
 def test_a_keystore_chunk_ends_at_its_time_budget_and_the_next_goes_on_from_there(people: Any, keystore: Any) -> None:
     from accounts.identity import Actor
-    from keys import reconcile, services
+    from keys import services
+    from keys.jobs import reconcile
 
     keys = sorted(
-        (services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name=f"k{n}") for n in range(3)),
+        (
+            services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name=f"k{n}").key
+            for n in range(3)
+        ),
         key=lambda key: key.pk,
     )
     actor = Actor.system("reconcile")

@@ -11,8 +11,8 @@ import pytest
 
 from audit.chain import verify
 from audit.models import AuditEvent
+from byok_portal.vocabulary import KeyState, Operation
 from keys import services
-from keys.lifecycle import KeyState, Operation
 from keys.models import Key
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -114,7 +114,7 @@ def test_reconcile_all_fans_out_per_keystore_and_records_drift_once(
     people: Any, keystore: Any, backdoor: Any, start_worker: Any, celery_client: Any
 ) -> None:
     bob = people.actor(people.bob)
-    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="orders")
+    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="orders").key
     backdoor(keystore).disable_key(KeyId=key.kms_key_id)
     start_worker()
 

@@ -31,15 +31,15 @@ def _slow_down_audit_writes(**_: Any) -> None:
     delay = float(os.environ.get("BYOK_TEST_AUDIT_DELAY_SECONDS", "0"))
     if not delay:
         return
-    from keys import reconcile
+    from keys.jobs import cleanup
 
-    record_many = reconcile.record_many
+    record_many = cleanup.record_many
 
     def slow_record_many(entries: Any) -> Any:
         time.sleep(delay)
         return record_many(entries)
 
-    reconcile.record_many = slow_record_many
+    cleanup.record_many = slow_record_many
 
 
 __all__ = ["app"]

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from accounts.identity import Actor
-from keys.reconcile import cleanup_due_keys
+from keys.jobs.cleanup import cleanup_due_keys
 
 
 class Command(BaseCommand):

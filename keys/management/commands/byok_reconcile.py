@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from accounts.identity import Actor
-from keys.reconcile import reconcile_everything
+from keys.jobs.reconcile import reconcile_everything
 
 
 class Command(BaseCommand):

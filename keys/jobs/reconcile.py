@@ -1,23 +1,19 @@
-"""The portal's background work on keys: daily cleanup, reconciliation with KMS, expiry warnings.
+"""Reconciliation with KMS: what each KMS key really is, compared with what the portal says.
 
-Celery tasks (:mod:`keys.tasks`) and the ``byok_cleanup`` / ``byok_reconcile``
-management commands are thin callers of the functions here. Every function is
-idempotent, because tasks run with ``acks_late`` and may be delivered twice, and
-may run in two workers at once:
+Before the keys are compared, interrupted work is finished or undone (the creation
+journal) and KMS is scanned for portal-tagged keys no row owns (orphans, and aliases
+stranded on them), so what those repairs change is not reported as drift.
 
-- cleanup claims due keys with ``SELECT ... FOR UPDATE SKIP LOCKED``, so a key is
-  cleaned by exactly one run and the other run never sees it (no refusal event);
-- reconciliation audits only a *change* of drift, so a repeated run adds nothing;
-- an expiry warning claims the key for the day with a conditional UPDATE first.
+Celery tasks (:mod:`keys.tasks`) and ``byok_reconcile`` are thin callers. Idempotent:
+reconciliation audits only a *change* of drift, so a repeated run adds nothing.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -27,102 +23,29 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.identity import Actor
-from audit.models import Outcome
-from audit.services import Entry, record, record_many
+from audit.services import record
 from byok_portal import aws
 from byok_portal.aws import AwsError, KmsKeyInfo, KmsSession
 from byok_portal.errors import ServiceError
+from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
 from keys import services
-from keys.lifecycle import LIFECYCLE, KeyState, KmsState, Operation
+from keys.lifecycle import expected_kms_state
 from keys.models import Key
+from keys.operations import REGISTRY
+from keys.selectors import (
+    creation_in_progress,
+    kms_key_owned,
+    live_key_for_reconciliation,
+    portal_kms_arns,
+    reconcilable,
+)
 from keystores.models import Keystore, KeystoreState
 
 logger = logging.getLogger("byok.jobs")
 
 NOT_FOUND_CODE = "NotFoundException"
-# Fields a cleanup batch needs to audit a key; the sealed material is never loaded.
-_CLEANUP_FIELDS = ("id", "state", "alias", "kms_key_arn", "deletion_date", "keystore", "keystore__id", "keystore__name")
-# Keys still in use: a REPLACED key was renewed already, and one pending deletion is on its way out.
-EXPIRY_WARNING_STATES = (KeyState.ACTIVE, KeyState.INACTIVE)
 
 T = TypeVar("T")
-
-
-# --- daily cleanup ------------------------------------------------------------------
-
-
-@dataclass
-class CleanupSummary:
-    """What one cleanup run did."""
-
-    cleaned: int = 0
-    batches: int = 0
-
-
-def cleanup_due_keys(
-    *, actor: Actor, now: dt.datetime | None = None, batch_size: int | None = None, until: float | None = None
-) -> CleanupSummary:
-    """Move every key whose deletion grace period is over to ``DELETED`` and destroy its material.
-
-    Works in batches of ``batch_size`` keys (``BYOK_CLEANUP_BATCH_SIZE``), oldest
-    deletion date first, one transaction per batch: memory stays bounded and the
-    cleanup's own queries grow with batches, not keys (one SELECT and one UPDATE
-    each; the audit trail adds one event per key).
-
-    Rows are claimed with ``FOR UPDATE SKIP LOCKED``: a second run at the same time
-    (two workers, a redelivered task) takes other keys or none, and a key a
-    lifecycle operation is holding is left for the next run. Once a batch commits
-    its keys are ``DELETED`` and no run selects them again.
-
-    Past ``until`` (a ``time.monotonic()`` value) no new batch starts: the task
-    hands the rest to a new task, so none runs near the broker's visibility timeout.
-    """
-    moment = now or timezone.now()
-    size = batch_size or settings.BYOK_CLEANUP_BATCH_SIZE
-    summary = CleanupSummary()
-    while True:
-        with transaction.atomic():
-            batch = list(
-                services.due_for_cleanup(moment)
-                .select_for_update(skip_locked=True, of=("self",))
-                .select_related("keystore")
-                .only(*_CLEANUP_FIELDS)
-                .order_by("deletion_date", "id")[:size]
-            )
-            if not batch:
-                break
-            _clean_batch(actor, batch)
-        summary.cleaned += len(batch)
-        summary.batches += 1
-        if until is not None and time.monotonic() >= until:
-            break
-    if summary.cleaned:
-        logger.info("cleanup finished", extra={"cleaned": summary.cleaned, "batches": summary.batches})
-    return summary
-
-
-def _clean_batch(actor: Actor, batch: Sequence[Key]) -> None:
-    """Clean locked, due keys: what :func:`keys.services.key_cleanup` does to one key, for many at once."""
-    # due_for_cleanup selects exactly the state the lifecycle table allows cleanup in; the target comes from it too.
-    target = LIFECYCLE[Operation.CLEANUP].target
-    Key.objects.filter(pk__in=[key.pk for key in batch]).update(
-        state=target, **services.cleaned_up_fields(), updated_by=None, updated_at=timezone.now()
-    )
-    # One head lock and one INSERT for the batch's events: statements grow with batches, not keys.
-    record_many(
-        [
-            Entry(
-                actor=actor,
-                operation=Operation.CLEANUP,
-                outcome=Outcome.SUCCESS,
-                key=key,
-                state_before=key.state,
-                state_after=str(target),
-                details={"deletion_date": key.deletion_date.isoformat() if key.deletion_date else None},
-            )
-            for key in batch
-        ]
-    )
 
 
 # --- reconciliation ------------------------------------------------------------------
@@ -180,18 +103,11 @@ class Observation:
         return [finding.code for finding in self.findings]
 
 
-# Portal state -> the KMS states that agree with it (SPEC §2).
-EXPECTED_KMS_STATES: dict[str, set[KmsState]] = {
-    KeyState.ACTIVE: {KmsState.ENABLED},
-    KeyState.REPLACED: {KmsState.ENABLED},
-    KeyState.INACTIVE: {KmsState.EMPTY},
-    KeyState.PENDING_DELETION: {KmsState.PENDING_DELETION},
-}
 MATERIAL_MISSING = "material_missing"
 
 
 def _state_findings(key: Key, info: KmsKeyInfo) -> list[Finding]:
-    if info.state in EXPECTED_KMS_STATES[key.state]:
+    if info.state == expected_kms_state(key.state):
         return []
     if info.state == KmsState.PENDING_DELETION:
         when = info.deletion_date.date().isoformat() if info.deletion_date else "an unknown date"
@@ -371,14 +287,14 @@ def auto_reupload_enabled(keystore: Keystore) -> bool:
 
 
 def reconcile_key(
-    key_id: Any, *, actor: Actor, kms: KmsSession | None = None, limiter: RateLimiter | None = None
+    key_id: uuid.UUID, *, actor: Actor, kms: KmsSession | None = None, limiter: RateLimiter | None = None
 ) -> KeyResult:
     """Compare one key with its KMS key, store ``kms_state`` and drift, and repair a lost material if allowed.
 
     Returns a :class:`KeyResult` value. AWS errors other than "key not found" are
     raised: they say nothing about the key, only that KMS could not be asked.
     """
-    key = Key.objects.select_related("keystore").exclude(state=KeyState.DELETED).filter(pk=key_id).first()
+    key = live_key_for_reconciliation(key_id)
     if key is None or not key.kms_key_arn:
         return KeyResult.SKIPPED
     kms = kms or aws.kms_for(key.keystore)
@@ -392,8 +308,8 @@ def reconcile_key(
     if not repair:
         return KeyResult.DRIFT
     try:
-        # key_upload locks the key, re-imports the same material, clears drift and audits as "upload".
-        services.key_upload(actor=actor, key_id=key.pk)
+        # The upload operation locks the key, re-imports the same material, clears drift and audits as "upload".
+        REGISTRY[Operation.UPLOAD].run(actor, key.pk)
     except (AwsError, ServiceError) as exc:
         logger.warning("automatic re-upload failed", extra={"key_id": str(key.pk), "error": str(exc)})
         return KeyResult.DRIFT
@@ -404,12 +320,8 @@ def reconcile_key(
     return KeyResult.REPAIRED if not after.findings else KeyResult.DRIFT
 
 
-def _reconcilable(keystore_id: Any) -> Any:
-    return Key.objects.filter(keystore_id=keystore_id).exclude(state=KeyState.DELETED).exclude(kms_key_arn="")
-
-
 def reconcile_keystore(
-    keystore_id: Any,
+    keystore_id: uuid.UUID,
     *,
     actor: Actor,
     after: uuid.UUID | None = None,
@@ -433,7 +345,7 @@ def reconcile_keystore(
     seen = 0
     last = after
     while True:
-        page = _reconcilable(keystore.pk).order_by("id")
+        page = reconcilable(keystore.pk).order_by("id")
         if last is not None:
             page = page.filter(id__gt=last)
         ids = list(page.values_list("id", flat=True)[:page_size])
@@ -449,11 +361,11 @@ def reconcile_keystore(
                     extra={"key_id": str(key_id), "keystore_id": str(keystore.pk), "aws_code": exc.code},
                 )
             if until is not None and time.monotonic() >= until:
-                more = _reconcilable(keystore.pk).filter(id__gt=key_id).exists()
+                more = reconcilable(keystore.pk).filter(id__gt=key_id).exists()
                 return summary, key_id if more else None
         last, seen = ids[-1], seen + len(ids)
         if limit is not None and seen >= limit:
-            more = _reconcilable(keystore.pk).filter(id__gt=last).exists()
+            more = reconcilable(keystore.pk).filter(id__gt=last).exists()
             return summary, last if more else None
 
 
@@ -469,20 +381,11 @@ def recover_interrupted_creations(*, actor: Actor) -> int:
 # --- KMS keys the portal made but no row owns -------------------------------------------
 
 
-def _owned_arns(keystore: Keystore) -> set[str]:
-    """ARNs of every portal key in the keystore's AWS account and region (any keystore, any state)."""
-    return set(
-        Key.objects.filter(keystore__aws_account_id=keystore.aws_account_id, keystore__region=keystore.region)
-        .exclude(kms_key_arn="")
-        .values_list("kms_key_arn", flat=True)
-    )
-
-
 def _still_unowned(arn: str, tagged_id: str) -> bool:
     """Checked again just before acting, journal first: a creation commits its Key row, then drops its journal."""
-    if services.creation_in_progress(tagged_id):
+    if creation_in_progress(tagged_id):
         return False  # recover_pending_creations decides once its creator is gone
-    return not Key.objects.filter(kms_key_arn=arn).exists()
+    return not kms_key_owned(arn)
 
 
 @dataclass
@@ -494,7 +397,7 @@ class SweepResult:
 
 
 def sweep_untracked_kms_keys(
-    keystore_id: Any,
+    keystore_id: uuid.UUID,
     *,
     actor: Actor,
     kms: KmsSession | None = None,
@@ -521,7 +424,7 @@ def sweep_untracked_kms_keys(
         return result
     kms = kms or aws.kms_for(keystore)
     limiter = limiter or default_rate_limiter()
-    owned = _owned_arns(keystore)
+    owned = portal_kms_arns(keystore)
     aliases: dict[str, list[str]] | None = None
     while True:
         arns, marker = kms.key_arns_page(marker)
@@ -633,67 +536,3 @@ def sweep_every_keystore(*, actor: Actor) -> int:
                 extra={"keystore_id": str(keystore_id), "aws_code": exc.code},
             )
     return resolved
-
-
-# --- expiry warnings ----------------------------------------------------------------
-
-
-def warn_expiring_keys(*, actor: Actor, today: dt.date | None = None, batch_size: int = 500) -> int:
-    """Flag keys whose cryptoperiod ends within ``BYOK_EXPIRY_WARNING_DAYS`` (or has ended), once a day each.
-
-    Each warning is an audit event, a structured log line (``event=key_expiry_warning``,
-    for alerting) and ``expiry_warned_on`` set to today, which the dashboard shows.
-    A conditional UPDATE claims the key for the day before anything is written, so a
-    second run the same day (or a redelivered task) warns nobody twice.
-    """
-    day = today or timezone.localdate()
-    horizon = day + dt.timedelta(days=settings.BYOK_EXPIRY_WARNING_DAYS)
-    due = (
-        Key.objects.filter(state__in=EXPIRY_WARNING_STATES, expires__isnull=False, expires__lte=horizon)
-        .exclude(expiry_warned_on=day)
-        .select_related("keystore")
-        .order_by("id")
-    )
-    warned = 0
-    last: uuid.UUID | None = None
-    while True:
-        page = due.filter(id__gt=last) if last is not None else due
-        batch = list(page[:batch_size])
-        if not batch:
-            return warned
-        for key in batch:
-            warned += _warn(actor, key, day)
-        last = batch[-1].pk
-
-
-def _warn(actor: Actor, key: Key, day: dt.date) -> int:
-    assert key.expires is not None
-    days_left = (key.expires - day).days
-    with transaction.atomic():
-        claimed = Key.objects.filter(pk=key.pk).exclude(expiry_warned_on=day).update(expiry_warned_on=day)
-        if not claimed:
-            return 0
-        record(
-            actor=actor,
-            operation=Operation.EXPIRY_WARNING,
-            outcome=Outcome.SUCCESS,
-            key=key,
-            reason="expired" if days_left < 0 else "expires_soon",
-            state_before=key.state,
-            state_after=key.state,
-            details={"expires": key.expires.isoformat(), "days_left": days_left},
-        )
-    logger.warning(
-        "key expired" if days_left < 0 else "key expires soon",
-        extra={
-            "event": "key_expiry_warning",
-            "key_id": str(key.pk),
-            "keystore_id": str(key.keystore_id),
-            "keystore": key.keystore.name,
-            "key_name": key.name,
-            "alias": key.alias,
-            "expires": key.expires.isoformat(),
-            "days_left": days_left,
-        },
-    )
-    return 1
