@@ -210,6 +210,8 @@ class KmsSession:
 
     client: KMSClient
     request_ids: list[str] = field(default_factory=list)
+    # Operations that succeeded only after botocore retried them: AWS may have executed them more than once.
+    retried: list[str] = field(default_factory=list)
 
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         method = getattr(self.client, _snake(operation))
@@ -220,6 +222,8 @@ class KmsSession:
             if error.request_id:
                 self.request_ids.append(error.request_id)
             raise error from exc
+        if response.get("ResponseMetadata", {}).get("RetryAttempts"):
+            self.retried.append(operation)
         request_id = response.get("ResponseMetadata", {}).get("RequestId", "")
         if request_id:
             self.request_ids.append(request_id)
@@ -336,6 +340,30 @@ class KmsSession:
                     continue  # AWS-managed or foreign keys we may not read
                 if tags.get(tag_key) == tag_value:
                     yield str(entry["KeyArn"])
+            if not page.get("Truncated"):
+                return
+            marker = page.get("NextMarker")
+
+    def key_arns_page(self, marker: str | None = None) -> tuple[list[str], str | None]:
+        """One ListKeys page of the account and region: its key ARNs, and the marker of the next page (or None)."""
+        kwargs: dict[str, Any] = {"Limit": 1000}
+        if marker:
+            kwargs["Marker"] = marker
+        page = self._call("ListKeys", **kwargs)
+        arns = [str(entry["KeyArn"]) for entry in page.get("Keys", [])]
+        return arns, (str(page["NextMarker"]) if page.get("Truncated") and page.get("NextMarker") else None)
+
+    def alias_targets(self) -> Iterator[tuple[str, str]]:
+        """``(alias name, target key id)`` of every customer alias in the account and region (ListAliases, paged)."""
+        marker: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Limit": 100}
+            if marker:
+                kwargs["Marker"] = marker
+            page = self._call("ListAliases", **kwargs)
+            for entry in page.get("Aliases", []):
+                if entry.get("TargetKeyId"):  # AWS-managed aliases without a key yet have none
+                    yield str(entry["AliasName"]), str(entry["TargetKeyId"])
             if not page.get("Truncated"):
                 return
             marker = page.get("NextMarker")

@@ -313,6 +313,19 @@ CACHES = {"default": _cache}
 # The filesystem broker lives on one machine's disk: fine for `make run`, wrong for
 # N web processes and workers on several hosts, so production must name its broker.
 CELERY_BROKER_URL = _required("CELERY_BROKER_URL", "filesystem://")
+# How long work may take (README "Background work"). Every task ends within
+# BYOK_TASK_TIME_LIMIT seconds: the prefork pool kills it after that (the soft limit
+# lets it stop cleanly first), and long work — cleanup, the KMS scan for orphans,
+# reconciling a large keystore — stops taking new batches after BYOK_TASK_BUDGET_SECONDS
+# and hands the rest to a new task.
+BYOK_TASK_BUDGET_SECONDS = env_int("BYOK_TASK_BUDGET_SECONDS", 60)
+CELERY_TASK_TIME_LIMIT = env_int("BYOK_TASK_TIME_LIMIT", 300)
+CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - 30)
+# Redis hands a message whose worker died (acks_late: never acknowledged) to another
+# worker after the visibility timeout. Sized to the longest task, plus a quarter: a
+# task still running is never handed out twice, and a killed one is back within
+# minutes instead of Redis' one-hour default.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", -(-CELERY_TASK_TIME_LIMIT * 5 // 4))
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = (
     {
         "data_folder_in": str(VAR_DIR / "celery" / "queue"),
@@ -323,7 +336,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = (
         "store_processed": False,
     }
     if CELERY_BROKER_URL == "filesystem://"
-    else {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+    else {
+        "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+        # Look for abandoned messages every ~30 s (kombu's default is every ~100 s).
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 3,
+    }
 )
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)

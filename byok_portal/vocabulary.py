@@ -47,6 +47,7 @@ class Operation(StrEnum):
     RECREATE = "recreate"
     PREPARE_DOWNLOAD = "prepare_download"
     DOWNLOAD = "download"
+    WITHDRAW_DOWNLOAD = "withdraw_download"
     UPDATE = "update"
     CLEANUP = "cleanup"
     DELETE_KEYSTORE = "delete_keystore"

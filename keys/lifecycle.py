@@ -140,6 +140,16 @@ LIFECYCLE: dict[Operation, Transition] = dict(
             "The key material is released wrapped with the prepared public key. The preparation is used up.",
         ),
         _row(
+            Operation.WITHDRAW_DOWNLOAD,
+            ALL_BUT_DELETED,
+            set(),
+            None,
+            "Withdraw download",
+            "The prepared download is withdrawn: nobody can download it, and a new download can be prepared.",
+            # Offered with the pending preparation it withdraws, to its preparer and keystore admins.
+            offered=False,
+        ),
+        _row(
             Operation.UPDATE,
             {S.ACTIVE, S.INACTIVE},
             set(),

@@ -19,7 +19,7 @@ from byok_portal.api import StrictSerializer
 from byok_portal.vocabulary import Operation
 from keys.lifecycle import LIFECYCLE, allowed_operations
 from keys.models import Key
-from keys.services import MAX_WINDOW, MIN_WINDOW
+from keys.services import MAX_WINDOW, MIN_WINDOW, pending_download
 from keys.validation import MAX_TAGS
 
 ALIAS_PATTERN = r"^alias/[A-Za-z0-9/_-]{1,250}$"
@@ -217,6 +217,9 @@ class PrepareDownloadSerializer(StrictSerializer):
     )
 
 
+FINGERPRINT_HELP = "`SHA256:` and the hex SHA-256 of the public key's DER SubjectPublicKeyInfo."
+
+
 class DownloadSerializer(serializers.Serializer[Any]):
     """The material wrapped for the prepared public key (RSAES-OAEP, SHA-256, MGF1-SHA-256)."""
 
@@ -224,6 +227,9 @@ class DownloadSerializer(serializers.Serializer[Any]):
     wrapping_algorithm = serializers.ChoiceField(choices=["RSAES_OAEP_SHA_256"])
     wrapped_key_material = serializers.CharField(help_text="Base64.")
     kcv = serializers.CharField(help_text="Key check value: AES-CMAC of a zero block, first 3 bytes, hex.")
+    public_key_fingerprint = serializers.CharField(
+        help_text="The public key the material is wrapped for: " + FINGERPRINT_HELP + " Check it is yours."
+    )
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
         return {
@@ -231,7 +237,32 @@ class DownloadSerializer(serializers.Serializer[Any]):
             "wrapping_algorithm": instance.wrapping_algorithm,
             "wrapped_key_material": instance.wrapped_b64,
             "kcv": instance.kcv,
+            "public_key_fingerprint": instance.public_key_fingerprint,
         }
+
+
+class PendingDownloadSerializer(serializers.Serializer[Any]):
+    """A prepared download not yet used: who prepared it, until when, for which public key."""
+
+    prepared_by = serializers.CharField(help_text="`issuer|subject` of the person who prepared it.")
+    prepared_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    public_key_fingerprint = serializers.CharField(help_text=FINGERPRINT_HELP)
+
+
+class PreparedKeySerializer(KeySerializer):
+    """The key, with the download just prepared for it (``download``)."""
+
+    download = PendingDownloadSerializer()
+
+    class Meta(KeySerializer.Meta):
+        fields = [*KeySerializer.Meta.fields, "download"]
+        read_only_fields = fields
+
+    def to_representation(self, key: Key) -> dict[str, Any]:
+        pending = pending_download(key, include_expired=True)
+        assert pending is not None, "only ever given a key whose download was just prepared"
+        return {**super().to_representation(key), "download": pending.as_dict()}
 
 
 def operation_description(operation: Operation) -> str:

@@ -43,7 +43,7 @@ from byok_portal.web import (
     report_error,
     service_errors_to_form,
 )
-from keys import selectors, services
+from keys import custody, selectors, services
 from keys.filters import KeyFilter
 from keys.forms import AttentionForm, KeyCreateForm, KeyFieldsForm, PrepareDownloadForm, adapt_key_filter_form
 from keys.lifecycle import (
@@ -304,6 +304,8 @@ def _download_context(request: HttpRequest, key: Key) -> dict[str, Any]:
         "prepared_at": key.download_prepared_at,
         "expires_at": expires_at,
         "expired": services.download_preparation_expired(key),
+        "fingerprint": custody.public_key_fingerprint(key.download_public_key),
+        "can_withdraw": services.may_withdraw_download(actor, key),
     }
 
 
@@ -327,6 +329,8 @@ def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
         "can_prepare": can_act and Operation.PREPARE_DOWNLOAD in offered,
         "can_download": can_act and Operation.DOWNLOAD in offered,
         "download": _download_context(request, key),
+        # Offered beside the pending preparation, not among the state's buttons (see _download_context).
+        "withdraw": REGISTRY[Operation.WITHDRAW_DOWNLOAD],
         "replaced_by": replaced_by,
         "replaces": replaces,
         "kms_mismatch": expected is not None and key.kms_state != expected,
@@ -359,10 +363,11 @@ def key_prepare_download(request: HttpRequest, key_id: uuid.UUID) -> HttpRespons
             key = REGISTRY[Operation.PREPARE_DOWNLOAD].run(actor_from_request(request), key.pk, form.cleaned_data).key
         if not form.errors:
             hours = settings.BYOK_DOWNLOAD_PREPARE_TTL_SECONDS // 3600
+            fingerprint = custody.public_key_fingerprint(key.download_public_key)
             messages.success(
                 request,
-                f"Download prepared. Another custodian — not you — can now download the wrapped key, once, "
-                f"within {hours} hours: send them this page's link.",
+                f"Download prepared for the public key {fingerprint}. Another custodian — not you — can now "
+                f"download the wrapped key, once, within {hours} hours: send them this page's link.",
             )
             return _detail(key)
     context = {"form": form, "key": key, "download": _download_context(request, key)}
@@ -401,6 +406,7 @@ def key_download(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
         "wrapping_algorithm": wrapped.wrapping_algorithm,
         "wrapped_key_material": wrapped.wrapped_b64,
         "kcv": wrapped.kcv,
+        "public_key_fingerprint": wrapped.public_key_fingerprint,
     }
     response = HttpResponse(json.dumps(document, indent=2) + "\n", content_type="application/json")
     response["Content-Disposition"] = f'attachment; filename="byok-{wrapped.key_id}-wrapped.json"'

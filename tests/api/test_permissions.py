@@ -57,6 +57,8 @@ ENDPOINTS: dict[str, tuple[str, str, Any, str, dict[str, int]]] = {
         _expect(200, 200, 403),
     ),
     "download": ("POST", "/api/v1/keys/{key}/download/", None, "ACTIVE", _expect(409, 409, 403)),
+    # Nothing prepared: 409 past the role check (who else may withdraw: tests/api/test_download_preparation.py).
+    "withdraw-download": ("POST", "/api/v1/keys/{key}/withdraw-download/", None, "ACTIVE", _expect(409, 409, 403)),
 }
 
 

@@ -188,7 +188,7 @@ def test_a_key_lives_its_life_in_the_browser(
     assert "openssl pkeyutl -decrypt" in bob_page.locator("#unwrap-commands").inner_text()
     screenshot(bob_page, "08b-download-done")
     document = json.loads(Path(download.path()).read_text())
-    assert set(document) == {"key_id", "wrapping_algorithm", "wrapped_key_material", "kcv"}
+    assert set(document) == {"key_id", "wrapping_algorithm", "wrapped_key_material", "kcv", "public_key_fingerprint"}
     assert document["key_id"] == str(new_key.pk)
     assert document["wrapping_algorithm"] == "RSAES_OAEP_SHA_256"
     material = rsa_private_key().decrypt(

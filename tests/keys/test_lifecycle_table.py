@@ -38,6 +38,8 @@ SPEC_TABLE: dict[str, tuple[set[str], set[str]]] = {
     "cancel_deletion": ({P}, set()),
     "prepare_download": (ALL - {D}, set()),
     "download": (ALL - {D}, set()),
+    # Issue 12 item 12: a pending preparation is withdrawn before another is made.
+    "withdraw_download": (ALL - {D}, set()),
     "update": ({A, I}, set()),
     "cleanup": ({P}, set()),
 }
@@ -107,7 +109,7 @@ CELLS = [(op, state) for op in SPEC_TABLE for state in (A, I, R, P, D)]
 def test_lifecycle_cell(operation: str, state: str, people: Any, keystore: Any, aws_sandbox: str) -> None:
     allowed, noop = SPEC_TABLE[operation]
     key = key_in_state(state, people, keystore)
-    if operation == "download" and state in allowed:
+    if operation in ("download", "withdraw_download") and state in allowed:
         services.key_prepare_download(actor=people.actor(people.bob), key_id=key.pk, public_key_pem=public_pem())
     before = snapshot(key, aws_sandbox)
     events_before = AuditEvent.objects.count()
@@ -175,6 +177,13 @@ def check_effect(
         creator = key.keystore.created_by
         assert creator is not None
         with pytest.raises(Conflict):  # single use
+            services.key_download(actor=services.Actor.for_user(creator), key_id=key.pk)
+    elif operation == "withdraw_download":
+        assert portal["prepared"] == ("", "")
+        assert (portal["state"], kms) == (state, before["kms"])
+        creator = key.keystore.created_by
+        assert creator is not None
+        with pytest.raises(Conflict):  # nothing left to download
             services.key_download(actor=services.Actor.for_user(creator), key_id=key.pk)
     elif operation == "update":
         assert (portal["name"], portal["alias"], portal["tags"]) == ("renamed", "alias/renamed", {"team": "payments"})
