@@ -9,12 +9,20 @@ PIP := $(VENV)/bin/pip
 # Tests run on PostgreSQL when it is reachable (row locks and audit triggers need it); see README.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/byok
 PYTEST_ARGS ?=
+# The production smoke test runs from requirements.txt alone, in a virtualenv of its own
+# (outside the checkout), rebuilt from scratch whenever requirements.txt's content changes.
+SMOKE_VENV ?= /tmp/byok-prod-venv
+SMOKE_STAMP := $(SMOKE_VENV)/.requirements-$(shell sha256sum requirements.txt | cut -c1-16)
+SMOKE_REDIS_URL ?= redis://127.0.0.1:6379/13
+SMOKE_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/byok_smoke
 
-.PHONY: help run test lint typecheck check bench clean
+.PHONY: help run sandbox-reset test smoke lint typecheck check bench clean
 
 help:
 	@echo "make run    - set up and start the whole portal on embedded defaults"
+	@echo "make sandbox-reset - forget the sandbox AWS's keys, roles and sessions (var/sandbox/)"
 	@echo "make test   - set up and run the test suite"
+	@echo "make smoke  - production smoke test: requirements.txt alone, gunicorn + Celery on Redis + PostgreSQL"
 	@echo "make lint   - ruff check + ruff format --check"
 	@echo "make typecheck - mypy"
 	@echo "make bench  - run the benchmarks under bench/ and write BENCHMARKS.md"
@@ -35,8 +43,20 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(SMOKE_STAMP):
+	rm -rf $(SMOKE_VENV)
+	$(PYTHON) -m venv $(SMOKE_VENV) || python3 -m venv $(SMOKE_VENV)
+	$(SMOKE_VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+smoke: $(SMOKE_STAMP) node_modules/.installed
+	$(SMOKE_VENV)/bin/python scripts/prod_smoke.py --redis-url $(SMOKE_REDIS_URL) --database-url $(SMOKE_DATABASE_URL)
+
 run: $(VENV)/.runtime-installed
 	@VENV=$(VENV) bash scripts/run.sh
+
+sandbox-reset: $(VENV)/.runtime-installed
+	@$(PY) -m sandbox_aws.reset --state var/sandbox/state.json --url http://127.0.0.1:$${BYOK_SANDBOX_PORT:-4566}
 
 test: $(VENV)/.dev-installed node_modules/.installed
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest $(PYTEST_ARGS)

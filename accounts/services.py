@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.identity import Actor
 from accounts.models import User
@@ -38,6 +43,18 @@ class AmbiguousUser(ServiceError):
 
     status = 400
     code = "ambiguous_user"
+
+
+class InvalidUserInput(ServiceError):
+    """A username, email or account the requested change does not apply to."""
+
+    status = 400
+    code = "invalid"
+
+
+class UserExists(ServiceError):
+    status = 409
+    code = "exists"
 
 
 def _username_base(claims: Mapping[str, Any]) -> str:
@@ -177,13 +194,18 @@ def user_for_claims(claims: Mapping[str, Any], *, create: bool = True) -> User |
     return user
 
 
-def resolve_user(reference: str) -> User:
-    """The account a CLI argument names: a username, or an OIDC subject (any issuer)."""
-    by_username = User.objects.filter(username=reference).first()
-    by_subject = list(User.objects.filter(oidc_subject=reference)[:2])
+def resolve_user(reference: str, *, active_only: bool = False) -> User:
+    """The account a CLI argument or the member form names: a username, or a subject (any issuer)."""
+    users = User.objects.filter(is_active=True) if active_only else User.objects.all()
+    by_username = users.filter(username=reference).first()
+    by_subject = list(users.filter(oidc_subject=reference)[:2])
     matches = {u.pk: u for u in [by_username, *by_subject] if u is not None}
     if not matches:
-        raise NotFound(f"No user with username or OIDC subject {reference!r}.")
+        which = "active user" if active_only else "user"
+        raise NotFound(
+            f"No {which} with username or subject {reference!r}. Someone who logs in with OpenID Connect "
+            "must log in once first."
+        )
     if len(matches) > 1:
         raise AmbiguousUser(
             f"{reference!r} names several accounts: "
@@ -210,3 +232,92 @@ def grant_creator(*, actor: Actor, user: User, revoke: bool = False) -> bool:
             details={"user": user.get_username(), "identity": list(user.identity), "role": "creator"},
         )
     return changed
+
+
+def record_rename(*, actor: Actor | None, user: User, old_username: str, **signal: Any) -> None:
+    """Audit a username change (``User.save``'s ``user_renamed`` signal, in the rename's transaction).
+
+    The event says that the *label* changed and the identity did not: the two-person
+    rule and the audit trail keep speaking of the same ``(iss, sub)``.
+    """
+    record(
+        actor=actor or Actor.system("accounts"),
+        operation=Operation.UPDATE_USER,
+        outcome=Outcome.SUCCESS,
+        details={
+            "user_id": user.pk,
+            "username": {"from": old_username, "to": user.get_username()},
+            "identity": list(user.identity),
+        },
+    )
+
+
+def new_one_time_password() -> str:
+    """20 random URL-safe characters (about 120 bits): meets the password validators, shown once."""
+    return secrets.token_urlsafe(15)
+
+
+def create_local_user(*, actor: Actor, username: str, email: str = "", superuser: bool = False) -> tuple[User, str]:
+    """A local account with a random password (returned, to be shown once); audited.
+
+    It has no TOTP device: the first login enrols one (``accounts.views.otp_enrol_view``),
+    exactly like the administrator ``byok_bootstrap`` creates.
+    """
+    username = username.strip()
+    try:
+        User.username_validator(username)
+        if email:
+            validate_email(email)
+    except ValidationError as exc:
+        raise InvalidUserInput(" ".join(exc.messages)) from exc
+    if User.objects.filter(username__iexact=username).exists():
+        raise UserExists(f"A user named {username!r} exists already; reset its password with reset-password.")
+    password = new_one_time_password()
+    with transaction.atomic():
+        if superuser:
+            user = User.objects.create_superuser(username=username, email=email, password=password)
+        else:
+            user = User.objects.create_user(username=username, email=email, password=password)
+        record(
+            actor=actor,
+            operation=Operation.CREATE_USER,
+            outcome=Outcome.SUCCESS,
+            details={"user": username, "identity": list(user.identity), "superuser": superuser},
+        )
+    return user, password
+
+
+def reset_local_password(*, actor: Actor, user: User, reset_totp: bool = False) -> str:
+    """Give a local account a new random password (returned, to be shown once); audited.
+
+    The TOTP device stays unless ``reset_totp``: a forgotten password is not a lost
+    phone, and whoever receives the new password must not also get to enrol their
+    own second factor. The account's failed-login counts are cleared (the operator
+    is helping its owner back in) and its sessions end (Django ties a session to the
+    password hash).
+    """
+    if not user.is_local:
+        raise InvalidUserInput(
+            f"{user.get_username()} logs in with OpenID Connect; its password is kept by the identity provider."
+        )
+    password = new_one_time_password()
+    with transaction.atomic():
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        removed_devices = 0
+        if reset_totp:
+            removed_devices, _ = TOTPDevice.objects.filter(user=user).delete()
+        AccessAttempt.objects.filter(username=user.get_username()).delete()
+        record(
+            actor=actor,
+            operation=Operation.UPDATE_USER,
+            outcome=Outcome.SUCCESS,
+            details={
+                "user": user.get_username(),
+                "identity": list(user.identity),
+                "change": "new password",
+                "totp": "removed, enrolled again at the next login" if reset_totp else "kept",
+                "totp_devices_removed": removed_devices,
+            },
+        )
+    return password

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import ssl
 import threading
+import time
 from typing import Any
 
 import jwt
@@ -25,6 +26,8 @@ JWKS_CACHE_SECONDS = 300
 # HMAC algorithms would be keyed with something public (the client secret is shared
 # with the provider, the JWKS is public): never accept them for ID tokens here.
 _REFUSED_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
+
+_ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 
 _clients: dict[tuple[str, float, bool], jwt.PyJWKClient] = {}
 _clients_lock = threading.Lock()
@@ -88,6 +91,10 @@ def verify_id_token(token: str, *, nonce: str | None = None) -> dict[str, Any]:
     token_alg = header.get("alg")
     if token_alg != algorithm:
         raise InvalidIDToken(f"Token algorithm {token_alg!r} is not accepted; expected {algorithm}.")
+    # RFC 9068 §2.1: access tokens in JWT form say so in ``typ``. One signed by the
+    # same provider for the same audience must still never pass for an ID token.
+    if str(header.get("typ", "")).lower() in _ACCESS_TOKEN_TYPES:
+        raise InvalidIDToken(f"The token is an access token (typ {header.get('typ')!r}), not an ID token.")
     try:
         signing_key = _jwks_client(settings.OIDC_OP_JWKS_ENDPOINT).get_signing_key_from_jwt(token)
     except jwt.PyJWKClientConnectionError as exc:
@@ -126,6 +133,30 @@ def verify_id_token(token: str, *, nonce: str | None = None) -> dict[str, Any]:
     # OIDC Core 3.1.3.7: with several audiences, the authorized party must be us.
     if len(audiences) > 1 and claims.get("azp") != settings.OIDC_RP_CLIENT_ID:
         raise InvalidIDToken("The token was issued for another client (azp).")
+    _check_lifetime(claims)
     if nonce is not None and not hmac.compare_digest(str(claims.get("nonce", "")), nonce):
         raise InvalidIDToken("The token's nonce does not match the login request.")
     return claims
+
+
+def _check_lifetime(claims: dict[str, Any]) -> None:
+    """Bound what a leaked or mis-issued token can do: its lifetime and its age (``iat``).
+
+    ID tokens live minutes to hours at every common provider; one valid for years is
+    a misconfiguration or a forgery's tell, and would make a leaked token a lasting
+    credential. ``OIDC_ID_TOKEN_MAX_LIFETIME_SECONDS`` (default 24 h) bounds
+    ``exp - iat``; ``OIDC_ID_TOKEN_MAX_AGE_SECONDS`` (default 12 h) bounds how long
+    after ``iat`` the portal still accepts it, whatever ``exp`` says. (An ``iat`` in
+    the future is refused by PyJWT as "not valid yet".)
+    """
+    max_lifetime = int(getattr(settings, "OIDC_ID_TOKEN_MAX_LIFETIME_SECONDS", 24 * 3600))
+    max_age = int(getattr(settings, "OIDC_ID_TOKEN_MAX_AGE_SECONDS", 12 * 3600))
+    iat, exp = claims["iat"], claims["exp"]
+    if not isinstance(iat, int | float) or not isinstance(exp, int | float):
+        raise InvalidIDToken("The token's iat and exp must be numbers.")
+    if exp - iat > max_lifetime:
+        raise InvalidIDToken(
+            f"The token is valid for too long ({int(exp - iat)} s; at most {max_lifetime} s is accepted)."
+        )
+    if time.time() - iat > max_age + LEEWAY_SECONDS:
+        raise InvalidIDToken(f"The token was issued too long ago (more than {max_age} s).")

@@ -9,6 +9,7 @@ that forgot a decorator — can act on a half-finished login.
 
 from __future__ import annotations
 
+import math
 import time
 from base64 import b32encode
 from typing import Any
@@ -25,6 +26,7 @@ from django.contrib.auth.signals import user_login_failed
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render, resolve_url
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
@@ -127,14 +129,24 @@ def _locked_out(request: HttpRequest, user: User) -> bool:
     return False
 
 
-def _code_refused(request: HttpRequest, user: User, form: TOTPCodeForm, device: TOTPDevice) -> None:
+def _code_accepted(request: HttpRequest, user: User, form: TOTPCodeForm, device: TOTPDevice) -> bool:
+    """Check the form's code; on refusal, say why on the form and count it for django-axes.
+
+    django-otp does not even check a code while the device is throttled (see
+    ``OTP_TOTP_THROTTLE_FACTOR``); only then does the message speak of waiting, so a
+    plain typo reads as a typo.
+    """
     allowed, info = device.verify_is_allowed()
+    if device.verify_token(form.cleaned_data["code"]):
+        return True
     if not allowed and info and info.get("locked_until"):
-        form.add_error("code", "Too many wrong codes. Wait a little and try again with a new code.")
+        wait = max(1, math.ceil((info["locked_until"] - timezone.now()).total_seconds()))
+        form.add_error("code", f"Too many wrong codes in a row. Wait {wait} s, then enter the current code.")
     else:
         form.add_error("code", "That code is not valid. Enter the current code from your authenticator app.")
     # Reported as a failed login, so django-axes counts wrong codes like wrong passwords.
     user_login_failed.send(sender=__name__, credentials={"username": user.get_username()}, request=request)
+    return False
 
 
 @csrf_protect
@@ -154,10 +166,8 @@ def otp_verify_view(request: HttpRequest) -> HttpResponse:
     if _locked_out(request, user):
         return render(request, "accounts/otp_verify.html", {"form": TOTPCodeForm()}, status=429)
     form = TOTPCodeForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        if device.verify_token(form.cleaned_data["code"]):
-            return _finish_login(request, user, pending, device)
-        _code_refused(request, user, form, device)
+    if request.method == "POST" and form.is_valid() and _code_accepted(request, user, form, device):
+        return _finish_login(request, user, pending, device)
     status = 400 if form.errors else 200
     return render(request, "accounts/otp_verify.html", {"form": form, "username": user.get_username()}, status=status)
 
@@ -203,13 +213,11 @@ def otp_enrol_view(request: HttpRequest) -> HttpResponse:
         pending["device_id"] = device.pk
         request.session[PENDING_LOGIN_KEY] = pending
     form = TOTPCodeForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        if device.verify_token(form.cleaned_data["code"]):
-            device.confirmed = True
-            device.save(update_fields=["confirmed"])
-            TOTPDevice.objects.filter(user=user, confirmed=False).delete()
-            return _finish_login(request, user, pending, device)
-        _code_refused(request, user, form, device)
+    if request.method == "POST" and form.is_valid() and _code_accepted(request, user, form, device):
+        device.confirmed = True
+        device.save(update_fields=["confirmed"])
+        TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+        return _finish_login(request, user, pending, device)
     uri = _otpauth_uri(device, user.get_username())
     context = {
         "form": form,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
@@ -37,8 +37,15 @@ class OutcomeFilter(admin.SimpleListFilter):
         return queryset.filter(outcome=self.value()) if self.value() else queryset
 
 
+if TYPE_CHECKING:
+    # Typed for mypy (django-stubs); Django's own ModelAdmin is not subscriptable at run time.
+    AuditEventModelAdmin = admin.ModelAdmin[AuditEvent]
+else:
+    AuditEventModelAdmin = admin.ModelAdmin
+
+
 @admin.register(AuditEvent, site=admin_site)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(AuditEventModelAdmin):
     """Read-only: no add, change or delete, whoever asks (the database refuses them too)."""
 
     list_display = ("seq", "time", "operation", "outcome", "reason", "actor_name", "keystore_name", "key_alias")

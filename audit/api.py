@@ -68,7 +68,7 @@ class AuditCursorPagination(CursorPagination):
         return int(raw)
 
 
-class AuditEventList(generics.ListAPIView):
+class AuditEventList(generics.ListAPIView[AuditEvent]):
     """Audit events of the keystores the caller holds a role in (superusers: all), newest first."""
 
     serializer_class = AuditEventSerializer

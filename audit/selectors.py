@@ -3,14 +3,16 @@
 Who may read which keystores' events is not the trail's to decide: memberships live
 above it, in ``keystores``. That app hands its rule in once at start-up
 (:func:`scope_events_by`, from ``KeystoresConfig.ready``), so the trail imports nothing
-above the kernel.
+above the kernel. The names the audit page offers as filters (the reader's keystores and
+keys) come the same way, from ``keys`` (:func:`name_filters_by`, from ``KeysConfig.ready``).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
@@ -43,6 +45,31 @@ def _scope(user: Reader) -> Scope:
     if _scope_rule is None:
         raise ImproperlyConfigured("No audit read scope installed: is the keystores app in INSTALLED_APPS?")
     return _scope_rule(user)
+
+
+@dataclass(frozen=True)
+class FilterNames:
+    """What a reader may filter events by, by name: keystores as (id, name), keys as {pk, name, alias}."""
+
+    keystores: Sequence[tuple[uuid.UUID, str]]
+    keys: Sequence[Mapping[str, Any]]
+
+
+# (reader, at most this many keys) -> their names.
+_names_rule: Callable[[Reader, int], FilterNames] | None = None
+
+
+def name_filters_by(rule: Callable[[Reader, int], FilterNames]) -> None:
+    """Install the rule that lists the keystores and keys a reader may filter events by."""
+    global _names_rule
+    _names_rule = rule
+
+
+def filter_names(user: Reader, max_keys: int) -> FilterNames:
+    """The reader's keystores (by name) and up to ``max_keys`` of their keys (newest first)."""
+    if _names_rule is None:
+        raise ImproperlyConfigured("No audit filter names installed: is the keys app in INSTALLED_APPS?")
+    return _names_rule(user, max_keys)
 
 
 def events_for(user: Reader) -> QuerySet[AuditEvent]:

@@ -10,7 +10,7 @@ from audit.export import TIME_FORMAT
 from audit.models import AuditEvent
 
 
-class ActorSerializer(serializers.Serializer):
+class ActorSerializer(serializers.Serializer[Any]):
     """Who acted: the ``(iss, sub)`` of their ID token and their display name."""
 
     iss = serializers.CharField(source="actor_iss")
@@ -18,14 +18,14 @@ class ActorSerializer(serializers.Serializer):
     name = serializers.CharField(source="actor_name")
 
 
-class KeystoreRefSerializer(serializers.Serializer):
+class KeystoreRefSerializer(serializers.Serializer[Any]):
     """The keystore as it was named when the event happened."""
 
     id = serializers.UUIDField(source="keystore_id")
     name = serializers.CharField(source="keystore_name")
 
 
-class KeyRefSerializer(serializers.Serializer):
+class KeyRefSerializer(serializers.Serializer[Any]):
     """The key with its alias and KMS ARN copied in, so the event outlives the key."""
 
     id = serializers.UUIDField(source="key_id")
@@ -33,7 +33,7 @@ class KeyRefSerializer(serializers.Serializer):
     arn = serializers.CharField(source="key_arn")
 
 
-class AuditEventSerializer(serializers.ModelSerializer):
+class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
     """One audit event; ``keystore`` and ``key`` are null for events that concern none."""
 
     time = serializers.DateTimeField(format=TIME_FORMAT, read_only=True)
@@ -74,14 +74,14 @@ class AuditEventSerializer(serializers.ModelSerializer):
         return data
 
 
-class ChainHeadSerializer(serializers.Serializer):
+class ChainHeadSerializer(serializers.Serializer[Any]):
     """The newest link of the chain, ``(seq, hash)``: publish it outside the portal to detect truncation."""
 
     seq = serializers.IntegerField()
     hash = serializers.CharField()
 
 
-class VerificationSerializer(serializers.Serializer):
+class VerificationSerializer(serializers.Serializer[Any]):
     """The result of walking the whole chain."""
 
     ok = serializers.BooleanField()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from django import forms
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
@@ -9,9 +13,33 @@ from django.views.decorators.http import require_GET
 from accounts.decorators import portal_login_required
 from audit.filters import AuditEventFilter
 from audit.models import AuditEvent
-from audit.selectors import events_for
+from audit.selectors import events_for, filter_names
+from byok_portal.filters import set_empty_label
 
 PAGE_SIZE = 50
+# Keys offered by name in the key filter (newest first); any other key can still be pasted by id.
+KEY_SUGGESTIONS = 500
+KEY_DATALIST_ID = "audit-key-names"
+
+
+def offer_names(form: forms.Form, user: Any) -> list[Mapping[str, Any]]:
+    """Let people filter by keystore and key name instead of raw UUIDs (the API keeps taking ids).
+
+    The keystore filter becomes a list of the user's keystores; the key filter stays a text
+    field (so a key beyond the suggestions can still be pasted) with a datalist of the user's
+    keys, whose names and aliases the browser matches as one types. Returns the suggestions.
+    """
+    names = filter_names(user, KEY_SUGGESTIONS)
+    keystore = form.fields["keystore"]
+    keystore.label = "Keystore"
+    keystore.widget = forms.Select(choices=[("", "All keystores"), *((str(pk), name) for pk, name in names.keystores)])
+    key = form.fields["key"]
+    key.label = "Key"
+    key.help_text = "Start typing a key's name or alias, or paste its ID."
+    key.widget.attrs.update({"list": KEY_DATALIST_ID, "autocomplete": "off", "spellcheck": "false"})
+    set_empty_label(form.fields["operation"], "Any operation")
+    set_empty_label(form.fields["outcome"], "Any outcome")
+    return list(names.keys)
 
 
 def _older_than(request: HttpRequest) -> int | None:
@@ -28,6 +56,7 @@ def event_list(request: HttpRequest) -> HttpResponse:
     so the page at any depth costs one index range scan and no ``COUNT``.
     """
     filterset = AuditEventFilter(request.GET, queryset=events_for(request.user), request=request)
+    key_names = offer_names(filterset.form, request.user)
     events: list[AuditEvent] = []
     before = _older_than(request)
     if filterset.is_valid():
@@ -52,5 +81,7 @@ def event_list(request: HttpRequest) -> HttpResponse:
             "older_query": older_query,
             "is_first_page": before is None,
             "filter_query": filter_params.urlencode(),
+            "key_names": key_names,
+            "key_datalist_id": KEY_DATALIST_ID,
         },
     )

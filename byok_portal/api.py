@@ -8,13 +8,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils.cache import add_never_cache_headers
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field, extend_schema_serializer
 from rest_framework import exceptions, serializers, status, throttling, viewsets
 from rest_framework.pagination import CursorPagination
-from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,6 +23,9 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from byok_portal.aws import AwsError
 from byok_portal.errors import ServiceError
+from byok_portal.middleware import DATABASE_ERRORS
+from byok_portal.parsers import StrictJSONParser
+from byok_portal.unexpected import record_unexpected_error
 
 # --- error bodies -------------------------------------------------------------------
 
@@ -65,9 +68,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
     if isinstance(exc, DjangoValidationError):
         return Response(_validation_payload(exc), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, DATABASE_ERRORS):
+        return None  # re-raised for DatabaseUnavailableMiddleware: a 503 with Retry-After, not an error to audit
     response = drf_exception_handler(exc, context)
     if response is None:
-        return None
+        return _unexpected(exc, context)
     if isinstance(exc, exceptions.ValidationError):
         if not isinstance(response.data, dict):
             # DRF turns a bare `raise ValidationError("...")` into a list; keep field-map form.
@@ -84,14 +89,41 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+def _unexpected(exc: Exception, context: dict[str, Any]) -> Response:
+    """A clean, audited 500 for what nothing above knew (SPEC §6: never a bare 500)."""
+    view = context.get("view")
+    request = context["request"]
+    operation = getattr(view, "lifecycle_operation", None)
+    # Only the key endpoints name a lifecycle operation; their ``pk`` is a key id.
+    key_id = getattr(view, "kwargs", {}).get("pk") if operation is not None or _is_key_view(view) else None
+    request_id = record_unexpected_error(request._request, exc, operation=operation, key_id=key_id)
+    body = {
+        "detail": f"The portal failed unexpectedly. This was recorded (request {request_id}); nothing is shown here.",
+        "code": "server_error",
+        "request_id": request_id,
+    }
+    return Response(body, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+
+
+def _is_key_view(view: Any) -> bool:
+    return hasattr(type(view), "lifecycle_operation")
+
+
 # Named ``ApiError`` while audit.api still declares its own inline ``Error``; one
 # component for both once audit imports this one.
 @extend_schema_serializer(component_name="ApiError")
-class ErrorSerializer(serializers.Serializer):
+class ErrorSerializer(serializers.Serializer[Any]):
     """Every non-validation error: a human sentence and a machine code."""
 
     detail = serializers.CharField()
     code = serializers.CharField(help_text="Machine-readable code, e.g. `not_found`, `permission_denied`.")
+
+
+@extend_schema_serializer(component_name="ServerError")
+class ServerErrorSerializer(ErrorSerializer):
+    """``500 server_error``: audited and logged; the answer says where to look, never what failed."""
+
+    request_id = serializers.CharField(help_text="Finds the audit event and the server log entry.")
 
 
 @extend_schema_serializer(component_name="InvalidStateError")
@@ -140,6 +172,11 @@ THROTTLED = OpenApiResponse(
     ErrorSerializer, description="`throttled`: too many requests; the `Retry-After` header says when to retry."
 )
 AWS_ERROR = OpenApiResponse(AwsErrorSerializer, description="AWS refused the call or could not be reached.")
+SERVER_ERROR = OpenApiResponse(
+    ServerErrorSerializer,
+    description="`server_error`: an unexpected failure. It is audited (outcome `failed`) and logged under the "
+    "`request_id` given; the answer never carries its details.",
+)
 
 
 def id_parameter(what: str) -> OpenApiParameter:
@@ -152,8 +189,8 @@ def invalid_state(description: str) -> OpenApiResponse:
 
 
 def common_errors(*, auth_only: bool = False) -> dict[int, OpenApiResponse]:
-    """401 and 429 for every endpoint; 403 and 404 for object endpoints."""
-    errors = {401: NOT_AUTHENTICATED, 429: THROTTLED}
+    """401, 429 and 500 for every endpoint; 403 and 404 for object endpoints."""
+    errors = {401: NOT_AUTHENTICATED, 429: THROTTLED, 500: SERVER_ERROR}
     if not auth_only:
         errors |= {403: PERMISSION_DENIED, 404: NOT_FOUND}
     return errors
@@ -162,7 +199,7 @@ def common_errors(*, auth_only: bool = False) -> dict[int, OpenApiResponse]:
 # --- input ----------------------------------------------------------------------------
 
 
-class StrictSerializer(serializers.Serializer):
+class StrictSerializer(serializers.Serializer[Any]):
     """Refuses fields it does not know (or cannot set), naming them, instead of ignoring them.
 
     A silently ignored field is how a typo (``expire`` for ``expires``) turns into a
@@ -193,7 +230,7 @@ class EmptySerializer(StrictSerializer):
     """Actions without parameters: the body is empty or ``{}``."""
 
 
-def validated_body(serializer_class: type[serializers.Serializer] | None, request: Request) -> dict[str, Any]:
+def validated_body(serializer_class: type[serializers.Serializer[Any]] | None, request: Request) -> dict[str, Any]:
     """The request body validated by ``serializer_class`` (none: only an empty body or ``{}`` is accepted)."""
     serializer = (serializer_class or EmptySerializer)(data=request.data)
     serializer.is_valid(raise_exception=True)
@@ -249,14 +286,21 @@ def refuse_empty_filters(filterset_class: Any, data: Any) -> None:
         raise serializers.ValidationError({name: ["This filter may not be empty."] for name in empty})
 
 
-class PortalViewSet(viewsets.GenericViewSet):
+class PortalViewSet(viewsets.GenericViewSet[Any]):
     """What every resource of the API shares: JSON in and out, strict filters, UUID lookups."""
 
     filter_backends = [StrictFilterBackend]
-    parser_classes = [JSONParser]
+    parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
     # Any segment reaches the view, which answers a JSON 404 for what is not a UUID (the schema says uuid).
     lookup_value_regex = "[^/]+"
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        # API answers carry key data (material wrapped for a download, KCVs, ARNs):
+        # no browser or proxy cache may keep them.
+        response = super().finalize_response(request, response, *args, **kwargs)
+        add_never_cache_headers(response)
+        return response
 
 
 class BoundedCursorPagination(CursorPagination):
@@ -283,5 +327,6 @@ class BearerIDTokenScheme(OpenApiAuthenticationExtension):
             "type": "http",
             "scheme": "bearer",
             "bearerFormat": "JWT",
-            "description": "An OpenID Connect ID token from the portal's provider (RS256, `aud` = client id).",
+            "description": "An OpenID Connect ID token from the portal's provider (RS256, `aud` = client id, "
+            "not an access token, lifetime and age bounded): see the introduction above.",
         }

@@ -175,6 +175,25 @@ class _CredentialCache:
 credential_cache = _CredentialCache()
 
 
+def role_admits_without_external_id(keystore: Keystore) -> bool:
+    """Whether the keystore's role can be assumed *without* its ExternalId: a trust policy open to confused deputies.
+
+    AWS answers AccessDenied when the trust policy requires the ExternalId, which is
+    what we hope for; the session a success would return is dropped unused.
+    """
+    try:
+        _sts_client(keystore.region).assume_role(
+            RoleArn=keystore.role_arn, RoleSessionName=f"{SESSION_NAME}-external-id-check", DurationSeconds=900
+        )
+    except botocore.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "AccessDenied":
+            return False
+        raise _translate(exc, operation="AssumeRole", kind="aws_connection_error") from exc
+    except botocore.exceptions.BotoCoreError as exc:
+        raise _translate(exc, operation="AssumeRole", kind="aws_connection_error") from exc
+    return True
+
+
 @dataclass(frozen=True)
 class KmsKeyInfo:
     """What DescribeKey says of a KMS key, in the portal's terms."""
@@ -192,6 +211,8 @@ class KmsSession:
 
     client: KMSClient
     request_ids: list[str] = field(default_factory=list)
+    # Operations that succeeded only after botocore retried them: AWS may have executed them more than once.
+    retried: list[str] = field(default_factory=list)
 
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         method = getattr(self.client, _snake(operation))
@@ -202,6 +223,8 @@ class KmsSession:
             if error.request_id:
                 self.request_ids.append(error.request_id)
             raise error from exc
+        if response.get("ResponseMetadata", {}).get("RetryAttempts"):
+            self.retried.append(operation)
         request_id = response.get("ResponseMetadata", {}).get("RequestId", "")
         if request_id:
             self.request_ids.append(request_id)
@@ -341,6 +364,30 @@ class KmsSession:
                 return
             marker = page.get("NextMarker")
 
+    def key_arns_page(self, marker: str | None = None) -> tuple[list[str], str | None]:
+        """One ListKeys page of the account and region: its key ARNs, and the marker of the next page (or None)."""
+        kwargs: dict[str, Any] = {"Limit": 1000}
+        if marker:
+            kwargs["Marker"] = marker
+        page = self._call("ListKeys", **kwargs)
+        arns = [str(entry["KeyArn"]) for entry in page.get("Keys", [])]
+        return arns, (str(page["NextMarker"]) if page.get("Truncated") and page.get("NextMarker") else None)
+
+    def alias_targets(self) -> Iterator[tuple[str, str]]:
+        """``(alias name, target key id)`` of every customer alias in the account and region (ListAliases, paged)."""
+        marker: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Limit": 100}
+            if marker:
+                kwargs["Marker"] = marker
+            page = self._call("ListAliases", **kwargs)
+            for entry in page.get("Aliases", []):
+                if entry.get("TargetKeyId"):  # AWS-managed aliases without a key yet have none
+                    yield str(entry["AliasName"]), str(entry["TargetKeyId"])
+            if not page.get("Truncated"):
+                return
+            marker = page.get("NextMarker")
+
     def probe(self) -> None:
         """A harmless call proving the role works for KMS (used by "Test connection")."""
         self._call("ListAliases", Limit=1)
@@ -424,3 +471,49 @@ def _principal_from_caller_arn(arn: str) -> str:
         partition_account = prefix.replace(":sts:", ":iam:")
         return f"{partition_account}:role/{rest.split('/')[0]}"
     return arn
+
+
+# --- sandbox only -------------------------------------------------------------------
+
+# In every sandbox account, the role that stands in for the account's administrator
+# (sandbox_aws.sts.ACCOUNT_ADMIN_ROLE; on AWS, the role AWS Organizations creates).
+SANDBOX_ACCOUNT_ADMIN_ROLE = "OrganizationAccountAccessRole"
+SANDBOX_ROLE_POLICY_NAME = "byok-portal-permissions"
+
+
+def sandbox_create_role(*, role_arn: str, region: str, trust_policy: str, permissions_policy: str) -> None:
+    """Create (or bring up to date) a keystore's role in the sandbox, as its account administrator would.
+
+    The same IAM calls as on AWS: CreateRole with the trust policy (UpdateAssumeRolePolicy
+    if the role exists), then PutRolePolicy with the permissions policy. Refused outside
+    sandbox mode: in a real account, people create roles with their own credentials.
+    """
+    if not settings.BYOK_SANDBOX:
+        raise RuntimeError("roles are created by the portal only in the sandbox")
+    prefix, path_and_name = role_arn.split(":role/", 1)
+    path, _, name = path_and_name.rpartition("/")
+    admin_arn = f"{prefix}:role/{SANDBOX_ACCOUNT_ADMIN_ROLE}"
+    try:
+        creds = _sts_client(region).assume_role(RoleArn=admin_arn, RoleSessionName="byok-portal-sandbox-setup")
+    except _CALL_ERRORS as exc:
+        raise _translate(exc, operation="AssumeRole", kind="aws_connection_error") from exc
+    iam = boto3.client(
+        "iam",
+        region_name=region,
+        config=_botocore_config(),
+        endpoint_url=settings.BYOK_SANDBOX_URL,
+        aws_access_key_id=creds["Credentials"]["AccessKeyId"],
+        aws_secret_access_key=creds["Credentials"]["SecretAccessKey"],
+        aws_session_token=creds["Credentials"]["SessionToken"],
+    )
+    operation = "CreateRole"
+    try:
+        try:
+            iam.create_role(RoleName=name, Path=f"/{path}/" if path else "/", AssumeRolePolicyDocument=trust_policy)
+        except iam.exceptions.EntityAlreadyExistsException:
+            operation = "UpdateAssumeRolePolicy"
+            iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust_policy)
+        operation = "PutRolePolicy"
+        iam.put_role_policy(RoleName=name, PolicyName=SANDBOX_ROLE_POLICY_NAME, PolicyDocument=permissions_policy)
+    except _CALL_ERRORS as exc:
+        raise _translate(exc, operation=operation, kind="aws_connection_error") from exc

@@ -29,3 +29,9 @@ class UUIDFilter(django_filters.UUIDFilter):
     """A UUID filter that accepts exactly what the schema documents."""
 
     field_class = CanonicalUUIDField
+
+
+def set_empty_label(field: forms.Field, label: str) -> None:
+    """Name the "no filter" choice of a filter's choice field on a page (its widget copied the choices when made)."""
+    field.empty_label = label  # type: ignore[attr-defined]
+    field.widget.choices = field.choices  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 from celery.schedules import crontab
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from byok_portal.env import env_bool, env_int, env_list, env_str
@@ -57,6 +58,7 @@ INSTALLED_APPS = [
     "axes",
     "mozilla_django_oidc",
     "django_celery_beat",
+    "byok_portal.apps.PortalConfig",
     "accounts",
     "keystores",
     "keys",
@@ -66,6 +68,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Early, so that a database outage anywhere below answers 503 with Retry-After.
+    "byok_portal.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -73,6 +77,9 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Audits an exception that escapes a page view (the API's handler does the same for the API).
+    "byok_portal.unexpected.UnexpectedErrorMiddleware",
     # Last, as django-axes requires: it inspects the response of the login views.
     "axes.middleware.AxesMiddleware",
 ]
@@ -137,6 +144,8 @@ LOGOUT_REDIRECT_URL = "login"
 
 # --- Security -----------------------------------------------------------------
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# Load balancers probe the processes directly over plain HTTP (byok_portal/health.py).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BYOK_BEHIND_TLS_PROXY", False) else None
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
@@ -150,6 +159,22 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp): scripts and styles only from the portal's own static files, so an
+# injected <script>, on* handler or style attribute does not run. Pages therefore carry no inline script or
+# style (tests/pages/test_csp.py renders every page to hold that). img-src allows data: for the CSS icons of
+# the API docs (Swagger UI). form-action is left open on purpose: the OIDC login and logout redirect to the
+# identity provider's origin after a form post, which form-action 'self' would block.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "frame-ancestors": [NONE],
+    }
+}
 
 # --- Authentication -----------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
@@ -159,11 +184,29 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 BYOK_LOCAL_LOGIN = env_bool("BYOK_LOCAL_LOGIN", True)
+# django-axes counts failed local logins (passwords and TOTP codes) in the database,
+# so every web process sees the same counts. It locks one (account, client address)
+# pair, never an account for everyone (anyone could lock `admin` out) nor an address
+# for every account. OIDC logins are not counted at all: the provider guards its own
+# passwords, and a failed callback must not block the next valid one (see
+# accounts.lockout). The lock lasts AXES_COOLOFF_MINUTES after the limit, doubling
+# with each further failure of that pair (progressive delay), at most 24 hours.
+AXES_HANDLER = "accounts.lockout.ProgressiveLockoutHandler"
 AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
-AXES_COOLOFF_TIME = env_int("AXES_COOLOFF_MINUTES", 15) / 60
-AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_COOLOFF_MINUTES = env_int("AXES_COOLOFF_MINUTES", 15)
+AXES_COOLOFF_TIME = "accounts.lockout.cool_off"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_WHITELIST_CALLABLE = "accounts.lockout.not_a_password_login"
+# Attempts while locked are refused without extending the lock.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
+# django-otp's own brute-force brake, per TOTP device (so across every address): after
+# n wrong codes in a row the next code is not even checked for factor * 2**(n-1)
+# seconds (0.25 s, 0.5 s, 1 s, ... 20 wrong codes: 36 hours). At 0.25 s a typo costs
+# nothing (nobody retypes six digits that fast); django-otp's default of 1 s refused
+# the right code typed straight after a typo. Together with the pair lockout above.
+OTP_TOTP_THROTTLE_FACTOR = float(env_str("OTP_TOTP_THROTTLE_FACTOR", "0.25"))
 
 OIDC_RP_CLIENT_ID = env_str("OIDC_RP_CLIENT_ID")
 OIDC_RP_CLIENT_SECRET = env_str("OIDC_RP_CLIENT_SECRET")
@@ -182,6 +225,9 @@ OIDC_USE_PKCE = True
 OIDC_USE_NONCE = True
 OIDC_TIMEOUT = env_int("OIDC_TIMEOUT_SECONDS", 10)
 OIDC_STORE_ID_TOKEN = True
+# Longest ID token accepted (exp - iat), and how long after its iat (accounts.tokens).
+OIDC_ID_TOKEN_MAX_LIFETIME_SECONDS = env_int("OIDC_ID_TOKEN_MAX_LIFETIME_SECONDS", 24 * 3600)
+OIDC_ID_TOKEN_MAX_AGE_SECONDS = env_int("OIDC_ID_TOKEN_MAX_AGE_SECONDS", 12 * 3600)
 OIDC_RP_SCOPES = env_str("OIDC_RP_SCOPES", "openid email profile")
 OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups")
 # Group name in the ID token that grants the global "may create keystores" permission.
@@ -204,6 +250,8 @@ if OIDC_ENABLED:
 
 # --- REST framework -----------------------------------------------------------
 REST_FRAMEWORK = {
+    # Every JSON body in the API goes through one parser that answers 400 to what json.loads lets through.
+    "DEFAULT_PARSER_CLASSES": ["byok_portal.parsers.StrictJSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.BearerIDTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
@@ -227,7 +275,8 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "BYOK Portal API",
-    "DESCRIPTION": "Bring-Your-Own-Key portal for AWS KMS.",
+    # The docs page's introduction: every way to authenticate, the limits (docs/api-authentication.md).
+    "DESCRIPTION": (BASE_DIR / "docs" / "api-authentication.md").read_text(encoding="utf-8"),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
@@ -237,13 +286,26 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-CACHES = {
-    "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env_str("CACHE_URL")}
-        if env_str("CACHE_URL")
-        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+# --- Shared counters -----------------------------------------------------------
+# DRF's throttle counters live in the default cache. It must be one store for every
+# web process: with a per-process cache, N gunicorn workers let N times the rate
+# through. CACHE_URL: redis://host:6379/1 (recommended in production), or db:// (the
+# default: Django's database cache, table created by migration accounts.0003), or
+# locmem:// (one process only; refused outside debug mode).
+CACHE_URL = env_str("CACHE_URL", "db://")
+DATABASE_CACHE_TABLE = "byok_cache"
+if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+    _cache: dict[str, object] = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+elif CACHE_URL == "db://":
+    _cache = {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": DATABASE_CACHE_TABLE}
+elif CACHE_URL == "locmem://" and DEBUG:
+    _cache = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+else:
+    raise ImproperlyConfigured(
+        f"CACHE_URL={CACHE_URL!r}: use redis://..., db:// or (debug mode only) locmem://. "
+        "Throttle counters must be shared by every process."
     )
-}
+CACHES = {"default": _cache}
 
 # --- Celery -------------------------------------------------------------------
 # Without CELERY_BROKER_URL the embedded default is kombu's filesystem transport,
@@ -251,6 +313,19 @@ CACHES = {
 # The filesystem broker lives on one machine's disk: fine for `make run`, wrong for
 # N web processes and workers on several hosts, so production must name its broker.
 CELERY_BROKER_URL = _required("CELERY_BROKER_URL", "filesystem://")
+# How long work may take (README "Background work"). Every task ends within
+# BYOK_TASK_TIME_LIMIT seconds: the prefork pool kills it after that (the soft limit
+# lets it stop cleanly first), and long work — cleanup, the KMS scan for orphans,
+# reconciling a large keystore — stops taking new batches after BYOK_TASK_BUDGET_SECONDS
+# and hands the rest to a new task.
+BYOK_TASK_BUDGET_SECONDS = env_int("BYOK_TASK_BUDGET_SECONDS", 60)
+CELERY_TASK_TIME_LIMIT = env_int("BYOK_TASK_TIME_LIMIT", 300)
+CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - 30)
+# Redis hands a message whose worker died (acks_late: never acknowledged) to another
+# worker after the visibility timeout. Sized to the longest task, plus a quarter: a
+# task still running is never handed out twice, and a killed one is back within
+# minutes instead of Redis' one-hour default.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", -(-CELERY_TASK_TIME_LIMIT * 5 // 4))
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = (
     {
         "data_folder_in": str(VAR_DIR / "celery" / "queue"),
@@ -261,7 +336,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = (
         "store_processed": False,
     }
     if CELERY_BROKER_URL == "filesystem://"
-    else {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+    else {
+        "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+        # Look for abandoned messages every ~30 s (kombu's default is every ~100 s).
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 3,
+    }
 )
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
@@ -348,5 +428,6 @@ LOGGING = {
 
 if _missing:
     raise ImproperlyConfigured(
-        "Missing production settings (set them, or DJANGO_DEBUG=true for development): " + ", ".join(_missing)
+        "Missing production settings (set them, or DJANGO_DEBUG=true for development; in a checkout, `make run` "
+        "once lets manage.py use its development settings): " + ", ".join(_missing)
     )

@@ -11,6 +11,7 @@ from keys.views import dashboard
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("", dashboard, name="dashboard"),
     path("keystores/", include("keystores.urls")),
     path("keys/", include("keys.urls")),
@@ -20,3 +21,7 @@ urlpatterns = [
     path("api/v1/", include("byok_portal.api_urls")),
     path("audit/", include("audit.urls")),
 ]
+
+# JSON under /api/, pages elsewhere; a database outage answers 503 (byok_portal.middleware).
+handler404 = "byok_portal.handlers.page_not_found"
+handler500 = "byok_portal.handlers.server_error"

@@ -29,6 +29,8 @@ class KmsState(models.TextChoices):
     DISABLED = "DISABLED", "Disabled"
     EMPTY = "EMPTY", "No key material"
     PENDING_DELETION = "PENDING_DELETION", "Pending deletion"
+    # AWS answered NotFoundException: the KMS key no longer exists (AWS has no key state for that).
+    MISSING = "MISSING", "No KMS key"
     UNKNOWN = "UNKNOWN", "Unknown"
 
 
@@ -42,8 +44,10 @@ class Operation(StrEnum):
     RENEW = "renew"
     SCHEDULE_DELETION = "schedule_deletion"
     CANCEL_DELETION = "cancel_deletion"
+    RECREATE = "recreate"
     PREPARE_DOWNLOAD = "prepare_download"
     DOWNLOAD = "download"
+    WITHDRAW_DOWNLOAD = "withdraw_download"
     UPDATE = "update"
     CLEANUP = "cleanup"
     DELETE_KEYSTORE = "delete_keystore"
@@ -56,6 +60,9 @@ class Operation(StrEnum):
     RECONCILE = "reconcile"
     EXPIRY_WARNING = "expiry_warning"
     ROTATE_KEK = "rotate_kek"
+    CREATE_USER = "create_user"
+    UPDATE_USER = "update_user"
+    UNEXPECTED_ERROR = "unexpected_error"
 
 
 class Outcome(models.TextChoices):

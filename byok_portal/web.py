@@ -98,7 +98,7 @@ def forbidden(request: HttpRequest, exc: PermissionRefused) -> HttpResponse:
     return HttpResponseForbidden(body)
 
 
-def paginate(request: HttpRequest, queryset: Any, *, per_page: int = PAGE_SIZE) -> Page:
+def paginate(request: HttpRequest, queryset: Any, *, per_page: int = PAGE_SIZE) -> Page[Any]:
     """One page of ``queryset``; out-of-range and junk page numbers show the nearest real page."""
     return Paginator(queryset, per_page).get_page(request.GET.get("page"))
 

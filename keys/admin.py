@@ -1,6 +1,6 @@
 """Keys in the OTP admin site: no material, state read-only, lifecycle operations as admin actions.
 
-The bulk actions are the registry's buttons (:data:`keys.operations.BUTTONS`): each
+The bulk actions are the registry's buttons (:data:`keys.operations.BUTTONS`) but the repairs: each
 calls the same service function as the pages and the API, with the admin's own
 identity, so it is checked against the lifecycle table and audited; what the service
 returns says whether anything changed.
@@ -91,7 +91,8 @@ class KeyAdmin(KeyModelAdmin):
         "created_by",
         "updated_by",
     )
-    actions = tuple(lifecycle_action(entry) for entry in BUTTONS.values())
+    # Not the repairs (recreate): each is offered on its key's page, which says why the key needs it.
+    actions = tuple(lifecycle_action(entry) for entry in BUTTONS.values() if entry.row.repairs is None)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # keys are created in the portal or the API, which create the KMS key too
@@ -99,7 +100,7 @@ class KeyAdmin(KeyModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Key | None = None) -> bool:
         return False  # "Schedule deletion" is the only way a key goes
 
-    def save_model(self, request: HttpRequest, obj: Key, form: ModelForm, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Key, form: ModelForm[Key], change: bool) -> None:
         changes = {field: form.cleaned_data[field] for field in form.changed_data if field in EDITABLE}
         if not changes:
             return

@@ -61,7 +61,7 @@ OPERATIONS: dict[str, Operation] = {
     "partial_update": Operation.UPDATE,
     **{entry.operation.value: entry.operation for entry in API_ACTIONS},
 }
-DOWNLOAD_ACTIONS = {Operation.PREPARE_DOWNLOAD.value, Operation.DOWNLOAD.value}
+DOWNLOAD_ACTIONS = {op.value for op in (Operation.PREPARE_DOWNLOAD, Operation.DOWNLOAD, Operation.WITHDRAW_DOWNLOAD)}
 
 
 def key_id_from_url(pk: str) -> uuid.UUID:
@@ -147,9 +147,14 @@ class KeyViewSet(PortalViewSet):
     queryset = Key.objects.none()
 
     @property
+    def lifecycle_operation(self) -> Operation | None:
+        """Read by ``byok_portal.api.exception_handler`` to audit an unexpected error as this operation's."""
+        return OPERATIONS.get(self.action or "")
+
+    @property
     def allowed_states(self) -> list[str] | None:
         """Read by ``byok_portal.api.exception_handler`` to list ``allowed_states`` in 409s of an operation."""
-        operation = OPERATIONS.get(self.action or "")
+        operation = self.lifecycle_operation
         row = LIFECYCLE.get(operation) if operation is not None else None
         return sorted(str(state) for state in row.allowed) if row is not None else None
 
@@ -199,22 +204,8 @@ def _run(entry: KeyOperation, request: Request, pk: str) -> Response:
         wrapped: WrappedDownload = entry.release(actor, key_id_from_url(pk))
         return Response(DownloadSerializer(wrapped).data)
     done = entry.run(actor, key_id_from_url(pk), data)
-    return Response(
-        KeySerializer(done.key).data, status=status.HTTP_201_CREATED if entry.created else status.HTTP_200_OK
-    )
-
-
-# The download answers with the wrapped material, and a 403 of its own.
-_DOWNLOAD_SCHEMA: dict[str, Any] = {
-    "ok_response": DownloadSerializer,
-    "extra": {
-        403: OpenApiResponse(
-            ErrorSerializer,
-            description="`permission_denied` (role too weak) or `two_person_rule`: "
-            "the person who prepared the download cannot download it.",
-        ),
-    },
-}
+    answer = entry.answer or KeySerializer
+    return Response(answer(done.key).data, status=status.HTTP_201_CREATED if entry.created else status.HTTP_200_OK)
 
 
 def _lifecycle_action(entry: KeyOperation) -> Callable[..., Response]:
@@ -225,14 +216,18 @@ def _lifecycle_action(entry: KeyOperation) -> Callable[..., Response]:
 
     run.__name__ = run.__qualname__ = entry.operation.value
     run.__doc__ = entry.row.consequence
+    # The download answers with the wrapped material; the others with the key (or the entry's answer).
+    ok_response = DownloadSerializer if entry.operation == Operation.DOWNLOAD else entry.answer or KeySerializer
     schema = _action_schema(
         entry.operation,
         entry.summary,
         request=entry.body,
         ok=status.HTTP_201_CREATED if entry.created else status.HTTP_200_OK,
-        **(_DOWNLOAD_SCHEMA if entry.operation == Operation.DOWNLOAD else {}),
+        ok_response=ok_response,
+        extra={403: OpenApiResponse(ErrorSerializer, description=entry.forbidden)} if entry.forbidden else None,
     )
-    return schema(action(detail=True, methods=["post"], url_path=entry.slug)(run))
+    documented: Callable[..., Response] = schema(action(detail=True, methods=["post"], url_path=entry.slug)(run))
+    return documented
 
 
 for _entry in API_ACTIONS:

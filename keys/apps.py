@@ -3,3 +3,14 @@ from django.apps import AppConfig
 
 class KeysConfig(AppConfig):
     name = "keys"
+
+    def ready(self) -> None:
+        # The audit trail sits below keys: the names its page offers as filters are read here.
+        from audit.selectors import name_filters_by
+        from keys import services, tasks
+        from keys.selectors import audit_filter_names
+
+        name_filters_by(audit_filter_names)
+        # A create whose CreateKey was retried asks for its keystore's KMS scan (a Celery task);
+        # the task module imports the services, so the services are handed the task from here.
+        services.scan_keystores_with(tasks.scan_keystore_soon)

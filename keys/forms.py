@@ -6,9 +6,12 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
+from byok_portal.filters import set_empty_label
 from keys.services import MAX_WINDOW, MIN_WINDOW
 from keys.specs import DEFAULT_SPEC, KeySpec, KeyUsage
+from keys.validation import validate_alias, validate_tags
 from keystores.models import Keystore
 
 # A PEM public key is well under this; anything bigger is not one.
@@ -28,15 +31,23 @@ class TagsField(forms.CharField):
     def to_python(self, value: Any) -> dict[str, str]:  # type: ignore[override]
         text = super().to_python(value) or ""
         tags: dict[str, str] = {}
+        problems: list[forms.ValidationError] = []
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             name, sep, tag_value = line.partition("=")
             if not sep or not name.strip():
-                raise forms.ValidationError(f"Line {number}: write each tag as key=value.", code="invalid_tag_line")
-            if name.strip() in tags:
-                raise forms.ValidationError(f"Line {number}: tag {name.strip()!r} appears twice.", code="duplicate_tag")
-            tags[name.strip()] = tag_value.strip()
+                problems.append(
+                    forms.ValidationError(f"Line {number}: write each tag as key=value.", code="invalid_tag_line")
+                )
+            elif name.strip() in tags:
+                problems.append(
+                    forms.ValidationError(f"Line {number}: tag {name.strip()!r} appears twice.", code="duplicate_tag")
+                )
+            else:
+                tags[name.strip()] = tag_value.strip()
+        if problems:
+            raise forms.ValidationError(problems)
         return tags
 
 
@@ -59,6 +70,22 @@ class KeyFieldsForm(forms.Form):
     )
 
     field_order = ["keystore", "name", "key_spec", "key_usage", "alias", "tags", "expires"]
+
+    # AWS's alias and tag rules (keys.validation, which the services apply too) run per field here, so one
+    # submit reports every field's errors together instead of the first the service meets.
+    def clean_alias(self) -> str:
+        alias: str = self.cleaned_data["alias"]
+        try:
+            validate_alias(alias)
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.message_dict["alias"]) from exc
+        return alias
+
+    def clean_tags(self) -> dict[str, str]:
+        try:
+            return validate_tags(self.cleaned_data["tags"])
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.error_dict["tags"]) from exc
 
 
 class KeyCreateForm(KeyFieldsForm):
@@ -154,5 +181,5 @@ def adapt_key_filter_form(form: forms.Form, keystores: Any) -> None:
     keystore_field = form.fields["keystore"]
     keystore_field.label = "Keystore"
     keystore_field.widget = forms.Select(choices=[("", "All keystores"), *((str(k.pk), k.name) for k in keystores)])
-    form.fields["state"].empty_label = "Any state but deleted"  # type: ignore[attr-defined]
+    set_empty_label(form.fields["state"], "Any state but deleted")
     form.fields["search"].widget.input_type = "search"

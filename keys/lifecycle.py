@@ -37,6 +37,9 @@ class Transition:
     # The key specs the operation exists for (SPEC §9): every spec unless a row says otherwise
     # (native rotation, for one, is for symmetric keys only).
     specs: frozenset[str] = frozenset(SPECS)
+    # A repair: offered (on the key page, ahead of the rest) only while KMS reports this state,
+    # never listed in ``allowed_operations`` (it is no routine operation). See :func:`repairs_for`.
+    repairs: KmsState | None = None
 
 
 def _row(
@@ -49,10 +52,12 @@ def _row(
     *,
     offered: bool = True,
     specs: frozenset[str] = frozenset(SPECS),
+    repairs: KmsState | None = None,
 ) -> tuple[Operation, Transition]:
-    return operation, Transition(
-        operation, frozenset(allowed), frozenset(noop), target, label, consequence, offered, specs
+    transition = Transition(
+        operation, frozenset(allowed), frozenset(noop), target, label, consequence, offered, specs, repairs
     )
+    return operation, transition
 
 
 S = KeyState
@@ -109,6 +114,20 @@ LIFECYCLE: dict[Operation, Transition] = dict(
             "Cancel deletion",
             "The deletion is cancelled; the key comes back INACTIVE (disabled, without material in KMS).",
         ),
+        # Offered only for a key whose KMS key is gone (KMS state MISSING): see repairs_for.
+        _row(
+            Operation.RECREATE,
+            {S.ACTIVE, S.INACTIVE, S.REPLACED},
+            set(),
+            None,
+            "Recreate in KMS",
+            "A new KMS key is created in the keystore's account and given this key's own material (same KCV), "
+            "its alias and tags; its state follows the portal's. The KMS key ARN changes: applications must use "
+            "the alias or the new ARN. Data encrypted under the vanished KMS key stays undecryptable: AWS binds "
+            "every ciphertext to the KMS key that made it.",
+            offered=False,
+            repairs=KmsState.MISSING,
+        ),
         _row(
             Operation.PREPARE_DOWNLOAD,
             ALL_BUT_DELETED,
@@ -124,6 +143,16 @@ LIFECYCLE: dict[Operation, Transition] = dict(
             None,
             "Download",
             "The key material is released wrapped with the prepared public key. The preparation is used up.",
+        ),
+        _row(
+            Operation.WITHDRAW_DOWNLOAD,
+            ALL_BUT_DELETED,
+            set(),
+            None,
+            "Withdraw download",
+            "The prepared download is withdrawn: nobody can download it, and a new download can be prepared.",
+            # Offered with the pending preparation it withdraws, to its preparer and keystore admins.
+            offered=False,
         ),
         _row(
             Operation.UPDATE,
@@ -146,6 +175,17 @@ LIFECYCLE: dict[Operation, Transition] = dict(
 )
 
 
+# "Cannot <phrase> a key in state X": the operations whose name is not a verb that takes "a key".
+_REFUSAL_PHRASES = {
+    Operation.UPLOAD: "re-upload the material of",
+    Operation.SCHEDULE_DELETION: "schedule the deletion of",
+    Operation.CANCEL_DELETION: "cancel the deletion of",
+    Operation.PREPARE_DOWNLOAD: "prepare a download of",
+    Operation.UPDATE: "edit",
+    Operation.CLEANUP: "clean up",
+}
+
+
 class InvalidState(Conflict):
     """An operation was asked of a key in a state the lifecycle table refuses."""
 
@@ -154,7 +194,7 @@ class InvalidState(Conflict):
         self.state = state
         allowed_states = sorted(str(s) for s in LIFECYCLE[operation].allowed)
         super().__init__(
-            f"Cannot {operation.value.replace('_', ' ')} a key in state {state}; "
+            f"Cannot {_REFUSAL_PHRASES.get(operation, operation.value)} a key in state {state}; "
             f"allowed in: {', '.join(allowed_states) or 'no state'}.",
             state=str(state),
             allowed_states=allowed_states,
@@ -192,14 +232,39 @@ def decide(operation: Operation, state: str, key_spec: str = DEFAULT_SPEC) -> bo
     raise InvalidState(operation, key_state)
 
 
-def allowed_operations(state: str, key_spec: str = DEFAULT_SPEC) -> list[Operation]:
+def allowed_operations(
+    state: str, key_spec: str = DEFAULT_SPEC, *, download_prepared: bool | None = None
+) -> list[Operation]:
     """Operations that would take effect on a key of ``key_spec`` in ``state``, in table order.
 
     No-ops are valid too (they succeed and change nothing) but are not listed: a
     button that cannot do anything is noise. Neither are operations the spec cannot do.
+    For the same reason, with ``download_prepared=False`` ``download`` is left out:
+    nothing is there to download.
     """
     key_state = KeyState(state)
-    return [op for op, row in LIFECYCLE.items() if row.offered and key_state in row.allowed and key_spec in row.specs]
+    return [
+        op
+        for op, row in LIFECYCLE.items()
+        if row.offered
+        and key_state in row.allowed
+        and key_spec in row.specs
+        and not (op is Operation.DOWNLOAD and download_prepared is False)
+    ]
+
+
+def repairs_for(state: str, kms_state: str, key_spec: str = DEFAULT_SPEC) -> list[Operation]:
+    """The repairs a key of ``key_spec`` in ``state`` needs while KMS reports ``kms_state`` (recreate for a vanished
+    KMS key).
+
+    The key page offers them first: the other operations all need a KMS key in step.
+    """
+    key_state = KeyState(state)
+    return [
+        op
+        for op, row in LIFECYCLE.items()
+        if row.repairs == kms_state and key_state in row.allowed and key_spec in row.specs
+    ]
 
 
 # --- rules derived from the table ------------------------------------------------------

@@ -99,7 +99,9 @@ class Key(models.Model):
 
     @property
     def allowed_operations(self) -> list[str]:
-        return [op.value for op in allowed_operations(self.state, self.key_spec)]
+        return [
+            op.value for op in allowed_operations(self.state, self.key_spec, download_prepared=self.download_prepared)
+        ]
 
 
 class PendingCreation(models.Model):
@@ -109,6 +111,11 @@ class PendingCreation(models.Model):
     creating the key and the portal committing its ``Key`` row leaves a record from
     which the orphan is found (by its ARN, or by the portal's tag) and scheduled
     for deletion instead of being forgotten in the customer's account.
+
+    The same journal holds, under an existing key's id, an operation whose KMS
+    changes must not be lost with a failed commit (cancel deletion): reconciliation
+    finishes it. A row is leased to the process working on it (see
+    ``keys.services._creation_lease``) and resolved as soon as that process is gone.
     """
 
     key_id = models.UUIDField(primary_key=True)

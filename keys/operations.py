@@ -29,6 +29,7 @@ from keys.lifecycle import LIFECYCLE, Transition
 from keys.serializers import (
     KeyCreateSerializer,
     KeyUpdateSerializer,
+    PreparedKeySerializer,
     PrepareDownloadSerializer,
     ScheduleDeletionSerializer,
 )
@@ -49,7 +50,7 @@ class KeyOperation:
     target: Literal["key_id", "keystore_id"] = "key_id"
     # Input field (body and form alike) -> the service's keyword argument. Fields not given are not passed.
     arguments: Mapping[str, str] = field(default_factory=dict)
-    body: type[serializers.Serializer] | None = None  # the API's input shape; None: no body
+    body: type[serializers.Serializer[Any]] | None = None  # the API's input shape; None: no body
     form: type[forms.Form] | None = None  # the same input on a page
     # Judge the body only after the caller's role is checked (and a refusal audited), so an outsider
     # learns nothing from how a body is answered; the service checks this input itself, after the role.
@@ -61,6 +62,10 @@ class KeyOperation:
     danger: bool = False
     done: str = ""  # what a page says on success; {name} is the key's name
     created: bool = False  # the API answers 201 (a new key)
+    # The API's answer, if not the key as ``KeySerializer`` writes it (given the key the service returns).
+    answer: type[serializers.Serializer[Any]] | None = None
+    # The API's 403 beyond a role too weak: who else is refused, and why (OpenAPI text).
+    forbidden: str = ""
 
     @property
     def slug(self) -> str:
@@ -171,6 +176,15 @@ REGISTRY: dict[Operation, KeyOperation] = {
             api_action=True,
             done="Deletion of “{name}” cancelled. The key is INACTIVE: activate it to use it again.",
         ),
+        # A repair: the key page offers it (first) only while its lifecycle row's KMS state holds (MISSING).
+        KeyOperation(
+            Operation.RECREATE,
+            services.key_recreate,
+            "Recreate a vanished KMS key with the key's own material",
+            button=True,
+            api_action=True,
+            done="“{name}” recreated in KMS with its own material: its new KMS key ARN is shown below.",
+        ),
         KeyOperation(
             Operation.PREPARE_DOWNLOAD,
             services.key_prepare_download,
@@ -180,12 +194,28 @@ REGISTRY: dict[Operation, KeyOperation] = {
             form=PrepareDownloadForm,
             role_before_input=True,
             api_action=True,
+            answer=PreparedKeySerializer,
         ),
         KeyOperation(
             Operation.DOWNLOAD,
             services.key_download,
             "Download the wrapped material (second person)",
             api_action=True,
+            forbidden="`permission_denied` (role too weak) or `two_person_rule`: "
+            "the person who prepared the download cannot download it.",
+        ),
+        # Offered only beside a pending preparation (its lifecycle row is not a state's button), to those
+        # ``services.may_withdraw_download`` lets withdraw it; the service enforces the same rule.
+        KeyOperation(
+            Operation.WITHDRAW_DOWNLOAD,
+            services.key_withdraw_download,
+            "Withdraw a prepared download (its preparer or a keystore admin)",
+            button=True,
+            api_action=True,
+            danger=True,
+            done="The prepared download of “{name}” is withdrawn: nobody can download it.",
+            forbidden="`permission_denied`: only the person who prepared the download, or a keystore admin, "
+            "may withdraw it.",
         ),
         # The daily job's operation on one key; the batched job (keys.jobs.cleanup) does the same to many.
         KeyOperation(

@@ -14,19 +14,22 @@ from contextlib import contextmanager
 from typing import Any, TypeVar, overload
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import connection
 from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet
 from django.utils import timezone
 
+from accounts.models import User
 from audit.models import AuditEvent
+from audit.selectors import FilterNames
 from byok_portal.errors import NotFound
 from byok_portal.vocabulary import KeyState
 from keys.lifecycle import due_for_cleanup_q, expiring_q, needs_attention_q
-from keys.models import Key
+from keys.models import Key, PendingCreation
 from keys.serializers import ROW_COLUMNS
-from keystores.models import ROLE_RANK, Membership, Role
-from keystores.selectors import Viewer, is_superuser, require_role
+from keystores.models import ROLE_RANK, Keystore, Membership, Role
+from keystores.selectors import Viewer, is_superuser, keystores_for, require_role
 
 _Row = TypeVar("_Row")
 
@@ -149,6 +152,15 @@ def recent_events(key: Key, limit: int) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(key_id=key.pk).order_by("-seq")[:limit]
 
 
+def audit_filter_names(user: AbstractBaseUser | AnonymousUser, max_keys: int) -> FilterNames:
+    """The audit page's name filters: the user's keystores by name, their newest ``max_keys`` keys."""
+    if not isinstance(user, User):  # anonymous: no role anywhere
+        return FilterNames(keystores=(), keys=())
+    keystores = list(keystores_for(user).order_by("name", "id").values_list("pk", "name"))
+    keys = list(keys_for(user).order_by("-created_at", "id").values("pk", "name", "alias")[:max_keys])
+    return FilterNames(keystores=keystores, keys=keys)
+
+
 # --- the portal's own jobs (no user) --------------------------------------------------------
 
 
@@ -169,3 +181,22 @@ def reconcilable(keystore_id: uuid.UUID) -> QuerySet[Key]:
 
 def live_key_for_reconciliation(key_id: uuid.UUID) -> Key | None:
     return Key.objects.select_related("keystore").exclude(state=KeyState.DELETED).filter(pk=key_id).first()
+
+
+def portal_kms_arns(keystore: Keystore) -> set[str]:
+    """ARNs of every portal key in the keystore's AWS account and region (any keystore, any state)."""
+    return set(
+        Key.objects.filter(keystore__aws_account_id=keystore.aws_account_id, keystore__region=keystore.region)
+        .exclude(kms_key_arn="")
+        .values_list("kms_key_arn", flat=True)
+    )
+
+
+def kms_key_owned(arn: str) -> bool:
+    """Whether a portal key (any state) owns the KMS key ``arn``."""
+    return Key.objects.filter(kms_key_arn=arn).exists()
+
+
+def creation_in_progress(key_id: str) -> bool:
+    """A create or renew of ``key_id`` has a journal row: it runs, or waits for ``recover_pending_creations``."""
+    return PendingCreation.objects.filter(key_id=key_id).exists()

@@ -20,7 +20,7 @@ from byok_portal.vocabulary import Operation
 from byok_portal.wrapping import WRAPPING_ALGORITHMS
 from keys.lifecycle import LIFECYCLE, allowed_operations
 from keys.models import Key
-from keys.services import MAX_WINDOW, MIN_WINDOW
+from keys.services import MAX_WINDOW, MIN_WINDOW, pending_download
 from keys.specs import DEFAULT_SPEC, NOT_IMPORTABLE, KeySpec, KeyUsage
 from keys.validation import MAX_TAGS
 
@@ -62,7 +62,7 @@ class BlankAsNullField(serializers.CharField):
         return str(value) if value else None
 
 
-class KeySerializer(serializers.ModelSerializer):
+class KeySerializer(serializers.ModelSerializer[Key]):
     """A key as the API shows it. Never material, never the prepared public key."""
 
     keystore = serializers.UUIDField(source="keystore_id", read_only=True)
@@ -88,7 +88,7 @@ class KeySerializer(serializers.ModelSerializer):
         child=serializers.ChoiceField(choices=OFFERED_OPERATIONS),
         read_only=True,
         help_text="Operations that take effect on the key in its current state (and that its spec can do), "
-        "from the lifecycle table.",
+        "from the lifecycle table (`download` only while a download is prepared).",
     )
 
     class Meta:
@@ -170,13 +170,13 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     A list page's hot path: no model instances and no field objects per value.
     Timestamps are what DRF's ``DateTimeField`` writes (ISO 8601 in the current time
     zone, ``Z`` for UTC; anything unusual is handed to that field), and
-    ``allowed_operations`` is computed once per state from the lifecycle table.
+    ``allowed_operations`` is computed once per (state, download prepared) from the lifecycle table.
     """
     zone = timezone.get_current_timezone() if settings.USE_TZ else None
     # The database's values are in UTC: in a UTC zone they need no conversion.
     utc_zone = zone is not None and str(zone) in _UTC_NAMES
     utc = UTC
-    operations: dict[tuple[str, str], list[str]] = {}
+    operations: dict[tuple[str, str, bool], list[str]] = {}
 
     def stamp(value: datetime | None) -> str | None:
         if value is None:
@@ -189,10 +189,12 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             return str(_DATETIME.to_representation(value))
         return text[:-6] + "Z" if text.endswith("+00:00") else text
 
-    def allowed(state: str, key_spec: str) -> list[str]:
-        found = operations.get((state, key_spec))
+    def allowed(state: str, key_spec: str, prepared: bool) -> list[str]:
+        found = operations.get((state, key_spec, prepared))
         if found is None:
-            found = operations[state, key_spec] = [op.value for op in allowed_operations(state, key_spec)]
+            found = operations[state, key_spec, prepared] = [
+                op.value for op in allowed_operations(state, key_spec, download_prepared=prepared)
+            ]
         return list(found)
 
     return [
@@ -217,7 +219,7 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "replaces": str(row["replaces_id"]) if row["replaces_id"] else None,
             "replaced_by": str(row["replaced_by"]) if row["replaced_by"] else None,
             "download_prepared": bool(row["download_prepared"]),
-            "allowed_operations": allowed(row["state"], row["key_spec"]),
+            "allowed_operations": allowed(row["state"], row["key_spec"], bool(row["download_prepared"])),
             "created_at": stamp(row["created_at"]),
             "updated_at": stamp(row["updated_at"]),
         }
@@ -272,7 +274,10 @@ class PrepareDownloadSerializer(StrictSerializer):
     )
 
 
-class DownloadSerializer(serializers.Serializer):
+FINGERPRINT_HELP = "`SHA256:` and the hex SHA-256 of the public key's DER SubjectPublicKeyInfo."
+
+
+class DownloadSerializer(serializers.Serializer[Any]):
     """The material wrapped for the prepared public key, and how (SPEC §2, §9).
 
     Symmetric and HMAC material: RSAES-OAEP (SHA-256, MGF1-SHA-256). RSA and EC keys: the
@@ -288,6 +293,9 @@ class DownloadSerializer(serializers.Serializer):
     public_key_sha256 = serializers.CharField(
         allow_null=True, help_text="RSA and EC keys: hex SHA-256 of the DER public key of the material."
     )
+    public_key_fingerprint = serializers.CharField(
+        help_text="The public key the material is wrapped for: " + FINGERPRINT_HELP + " Check it is yours."
+    )
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
         return {
@@ -297,7 +305,32 @@ class DownloadSerializer(serializers.Serializer):
             "wrapped_key_material": instance.wrapped_b64,
             "kcv": instance.kcv or None,
             "public_key_sha256": instance.public_key_sha256 or None,
+            "public_key_fingerprint": instance.public_key_fingerprint,
         }
+
+
+class PendingDownloadSerializer(serializers.Serializer[Any]):
+    """A prepared download not yet used: who prepared it, until when, for which public key."""
+
+    prepared_by = serializers.CharField(help_text="`issuer|subject` of the person who prepared it.")
+    prepared_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    public_key_fingerprint = serializers.CharField(help_text=FINGERPRINT_HELP)
+
+
+class PreparedKeySerializer(KeySerializer):
+    """The key, with the download just prepared for it (``download``)."""
+
+    download = PendingDownloadSerializer()
+
+    class Meta(KeySerializer.Meta):
+        fields = [*KeySerializer.Meta.fields, "download"]
+        read_only_fields = fields
+
+    def to_representation(self, key: Key) -> dict[str, Any]:
+        pending = pending_download(key, include_expired=True)
+        assert pending is not None, "only ever given a key whose download was just prepared"
+        return {**super().to_representation(key), "download": pending.as_dict()}
 
 
 def operation_description(operation: Operation) -> str:

@@ -1,21 +1,30 @@
 """The ``openssl`` commands that unwrap a download and recompute its check value (SPEC §9).
 
-One text per kind of material, shown on the download pages and in the README, and run
-as written by ``tests/keys/test_key_material_proofs.py`` against a real download, so the
-instructions people follow are the ones known to work (OpenSSL 3).
+One text per kind of material: the one source of the commands the key and download pages
+show and the README prints (both pinned by tests), run as written by
+``tests/keys/test_key_material_proofs.py`` and ``tests/pages/test_download_instructions.py``
+against real downloads, so the instructions people follow are the ones known to work
+(OpenSSL 3).
 """
 
 from __future__ import annotations
 
 from keys.specs import Family, spec_of
 
-DOWNLOAD_FILE = "byok-KEY_ID-wrapped.json"
-PRIVATE_KEY_FILE = "download-private.pem"
+# As the README writes them; the pages fill in the key's id.
+DOWNLOAD_FILE = "byok-<key id>-wrapped.json"
+PRIVATE_KEY_FILE = "private.pem"
 
-_EXTRACT = """\
+# Files made from here on (the material in the clear among them) are readable by their owner only.
+_UMASK = "umask 077\n"
+
+_EXTRACT = (
+    _UMASK
+    + """\
 # The wrapped material, from the downloaded file
 grep -o '"wrapped_key_material": *"[^"]*"' {file} | cut -d'"' -f4 | openssl base64 -d -A > wrapped.bin
 """
+)
 _OAEP = """\
 # RSAES_OAEP_SHA_256: RSA-OAEP with SHA-256 and MGF1-SHA-256, under your private key
 openssl pkeyutl -decrypt -inkey {private_key} -in {wrapped} -out {out} \\

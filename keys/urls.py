@@ -13,6 +13,6 @@ urlpatterns = [
     path("<uuid:key_id>/edit/", views.key_edit, name="edit"),
     path("<uuid:key_id>/prepare-download/", views.key_prepare_download, name="prepare-download"),
     path("<uuid:key_id>/download/", views.key_download, name="download"),
-    # deactivate, activate, upload, renew, schedule-deletion, cancel-deletion (keys.operations.BUTTONS)
+    # deactivate, activate, upload, renew, schedule-deletion, cancel-deletion, recreate (keys.operations.BUTTONS)
     path("<uuid:key_id>/<slug:action>/", views.key_action, name="action"),
 ]

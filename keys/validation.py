@@ -31,28 +31,43 @@ def validate_alias(alias: str) -> None:
 
 
 def validate_tags(tags: Any) -> dict[str, str]:
-    """Return ``tags`` as a plain str→str dict if AWS would accept them, else raise a field error."""
+    """Return ``tags`` as a plain str→str dict if AWS would accept them, else raise a field error.
+
+    Every bad tag is reported at once, so a person fixes them all in one go.
+    """
     if not isinstance(tags, Mapping):
         raise ValidationError({"tags": "Tags are an object of string keys to string values."}, code="invalid_tags")
+    problems: list[ValidationError] = []
     # One tag is the portal's own (it finds keys by it); the remaining room is the user's.
     if len(tags) > MAX_TAGS - 1:
-        raise ValidationError({"tags": f"At most {MAX_TAGS - 1} tags per key."}, code="too_many_tags")
+        problems.append(ValidationError(f"At most {MAX_TAGS - 1} tags per key.", code="too_many_tags"))
     clean: dict[str, str] = {}
     for key, value in tags.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise ValidationError({"tags": "Tag keys and values must be strings."}, code="invalid_tags")
-        if not 1 <= len(key) <= 128 or not TAG_RE.match(key):
-            raise ValidationError(
-                {"tags": f"Tag key {key!r}: 1-128 letters, digits, spaces or _ . : / = + - @."}, code="invalid_tag_key"
-            )
-        if key.lower().startswith("aws:"):
-            raise ValidationError({"tags": f"Tag key {key!r}: the 'aws:' prefix is reserved."}, code="reserved_tag")
-        if key == settings.BYOK_TAG_KEY:
-            raise ValidationError({"tags": f"Tag key {key!r} is reserved for the portal."}, code="reserved_tag")
-        if len(value) > 256 or not TAG_RE.match(value):
-            raise ValidationError(
-                {"tags": f"Tag {key!r}: values are at most 256 letters, digits, spaces or _ . : / = + - @."},
-                code="invalid_tag_value",
-            )
-        clean[key] = value
+        problem = _tag_problem(key, value)
+        if problem is not None:
+            problems.append(problem)
+        else:
+            clean[key] = value
+    if problems:
+        raise ValidationError({"tags": problems})
     return clean
+
+
+def _tag_problem(key: Any, value: Any) -> ValidationError | None:
+    """What AWS would refuse about one tag, if anything."""
+    if not isinstance(key, str) or not isinstance(value, str):
+        return ValidationError("Tag keys and values must be strings.", code="invalid_tags")
+    if not 1 <= len(key) <= 128 or not TAG_RE.match(key):
+        return ValidationError(
+            f"Tag key {key!r}: 1-128 letters, digits, spaces or _ . : / = + - @.", code="invalid_tag_key"
+        )
+    if key.lower().startswith("aws:"):
+        return ValidationError(f"Tag key {key!r}: the 'aws:' prefix is reserved.", code="reserved_tag")
+    if key == settings.BYOK_TAG_KEY:
+        return ValidationError(f"Tag key {key!r} is reserved for the portal.", code="reserved_tag")
+    if len(value) > 256 or not TAG_RE.match(value):
+        return ValidationError(
+            f"Tag {key!r}: values are at most 256 letters, digits, spaces or _ . : / = + - @.",
+            code="invalid_tag_value",
+        )
+    return None

@@ -30,7 +30,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.decorators import portal_login_required
 from accounts.identity import actor_from_request
-from accounts.models import LOCAL_ISSUER, User
+from accounts.models import User
 from byok_portal.aws import AwsError
 from byok_portal.errors import NotFound, PermissionRefused, ServiceError
 from byok_portal.vocabulary import KeyState, KmsState, Operation
@@ -54,6 +54,7 @@ from keys.lifecycle import (
     expiry_horizon,
     is_expiring,
     needs_attention_q,
+    repairs_for,
 )
 from keys.models import Key
 from keys.operations import BUTTONS, REGISTRY, KeyOperation
@@ -106,9 +107,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     by_state = selectors.keys_by_state(request.user)
     keystores = with_key_counts(keystores_for(request.user).filter(state=KeystoreState.ACTIVE)).order_by("name", "id")
     # One row more than shown tells whether a "see all" link is needed, without a COUNT.
-    keystore_rows, expiring_rows, attention_rows = (
+    keystore_rows = list(keystores[: PANEL_ROWS + 1])
+    expiring_rows, attention_rows = (
         list(qs[: PANEL_ROWS + 1])
-        for qs in (keystores, selectors.expiring_keys(request.user), selectors.keys_needing_attention(request.user))
+        for qs in (selectors.expiring_keys(request.user), selectors.keys_needing_attention(request.user))
     )
     context = {
         "keystores": keystore_rows[:PANEL_ROWS],
@@ -119,6 +121,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "more_expiring": len(expiring_rows) > PANEL_ROWS,
         "attention": attention_rows[:PANEL_ROWS],
         "more_attention": len(attention_rows) > PANEL_ROWS,
+        # Keys of a keystore the portal cannot reach were not checked: never call them "in step".
+        "unreachable": [keystore for keystore in keystore_rows if keystore.last_check_ok is False],
         "warning_days": settings.BYOK_EXPIRY_WARNING_DAYS,
         "warn_before": expiry_horizon(timezone.localdate()),
         "can_create_keystores": can_create_keystores(request.user),
@@ -136,6 +140,7 @@ def apply_attention(queryset: QuerySet[Key], attention: str) -> QuerySet[Key]:
 
 
 @portal_login_required
+@never_cache
 @require_http_methods(["GET"])
 def key_list(request: HttpRequest) -> HttpResponse:
     """Keys the user can see: search, filters, state badges, expiring-soon marks, pagination.
@@ -225,9 +230,10 @@ def key_edit(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
 
 
 def offered_actions(key: Key) -> list[KeyOperation]:
-    """The buttons of the key page: the operations the lifecycle table allows in the key's state, in table order."""
+    """The buttons of the key page: the repairs the key needs first, then what its state allows, in table order."""
     by_operation = {entry.operation: entry for entry in BUTTONS.values()}
-    return [by_operation[op] for op in allowed_operations(key.state, key.key_spec) if op in by_operation]
+    operations = [*repairs_for(key.state, key.kms_state, key.key_spec), *allowed_operations(key.state, key.key_spec)]
+    return [by_operation[op] for op in operations if op in by_operation]
 
 
 def _render_confirm(
@@ -291,10 +297,7 @@ def _check_value_text(key: Key) -> str:
 def _preparer(key: Key) -> str:
     """Who prepared the pending download, by name where the portal knows them."""
     iss, sub = key.download_prepared_by_iss, key.download_prepared_by_sub
-    if iss == LOCAL_ISSUER:
-        user = User.objects.filter(username=sub).first()
-    else:
-        user = User.objects.filter(oidc_issuer=iss, oidc_subject=sub).first()
+    user = User.objects.filter(oidc_issuer=iss, oidc_subject=sub).first()
     return user.display_name if user is not None else f"{sub} ({iss})"
 
 
@@ -311,10 +314,21 @@ def _download_context(request: HttpRequest, key: Key) -> dict[str, Any]:
         "prepared_at": key.download_prepared_at,
         "expires_at": expires_at,
         "expired": services.download_preparation_expired(key),
+        "fingerprint": custody.public_key_fingerprint(key.download_public_key),
+        "can_withdraw": services.may_withdraw_download(actor, key),
+    }
+
+
+def _unwrap_context(key: Key) -> dict[str, str]:
+    """How a download of this key is wrapped and the commands that unwrap it (keys.unwrapping, as in the README)."""
+    return {
+        "wrapping_algorithm": custody.download_wrapping_algorithm(key.key_spec),
+        "unwrap_commands": unwrap_commands(key.key_spec, file=f"byok-{key.pk}-wrapped.json"),
     }
 
 
 @portal_login_required
+@never_cache
 @require_http_methods(["GET"])
 def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
     """Everything about one key, and only the actions its state allows, each with its consequence."""
@@ -333,6 +347,8 @@ def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
         "can_prepare": can_act and Operation.PREPARE_DOWNLOAD in offered,
         "can_download": can_act and Operation.DOWNLOAD in offered,
         "download": _download_context(request, key),
+        # Offered beside the pending preparation, not among the state's buttons (see _download_context).
+        "withdraw": REGISTRY[Operation.WITHDRAW_DOWNLOAD],
         "replaced_by": replaced_by,
         "replaces": replaces,
         "kms_mismatch": expected is not None and key.kms_state != expected,
@@ -342,6 +358,7 @@ def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
         "events": selectors.recent_events(key, AUDIT_EXCERPT),
         "audit_url": f"{reverse('audit:event-list')}?key={key.pk}",
         "audit_url_replaces": f"{reverse('audit:event-list')}?key={key.replaces_id}",
+        **_unwrap_context(key),
     }
     return render(request, "keys/detail.html", context)
 
@@ -350,6 +367,7 @@ def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
 
 
 @portal_login_required
+@never_cache
 @require_http_methods(["GET", "POST"])
 def key_prepare_download(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
     """First person: register the RSA public key the material will be wrapped with."""
@@ -364,10 +382,11 @@ def key_prepare_download(request: HttpRequest, key_id: uuid.UUID) -> HttpRespons
             key = REGISTRY[Operation.PREPARE_DOWNLOAD].run(actor_from_request(request), key.pk, form.cleaned_data).key
         if not form.errors:
             hours = settings.BYOK_DOWNLOAD_PREPARE_TTL_SECONDS // 3600
+            fingerprint = custody.public_key_fingerprint(key.download_public_key)
             messages.success(
                 request,
-                f"Download prepared. Another custodian — not you — can now download the wrapped key, once, "
-                f"within {hours} hours: send them this page's link.",
+                f"Download prepared for the public key {fingerprint}. Another custodian — not you — can now "
+                f"download the wrapped key, once, within {hours} hours: send them this page's link.",
             )
             return _detail(key)
     context = {"form": form, "key": key, "download": _download_context(request, key)}
@@ -387,8 +406,7 @@ def key_download(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
             "key": key,
             "download": _download_context(request, key),
             "consequence": LIFECYCLE[Operation.DOWNLOAD].consequence,
-            "wrapping_algorithm": custody.download_wrapping_algorithm(key.key_spec),
-            "unwrap_commands": unwrap_commands(key.key_spec, file=f"byok-{key.pk}-wrapped.json"),
+            **_unwrap_context(key),
         }
         return render(request, "keys/download.html", context)
     try:
@@ -396,6 +414,13 @@ def key_download(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
     except (ServiceError, AwsError) as exc:
         report_error(request, exc, doing="Download")
         return _detail(key)
+    # Shown on the next page (the key page, without JS): the file alone leaves no trace on screen.
+    messages.success(
+        request,
+        f"Downloaded byok-{wrapped.key_id}-wrapped.json. The preparation is used up. "
+        "“Unwrap a downloaded file” on the key page shows the OpenSSL commands.",
+        extra_tags="downloaded",
+    )
     document = DownloadSerializer().to_representation(wrapped)  # the same document as the API's
     response = HttpResponse(json.dumps(document, indent=2) + "\n", content_type="application/json")
     response["Content-Disposition"] = f'attachment; filename="byok-{wrapped.key_id}-wrapped.json"'

@@ -8,7 +8,7 @@ Keystores are created in the portal, where the IAM setup guide follows.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
@@ -24,13 +24,22 @@ from byok_portal.web import aws_error_text, refusal_text
 from keystores import services
 from keystores.models import Keystore, Membership, Role
 
+if TYPE_CHECKING:
+    # Typed for mypy (django-stubs); Django's own admin classes are not subscriptable at run time.
+    KeystoreModelAdmin = admin.ModelAdmin[Keystore]
+    MembershipModelAdmin = admin.ModelAdmin[Membership]
+    MembershipTabularInline = admin.TabularInline[Membership, Keystore]
+else:
+    KeystoreModelAdmin = MembershipModelAdmin = admin.ModelAdmin
+    MembershipTabularInline = admin.TabularInline
+
 
 def admin_actor(request: HttpRequest) -> Actor:
     """The platform admin acting in the admin site, under their own identity."""
     return Actor.for_user(request.user, source_ip=client_ip(request))  # type: ignore[arg-type]
 
 
-def report(model_admin: admin.ModelAdmin, request: HttpRequest, exc: Exception, what: str) -> None:
+def report(model_admin: admin.ModelAdmin[Any], request: HttpRequest, exc: Exception, what: str) -> None:
     """Show a service refusal or an AWS error as an admin message (never a 500)."""
     if isinstance(exc, AwsError):
         text = aws_error_text(exc)
@@ -41,7 +50,7 @@ def report(model_admin: admin.ModelAdmin, request: HttpRequest, exc: Exception, 
     model_admin.message_user(request, f"{what}: {text}", level=messages.ERROR)
 
 
-class MembershipInline(admin.TabularInline):
+class MembershipInline(MembershipTabularInline):
     """Members edited in place; saved through the membership services (see ``KeystoreAdmin.save_formset``)."""
 
     model = Membership
@@ -52,7 +61,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Keystore, site=admin_site)
-class KeystoreAdmin(admin.ModelAdmin):
+class KeystoreAdmin(KeystoreModelAdmin):
     """Keystores: name, role ARN and auto re-upload are editable; account, region and external id never change."""
 
     list_display = ("name", "aws_account_id", "region", "state", "last_check_ok", "last_check_at")
@@ -80,7 +89,7 @@ class KeystoreAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Keystore | None = None) -> bool:
         return False  # the "Delete keystore" action is the service's soft delete
 
-    def save_model(self, request: HttpRequest, obj: Keystore, form: ModelForm, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Keystore, form: ModelForm[Keystore], change: bool) -> None:
         changes = {field: form.cleaned_data[field] for field in form.changed_data if field in services.EDITABLE_FIELDS}
         if not changes:
             return
@@ -89,7 +98,9 @@ class KeystoreAdmin(admin.ModelAdmin):
         except (ServiceError, ValidationError) as exc:
             report(self, request, exc, "Not saved")
 
-    def save_formset(self, request: HttpRequest, form: ModelForm, formset: BaseInlineFormSet, change: bool) -> None:
+    def save_formset(
+        self, request: HttpRequest, form: ModelForm[Keystore], formset: BaseInlineFormSet[Any, Any, Any], change: bool
+    ) -> None:
         if formset.model is not Membership:
             super().save_formset(request, form, formset, change)
             return
@@ -135,7 +146,7 @@ class KeystoreAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership, site=admin_site)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(MembershipModelAdmin):
     """Who holds which role where; read here, changed on the keystore (through the services)."""
 
     list_display = ("user", "keystore", "role", "created_at")

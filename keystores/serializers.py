@@ -14,7 +14,7 @@ ROLE_ARN_PATTERN = ROLE_ARN_RE.pattern
 ACCOUNT_ID_PATTERN = r"^\d{12}$"
 
 
-class ConnectionCheckSerializer(serializers.Serializer):
+class ConnectionCheckSerializer(serializers.Serializer[Any]):
     """The outcome of the last "test connection" (AWS's error verbatim); all null until the first one."""
 
     at = serializers.DateTimeField(allow_null=True)
@@ -22,7 +22,7 @@ class ConnectionCheckSerializer(serializers.Serializer):
     error = serializers.CharField(allow_null=True, help_text="AWS's error when `ok` is false, else null.")
 
 
-class KeystoreSerializer(serializers.ModelSerializer):
+class KeystoreSerializer(serializers.ModelSerializer[Keystore]):
     """A keystore as the API shows it."""
 
     last_connection_check = serializers.SerializerMethodField()
@@ -73,7 +73,7 @@ class KeystoreUpdateSerializer(StrictSerializer):
     auto_reupload = serializers.BooleanField(required=False)
 
 
-class ConnectionTestSerializer(serializers.Serializer):
+class ConnectionTestSerializer(serializers.Serializer[Any]):
     """``POST /keystores/{id}/test-connection/``."""
 
     ok = serializers.BooleanField()
@@ -81,7 +81,7 @@ class ConnectionTestSerializer(serializers.Serializer):
     at = serializers.DateTimeField()
 
 
-class IamPolicySerializer(serializers.Serializer):
+class IamPolicySerializer(serializers.Serializer[Any]):
     """Copy-ready IAM policy documents for the keystore's role."""
 
     trust_policy = serializers.DictField(help_text="Trust policy: the portal's principal, with the external id.")

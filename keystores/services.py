@@ -11,10 +11,11 @@ from django.utils import timezone
 
 from accounts.identity import Actor
 from accounts.models import User
+from accounts.services import AmbiguousUser, resolve_user
 from audit.services import record, record_refusal
 from byok_portal import aws
 from byok_portal.aws import AwsError
-from byok_portal.errors import Conflict, NotFound, PermissionRefused
+from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceError
 from byok_portal.vocabulary import KeyState, Operation, Outcome
 from keystores.models import ROLE_ARN_RE, Keystore, KeystoreState, Membership, Role
 from keystores.selectors import can_create_keystores, require_role
@@ -37,14 +38,16 @@ ALIAS_ACTIONS = ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
 EDITABLE_FIELDS = ("name", "role_arn", "auto_reupload")
 
 
-def _require(actor: Actor, keystore: Keystore, role: Role, operation: Operation) -> None:
-    """Check the actor's role; a refusal is audited before it propagates."""
+def _require(
+    actor: Actor, keystore: Keystore, role: Role, operation: Operation, details: dict[str, Any] | None = None
+) -> None:
+    """Check the actor's role; a refusal is audited (with ``details`` of the attempt) before it propagates."""
     if actor.user is None:
         return
     try:
         require_role(actor.user, keystore, role)
     except (NotFound, PermissionRefused) as exc:
-        record_refusal(actor=actor, operation=operation, exc=exc, keystore=keystore)
+        record_refusal(actor=actor, operation=operation, exc=exc, keystore=keystore, details=details)
         raise
 
 
@@ -167,6 +170,12 @@ def keystore_test_connection(*, actor: Actor, keystore_id: Any) -> Keystore:
         kms = aws.kms_for(keystore)
         request_ids = kms.request_ids
         kms.probe()
+        if aws.role_admits_without_external_id(keystore):
+            error = (
+                f"AssumeRole: ExternalIdNotRequired: the role {keystore.role_arn} can be assumed without the external "
+                f"ID {keystore.external_id}, so anyone who knows the role could make the portal act in this account "
+                "(the confused deputy). Use the trust policy of the IAM setup guide, which requires it."
+            )
     except AwsError as exc:
         error = f"{exc.operation}: {exc.code}: {exc.message}"
     with transaction.atomic():
@@ -219,6 +228,31 @@ def iam_policies(keystore: Keystore) -> dict[str, Any]:
                     "Null": {f"aws:RequestTag/{tag}": "false"},
                 },
             },
+            # kms:KeyOrigin also matches TagResource on *existing* EXTERNAL keys, so the statement
+            # above alone would let the role adopt any customer key by adding the portal's tag, and
+            # then manage (and delete) it. This explicit Deny closes that: adding the portal's tag
+            # to an existing key that does not carry it is refused, whatever any Allow says
+            # (IAM policy evaluation logic: an explicit deny overrides any allow, IAM User Guide,
+            # reference_policies_evaluation-logic.html). It names key ARNs only, and CreateKey's
+            # tagging is not authorized against a key ARN: CreateKey "can't be controlled by a key
+            # policy because [it doesn't] involve any particular KMS key" (KMS Developer Guide,
+            # iam-policies.html), and tagging at creation needs "permission in an IAM policy that
+            # isn't restricted to particular KMS keys" (tag-permissions.html), i.e. Resource "*",
+            # which the Allow above grants. ``aws:ResourceTag`` is evaluated on existing keys only
+            # (tag-authorization.html: "resource conditions apply only to operations that use an
+            # existing resource"); ``Null: true`` means the key lacks the tag, and
+            # ``ForAnyValue:StringEquals`` on ``aws:TagKeys`` means the request adds it
+            # (IAM User Guide, reference_policies_condition-single-vs-multi-valued-context-keys.html).
+            {
+                "Sid": "NeverAdoptAnExistingKey",
+                "Effect": "Deny",
+                "Action": "kms:TagResource",
+                "Resource": key_arns,
+                "Condition": {
+                    "Null": {f"aws:ResourceTag/{tag}": "true"},
+                    "ForAnyValue:StringEquals": {"aws:TagKeys": [tag]},
+                },
+            },
             {
                 "Sid": "ManagePortalKeys",
                 "Effect": "Allow",
@@ -266,6 +300,43 @@ def membership_set(*, actor: Actor, keystore_id: Any, user: User, role: Role) ->
             details={"user": user.get_username(), "identity": list(user.identity), "role": str(role)},
         )
     return membership
+
+
+class UnknownMember(ServiceError):
+    """The add-member form names nobody (or several people); only a keystore admin gets this far."""
+
+    status = 400
+    code = "unknown_user"
+
+
+def membership_grant(*, actor: Actor, keystore_id: Any, reference: str, role: Role) -> Membership:
+    """Give the person ``reference`` names (a username or a subject) ``role`` in the keystore.
+
+    The caller's admin role is checked *before* the name is looked up, so a member
+    without it gets the same refusal whether or not the name exists: the form is not
+    a way to learn who has an account. Both the refusal and an admin's lookup of a
+    name that matches no active account are audited with the name tried.
+    """
+    keystore = _get(keystore_id)
+    reference = (reference or "").strip()[:255]
+    attempt = {"user_reference": reference, "role": str(role)}
+    _require(actor, keystore, Role.ADMIN, Operation.GRANT, details=attempt)
+    try:
+        user = resolve_user(reference, active_only=True)
+    except (NotFound, AmbiguousUser) as exc:
+        with transaction.atomic():
+            record(
+                actor=actor,
+                operation=Operation.GRANT,
+                outcome=Outcome.REFUSED,
+                keystore=keystore,
+                reason="unknown_user",
+                error=exc.detail,
+                details=attempt,
+            )
+        # A 400 about the name (the keystore itself was found): the caller is its admin.
+        raise UnknownMember(exc.detail) from exc
+    return membership_set(actor=actor, keystore_id=keystore.pk, user=user, role=role)
 
 
 def membership_remove(*, actor: Actor, keystore_id: Any, user: User) -> None:

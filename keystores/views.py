@@ -12,14 +12,13 @@ from typing import Any
 
 from django.contrib import messages
 from django.db.models import Count, OuterRef, Subquery
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.decorators import portal_login_required
 from accounts.identity import actor_from_request
-from accounts.models import User
 from byok_portal import aws
 from byok_portal.errors import NotFound, PermissionRefused, ServiceError
 from byok_portal.vocabulary import KeyState
@@ -31,7 +30,7 @@ from byok_portal.web import (
     report_error,
     service_errors_to_form,
 )
-from keystores import services
+from keystores import sandbox, services
 from keystores.filters import KeystoreFilter
 from keystores.forms import KeystoreCreateForm, KeystoreEditForm, MemberForm
 from keystores.models import ROLE_RANK, Keystore, KeystoreState, Membership, Role
@@ -88,7 +87,8 @@ def keystore_create(request: HttpRequest) -> HttpResponse:
     """Create a keystore; the next page is its IAM setup guide."""
     if not can_create_keystores(request.user):
         return forbidden(request, PermissionRefused("Creating keystores needs the keystore creator permission."))
-    form = KeystoreCreateForm(request.POST or None)
+    # In sandbox mode the form starts with values that work there (see keystores.sandbox).
+    form = KeystoreCreateForm(request.POST or None, initial=sandbox.suggested_keystore() if sandbox.enabled() else None)
     if request.method == "POST" and form.is_valid():
         with service_errors_to_form(form, request, doing="Creating the keystore"):
             keystore = services.keystore_create(actor=actor_from_request(request), **form.cleaned_data)
@@ -100,7 +100,7 @@ def keystore_create(request: HttpRequest) -> HttpResponse:
             )
             return redirect("keystores:detail", keystore_id=keystore.pk)
     status = 400 if form.errors else 200
-    return render(request, "keystores/create.html", {"form": form}, status=status)
+    return render(request, "keystores/create.html", {"form": form, "sandbox": sandbox.enabled()}, status=status)
 
 
 def _pretty(document: dict[str, Any]) -> str:
@@ -131,6 +131,7 @@ def keystore_detail(request: HttpRequest, keystore_id: str) -> HttpResponse:
         "members": members_of(keystore),
         "member_form": MemberForm(),
         "delete_consequence": DELETE_CONSEQUENCE,
+        "sandbox": sandbox.enabled(),
     }
     return render(request, "keystores/detail.html", context)
 
@@ -175,6 +176,28 @@ def keystore_test_connection(request: HttpRequest, keystore_id: str) -> HttpResp
     return redirect(f"{keystore_url(keystore)}#connection")
 
 
+@portal_login_required
+@require_POST
+def keystore_sandbox_create_role(request: HttpRequest, keystore_id: str) -> HttpResponse:
+    """Sandbox mode only: create the keystore's role there, with the generated policies (admins)."""
+    if not sandbox.enabled():
+        raise Http404("Roles are created in AWS, with your own credentials.")
+    keystore = fetch_or_404(lambda: get_keystore_for(request.user, keystore_id))
+    if role_in(request.user, keystore) != Role.ADMIN or keystore.is_deleted:
+        return forbidden(request, PermissionRefused(f"Setting up the role needs the admin role in “{keystore.name}”."))
+    try:
+        sandbox.create_role(keystore)
+    except aws.AwsError as exc:
+        report_error(request, exc, doing="Creating the role in the sandbox")
+    else:
+        messages.success(
+            request,
+            f"Role {keystore.role_arn} created in the sandbox with the trust and permissions policies of the IAM "
+            "setup guide. Test the connection now.",
+        )
+    return redirect(f"{keystore_url(keystore)}#connection")
+
+
 def keystore_url(keystore: Keystore) -> str:
     return reverse("keystores:detail", kwargs={"keystore_id": keystore.pk})
 
@@ -203,24 +226,33 @@ def keystore_delete(request: HttpRequest, keystore_id: str) -> HttpResponse:
 @portal_login_required
 @require_POST
 def member_set(request: HttpRequest, keystore_id: str) -> HttpResponse:
-    """Add a member or change a member's role (admins)."""
-    keystore = fetch_or_404(lambda: get_keystore_for(request.user, keystore_id))
+    """Add a member or change a member's role (admins).
+
+    A named person goes straight to the service, which checks the caller's role
+    before the name and audits every refusal, an outsider's included (then a 404,
+    as for a keystore that does not exist).
+    """
     form = MemberForm(request.POST)
     if not form.is_valid():
+        keystore = fetch_or_404(lambda: get_keystore_for(request.user, keystore_id))
         for field, errors in form.errors.items():
             label = form.fields[field].label if field in form.fields else "Member"
             for error in errors:
                 messages.error(request, f"{label}: {error}", extra_tags="refused")
         return redirect(f"{keystore_url(keystore)}#members")
-    user: User = form.cleaned_data["user"]
     role = Role(form.cleaned_data["role"])
     try:
-        services.membership_set(actor=actor_from_request(request), keystore_id=keystore.pk, user=user, role=role)
+        membership = services.membership_grant(
+            actor=actor_from_request(request), keystore_id=keystore_id, reference=form.cleaned_data["user"], role=role
+        )
+    except NotFound as exc:
+        raise Http404(exc.detail) from exc
     except ServiceError as exc:
         report_error(request, exc, doing="Changing the members")
     else:
-        messages.success(request, f"{user.display_name} is now {role.label.lower()} of “{keystore.name}”.")
-    return redirect(f"{keystore_url(keystore)}#members")
+        name = membership.user.display_name
+        messages.success(request, f"{name} is now {role.label.lower()} of “{membership.keystore.name}”.")
+    return redirect(reverse("keystores:detail", kwargs={"keystore_id": keystore_id}) + "#members")
 
 
 @portal_login_required

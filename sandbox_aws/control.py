@@ -9,7 +9,7 @@ Endpoints (JSON in and out):
 
 - ``GET  /_sandbox/kms/<account>/<region>/keys/<key_id>`` → key summary (see :func:`key_summary`)
 - ``POST /_sandbox/kms/<account>/<region>/keys/<key_id>/purge`` → ``{"key_id": ..., "purged": true}``
-- ``POST /_sandbox/reset`` → ``{"reset": true}``
+- ``POST /_sandbox/reset`` → ``{"reset": true}`` (the state file, if any, is emptied too)
 - ``GET  /_sandbox/calls`` → ``{"KMS.CreateKey": 1, "STS.AssumeRole": 2, ...}``
 - ``POST /_sandbox/calls/reset`` → ``{}``
 """
@@ -30,6 +30,7 @@ from moto.core.responses import BaseResponse
 from moto.kms.models import kms_backends
 from moto.moto_api._internal.models import moto_api_backend
 
+from sandbox_aws import state
 from sandbox_aws.kms import SandboxKey, SandboxKmsBackend, material_fingerprint
 from sandbox_aws.locking import SANDBOX_LOCK
 
@@ -59,9 +60,14 @@ def _service_id(service_name: str) -> str:
 def _counting_call_action(original: Callable[[BaseResponse], Any]) -> Callable[[BaseResponse], Any]:
     def call_action(self: BaseResponse) -> Any:
         with SANDBOX_LOCK:
+            action = self._get_action()
             # Counted before running, so refused calls count too: they are AWS round trips.
-            _calls[f"{_service_id(self.boto3_service_name)}.{self._get_action()}"] += 1
-            return original(self)
+            _calls[f"{_service_id(self.boto3_service_name)}.{action}"] += 1
+            try:
+                return original(self)
+            finally:
+                # Before the response leaves: what a caller was told survives a restart.
+                state.after_call(action)
 
     call_action.sandbox_wrapped = True  # type: ignore[attr-defined]  # marker that makes install() idempotent
     return call_action
@@ -87,10 +93,11 @@ def reset_call_counts() -> None:
 
 
 def reset_everything() -> None:
-    """Forget all AWS state (every service, account and region) and the call counts."""
+    """Forget all AWS state (every service, account and region) and the call counts, on disk too."""
     with SANDBOX_LOCK:
         moto_api_backend.reset()
         _calls.clear()
+        state.after_change()
 
 
 # -- key inspection ----------------------------------------------------------------------
@@ -159,6 +166,7 @@ def _handle_key(method: str, account: str, region: str, key_id: str, purge: bool
         if purge:
             # As at the end of the deletion window: the key, its aliases and tags are gone.
             backend.delete_key(key.id)
+            state.after_change()
             return {"key_id": key.id, "purged": True}
         return key_summary(backend, key)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from sandbox_aws import control, kms, partitions, sts
+from sandbox_aws import control, kms, partitions, state, sts
 
 
 def install_patches() -> None:
@@ -24,11 +25,20 @@ class SandboxServer:
     ``port=0`` lets the OS choose a free port; :meth:`start` returns the base URL to
     pass to boto3 as ``endpoint_url``. State lives in this process's moto backends, so
     two servers in one process share it.
+
+    With ``state_path`` the state is also kept in that file (see :mod:`sandbox_aws.state`):
+    :meth:`start` replaces whatever is in memory with the file's content (or with nothing,
+    if there is no file yet, or if ``reset`` asks to forget it), and every change is
+    written back before its response. One such server per process at a time.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, state_path: Path | None = None, reset: bool = False
+    ) -> None:
         self.host = host
         self.port = port
+        self.state_file = state.StateFile(state_path) if state_path is not None else None
+        self.reset = reset
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -44,10 +54,17 @@ class SandboxServer:
         if self._server is not None:
             return self.url
         install_patches()
+        if self.state_file is not None:
+            self._open_state(self.state_file)
         app = control.with_control_api(DomainDispatcherApplication(create_backend_app))
         # Binding happens here, in the caller's thread: once start() returns, the port
         # accepts connections, so there is no readiness race.
-        self._server = make_server(self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler)
+        try:
+            self._server = make_server(self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler)
+        except BaseException:
+            if self.state_file is not None:
+                state.activate(None)
+            raise
         self._thread = threading.Thread(target=self._server.serve_forever, name="sandbox-aws", daemon=True)
         self._thread.start()
         return self.url
@@ -62,3 +79,18 @@ class SandboxServer:
             self._thread.join()
         self._server = None
         self._thread = None
+        if self.state_file is not None and state.active() is self.state_file:
+            state.activate(None)
+
+    def _open_state(self, state_file: state.StateFile) -> None:
+        state.activate(state_file)
+        try:
+            if self.reset:
+                state_file.remove()
+                # Only the first start forgets: a restart of this server keeps what it saved since.
+                self.reset = False
+            if not state_file.load():
+                control.reset_everything()
+        except BaseException:
+            state.activate(None)
+            raise

@@ -1,10 +1,17 @@
-"""STS AssumeRole with the confused-deputy check AWS applies through a role's trust policy.
+"""STS AssumeRole as AWS answers it: only an existing role, only as its trust policy allows.
 
-moto lets anyone assume any role ARN, which keeps ``make run`` free of IAM setup, and
-the sandbox keeps that. But when a role with that ARN *exists* in the sandbox's IAM and
-its trust policy makes ``sts:ExternalId`` a condition, the ExternalId must match, as on
-AWS; otherwise the call is refused with ``AccessDenied``. Principals, other condition
-keys and Deny statements are not evaluated: the sandbox is not an IAM policy engine.
+moto lets anyone assume any role ARN, even one that was never created. The sandbox does
+what AWS does instead: AssumeRole is refused with ``AccessDenied`` unless the role exists
+in the sandbox's IAM and its trust policy has an ``Allow`` statement for
+``sts:AssumeRole`` whose ``sts:ExternalId`` conditions the call meets. So "Test
+connection" in the portal fails until the role is created with the trust policy the
+portal generates, exactly as it would against AWS. Principals, other condition keys and
+Deny statements are not evaluated: the sandbox is not an IAM policy engine.
+
+To create roles at all, every account has a role :data:`ACCOUNT_ADMIN_ROLE` that anyone
+may assume, standing in for the account's administrator (on AWS: the role AWS
+Organizations creates in member accounts for the management account). Through it, the
+IAM API creates roles exactly as an administrator would on AWS.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from moto.core.exceptions import AccessDeniedError
+from moto.core.exceptions import AccessDeniedError, InvalidClientTokenIdError, JsonRESTError
+from moto.core.responses import BaseResponse
 from moto.iam.exceptions import NotFoundException
 from moto.iam.models import iam_backends
 from moto.sts.exceptions import STSValidationError
@@ -26,6 +34,7 @@ ROLE_ARN = re.compile(r"^arn:(?P<partition>aws[a-z-]*):iam::(?P<account>\d{12}):
 EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 EXTERNAL_ID_CONDITION_KEY = "sts:externalid"
 ASSUME_ROLE_ACTIONS = {"sts:assumerole", "sts:*", "*"}
+ACCOUNT_ADMIN_ROLE = "OrganizationAccountAccessRole"
 
 
 class AccessDenied(AccessDeniedError):
@@ -83,37 +92,46 @@ def trust_policy_admits(document: str, external_id: str | None) -> bool:
         and statement.get("Effect") == "Allow"
         and any(str(action).lower() in ASSUME_ROLE_ACTIONS for action in _as_list(statement.get("Action", [])))
     ]
-    if not statements:
-        # Nothing about AssumeRole in the policy: keep moto's permissive behaviour.
-        return True
+    # Nothing allows AssumeRole: denied, as IAM denies whatever no statement allows.
     return any(_statement_allows(statement, external_id) for statement in statements)
 
 
-def check_external_id(role_arn: str, external_id: str | None) -> None:
-    """Refuse AssumeRole like AWS when an existing role's trust policy wants another ExternalId."""
+def _existing_role(match: re.Match[str], role_arn: str) -> Any | None:
+    # Only look where a role could exist: never create IAM state for a mere lookup.
+    if match["account"] not in iam_backends:
+        return None
+    account_iam = iam_backends[match["account"]]
+    if match["partition"] not in account_iam:
+        return None
+    try:
+        return account_iam[match["partition"]].get_role_by_arn(role_arn)
+    except NotFoundException:
+        return None
+
+
+def check_assume_role(role_arn: str, external_id: str | None) -> None:
+    """Refuse AssumeRole like AWS: a role that does not exist, or whose trust policy does not admit the call."""
     if external_id is not None and not EXTERNAL_ID.match(external_id):
         raise STSValidationError(
             f"1 validation error detected: Value '{external_id}' at 'externalId' failed to satisfy constraint: "
             r"Member must satisfy regular expression pattern: [\w+=,.@:/-]*"
         )
     match = ROLE_ARN.match(role_arn or "")
-    # Only look where a role could exist: never create IAM state for a mere lookup.
-    if match is None or match["account"] not in iam_backends:
-        return
-    account_iam = iam_backends[match["account"]]
-    if match["partition"] not in account_iam:
-        return
-    try:
-        role = account_iam[match["partition"]].get_role_by_arn(role_arn)
-    except NotFoundException:
-        return
+    if match is None:
+        # AWS answers a malformed ARN with the same AccessDenied as a missing role.
+        raise AccessDenied(role_arn)
+    role = _existing_role(match, role_arn)
+    if role is None:
+        if role_arn.split(":role/", 1)[1] == ACCOUNT_ADMIN_ROLE:
+            return
+        raise AccessDenied(role_arn)
     if not trust_policy_admits(role.assume_role_policy_document, external_id):
         raise AccessDenied(role_arn)
 
 
 def _wrap_assume_role(original: Callable[..., Any]) -> Callable[..., Any]:
     def assume_role(self: STSBackend, **kwargs: Any) -> Any:
-        check_external_id(kwargs.get("role_arn", ""), kwargs.get("external_id"))
+        check_assume_role(kwargs.get("role_arn", ""), kwargs.get("external_id"))
         return original(self, **kwargs)
 
     assume_role.__doc__ = original.__doc__
@@ -121,8 +139,49 @@ def _wrap_assume_role(original: Callable[..., Any]) -> Callable[..., Any]:
     return assume_role
 
 
+# -- temporary credentials the sandbox never issued -------------------------------------
+
+TEMPORARY_ACCESS_KEY_PREFIX = "ASIA"
+INVALID_TOKEN_MESSAGE = "The security token included in the request is invalid."  # noqa: S105  # AWS's words
+
+
+def _issued(access_key: str) -> bool:
+    return any(
+        access_key in backend.access_keys
+        for account_backends in list(iam_backends.values())
+        for backend in list(account_backends.values())
+    )
+
+
+def check_credentials(response: BaseResponse) -> None:
+    """Refuse temporary credentials the sandbox does not know (e.g. from before a reset), as AWS does.
+
+    moto would let them through into its default account, where every key is "not
+    found" and new keys land in the wrong account. Long-term keys (``sandbox``,
+    ``testing``) keep mapping to the default account, as they always did.
+    """
+    access_key = response.get_access_key()
+    if not access_key.startswith(TEMPORARY_ACCESS_KEY_PREFIX) or _issued(access_key):
+        return
+    if response.boto3_service_name == "kms":  # JSON protocol: AWS's KMS error
+        raise JsonRESTError("UnrecognizedClientException", INVALID_TOKEN_MESSAGE)
+    raise InvalidClientTokenIdError()
+
+
+def _wrap_authenticate(original: Callable[..., Any]) -> Callable[..., Any]:
+    def authenticate(self: BaseResponse, *args: Any, **kwargs: Any) -> Any:
+        check_credentials(self)
+        return original(self, *args, **kwargs)
+
+    authenticate.sandbox_wrapped = True  # type: ignore[attr-defined]  # marker that makes install() idempotent
+    return authenticate
+
+
 def install() -> None:
-    """Add the ExternalId check to moto's STS. Idempotent."""
+    """Add the role, trust-policy and credential checks to moto. Idempotent."""
+    authenticate = BaseResponse._authenticate_and_authorize_normal_action
+    if not getattr(authenticate, "sandbox_wrapped", False):
+        BaseResponse._authenticate_and_authorize_normal_action = _wrap_authenticate(authenticate)  # type: ignore[method-assign]
     if getattr(STSBackend.assume_role, "sandbox_wrapped", False):
         return
     STSBackend.assume_role = _wrap_assume_role(STSBackend.assume_role)  # type: ignore[method-assign]

@@ -106,6 +106,15 @@ def new_account_id() -> str:
     return str(secrets.randbelow(9 * 10**11) + 10**11)
 
 
+def create_sandbox_role(keystore: Any) -> Any:
+    """Create the keystore's role in the sandbox, as its IAM setup guide says: the sandbox's STS only
+    lets the portal assume a role that exists, with the keystore's ExternalId in its trust policy."""
+    from keystores import sandbox
+
+    sandbox.create_role(keystore)
+    return keystore
+
+
 @pytest.fixture
 def keystore(people: People, aws_sandbox: str) -> Any:
     """A keystore in a fresh sandbox account: alice admin, bob and carol custodians, dan auditor."""
@@ -122,4 +131,4 @@ def keystore(people: People, aws_sandbox: str) -> Any:
     )
     for user, role in ((people.bob, Role.CUSTODIAN), (people.carol, Role.CUSTODIAN), (people.dan, Role.AUDITOR)):
         membership_set(actor=people.actor(people.alice), keystore_id=store.pk, user=user, role=role)
-    return store
+    return create_sandbox_role(store)

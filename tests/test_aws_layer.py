@@ -17,7 +17,7 @@ import time_machine
 from byok_portal import aws
 from byok_portal.aws import AwsError
 from keystores.models import Keystore
-from tests.conftest import REGION, new_account_id
+from tests.conftest import REGION, create_sandbox_role, new_account_id
 from tests.keys.helpers import account_admin_iam
 
 pytestmark = pytest.mark.django_db
@@ -69,7 +69,7 @@ def test_the_role_is_assumed_with_the_keystores_external_id(aws_sandbox: str) ->
 
 
 def test_credentials_are_assumed_once_per_keystore_and_renewed_before_they_expire(aws_sandbox: str) -> None:
-    first, second = make_keystore(), make_keystore()
+    first, second = create_sandbox_role(make_keystore()), create_sandbox_role(make_keystore())
     start = calls(aws_sandbox).get("STS.AssumeRole", 0)
     for _ in range(5):
         aws.kms_for(first).probe()
@@ -84,7 +84,7 @@ def test_credentials_are_assumed_once_per_keystore_and_renewed_before_they_expir
 
 
 def test_aws_errors_keep_awss_code_message_and_request_id(aws_sandbox: str) -> None:
-    kms = aws.kms_for(make_keystore())
+    kms = aws.kms_for(create_sandbox_role(make_keystore()))
     with pytest.raises(AwsError) as failure:
         kms.describe("11111111-2222-3333-4444-555555555555")
     error = failure.value

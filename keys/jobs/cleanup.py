@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,7 +37,9 @@ class CleanupSummary:
     batches: int = 0
 
 
-def cleanup_due_keys(*, actor: Actor, now: dt.datetime | None = None, batch_size: int | None = None) -> CleanupSummary:
+def cleanup_due_keys(
+    *, actor: Actor, now: dt.datetime | None = None, batch_size: int | None = None, until: float | None = None
+) -> CleanupSummary:
     """Move every key whose deletion grace period is over to ``DELETED`` and destroy its material.
 
     Works in batches of ``batch_size`` keys (``BYOK_CLEANUP_BATCH_SIZE``), oldest
@@ -48,6 +51,9 @@ def cleanup_due_keys(*, actor: Actor, now: dt.datetime | None = None, batch_size
     (two workers, a redelivered task) takes other keys or none, and a key a
     lifecycle operation is holding is left for the next run. Once a batch commits
     its keys are ``DELETED`` and no run selects them again.
+
+    Past ``until`` (a ``time.monotonic()`` value) no new batch starts: the task
+    hands the rest to a new task, so none runs near the broker's visibility timeout.
     """
     moment = now or timezone.now()
     size = batch_size or settings.BYOK_CLEANUP_BATCH_SIZE
@@ -66,6 +72,8 @@ def cleanup_due_keys(*, actor: Actor, now: dt.datetime | None = None, batch_size
             _clean_batch(actor, batch)
         summary.cleaned += len(batch)
         summary.batches += 1
+        if until is not None and time.monotonic() >= until:
+            break
     if summary.cleaned:
         logger.info("cleanup finished", extra={"cleaned": summary.cleaned, "batches": summary.batches})
     return summary

@@ -1,5 +1,9 @@
 """Reconciliation with KMS: what each KMS key really is, compared with what the portal says.
 
+Before the keys are compared, interrupted work is finished or undone (the creation
+journal) and KMS is scanned for portal-tagged keys no row owns (orphans, and aliases
+stranded on them), so what those repairs change is not reported as drift.
+
 Celery tasks (:mod:`keys.tasks`) and ``byok_reconcile`` are thin callers. Idempotent:
 reconciliation audits only a *change* of drift, so a repeated run adds nothing.
 """
@@ -28,7 +32,13 @@ from keys import custody, services
 from keys.lifecycle import expected_kms_state
 from keys.models import Key
 from keys.operations import REGISTRY
-from keys.selectors import live_key_for_reconciliation, reconcilable
+from keys.selectors import (
+    creation_in_progress,
+    kms_key_owned,
+    live_key_for_reconciliation,
+    portal_kms_arns,
+    reconcilable,
+)
 from keystores.models import Keystore, KeystoreState
 
 logger = logging.getLogger("byok.jobs")
@@ -94,6 +104,7 @@ class Observation:
 
 
 MATERIAL_MISSING = "material_missing"
+KMS_KEY_GONE = "kms_key_gone"
 
 
 def _state_findings(key: Key, info: KmsKeyInfo) -> list[Finding]:
@@ -196,12 +207,15 @@ def observe(key: Key, kms: KmsSession, limiter: RateLimiter) -> Observation:
         if exc.code != NOT_FOUND_CODE:
             raise
         # A key pending deletion disappears from AWS when its window ends: that is the plan, not drift.
-        gone = (
-            []
-            if key.state == KeyState.PENDING_DELETION
-            else [Finding("kms_key_gone", f"The KMS key {key.kms_key_arn} no longer exists in AWS.")]
+        if key.state == KeyState.PENDING_DELETION:
+            return Observation(KmsState.UNKNOWN, "", (), tuple(kms.request_ids[first_request:]))
+        # Nothing but "Recreate in KMS" can repair this: every other operation needs the KMS key.
+        gone = Finding(
+            KMS_KEY_GONE,
+            f"The KMS key {key.kms_key_arn} no longer exists in AWS (NotFoundException). Recreate it in KMS with "
+            "this key's material.",
         )
-        return Observation(KmsState.UNKNOWN, "", tuple(gone), tuple(kms.request_ids[first_request:]))
+        return Observation(KmsState.MISSING, "", (gone,), tuple(kms.request_ids[first_request:]))
     findings = (
         _state_findings(key, info)
         + _public_key_findings(key, info, kms, limiter)
@@ -338,19 +352,34 @@ def reconcile_key(
 
 
 def reconcile_keystore(
-    keystore_id: uuid.UUID, *, actor: Actor, after: uuid.UUID | None = None, limit: int | None = None
+    keystore_id: uuid.UUID,
+    *,
+    actor: Actor,
+    after: uuid.UUID | None = None,
+    limit: int | None = None,
+    until: float | None = None,
 ) -> tuple[ReconcileSummary, uuid.UUID | None]:
     """Reconcile the keystore's keys in id order, starting after ``after``, at most ``limit`` of them.
 
     Returns the summary and the id to continue after (None when the keystore is
     done), so a large keystore is worked through in bounded chunks. One KMS
-    session and one rate limiter serve the whole chunk.
+    session and one rate limiter serve the whole chunk. Past ``until`` (a
+    ``time.monotonic()`` value; a slow AWS) the chunk ends early, at the key it reached.
     """
     summary = ReconcileSummary(keystores=1 if after is None else 0)
     keystore = Keystore.objects.filter(pk=keystore_id, state=KeystoreState.ACTIVE).first()
     if keystore is None:
         return summary, None
-    kms = aws.kms_for(keystore)  # an AssumeRole failure fails the chunk: nothing could be checked
+    if after is None:
+        # A fresh AssumeRole per run proves the role still works (a cached session may outlive it).
+        aws.credential_cache.clear_for(keystore)
+    try:
+        kms = aws.kms_for(keystore)
+    except AwsError as exc:
+        # Nothing could be checked: say so where people look (the keystore's connection), not "in step".
+        _note_connection(actor, keystore, f"{exc.operation}: {exc.code}: {exc.message}")
+        raise
+    _note_connection(actor, keystore, "")
     limiter = default_rate_limiter()
     page_size = min(limit, 500) if limit else 500
     seen = 0
@@ -371,10 +400,40 @@ def reconcile_keystore(
                     "reconciliation could not ask KMS",
                     extra={"key_id": str(key_id), "keystore_id": str(keystore.pk), "aws_code": exc.code},
                 )
+            if until is not None and time.monotonic() >= until:
+                more = reconcilable(keystore.pk).filter(id__gt=key_id).exists()
+                return summary, key_id if more else None
         last, seen = ids[-1], seen + len(ids)
         if limit is not None and seen >= limit:
             more = reconcilable(keystore.pk).filter(id__gt=last).exists()
             return summary, last if more else None
+
+
+def _note_connection(actor: Actor, keystore: Keystore, error: str) -> None:
+    """Record that reconciliation could not reach the keystore, or could again; audit only a change.
+
+    Its connection status is what the keystore list, the keystore page and the
+    dashboard show, so a keystore whose role vanished is not taken for one in step.
+    """
+    unchanged = (
+        keystore.last_check_ok is False and keystore.last_check_error == error
+        if error
+        else keystore.last_check_ok is not False
+    )
+    if unchanged:
+        return
+    with transaction.atomic():
+        Keystore.objects.filter(pk=keystore.pk).update(
+            last_check_at=timezone.now(), last_check_ok=not error, last_check_error=error
+        )
+        record(
+            actor=actor,
+            operation=Operation.RECONCILE,
+            outcome=Outcome.FAILED if error else Outcome.SUCCESS,
+            keystore=keystore,
+            reason="connection_failed" if error else "connection_restored",
+            error=error,
+        )
 
 
 def recover_interrupted_creations(*, actor: Actor) -> int:
@@ -386,9 +445,136 @@ def recover_interrupted_creations(*, actor: Actor) -> int:
         return 0
 
 
+# --- KMS keys the portal made but no row owns -------------------------------------------
+
+
+def _still_unowned(arn: str, tagged_id: str) -> bool:
+    """Checked again just before acting, journal first: a creation commits its Key row, then drops its journal."""
+    if creation_in_progress(tagged_id):
+        return False  # recover_pending_creations decides once its creator is gone
+    return not kms_key_owned(arn)
+
+
+@dataclass
+class SweepResult:
+    """What one :func:`sweep_untracked_kms_keys` call did, and the ListKeys marker to go on from (None: done)."""
+
+    resolved: int = 0
+    resume_marker: str | None = None
+
+
+def sweep_untracked_kms_keys(
+    keystore_id: uuid.UUID,
+    *,
+    actor: Actor,
+    kms: KmsSession | None = None,
+    limiter: RateLimiter | None = None,
+    marker: str | None = None,
+    until: float | None = None,
+) -> SweepResult:
+    """Scan KMS for keys carrying the portal's tag that no portal row owns; schedule each for deletion.
+
+    Such keys come from a CreateKey that AWS executed but whose answer was lost
+    (botocore's retry made a second key, which the portal kept), or from any other
+    half-finished creation whose journal is gone. Aliases left pointing at them
+    are repaired: repointed to the live portal key that owns the alias name, else
+    deleted (so the next create with that alias works). Each orphan is one audit event.
+
+    Only unowned ARNs cost a ListResourceTags; the keys the portal owns are known
+    from its rows. Works page by page from ``marker``; past ``until`` (a
+    ``time.monotonic()`` value) it stops after the current page and returns where
+    to resume, so a task never outlives its time budget.
+    """
+    result = SweepResult()
+    keystore = Keystore.objects.filter(pk=keystore_id, state=KeystoreState.ACTIVE).first()
+    if keystore is None:
+        return result
+    kms = kms or aws.kms_for(keystore)
+    limiter = limiter or default_rate_limiter()
+    owned = portal_kms_arns(keystore)
+    aliases: dict[str, list[str]] | None = None
+    while True:
+        arns, marker = kms.key_arns_page(marker)
+        candidates = _untracked(kms, limiter, [arn for arn in arns if arn not in owned])
+        if candidates and aliases is None:
+            aliases = {}
+            for alias, target in kms.alias_targets():
+                aliases.setdefault(target, []).append(alias)
+        for arn, tagged_id in candidates:
+            if _still_unowned(arn, tagged_id):
+                key_aliases = (aliases or {}).get(arn.rsplit("/", 1)[-1], [])
+                result.resolved += _remove_orphan(actor, keystore, kms, limiter, arn, tagged_id, key_aliases)
+        if marker is None:
+            return result
+        if until is not None and time.monotonic() >= until:
+            result.resume_marker = marker
+            return result
+
+
+def _untracked(kms: KmsSession, limiter: RateLimiter, arns: list[str]) -> list[tuple[str, str]]:
+    """``(arn, portal key id)`` of the keys among ``arns`` that carry the portal's tag."""
+    found = []
+    for arn in arns:
+        try:
+            tags = limiter.call(kms.tags_of, arn.rsplit("/", 1)[-1])
+        except AwsError:
+            continue  # AWS-managed or foreign keys the role may not read: not the portal's
+        tagged_id = tags.get(settings.BYOK_TAG_KEY, "")
+        if services.is_portal_key_id(tagged_id):
+            found.append((arn, tagged_id))
+    return found
+
+
+def _remove_orphan(
+    actor: Actor,
+    keystore: Keystore,
+    kms: KmsSession,
+    limiter: RateLimiter,
+    arn: str,
+    tagged_id: str,
+    aliases: list[str],
+) -> int:
+    first_request = len(kms.request_ids)
+    repointed, deleted = services.release_stranded_aliases(kms, keystore, aliases)
+    info = limiter.call(kms.describe, arn.rsplit("/", 1)[-1])
+    scheduled = info.state != KmsState.PENDING_DELETION
+    if scheduled:
+        services.schedule_orphan_deletion(kms, arn)
+    if not (scheduled or repointed or deleted):
+        return 0  # already on its way out, nothing pointing at it: nothing to do or say
+    with transaction.atomic():
+        record(
+            actor=actor,
+            operation=Operation.RECONCILE,
+            outcome=Outcome.SUCCESS,
+            keystore=keystore,
+            reason="orphan_removed",
+            kms_request_ids=kms.request_ids[first_request:],
+            details={
+                "found_by": "kms_scan",
+                "kms_key": arn,
+                "tagged_key_id": tagged_id,
+                "scheduled_for_deletion": scheduled,
+                "aliases_repointed": repointed,
+                "aliases_deleted": deleted,
+            },
+        )
+    logger.warning(
+        "untracked portal KMS key scheduled for deletion",
+        extra={"event": "kms_orphan", "keystore_id": str(keystore.pk), "kms_key": arn, "tagged_key_id": tagged_id},
+    )
+    return 1
+
+
 def reconcile_everything(*, actor: Actor) -> ReconcileSummary:
-    """Every managed key of every active keystore, then interrupted creations: ``byok_reconcile``, synchronously."""
+    """Interrupted work and the KMS scan first, then every managed key of every active keystore.
+
+    ``byok_reconcile``, synchronously. Interrupted creations and operations are
+    finished or undone, and orphans and their aliases repaired, before keys are
+    compared with KMS, so what those repairs change is not reported as drift.
+    """
     total = ReconcileSummary()
+    recovered = recover_interrupted_creations(actor=actor) + sweep_every_keystore(actor=actor)
     for keystore_id in Keystore.objects.filter(state=KeystoreState.ACTIVE).order_by("id").values_list("id", flat=True):
         try:
             summary, _ = reconcile_keystore(keystore_id, actor=actor)
@@ -401,5 +587,19 @@ def reconcile_everything(*, actor: Actor) -> ReconcileSummary:
             )
             continue
         total.merge(summary)
-    total.orphans_resolved = recover_interrupted_creations(actor=actor)
+    total.orphans_resolved = recovered
     return total
+
+
+def sweep_every_keystore(*, actor: Actor) -> int:
+    """:func:`sweep_untracked_kms_keys` for every active keystore; one unreachable keystore stops none other."""
+    resolved = 0
+    for keystore_id in Keystore.objects.filter(state=KeystoreState.ACTIVE).order_by("id").values_list("id", flat=True):
+        try:
+            resolved += sweep_untracked_kms_keys(keystore_id, actor=actor).resolved
+        except AwsError as exc:
+            logger.warning(
+                "could not scan the keystore for untracked KMS keys",
+                extra={"keystore_id": str(keystore_id), "aws_code": exc.code},
+            )
+    return resolved

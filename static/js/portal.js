@@ -72,9 +72,7 @@
   function setupSubmitOnce() {
     document.querySelectorAll("form[method=post]").forEach(function (form) {
       if (form.hasAttribute("data-download")) {
-        // A download leaves the page as it is; once the file is on its way, show the key (the preparation is used up).
-        var next = form.getAttribute("data-download");
-        if (next) form.addEventListener("submit", function () { window.setTimeout(function () { window.location.assign(next); }, 1500); });
+        setupDownload(form);
         return;
       }
       form.addEventListener("submit", function () {
@@ -85,14 +83,68 @@
     });
   }
 
-  /* Wide tables scroll sideways; keyboard users must be able to reach and scroll them too. */
-  function setupScrollRegions() {
-    document.querySelectorAll(".table-scroll").forEach(function (region) {
-      if (region.scrollWidth <= region.clientWidth) return;
-      region.tabIndex = 0;
-      region.setAttribute("role", "region");
-      var caption = region.querySelector("caption");
-      region.setAttribute("aria-label", caption ? caption.textContent.trim() : "Scrollable table");
+  /* The download form: a plain POST answers with the file and leaves the page as it was, so nobody could tell
+     the download happened. With JS the file is fetched, saved, and the page says so in place of the button
+     (the button goes: the preparation is used up).
+     Any answer that is not the file (a refusal redirects to the key page with the reason) is shown as a page. */
+  function setupDownload(form) {
+    var status = document.getElementById(form.getAttribute("data-download-status"));
+    form.addEventListener("submit", function (event) {
+      if (!window.fetch || !status) return;
+      event.preventDefault();
+      var button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      fetch(form.action, { method: "POST", body: new FormData(form), credentials: "same-origin" })
+        .then(function (response) {
+          var disposition = response.headers.get("Content-Disposition") || "";
+          if (!response.ok || disposition.indexOf("attachment") !== 0) {
+            window.location.assign(response.url);
+            return null;
+          }
+          return response.blob().then(function (blob) {
+            var name = form.getAttribute("data-download");
+            var link = document.createElement("a");
+            link.href = URL.createObjectURL(blob);
+            link.download = name;
+            document.body.appendChild(link);
+            link.click();
+            link.remove();
+            button.hidden = true;  // used up; "Back to the key" stays
+            status.textContent = "Downloaded " + name + ". The preparation is used up: a new download must be " +
+              "prepared again. Unwrap the file and check its KCV with the commands below.";
+            status.hidden = false;
+            status.focus();
+          });
+        })
+        .catch(function () {
+          button.disabled = false;
+          status.textContent = "The download failed (no connection?). Try again.";
+          status.hidden = false;
+        });
+    });
+  }
+
+  /* The narrow-screen menu: a disclosure button. (Without JS the "Menu" link opens it through :target.) */
+  function setupMenu() {
+    var toggle = document.querySelector(".menu-toggle");
+    var menu = document.getElementById("site-menu");
+    if (!toggle || !menu) return;
+    document.documentElement.classList.add("js");
+    toggle.setAttribute("role", "button");
+    toggle.setAttribute("aria-expanded", "false");
+    function set(open) {
+      menu.classList.toggle("open", open);
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+    }
+    toggle.addEventListener("click", function (event) {
+      event.preventDefault();
+      set(!menu.classList.contains("open"));
+    });
+    toggle.addEventListener("keydown", function (event) {
+      if (event.key === " ") { event.preventDefault(); set(!menu.classList.contains("open")); }
+    });
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "Escape" && menu.classList.contains("open")) { set(false); toggle.focus(); }
     });
   }
 
@@ -112,7 +164,7 @@
     setupCopyButtons();
     setupDialogs();
     setupSubmitOnce();
-    setupScrollRegions();
+    setupMenu();
     focusFirstError();
   });
 })();

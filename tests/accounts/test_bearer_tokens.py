@@ -164,3 +164,30 @@ def test_a_login_token_with_another_nonce_is_refused(oidc_settings: OIDCProvider
     with pytest.raises(InvalidIDToken, match="nonce"):
         verify_id_token(token, nonce="the-one-we-sent")
     assert verify_id_token(token, nonce="sent-by-someone-else")["sub"] == "s"
+
+
+@pytest.mark.parametrize("typ", ["at+jwt", "application/at+jwt", "AT+JWT"])
+def test_an_access_token_is_not_an_id_token(oidc_settings: OIDCProvider, typ: str):
+    token = oidc_settings.mint({"sub": "s"}, header={"typ": typ})
+    assert_refused(call(token), "is an access token")
+    assert not User.objects.filter(oidc_subject="s").exists()
+
+
+def test_a_token_valid_for_ten_years_is_refused(oidc_settings: OIDCProvider):
+    now = int(time.time())
+    token = oidc_settings.mint({"sub": "s", "iat": now, "exp": now + 10 * 365 * 86400})
+    assert_refused(call(token), "valid for too long")
+
+
+def test_a_token_issued_long_ago_is_refused_even_if_unexpired(oidc_settings: OIDCProvider, settings: Any):
+    settings.OIDC_ID_TOKEN_MAX_AGE_SECONDS = 3600
+    now = int(time.time())
+    # A lifetime of 2.5 h is within the 24 h bound; it is the age of 2 h that is refused.
+    token = oidc_settings.mint({"sub": "s", "iat": now - 2 * 3600, "exp": now + 1800})
+    assert_refused(call(token), "issued too long ago")
+
+
+def test_a_token_within_the_bounds_is_accepted(oidc_settings: OIDCProvider, settings: Any):
+    now = int(time.time())
+    token = oidc_settings.mint({"sub": "sub-fine", "iat": now - 3600, "exp": now + 3600})
+    assert call(token).status_code == 200

@@ -509,9 +509,9 @@ def test_the_preparer_is_refused_again_after_a_refusal_and_the_preparation_survi
     assert (key.download_public_key, key.download_prepared_by_iss, key.download_prepared_by_sub) == prepared
     assert key.download_prepared_at == prepared_at
 
-    # Preparing again herself changes nothing: she is still the one who prepared it.
-    expect(ada.browser.prepare(key), 200)
-    trail.prepared(ADA)
+    # Preparing again while hers is pending is refused (issue 12): she is still the one who prepared it.
+    expect(ada.browser.prepare(key), 409, "invalid_state", reason="download_pending")
+    trail.refused("prepare_download", "download_pending", ADA)
     assert_two_person_refusal(ada.api().download(key))
     trail.refused("download", "two_person_rule", ADA)
 
@@ -519,12 +519,18 @@ def test_the_preparer_is_refused_again_after_a_refusal_and_the_preparation_survi
     trail.downloaded(GRACE)
 
 
-def test_re_preparing_moves_the_mark_to_the_new_preparer(
+def test_a_pending_preparation_is_not_taken_over_until_its_preparer_withdraws_it(
     portal: Portal, key: Key, ada: Person, grace: Person, trail: Trail
 ):
     expect(grace.api().prepare(key), 200)
     trail.prepared(GRACE)
-    # Ada takes over the preparation: now she is the preparer and cannot download.
+    # Ada cannot silently swap in her own public key (issue 12): grace's preparation stands.
+    expect(ada.api().prepare(key), 409, "invalid_state", reason="download_pending")
+    trail.refused("prepare_download", "download_pending", ADA)
+    assert_prepared_by(key, portal.provider.issuer, GRACE)
+    expect(grace.api().post(f"{portal.base}/api/v1/keys/{key.pk}/withdraw-download/"), 200)
+    trail.one("withdraw_download", "success", "", GRACE)
+    # Now Ada prepares: she is the preparer and cannot download.
     expect(ada.api().prepare(key), 200)
     trail.prepared(ADA)
     assert_prepared_by(key, portal.provider.issuer, ADA)

@@ -85,11 +85,21 @@ class Api:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_throttles() -> Iterator[None]:
-    """Throttle counters live in the cache: each test starts with a full budget."""
-    django_cache.clear()
+def _fresh_throttles(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Throttle counters live in the cache: each test starts with a full budget.
+
+    The cache is a database table (``CACHE_URL=db://``), so only tests that may use the
+    database have counters to clear.
+    """
+    uses_db = request.node.get_closest_marker("django_db") is not None or bool(
+        {"db", "transactional_db"} & set(request.fixturenames)
+    )
+    if uses_db:
+        request.getfixturevalue("db")
+        django_cache.clear()
     yield
-    django_cache.clear()
+    if uses_db:
+        django_cache.clear()
 
 
 @pytest.fixture

@@ -40,7 +40,6 @@ def test_a_key_lives_its_whole_life_through_the_api(api_as: Any, people: Any, ke
         "renew",
         "schedule_deletion",
         "prepare_download",
-        "download",
         "update",
     ]
     assert key["download_prepared"] is False
@@ -75,7 +74,7 @@ def test_a_key_lives_its_whole_life_through_the_api(api_as: Any, people: Any, ke
     scheduled = bob.post(f"{url}schedule-deletion/", {"pending_window_days": 7}, expect=200).json()
     assert (scheduled["state"], scheduled["kms_state"]) == ("PENDING_DELETION", "PENDING_DELETION")
     assert scheduled["deletion_date"]
-    assert scheduled["allowed_operations"] == ["cancel_deletion", "prepare_download", "download"]
+    assert scheduled["allowed_operations"] == ["cancel_deletion", "prepare_download"]
     cancelled = bob.post(f"{url}cancel-deletion/", expect=200).json()
     assert (cancelled["state"], cancelled["kms_state"], cancelled["deletion_date"]) == ("INACTIVE", "EMPTY", None)
 

@@ -48,6 +48,7 @@ ENDPOINTS: dict[str, tuple[str, str, Any, str, dict[str, int]]] = {
         _expect(200, 200, 403),
     ),
     "cancel-deletion": ("POST", "/api/v1/keys/{key}/cancel-deletion/", None, "ACTIVE", _expect(409, 409, 403)),
+    "recreate": ("POST", "/api/v1/keys/{key}/recreate/", None, "PENDING_DELETION", _expect(409, 409, 403)),
     "prepare-download": (
         "POST",
         "/api/v1/keys/{key}/prepare-download/",
@@ -56,6 +57,8 @@ ENDPOINTS: dict[str, tuple[str, str, Any, str, dict[str, int]]] = {
         _expect(200, 200, 403),
     ),
     "download": ("POST", "/api/v1/keys/{key}/download/", None, "ACTIVE", _expect(409, 409, 403)),
+    # Nothing prepared: 409 past the role check (who else may withdraw: tests/api/test_download_preparation.py).
+    "withdraw-download": ("POST", "/api/v1/keys/{key}/withdraw-download/", None, "ACTIVE", _expect(409, 409, 403)),
 }
 
 

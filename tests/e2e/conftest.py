@@ -66,20 +66,39 @@ def browser(django_db_setup: Any) -> Iterator[Any]:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
+def is_csp_violation(message: Any) -> bool:
+    """Chromium reports what the Content-Security-Policy blocked as a console error naming the policy."""
+    return message.type == "error" and "Content Security Policy" in message.text
+
+
 @pytest.fixture
 def new_context(browser: Any) -> Iterator[Any]:
-    """Fresh browser contexts (separate cookie jars: separate people), closed after the test."""
-    contexts: list[Any] = []
+    """Fresh browser contexts (separate cookie jars: separate people), closed after the test.
 
-    def make() -> Any:
-        context = browser.new_context(viewport=VIEWPORT, accept_downloads=True, locale="en-GB")
+    Every page of every context is watched for Content-Security-Policy violations: the test
+    fails if the browser blocked anything (an inline script or style, a foreign resource).
+    """
+    contexts: list[Any] = []
+    violations: list[str] = []
+
+    def make(viewport: dict[str, int] | None = None, **options: Any) -> Any:
+        context = browser.new_context(viewport=viewport or VIEWPORT, accept_downloads=True, locale="en-GB", **options)
         context.set_default_timeout(15_000)
+        context.on(
+            "console",
+            lambda message: (
+                violations.append(f"{message.page.url if message.page else '?'}: {message.text}")
+                if is_csp_violation(message)
+                else None
+            ),
+        )
         contexts.append(context)
         return context
 
     yield make
     for context in contexts:
         context.close()
+    assert not violations, "The browser reported Content-Security-Policy violations:\n" + "\n".join(violations)
 
 
 def current_totp(secret_b32: str) -> str:
@@ -117,7 +136,10 @@ def axe_violations(page: Any) -> list[dict[str, Any]]:
     """Run axe-core (from npm, injected from node_modules) on the page; return its violations."""
     if not AXE_JS.exists():
         pytest.fail(f"{AXE_JS} is missing: run `npm ci` (package.json lists axe-core)")
-    page.add_script_tag(path=str(AXE_JS))
+    # Evaluated through the DevTools protocol, not added as a <script> element: the page's
+    # Content-Security-Policy (rightly) refuses inline scripts, and axe is not the page's own.
+    if not page.evaluate("typeof axe !== 'undefined'"):
+        page.evaluate(AXE_JS.read_text())
     result = page.evaluate(
         "async () => await axe.run(document, {resultTypes: ['violations'],"
         " runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})"
@@ -139,3 +161,40 @@ def record_axe(name: str, violations: list[dict[str, Any]]) -> None:
         for v in violations
     ]
     (ARTIFACTS / "axe" / f"{name}.json").write_text(json.dumps(summary, indent=2))
+
+
+class RestartableSandbox:
+    """A sandbox AWS with a state file, stopped and started again on the same port, as ``make run`` restarts it."""
+
+    def __init__(self, state_path: Path) -> None:
+        from sandbox_aws.server import SandboxServer
+
+        self.state_path = state_path
+        self.server = SandboxServer(state_path=state_path, reset=True)
+        self.url = self.server.start()
+
+    def restart(self) -> None:
+        """Stop; forget everything in memory, as a process that ends does; start again from the state file."""
+        from sandbox_aws import control
+        from sandbox_aws.server import SandboxServer
+
+        port = self.server.port if self.server.port else int(self.url.rsplit(":", 1)[1])
+        self.server.stop()
+        control.reset_everything()  # the file is no longer attached: only memory is emptied
+        self.server = SandboxServer(port=port, state_path=self.state_path)
+        assert self.server.start() == self.url
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture
+def restartable_sandbox(aws_sandbox: str, settings: Any, tmp_path: Path) -> Iterator[RestartableSandbox]:
+    """The portal talks to a sandbox of its own, which keeps its state in ``tmp_path`` and can be restarted."""
+    from byok_portal import aws
+
+    sandbox = RestartableSandbox(tmp_path / "sandbox" / "state.json")
+    settings.BYOK_SANDBOX_URL = sandbox.url
+    yield sandbox
+    sandbox.stop()
+    aws.credential_cache.clear()

@@ -9,6 +9,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from byok_portal.aws import SANDBOX_ACCOUNT_ADMIN_ROLE
+
 
 def sandbox_view(sandbox_url: str, key: Any) -> dict[str, Any]:
     """What the sandbox holds for the key's KMS key (never the material itself: its SHA-256 and KCV)."""
@@ -67,7 +69,7 @@ def kms_client(sandbox_url: str, keystore: Any) -> Any:
 
 def account_admin_iam(sandbox_url: str, account: str, region: str) -> Any:
     """An IAM client acting as an administrator of ``account`` (to create the customer's role)."""
-    return sandbox_client(sandbox_url, "iam", f"arn:aws:iam::{account}:role/admin", region)
+    return sandbox_client(sandbox_url, "iam", f"arn:aws:iam::{account}:role/{SANDBOX_ACCOUNT_ADMIN_ROLE}", region)
 
 
 def live_portal_kms_keys(sandbox_url: str, keystore: Any, tag_key: str) -> set[str]:

@@ -19,8 +19,8 @@ from django.conf import settings
 
 from audit.models import AuditEvent
 from byok_portal.aws import AwsError, KmsSession
+from byok_portal.vocabulary import KeyState
 from keys import custody, services
-from keys.lifecycle import KeyState
 from keys.models import Key, PendingCreation
 from tests.keys.helpers import live_portal_kms_keys, sandbox_view
 

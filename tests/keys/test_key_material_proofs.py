@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 
 from keys import services
 from keys.models import Key
-from keys.unwrapping import unwrap_commands
+from keys.unwrapping import PRIVATE_KEY_FILE, unwrap_commands
 from tests.keys.helpers import kms_client, public_pem, rsa_private_key
 from tests.web import verified_client
 
@@ -140,7 +140,7 @@ def test_the_pages_openssl_commands_unwrap_a_real_download_and_print_its_check_v
     key = create(people, keystore, key_spec)
     document = download_file(people, key)
     (tmp_path / f"byok-{key.pk}-wrapped.json").write_text(json.dumps(document, indent=2))
-    (tmp_path / "download-private.pem").write_bytes(
+    (tmp_path / PRIVATE_KEY_FILE).write_bytes(
         rsa_private_key(DOWNLOAD_KEY_BITS).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )

@@ -38,6 +38,8 @@ SPEC_TABLE: dict[str, tuple[set[str], set[str]]] = {
     "cancel_deletion": ({P}, set()),
     "prepare_download": (ALL - {D}, set()),
     "download": (ALL - {D}, set()),
+    # Issue 12 item 12: a pending preparation is withdrawn before another is made.
+    "withdraw_download": (ALL - {D}, set()),
     "update": ({A, I}, set()),
     "cleanup": ({P}, set()),
 }
@@ -117,8 +119,9 @@ def run(operation: str, key: Key, people: Any) -> Any:
 
 
 def test_the_registry_runs_every_operation_of_the_table() -> None:
-    """Every row of the SPEC's table has a registry entry (and create, which no key state governs)."""
-    assert {str(op) for op in REGISTRY} == set(SPEC_TABLE) | {"create"}
+    """Every row of the SPEC's table has a registry entry (and create, which no key state governs, and
+    recreate, a repair for a vanished KMS key: its cells are in tests/keys/test_recreate.py)."""
+    assert {str(op) for op in REGISTRY} == set(SPEC_TABLE) | {"create", "recreate"}
 
 
 def last_event(key: Key) -> AuditEvent:
@@ -146,7 +149,7 @@ def test_lifecycle_cell(
     assert (key.key_spec, key.key_usage) == kind
     if state != D:  # KMS holds (or held) exactly the portal's material
         assert sandbox_view(aws_sandbox, key)["key_spec"] == kind[0]
-    if operation == "download" and state in allowed:
+    if operation in ("download", "withdraw_download") and state in allowed:
         services.key_prepare_download(actor=people.actor(people.bob), key_id=key.pk, public_key_pem=public_pem())
     before = snapshot(key, aws_sandbox)
     events_before = AuditEvent.objects.count()
@@ -227,6 +230,13 @@ def check_effect(
         creator = key.keystore.created_by
         assert creator is not None
         with pytest.raises(Conflict):  # single use
+            services.key_download(actor=services.Actor.for_user(creator), key_id=key.pk)
+    elif operation == "withdraw_download":
+        assert portal["prepared"] == ("", "")
+        assert (portal["state"], kms) == (state, before["kms"])
+        creator = key.keystore.created_by
+        assert creator is not None
+        with pytest.raises(Conflict):  # nothing left to download
             services.key_download(actor=services.Actor.for_user(creator), key_id=key.pk)
     elif operation == "update":
         assert (portal["name"], portal["alias"], portal["tags"]) == ("renamed", "alias/renamed", {"team": "payments"})

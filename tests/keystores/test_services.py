@@ -142,7 +142,7 @@ def test_test_connection_records_success_and_awss_error_verbatim(
             }
         ],
     }
-    iam.create_role(RoleName="byok-portal", AssumeRolePolicyDocument=json.dumps(policy))
+    iam.update_assume_role_policy(RoleName="byok-portal", PolicyDocument=json.dumps(policy))
     failed = services.keystore_test_connection(actor=people.actor(people.bob), keystore_id=keystore.pk)
     assert failed.last_check_ok is False
     assert failed.last_check_error.startswith("AssumeRole: AccessDenied: ")

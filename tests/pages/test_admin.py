@@ -42,7 +42,8 @@ def test_state_changes_are_admin_actions_calling_the_services(people: Any, key: 
     assert (event.operation, event.outcome, event.actor_sub) == ("deactivate", "success", "root")
 
     response = root.post("/admin/keys/key/", {"action": "run_cancel_deletion", "_selected_action": [str(key.pk)]})
-    assert any("refused" in str(m) or "Cannot cancel deletion" in str(m) for m in get_messages(response.wsgi_request))
+    refusal = "Cannot cancel the deletion of a key in state INACTIVE"
+    assert any(refusal in str(m) for m in get_messages(response.wsgi_request))
 
 
 def test_periodic_task_schedules_are_on_the_otp_admin_site() -> None:
@@ -58,3 +59,41 @@ def test_the_admin_needs_a_verified_second_factor(people: Any) -> None:
     response = client.get("/admin/keys/key/")
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_an_admin_action_that_changes_nothing_says_so(people: Any, key: Key) -> None:
+    """The admin learns "no-op" from what the service returns, as the pages do (no reading back of the trail)."""
+    root = verified_client(people.root)
+    selected = {"action": "run_deactivate", "_selected_action": [str(key.pk)]}
+    first = [str(m) for m in get_messages(root.post("/admin/keys/key/", selected).wsgi_request)]
+    assert first == ["Deactivate orders: done."]
+    second = [str(m) for m in get_messages(root.post("/admin/keys/key/", selected).wsgi_request)]
+    # The first message is still queued (no page was shown in between); the second run's is last.
+    assert second == [*first, "orders: already inactive — nothing changed."]
+    outcomes = list(AuditEvent.objects.filter(key_id=key.pk).order_by("-seq").values_list("outcome", flat=True)[:2])
+    assert outcomes == ["noop", "success"]
+
+
+def test_creating_a_user_in_the_admin_is_audited(people: Any) -> None:
+    from accounts.models import User
+
+    response = verified_client(people.root).post(
+        "/admin/accounts/user/add/",
+        {
+            "username": "frank",
+            "usable_password": "true",
+            "password1": "a-long-passphrase-9",
+            "password2": "a-long-passphrase-9",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert User.objects.filter(username="frank").exists()
+    event = AuditEvent.objects.filter(operation="create_user").get()
+    assert (event.outcome, event.actor_sub) == ("success", "root")
+    assert event.details == {
+        "user": "frank",
+        "identity": ["local", "frank"],
+        "superuser": False,
+        "staff": False,
+        "via": "admin",
+    }

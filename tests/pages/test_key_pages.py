@@ -100,7 +100,7 @@ def test_a_refused_operation_says_why(key: Key, bob: Client) -> None:
     response = bob.post(f"/keys/{key.pk}/cancel-deletion/")
     assert response.status_code == 302
     [text] = texts(response)
-    assert text.startswith("Cancel deletion refused. Cannot cancel deletion a key in state ACTIVE")
+    assert text.startswith("Cancel deletion refused. Cannot cancel the deletion of a key in state ACTIVE")
     assert "PENDING_DELETION" in text
 
 

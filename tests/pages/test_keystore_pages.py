@@ -97,7 +97,7 @@ def test_admins_manage_members(people: Any, keystore: Any) -> None:
     assert verified_client(people.eve).get(f"/keystores/{keystore.pk}/").status_code == 200
 
     response = alice.post(f"/keystores/{keystore.pk}/members/", {"user": "nobody", "role": "auditor"})
-    assert texts(response)[-1].startswith("User: No active user")
+    assert texts(response)[-1].startswith("Changing the members refused. No active user")
 
     response = alice.post(f"/keystores/{keystore.pk}/members/{people.alice.pk}/remove/")
     assert "The last admin of a keystore cannot be removed." in texts(response)[-1]

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from sandbox_aws.server import SandboxServer
+from sandbox_aws.sts import ACCOUNT_ADMIN_ROLE
 
 REGION = "eu-central-1"
 # Credentials moto maps to its default account; only used to call STS itself.
@@ -81,10 +82,29 @@ def assume_role(sts: Any, sandbox_url: str) -> Callable[..., Any]:
     return make_client
 
 
+def trust_policy(external_id: str | None = None) -> str:
+    """A trust policy allowing AssumeRole, with an ExternalId condition if ``external_id`` is given."""
+    statement: dict[str, Any] = {
+        "Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+        "Action": "sts:AssumeRole",
+    }
+    if external_id is not None:
+        statement["Condition"] = {"StringEquals": {"sts:ExternalId": external_id}}
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
 @pytest.fixture
-def kms(assume_role: Callable[..., Any], account_id: str) -> Any:
-    """KMS client in a fresh account, reached as the portal does: through STS AssumeRole."""
-    return assume_role(f"arn:aws:iam::{account_id}:role/byok-portal")
+def account_admin_iam(assume_role: Callable[..., Any], account_id: str) -> Any:
+    """IAM client of the test's account's administrator (the sandbox's OrganizationAccountAccessRole)."""
+    return assume_role(f"arn:aws:iam::{account_id}:role/{ACCOUNT_ADMIN_ROLE}", service="iam")
+
+
+@pytest.fixture
+def kms(assume_role: Callable[..., Any], account_admin_iam: Any) -> Any:
+    """KMS client in a fresh account, reached as the portal does: through a role created there, with STS."""
+    role = account_admin_iam.create_role(RoleName="byok-portal", AssumeRolePolicyDocument=trust_policy())
+    return assume_role(role["Role"]["Arn"])
 
 
 @pytest.fixture

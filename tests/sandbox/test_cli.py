@@ -22,7 +22,7 @@ def test_cli_serves_until_sigterm() -> None:
         assert process.stdout is not None
         banner = process.stdout.readline().strip()
         assert banner.startswith("sandbox AWS listening on http://127.0.0.1:")
-        url = banner.removeprefix("sandbox AWS listening on ")
+        url = banner.removeprefix("sandbox AWS listening on ").split(" ", 1)[0]
         kms = boto3.client(
             "kms",
             endpoint_url=url,

@@ -10,6 +10,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from sandbox_aws.sts import ACCOUNT_ADMIN_ROLE
+
 from .conftest import REGION, error_code
 
 SUMMARY_FIELDS = {
@@ -83,14 +85,18 @@ def test_call_counter_counts_aws_calls_per_operation_and_resets(
     assert sandbox_api("GET", "/_sandbox/calls") == (200, {"KMS.DescribeKey": 2, "KMS.EnableKey": 1})
 
 
-def test_reset_forgets_everything(kms: Any, external_key: str, sandbox_api: Callable[..., Any]) -> None:
+def test_reset_forgets_everything(
+    kms: Any, external_key: str, sandbox_api: Callable[..., Any], account_id: str
+) -> None:
     status, body = sandbox_api("POST", "/_sandbox/reset")
 
     assert (status, body) == (200, {"reset": True})
     assert sandbox_api("GET", "/_sandbox/calls") == (200, {})
+    assert sandbox_api("GET", f"/_sandbox/kms/{account_id}/{REGION}/keys/{external_key}")[0] == 404
+    # The session the client got before is forgotten too.
     with pytest.raises(ClientError) as excinfo:
         kms.describe_key(KeyId=external_key)
-    assert error_code(excinfo) == "NotFoundException"
+    assert error_code(excinfo) == "UnrecognizedClientException"
 
 
 def test_unknown_sandbox_path_and_wrong_method_are_refused(sandbox_api: Callable[..., Any]) -> None:
@@ -112,7 +118,7 @@ def test_every_region_botocore_knows_kms_in_works(assume_role: Callable[..., Any
     assert len(regions) > 20
 
     for partition, region in regions:
-        kms = assume_role(f"arn:{partition}:iam::{account_id}:role/byok-portal", region=region)
+        kms = assume_role(f"arn:{partition}:iam::{account_id}:role/{ACCOUNT_ADMIN_ROLE}", region=region)
         metadata = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]
         assert metadata["KeyState"] == "PendingImport", region
         assert metadata["Arn"].startswith(f"arn:{partition}:kms:{region}:{account_id}:key/"), region

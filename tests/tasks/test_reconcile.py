@@ -138,8 +138,12 @@ def test_it_flags_a_kms_key_that_is_gone(key: Key, purge: Any) -> None:
 
     result, key = reconciled(key)
 
-    assert (result, key.kms_state) == (KeyResult.DRIFT, KmsState.UNKNOWN)
-    assert key.drift == [f"The KMS key {key.kms_key_arn} no longer exists in AWS."]
+    assert (result, key.kms_state) == (KeyResult.DRIFT, KmsState.MISSING)
+    assert key.drift == [
+        f"The KMS key {key.kms_key_arn} no longer exists in AWS (NotFoundException). Recreate it in KMS with "
+        "this key's material."
+    ]
+    assert [(e.reason, e.details["codes"]) for e in reconcile_events(key)] == [("drift_found", ["kms_key_gone"])]
 
 
 def test_a_key_pending_deletion_whose_kms_key_was_deleted_is_not_drift(people: Any, key: Key, purge: Any) -> None:

@@ -2,43 +2,39 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from accounts.identity import Actor
+from accounts.management.commands.byok_users import password_notice
 from accounts.models import User
-from accounts.services import grant_creator
+from accounts.services import create_local_user, grant_creator
 
 ADMIN_USERNAME = "admin"
-LOGIN_URL = "http://127.0.0.1:8000/accounts/login/"
 
 
 class Command(BaseCommand):
     help = (
         "Create the first superuser 'admin' with a random password, printed once. "
-        "Does nothing if a superuser exists (never resets a password)."
+        "Does nothing if a superuser exists (never resets a password: see byok_users reset-password)."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        actor = Actor.system("bootstrap")
         with transaction.atomic():
             existing = User.objects.select_for_update().filter(is_superuser=True).order_by("pk").first()
             if existing is not None:
                 self.stdout.write(f"admin exists ({existing.get_username()}); nothing changed.")
                 return
-            # 20 random URL-safe characters: about 120 bits, and meets the password validators.
-            password = secrets.token_urlsafe(15)
-            user = User.objects.create_superuser(username=ADMIN_USERNAME, email="", password=password)
-            grant_creator(actor=Actor.system("bootstrap"), user=user)
+            user, password = create_local_user(actor=actor, username=ADMIN_USERNAME, superuser=True)
+            grant_creator(actor=actor, user=user)
         self.stdout.write(
-            "\n".join(
-                [
-                    "Created the first administrator. This password is shown once; store it now.",
-                    f"  username: {ADMIN_USERNAME}",
-                    f"  password: {password}",
-                    f"Log in at {LOGIN_URL} — you'll enrol TOTP (an authenticator app) on first login.",
-                ]
+            password_notice(
+                ADMIN_USERNAME,
+                password,
+                first_line="Created the first administrator.",
+                totp="you'll enrol TOTP (an authenticator app) on first login.",
             )
         )
