@@ -146,8 +146,8 @@ def test_the_pages_openssl_commands_unwrap_a_real_download_and_print_its_check_v
         )
     )
     commands = unwrap_commands(key_spec, file=f"byok-{key.pk}-wrapped.json")
-    # The page shows exactly these commands.
-    page = verified_client(people.bob).get(f"/keys/{key.pk}/download/")
+    # The key page (where the download's confirmation points) shows exactly these commands.
+    page = verified_client(people.bob).get(f"/keys/{key.pk}/")
     assert page.status_code == 200
     assert _text(commands) in page.content.decode()
     done = subprocess.run(

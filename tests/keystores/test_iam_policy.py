@@ -147,6 +147,8 @@ def portal_calls(tag: str, arns: Mapping[str, str]) -> dict[str, list[Request]]:
         "ScheduleKeyDeletion": [key("ScheduleKeyDeletion")],
         "CancelKeyDeletion": [key("CancelKeyDeletion")],
         "ListResourceTags": [key("ListResourceTags")],
+        # Reconciliation compares an RSA or EC key's public key with the portal's (issue 14).
+        "GetPublicKey": [key("GetPublicKey")],
         # Editing a key's own tags (never the portal's tag).
         "TagResource": [key("TagResource", **{"aws:TagKeys": ["app"], "aws:RequestTag/app": "billing"})],
         "UntagResource": [key("UntagResource", **{"aws:TagKeys": ["app"]})],
