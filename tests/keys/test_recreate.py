@@ -189,3 +189,42 @@ def test_the_way_back_after_the_sandbox_forgot_the_account(people: Any, key: Key
     assert "Every key is in step with KMS" in browser.get("/").content.decode()
     reasons = AuditEvent.objects.filter(keystore_id=key.keystore_id, operation=Operation.RECONCILE, key_id=None)
     assert [e.reason for e in reasons.order_by("seq")] == ["connection_failed", "connection_restored"]
+
+
+@pytest.mark.parametrize(
+    ("key_spec", "key_usage"),
+    [("HMAC_256", "GENERATE_VERIFY_MAC"), ("RSA_2048", "SIGN_VERIFY"), ("ECC_NIST_P256", "SIGN_VERIFY")],
+)
+def test_recreate_keeps_the_key_spec_usage_and_material_of_every_kind(
+    people: Any, keystore: Any, aws_sandbox: str, key_spec: str, key_usage: str
+) -> None:
+    """The new KMS key has the key's own spec and usage and takes its material with the spec's wrapping (issue 14)."""
+    key = services.key_create(
+        actor=people.actor(people.bob),
+        keystore_id=keystore.pk,
+        name="signer",
+        alias="alias/signer",
+        key_spec=key_spec,
+        key_usage=key_usage,
+    ).key
+    vanish(aws_sandbox, key)
+    old_arn = found_missing(key).kms_key_arn
+
+    key = services.key_recreate(actor=people.actor(people.bob), key_id=key.pk).key
+
+    assert key.kms_key_arn != old_arn
+    assert (key.key_spec, key.key_usage, key.state, key.kms_state) == (
+        key_spec,
+        key_usage,
+        KeyState.ACTIVE,
+        KmsState.ENABLED,
+    )
+    view = sandbox_view(aws_sandbox, key)
+    assert (view["key_state"], view["key_spec"], view["aliases"]) == ("Enabled", key_spec, ["alias/signer"])
+    assert (view["kcv"], view["public_key_sha256"]) == (key.kcv or None, key.public_key_sha256 or None)
+    metadata = kms_client(aws_sandbox, keystore).describe_key(KeyId=key.kms_key_arn)["KeyMetadata"]
+    assert (metadata["KeySpec"], metadata["KeyUsage"]) == (key_spec, key_usage)
+    # Reconciliation finds it in step, public key included.
+    reconcile_key(key.pk, actor=Actor.system("reconcile"))
+    key.refresh_from_db()
+    assert (key.kms_state, key.drift) == (KmsState.ENABLED, [])
