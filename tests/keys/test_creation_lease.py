@@ -92,13 +92,13 @@ def test_a_creation_holds_its_lease_while_it_talks_to_kms(
     seen: list[bool] = []
     real = KmsSession.create_external_key
 
-    def create(self: KmsSession, *, description: str, tags: dict[str, str]) -> str:
+    def create(self: KmsSession, *, description: str, tags: dict[str, str], **spec: str) -> str:
         lock = services.creation_lock_id(tags[settings.BYOK_TAG_KEY])
         taken = other_session.execute("SELECT pg_try_advisory_lock(%s)", [lock]).fetchone()[0]
         seen.append(not taken)
         if taken:
             other_session.execute("SELECT pg_advisory_unlock(%s)", [lock])
-        return real(self, description=description, tags=tags)
+        return real(self, description=description, tags=tags, **spec)
 
     monkeypatch.setattr(KmsSession, "create_external_key", create)
     key = services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k").key

@@ -202,7 +202,7 @@ def test_a_retried_createkey_has_its_duplicate_removed_as_soon_as_the_create_com
 
     assert live_portal_kms_keys(aws_sandbox, keystore, settings.BYOK_TAG_KEY) == {key.kms_key_arn}
     created = AuditEvent.objects.get(operation="create", outcome="success")
-    assert created.details == {"create_retried": True}
+    assert created.details == {"key_spec": "SYMMETRIC_DEFAULT", "key_usage": "ENCRYPT_DECRYPT", "create_retried": True}
     assert AuditEvent.objects.get(operation="reconcile", reason="orphan_removed").details["tagged_key_id"] == str(
         key.pk
     )
