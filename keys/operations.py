@@ -179,7 +179,7 @@ REGISTRY: dict[Operation, KeyOperation] = {
             button=True,
             api_action=True,
             created=True,
-            done="Key “{name}” renewed. This is the new key; the old one is REPLACED and still decrypts.",
+            done="Key renewed: this is the new key, “{name}”; the old one is REPLACED and still decrypts.",
         ),
         KeyOperation(
             Operation.SCHEDULE_DELETION,

@@ -160,9 +160,10 @@ def test_the_renewal_confirmation_asks_the_new_name_and_expiry_prefilled(key: Ke
 
 
 def test_a_renewal_uses_the_name_and_expiry_submitted(key: Key, bob: Client) -> None:
-    bob.post(f"/keys/{key.pk}/renew/", {"name": "orders 2027", "expires": "2031-12-31"})
+    response = bob.post(f"/keys/{key.pk}/renew/", {"name": "orders 2027", "expires": "2031-12-31"})
     new = Key.objects.get(replaces=key)
     assert (new.name, new.expires) == ("orders 2027", dt.date(2031, 12, 31))
+    assert "this is the new key, “orders 2027”" in texts(response)[0]
 
 
 def test_a_blank_name_keeps_the_confirmation_open_with_the_error(key: Key, bob: Client) -> None:
