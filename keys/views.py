@@ -252,7 +252,7 @@ def key_action(request: HttpRequest, key_id: uuid.UUID, action: str) -> HttpResp
     key = _key_to_act_on(request, key_id, chosen.operation, "Key operations need the custodian role in this keystore.")
     if isinstance(key, HttpResponse):
         return key
-    form = chosen.form(request.POST or None) if chosen.form else None
+    form = chosen.page_form(key, request.POST or None)
     if request.method == "GET":
         return _render_confirm(request, key, chosen, form)
     if form is not None and not form.is_valid():
@@ -317,7 +317,7 @@ def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
     key = fetch_or_404(lambda: selectors.get_key_for(request.user, key_id))
     can_act = _is_custodian(request.user, key)
     offered = set(allowed_operations(key.state))
-    actions = [{"action": action, "form": action.form() if action.form else None} for action in offered_actions(key)]
+    actions = [{"action": action, "form": action.page_form(key)} for action in offered_actions(key)]
     expected = expected_kms_state(key.state)
     replaces, replaced_by = selectors.renewal_neighbours(key)
     today = timezone.localdate()
