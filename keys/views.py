@@ -28,7 +28,6 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from accounts.decorators import portal_login_required
 from accounts.identity import actor_from_request
 from accounts.models import User
 from byok_portal.aws import AwsError
@@ -39,6 +38,7 @@ from byok_portal.web import (
     fetch_or_404,
     forbidden,
     paginate,
+    portal_login_required,
     query_without_page,
     report_error,
     service_errors_to_form,
