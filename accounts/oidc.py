@@ -32,11 +32,10 @@ from accounts.identity import SESSION_IDENTITY_KEY
 from accounts.models import User
 from accounts.services import update_user_from_claims, user_for_claims
 from accounts.tokens import InvalidIDToken, verify_id_token
+from byok_portal.web import SESSION_OIDC_LOGIN_KEY
 
 logger = logging.getLogger(__name__)
 
-# Session flag: this session was authenticated by the OpenID provider.
-SESSION_OIDC_LOGIN_KEY = "byok_oidc_login"
 # Request attribute carrying the verified (iss, sub) from the backend to the callback view.
 _VERIFIED_IDENTITY_ATTR = "_byok_oidc_identity"
 

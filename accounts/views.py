@@ -35,12 +35,11 @@ from django.views.decorators.http import require_http_methods
 from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts.decorators import portal_login_required, session_is_verified
 from accounts.forms import TOTPCodeForm
 from accounts.identity import SESSION_IDENTITY_KEY, actor_from_request
 from accounts.models import User
-from accounts.oidc import SESSION_OIDC_LOGIN_KEY, oidc_enabled
-from keystores.models import Membership
+from accounts.oidc import oidc_enabled
+from byok_portal.web import SESSION_OIDC_LOGIN_KEY, portal_login_required, session_is_verified
 
 PENDING_LOGIN_KEY = "byok_pending_login"
 # How long the TOTP step may follow the password step.
@@ -260,7 +259,8 @@ def account_view(request: HttpRequest) -> HttpResponse:
     """Who the portal thinks you are: account, identity for the two-person rule, roles."""
     actor = actor_from_request(request)
     user: Any = request.user
-    memberships = Membership.objects.filter(user=user).select_related("keystore").order_by("keystore__name")
+    # Through the reverse relation: accounts sits below keystores and does not import it.
+    memberships = user.memberships.select_related("keystore").order_by("keystore__name")
     context = {
         "actor": actor,
         "via_oidc": bool(request.session.get(SESSION_OIDC_LOGIN_KEY)),

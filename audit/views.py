@@ -10,11 +10,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from accounts.decorators import portal_login_required
 from audit.filters import AuditEventFilter
 from audit.models import AuditEvent
 from audit.selectors import events_for, filter_names
 from byok_portal.filters import set_empty_label
+from byok_portal.web import portal_login_required
 
 PAGE_SIZE = 50
 # Keys offered by name in the key filter (newest first); any other key can still be pasted by id.

@@ -284,6 +284,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Keys and keystores both have a "state": name each choice set, so the schema says which is which.
+    "ENUM_NAME_OVERRIDES": {
+        "KeyStateEnum": "byok_portal.vocabulary.KeyState",
+        "KeystoreStateEnum": "keystores.models.KeystoreState",
+    },
 }
 
 # --- Shared counters -----------------------------------------------------------

@@ -1,10 +1,10 @@
 """Unexpected errors are audited, and answered without their details (SPEC §4, issue 12 §13).
 
-A failure nobody planned for (a sealed blob that does not open, a bug) still happened
-to someone's key: it goes into the audit trail with the FAILED outcome, the operation
-and the key when they are known, and the exception's *class* only — its message may
-quote data. The caller gets a clean 500 (JSON under the API, the error page
-otherwise) carrying the request id that finds the event and the log line.
+The kernel's API exception handler (``byok_portal.api``) and the page middleware below
+meet a failure nobody planned for. Auditing it names the acting person (accounts), writes
+the trail (audit) and attaches the key (keys): all above the kernel. So the recorder lives
+in ``keys/unexpected.py`` and is handed in at start-up (:func:`record_unexpected_with`,
+from ``KeysConfig.ready``), as the audit trail's read scope is.
 """
 
 from __future__ import annotations
@@ -12,25 +12,31 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
-from audit.services import record
 from byok_portal.middleware import DATABASE_ERRORS
-from byok_portal.vocabulary import Operation, Outcome
+from byok_portal.vocabulary import Operation
 
 logger = logging.getLogger(__name__)
 
 
-def _key_of(key_id: Any) -> Any:
-    from keys.models import Key
+class Recorder(Protocol):
+    """Audits an unexpected error and returns the request id that finds it; never raises."""
 
-    try:
-        return Key.objects.filter(pk=uuid.UUID(str(key_id))).first()
-    except ValueError:
-        return None
+    def __call__(
+        self, request: HttpRequest, exc: BaseException, *, operation: str | None = None, key_id: Any = None
+    ) -> str: ...
+
+
+_recorder: Recorder | None = None
+
+
+def record_unexpected_with(recorder: Recorder) -> None:
+    """Install the recorder of unexpected errors (``keys.unexpected.audit_unexpected_error``)."""
+    global _recorder  # set once, at start-up
+    _recorder = recorder
 
 
 def record_unexpected_error(
@@ -38,42 +44,21 @@ def record_unexpected_error(
 ) -> str:
     """Audit ``exc`` as a FAILED event of ``operation`` (on the key ``key_id``, if any); returns the request id.
 
-    Never raises: if the audit itself cannot be written (the database is away), the
-    log keeps the record and the caller still answers 500.
+    Never raises: the caller is already answering a 500. Without an installed recorder
+    (the keys app missing from INSTALLED_APPS) the log alone keeps the record.
     """
-    from accounts.identity import Actor, actor_from_request
-
-    user = getattr(request, "user", None)
-    try:
-        actor = (
-            actor_from_request(request)
-            if user is not None and user.is_authenticated
-            else Actor.system("anonymous-request")
-        )
-    except Exception:  # the identity may be what broke
-        actor = Actor.system("unknown-request")
+    if _recorder is not None:
+        return _recorder(request, exc, operation=operation, key_id=key_id)
+    request_id = request.META.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex
     logger.error(
-        "unexpected error %s in %s %s (request %s)",
+        "unexpected error %s in %s %s (request %s), not audited: no recorder installed (is keys in INSTALLED_APPS?)",
         type(exc).__name__,
         request.method,
         request.path,
-        actor.request_id,
+        request_id,
         exc_info=(type(exc), exc, exc.__traceback__),
     )
-    try:
-        with transaction.atomic():
-            record(
-                actor=actor,
-                operation=operation or Operation.UNEXPECTED_ERROR,
-                outcome=Outcome.FAILED,
-                key=_key_of(key_id) if key_id is not None else None,
-                reason="unexpected_error",
-                error=f"Unexpected {type(exc).__name__}; details are in the server log (request {actor.request_id}).",
-                details={"method": request.method, "path": request.path[:500], "request_id": actor.request_id},
-            )
-    except Exception:
-        logger.exception("the unexpected error of request %s could not be audited", actor.request_id)
-    return actor.request_id
+    return str(request_id)
 
 
 class UnexpectedErrorMiddleware:

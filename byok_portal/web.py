@@ -10,21 +10,71 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import wraps
 from typing import Any, TypeVar
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden
+from django.shortcuts import resolve_url
 from django.template.loader import render_to_string
 
 from byok_portal.aws import AwsError
 from byok_portal.errors import NotFound, PermissionRefused, ServiceError
 
 T = TypeVar("T")
+ViewFunc = Callable[..., HttpResponse]
 
 PAGE_SIZE = 25
+
+# Set in the session by the OIDC login (accounts.oidc): the provider did the authentication.
+SESSION_OIDC_LOGIN_KEY = "byok_oidc_login"
+
+
+# --- the login gate: every app's pages sit behind it, so it lives in the kernel -------------
+
+
+def session_is_verified(request: HttpRequest) -> bool:
+    """Whether the request's session is fully logged in.
+
+    OIDC sessions count as verified: the provider did the authentication, second
+    factor included. Local sessions need a django-otp device verified at login.
+    """
+    user: Any = getattr(request, "user", None)
+    if user is None or not user.is_authenticated or not user.is_active:
+        return False
+    if request.session.get(SESSION_OIDC_LOGIN_KEY):
+        return True
+    return bool(getattr(user, "is_verified", lambda: False)())
+
+
+def portal_login_required(view: ViewFunc) -> ViewFunc:
+    """Like ``login_required``, but a local login must also have passed TOTP."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if session_is_verified(request):
+            return view(request, *args, **kwargs)
+        return redirect_to_login(request.get_full_path(), resolve_url(settings.LOGIN_URL))
+
+    return wrapper
+
+
+class PortalLoginRequiredMixin:
+    """:func:`portal_login_required` for class-based views."""
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not session_is_verified(request):
+            return redirect_to_login(request.get_full_path(), resolve_url(settings.LOGIN_URL))
+        response: HttpResponse = super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+        return response
+
+
+# --- errors and forms ----------------------------------------------------------------------
 
 
 def refusal_text(exc: ServiceError) -> str:

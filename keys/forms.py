@@ -119,6 +119,18 @@ class KeyCreateForm(KeyFieldsForm):
         self.order_fields(self.field_order)
 
 
+class RenewForm(forms.Form):
+    """The new key's name and expiry, asked in the renewal's confirmation (prefilled: ``renewal_defaults``)."""
+
+    name = forms.CharField(label="New key's name", max_length=200)
+    expires = forms.DateField(
+        label="New key's expiry",
+        required=False,
+        help_text="End of the new key's cryptoperiod; leave empty for none.",
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+    )
+
+
 class ScheduleDeletionForm(forms.Form):
     """The waiting period KMS applies before it deletes the key."""
 

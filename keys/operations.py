@@ -19,18 +19,21 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from django import forms
+from django.utils import timezone
 from rest_framework import serializers
 
 from accounts.identity import Actor
 from byok_portal.vocabulary import Operation
 from keys import services
-from keys.forms import KeyCreateForm, KeyFieldsForm, PrepareDownloadForm, ScheduleDeletionForm
+from keys.forms import KeyCreateForm, KeyFieldsForm, PrepareDownloadForm, RenewForm, ScheduleDeletionForm
 from keys.lifecycle import LIFECYCLE, Transition
+from keys.models import Key
 from keys.serializers import (
     KeyCreateSerializer,
     KeyUpdateSerializer,
     PreparedKeySerializer,
     PrepareDownloadSerializer,
+    RenewSerializer,
     ScheduleDeletionSerializer,
 )
 from keys.services import Done, WrappedDownload
@@ -52,6 +55,8 @@ class KeyOperation:
     arguments: Mapping[str, str] = field(default_factory=dict)
     body: type[serializers.Serializer[Any]] | None = None  # the API's input shape; None: no body
     form: type[forms.Form] | None = None  # the same input on a page
+    # The page form's initial values, when they depend on the key (e.g. the renewal's defaults).
+    form_initial: Callable[[Key], dict[str, Any]] | None = None
     # Judge the body only after the caller's role is checked (and a refusal audited), so an outsider
     # learns nothing from how a body is answered; the service checks this input itself, after the role.
     role_before_input: bool = False
@@ -74,6 +79,14 @@ class KeyOperation:
     @property
     def row(self) -> Transition:
         return LIFECYCLE[self.operation]
+
+    def page_form(self, key: Key, data: Any = None) -> forms.Form | None:
+        """The page's form for acting on ``key`` (bound to ``data`` if given); None: the operation takes no input."""
+        if self.form is None:
+            return None
+        if self.form_initial is None:
+            return self.form(data)
+        return self.form(data, initial=self.form_initial(key))
 
     def kwargs(self, data: Input | None) -> dict[str, Any]:
         given = data or {}
@@ -99,6 +112,13 @@ class KeyOperation:
 
 
 _FIELDS = {"name": "name", "alias": "alias", "tags": "tags", "expires": "expires"}
+
+
+def _renewal_initial(key: Key) -> dict[str, Any]:
+    """The renewal form prefilled with what the API would choose by default."""
+    defaults = services.renewal_defaults(key, timezone.localdate())
+    return {"name": defaults.name, "expires": defaults.expires}
+
 
 REGISTRY: dict[Operation, KeyOperation] = {
     entry.operation: entry
@@ -151,10 +171,15 @@ REGISTRY: dict[Operation, KeyOperation] = {
             Operation.RENEW,
             services.key_renew,
             "Renew a key (returns the new key)",
+            arguments={"name": "name", "expires": "expires"},
+            body=RenewSerializer,
+            form=RenewForm,
+            form_initial=_renewal_initial,
+            role_before_input=True,
             button=True,
             api_action=True,
             created=True,
-            done="Key “{name}” renewed. This is the new key; the old one is REPLACED and still decrypts.",
+            done="Key renewed: this is the new key, “{name}”; the old one is REPLACED and still decrypts.",
         ),
         KeyOperation(
             Operation.SCHEDULE_DELETION,

@@ -24,7 +24,7 @@ from accounts.models import User
 from audit.models import AuditEvent
 from audit.selectors import FilterNames
 from byok_portal.errors import NotFound
-from byok_portal.vocabulary import KeyState
+from byok_portal.vocabulary import KeyState, Operation, Outcome
 from keys.lifecycle import due_for_cleanup_q, expiring_q, needs_attention_q
 from keys.models import Key, PendingCreation
 from keys.serializers import ROW_COLUMNS
@@ -147,9 +147,27 @@ def renewal_neighbours(key: Key) -> tuple[Key | None, Key | None]:
     return replaces, replaced_by
 
 
+def _activity_q(key: Key) -> Q:
+    """A key's activity: its own audit events and, for a renewed key, the renewal that created it.
+
+    The renewal is recorded on the key renewed (the old one), its details naming the new
+    key (``renewed_by``); the new key's activity starts with it.
+    """
+    own = Q(key_id=key.pk)
+    if key.replaces_id is None:
+        return own
+    created = Q(
+        key_id=key.replaces_id,
+        operation=Operation.RENEW,
+        outcome=Outcome.SUCCESS,
+        details__renewed_by=str(key.pk),
+    )
+    return own | created
+
+
 def recent_events(key: Key, limit: int) -> QuerySet[AuditEvent]:
-    """The key's latest audit events (the key page's excerpt)."""
-    return AuditEvent.objects.filter(key_id=key.pk).order_by("-seq")[:limit]
+    """The key's latest audit events (the key page's excerpt), the renewal that created it included."""
+    return AuditEvent.objects.filter(_activity_q(key)).order_by("-seq")[:limit]
 
 
 def audit_filter_names(user: AbstractBaseUser | AnonymousUser, max_keys: int) -> FilterNames:

@@ -258,6 +258,22 @@ class KeyUpdateSerializer(StrictSerializer):
     expires = serializers.DateField(required=False, allow_null=True)
 
 
+class RenewSerializer(StrictSerializer):
+    """``POST /keys/{id}/renew/``: the new key's name and expiry; each defaults as the page's form does."""
+
+    name = serializers.CharField(
+        max_length=200,
+        required=False,
+        help_text='The new key\'s name; default: the old name with a version suffix ("orders" -> "orders v2").',
+    )
+    expires = serializers.DateField(
+        required=False,
+        allow_null=True,
+        help_text="The new key's expiry (`null`: none); default: the old key's cryptoperiod from today, "
+        "or none if the old key had no expiry.",
+    )
+
+
 class ScheduleDeletionSerializer(StrictSerializer):
     pending_window_days = serializers.IntegerField(
         min_value=MIN_WINDOW,

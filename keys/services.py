@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -980,8 +981,51 @@ def _refuse_second_renewal(old: Key) -> None:
         )
 
 
-def key_renew(*, actor: Actor, key_id: uuid.UUID) -> Done:
-    """New key and KMS key with fresh material; the alias moves; the old key becomes REPLACED (still enabled)."""
+_VERSIONED = re.compile(r"^(?P<base>.*\S) v(?P<number>\d+)$")
+MAX_NAME = 200  # Key.name's length
+
+
+@dataclass(frozen=True)
+class RenewalDefaults:
+    """The new key's name and expiry when a renewal does not say them."""
+
+    name: str
+    expires: dt.date | None
+
+
+def renewal_defaults(key: Key, today: dt.date) -> RenewalDefaults:
+    """What a renewal of ``key`` names the new key and when it expires, unless told otherwise.
+
+    The name gets a version suffix, so the list never shows two keys of the same name:
+    "orders" -> "orders v2", "orders v2" -> "orders v3" (the base is shortened if the
+    suffix would pass the name's length). The expiry keeps the old key's cryptoperiod:
+    as many days from ``today`` as the old key had from its creation to its expiry (at
+    least one); a key without an expiry gives one without. Pure: the API's default and
+    the page's prefilled form are this same function.
+    """
+    found = _VERSIONED.match(key.name)
+    base, number = (found["base"], int(found["number"]) + 1) if found else (key.name, 2)
+    suffix = f" v{number}"
+    name = base[: MAX_NAME - len(suffix)].rstrip() + suffix
+    if key.expires is None:
+        return RenewalDefaults(name, None)
+    created = timezone.localdate(key.created_at) if key.created_at else today
+    period = max(key.expires - created, dt.timedelta(days=1))
+    return RenewalDefaults(name, today + period)
+
+
+def key_renew(
+    *,
+    actor: Actor,
+    key_id: uuid.UUID,
+    name: str | _Unset = _UNSET,
+    expires: dt.date | _Unset | None = _UNSET,
+) -> Done:
+    """New key and KMS key with fresh material; the alias moves; the old key becomes REPLACED (still enabled).
+
+    The new key's ``name`` and ``expires`` (None: no expiry) are the caller's, or else
+    :func:`renewal_defaults`; they are checked after the caller's role, before any KMS call.
+    """
     current = Key.objects.select_related("keystore").filter(pk=key_id).first() if _is_uuid(key_id) else None
     if current is None:
         raise NotFound("Key not found.")
@@ -995,10 +1039,15 @@ def key_renew(*, actor: Actor, key_id: uuid.UUID) -> Done:
     def step(old: Key, kms: KmsSession) -> dict[str, Any]:
         nonlocal renewed
         _refuse_second_renewal(old)
+        defaults = renewal_defaults(old, timezone.localdate())
+        new_name = defaults.name if name is _UNSET else name
+        new_expires = defaults.expires if expires is _UNSET else expires
+        if not (new_name or "").strip():
+            raise ValidationError({"name": "A key needs a name."})
         arn = _provision_kms_key(
             kms,
             creation,
-            name=old.name,
+            name=new_name,
             tags=dict(old.tags),
             material=material,
             key_spec=old.key_spec,
@@ -1016,10 +1065,10 @@ def key_renew(*, actor: Actor, key_id: uuid.UUID) -> Done:
             renewed = Key.objects.create(
                 id=new_id,
                 keystore=old.keystore,
-                name=old.name,
+                name=new_name,
                 alias=alias,
                 tags=dict(old.tags),
-                expires=old.expires,
+                expires=new_expires,
                 state=KeyState.ACTIVE,
                 kms_key_arn=arn,
                 kms_state=KmsState.ENABLED,
@@ -1037,7 +1086,13 @@ def key_renew(*, actor: Actor, key_id: uuid.UUID) -> Done:
                 _point_alias_back(kms, alias, old)
             moved.clear()
             raise
-        return {"renewed_by": str(new_id), "alias_moved": alias, **(_sweep_if_create_retried(kms, old.keystore) or {})}
+        return {
+            "renewed_by": str(new_id),
+            "name": new_name,
+            "expires": _iso(new_expires),
+            "alias_moved": alias,
+            **(_sweep_if_create_retried(kms, old.keystore) or {}),
+        }
 
     try:
         # The journal is committed before the locked transaction starts, so that a

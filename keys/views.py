@@ -28,7 +28,6 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from accounts.decorators import portal_login_required
 from accounts.identity import actor_from_request
 from accounts.models import User
 from byok_portal.aws import AwsError
@@ -39,6 +38,7 @@ from byok_portal.web import (
     fetch_or_404,
     forbidden,
     paginate,
+    portal_login_required,
     query_without_page,
     report_error,
     service_errors_to_form,
@@ -255,7 +255,7 @@ def key_action(request: HttpRequest, key_id: uuid.UUID, action: str) -> HttpResp
     key = _key_to_act_on(request, key_id, chosen.operation, "Key operations need the custodian role in this keystore.")
     if isinstance(key, HttpResponse):
         return key
-    form = chosen.form(request.POST or None) if chosen.form else None
+    form = chosen.page_form(key, request.POST or None)
     if request.method == "GET":
         return _render_confirm(request, key, chosen, form)
     if form is not None and not form.is_valid():
@@ -335,7 +335,7 @@ def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
     key = fetch_or_404(lambda: selectors.get_key_for(request.user, key_id))
     can_act = _is_custodian(request.user, key)
     offered = set(allowed_operations(key.state, key.key_spec))
-    actions = [{"action": action, "form": action.form() if action.form else None} for action in offered_actions(key)]
+    actions = [{"action": action, "form": action.page_form(key)} for action in offered_actions(key)]
     expected = expected_kms_state(key.state)
     replaces, replaced_by = selectors.renewal_neighbours(key)
     today = timezone.localdate()

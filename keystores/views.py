@@ -17,7 +17,6 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.decorators import portal_login_required
 from accounts.identity import actor_from_request
 from byok_portal import aws
 from byok_portal.errors import NotFound, PermissionRefused, ServiceError
@@ -26,6 +25,7 @@ from byok_portal.web import (
     fetch_or_404,
     forbidden,
     paginate,
+    portal_login_required,
     query_without_page,
     report_error,
     service_errors_to_form,

@@ -11,23 +11,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# (importing module -> imported module): why it is still there.
-KNOWN_UPWARD = {
-    # audit's pages are pages: they sit behind accounts' login gate (session + verified TOTP).
-    "audit.views -> accounts.decorators",
-    # accounts/ belongs to the login/lockout/tokens work; these read or grant keystore roles and
-    # belong in keystores (the grant command) or should read memberships through ``user.memberships``.
-    "accounts.management.commands.byok_grant -> keystores.models",
-    "accounts.management.commands.byok_grant -> keystores.services",
-    "accounts.management.commands.byok_users -> keystores.models",
-    "accounts.views -> keystores.models",
-    # Unexpected errors are audited from the kernel's API exception handler and a page middleware:
-    # the recorder names the acting person (accounts), writes the trail (audit) and attaches the key
-    # (keys). It belongs above the apps, with the handler, once the API's error handling moves there.
-    "byok_portal.unexpected -> accounts.identity",
-    "byok_portal.unexpected -> audit.services",
-    "byok_portal.unexpected -> keys.models",
-}
+# (importing module -> imported module): why it is still there. None left: the grant command lives in
+# keystores, accounts reads roles through ``user.memberships``, the login gate is in the kernel
+# (``byok_portal/web.py``) and the unexpected-error recorder is handed down from ``KeysConfig.ready``.
+KNOWN_UPWARD: set[str] = set()
 
 
 def _findings() -> dict[str, Any]:

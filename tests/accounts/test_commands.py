@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
 from audit.models import AuditEvent
@@ -144,3 +146,24 @@ def test_byok_users_lists_identities_flags_and_roles(bob: User, oidc_carol: User
     assert "https://idp.example.com" in carol_line
     assert "c-123" in carol_line
     assert f"custodian@Payments ({store.pk})" in carol_line
+
+
+def test_byok_users_lists_each_users_roles_by_keystore_name_in_one_query(
+    bob: User, oidc_carol: User, store: Keystore
+) -> None:
+    """accounts reads roles through ``user.memberships``: one query for everyone's roles, in keystore-name order."""
+    archive = Keystore.objects.create(
+        name="Archive", aws_account_id="123456789012", region="eu-west-1", role_arn="arn:aws:iam::123456789012:role/y"
+    )
+    run("byok_grant", "carol", "custodian", "--keystore", str(store.pk))
+    run("byok_grant", "carol", "auditor", "--keystore", str(archive.pk))
+    run("byok_grant", "bob", "admin", "--keystore", str(store.pk))
+
+    with CaptureQueriesContext(connection) as queries:
+        lines = run("byok_users").splitlines()
+
+    carol_line = next(line for line in lines if line.startswith("carol "))
+    bob_line = next(line for line in lines if line.startswith("bob "))
+    assert carol_line.endswith(f"auditor@Archive ({archive.pk}), custodian@Payments ({store.pk})")
+    assert bob_line.endswith(f"admin@Payments ({store.pk})")
+    assert len([q for q in queries.captured_queries if "keystores_membership" in q["sql"]]) == 1

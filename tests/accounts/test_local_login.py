@@ -11,8 +11,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.identity import SESSION_IDENTITY_KEY, actor_from_request
 from accounts.models import User
-from accounts.oidc import SESSION_OIDC_LOGIN_KEY
 from accounts.views import PENDING_LOGIN_KEY
+from byok_portal.web import SESSION_OIDC_LOGIN_KEY
 from tests.accounts.conftest import PASSWORD, current_code
 
 pytestmark = pytest.mark.django_db

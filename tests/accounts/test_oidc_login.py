@@ -11,7 +11,7 @@ from django.contrib.sessions.backends.db import SessionStore
 
 from accounts.identity import SESSION_IDENTITY_KEY
 from accounts.models import User
-from accounts.oidc import SESSION_OIDC_LOGIN_KEY
+from byok_portal.web import SESSION_OIDC_LOGIN_KEY
 from tests.oidc_provider.fixtures import OIDCProvider
 
 pytestmark = [pytest.mark.oidc, pytest.mark.django_db(transaction=True)]

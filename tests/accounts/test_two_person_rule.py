@@ -33,8 +33,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.identity import SESSION_IDENTITY_KEY, Actor
 from accounts.models import User
-from accounts.oidc import SESSION_OIDC_LOGIN_KEY
 from audit.models import AuditEvent
+from byok_portal.web import SESSION_OIDC_LOGIN_KEY
 from keys.custody import kcv
 from keys.models import Key
 from keys.services import key_create

@@ -9,6 +9,7 @@ AWS makes it wait.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,6 +55,19 @@ def leftover_creation(keystore: Any, *, age: dt.timedelta) -> str:
     return aws.kms_for(keystore).create_external_key(description="half", tags={settings.BYOK_TAG_KEY: KEY_ID})
 
 
+def _wait_until_gone(backend_pid: int) -> None:
+    """PostgreSQL ends a backend (and drops its locks) a moment after its client hangs up, not at once."""
+    with connection.cursor() as cursor:
+        for _ in range(200):
+            # Statistics views are a snapshot per transaction (and a test runs in one): take a fresh one.
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [backend_pid])
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.025)
+    raise AssertionError(f"backend {backend_pid} still runs 5 s after its client closed")
+
+
 def recover() -> int:
     return services.recover_pending_creations(actor=Actor.system("reconcile"))
 
@@ -78,7 +92,9 @@ def test_a_creation_still_running_is_left_alone_however_long_it_takes(
     assert arn in live_portal_kms_keys(aws_sandbox, keystore, settings.BYOK_TAG_KEY)
     assert PendingCreation.objects.exists()
 
+    creator = other_session.info.backend_pid
     other_session.close()  # the creating process dies: its lease goes with its session
+    _wait_until_gone(creator)
     assert recover() == 1
     assert arn not in live_portal_kms_keys(aws_sandbox, keystore, settings.BYOK_TAG_KEY)
 

@@ -139,11 +139,55 @@ def test_the_confirmation_page_works_without_javascript(key: Key, bob: Client) -
 
 
 def test_renewing_leads_to_the_new_key(key: Key, bob: Client) -> None:
-    response = bob.post(f"/keys/{key.pk}/renew/")
+    response = bob.post(f"/keys/{key.pk}/renew/", {"name": "orders v2", "expires": ""})
     new = Key.objects.get(replaces=key)
     assert response["Location"] == f"/keys/{new.pk}/"
     html = bob.get(f"/keys/{new.pk}/").content.decode()
     assert f'href="/keys/{key.pk}/"' in html  # the renewal chain
+
+
+def test_the_renewal_confirmation_asks_the_new_name_and_expiry_prefilled(key: Key, bob: Client) -> None:
+    # Created 100 days ago, expiring in 265: the default keeps the 365-day cryptoperiod from today.
+    today = timezone.localdate()
+    Key.objects.filter(pk=key.pk).update(
+        created_at=timezone.now() - dt.timedelta(days=100), expires=today + dt.timedelta(days=265)
+    )
+    expected = (today + dt.timedelta(days=365)).isoformat()
+    for page in (f"/keys/{key.pk}/renew/", f"/keys/{key.pk}/"):  # the no-JS page and the key page's dialog
+        html = bob.get(page).content.decode()
+        assert 'name="name" value="orders v2"' in html
+        assert f'name="expires" value="{expected}"' in html
+
+
+def test_a_renewal_uses_the_name_and_expiry_submitted(key: Key, bob: Client) -> None:
+    response = bob.post(f"/keys/{key.pk}/renew/", {"name": "orders 2027", "expires": "2031-12-31"})
+    new = Key.objects.get(replaces=key)
+    assert (new.name, new.expires) == ("orders 2027", dt.date(2031, 12, 31))
+    assert "this is the new key, “orders 2027”" in texts(response)[0]
+
+
+def test_a_blank_name_keeps_the_confirmation_open_with_the_error(key: Key, bob: Client) -> None:
+    response = bob.post(f"/keys/{key.pk}/renew/", {"name": "", "expires": "not a date"})
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "This field is required." in html
+    assert "Enter a valid date." in html
+    assert not Key.objects.filter(replaces=key).exists()
+
+
+def test_both_keys_show_the_renewal(key: Key, bob: Client) -> None:
+    bob.post(f"/keys/{key.pk}/renew/", {"name": "orders v2", "expires": ""})
+    new = Key.objects.get(replaces=key)
+    renewal = AuditEvent.objects.get(key_id=key.pk, operation="renew", outcome="success")
+    new_page = bob.get(f"/keys/{new.pk}/").content.decode()
+    # The new key: replaced the old one (linked), and its activity starts with the renewal that created it.
+    assert f'This key replaced <a href="/keys/{key.pk}/">orders</a>' in new_page
+    assert f"<td>{renewal.seq}</td>" in new_page
+    assert "No audit events of this key yet." not in new_page
+    old_page = bob.get(f"/keys/{key.pk}/").content.decode()
+    assert f'by <a href="/keys/{new.pk}/">orders v2</a>' in old_page  # the REPLACED banner
+    assert f'Replaced by <a href="/keys/{new.pk}/">orders v2</a>' in old_page  # the renewal chain
+    assert f"<td>{renewal.seq}</td>" in old_page
 
 
 def test_editing_changes_what_changed(key: Key, bob: Client) -> None:

@@ -14,13 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db.models import Prefetch
 
 from accounts.identity import Actor
 from accounts.models import User
 from accounts.services import create_local_user, reset_local_password, resolve_user
 from byok_portal.errors import ServiceError
-from keystores.models import Membership
 
 LOGIN_URL = "http://127.0.0.1:8000/accounts/login/"
 
@@ -102,14 +100,22 @@ class Command(BaseCommand):
             raise CommandError(exc.detail) from exc
 
     def _list(self) -> None:
-        users = User.objects.order_by("username").prefetch_related(
-            Prefetch("memberships", queryset=Membership.objects.select_related("keystore").order_by("keystore__name"))
+        users = User.objects.order_by("username")
+        # Roles are read through the reverse relation (accounts sits below keystores, so it names no
+        # keystores model): one query for every user's roles, as the prefetch did.
+        roles_of: dict[int, list[str]] = {}
+        held = (
+            User.objects.filter(memberships__isnull=False)
+            .order_by("memberships__keystore__name", "memberships__keystore_id")
+            .values_list("pk", "memberships__role", "memberships__keystore__name", "memberships__keystore_id")
         )
+        for pk, role, keystore_name, keystore_id in held:
+            roles_of.setdefault(pk, []).append(f"{role}@{keystore_name} ({keystore_id})")
         header = ("USERNAME", "ISSUER", "SUBJECT", "SUPERUSER", "STAFF", "ACTIVE", "CREATOR", "ROLES")
         rows: list[tuple[str, ...]] = [header]
         for user in users:
             iss, sub = user.identity
-            roles = ", ".join(f"{m.role}@{m.keystore.name} ({m.keystore_id})" for m in user.memberships.all())
+            roles = ", ".join(roles_of.get(user.pk, []))
             rows.append(
                 (
                     user.get_username(),
