@@ -236,7 +236,7 @@ class KeyCreateSerializer(StrictSerializer):
     tags = TagsField(required=False, default=dict)
     expires = serializers.DateField(required=False, allow_null=True, default=None)
     key_spec = KeySpecField(
-        choices=KeySpec.values,
+        choices=KeySpec.choices,
         required=False,
         default=DEFAULT_SPEC,
         help_text="AWS key spec, fixed at creation (SPEC §9). Default SYMMETRIC_DEFAULT.",
@@ -302,7 +302,7 @@ class DownloadSerializer(serializers.Serializer[Any]):
     """
 
     key_id = serializers.UUIDField()
-    key_spec = serializers.ChoiceField(choices=KeySpec.values)
+    key_spec = serializers.ChoiceField(choices=KeySpec.choices)
     wrapping_algorithm = serializers.ChoiceField(choices=list(WRAPPING_ALGORITHMS))
     wrapped_key_material = serializers.CharField(help_text="Base64.")
     kcv = serializers.CharField(allow_null=True, help_text="Symmetric and HMAC keys: the key check value.")
