@@ -339,15 +339,10 @@ def expect_state(portal: Portal, sandbox_url: str, key: dict[str, Any], state: s
         raise SmokeFailure(f"key {key['id']}: expected (portal, KMS) = {(state, kms_state)}, found {found}")
 
 
-def create_role_as_the_customer(sandbox_url: str, keystore: dict[str, Any], policies: dict[str, Any]) -> None:
-    """What the IAM guide asks of the customer: create the keystore's role with the two policies the portal shows.
-
-    Done as the account's administrator (the sandbox's ``OrganizationAccountAccessRole``), with
-    the documents exactly as the API hands them out, so the smoke test also proves they work.
-    """
+def as_role(sandbox_url: str, service: str, role_arn: str, external_id: str = "") -> Any:
+    """A boto3 client of ``service`` in the sandbox, acting as ``role_arn`` (assumed with ``external_id`` if given)."""
     import boto3
 
-    account = keystore["aws_account_id"]
     sts = boto3.client(
         "sts",
         endpoint_url=sandbox_url,
@@ -355,17 +350,31 @@ def create_role_as_the_customer(sandbox_url: str, keystore: dict[str, Any], poli
         aws_access_key_id="x",
         aws_secret_access_key="x",  # noqa: S106 - the sandbox's
     )
-    creds = sts.assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="smoke-administrator"
-    )["Credentials"]
-    iam = boto3.client(
-        "iam",
+    assumed = (
+        sts.assume_role(RoleArn=role_arn, RoleSessionName="smoke", ExternalId=external_id)
+        if external_id
+        else sts.assume_role(RoleArn=role_arn, RoleSessionName="smoke")
+    )
+    creds = assumed["Credentials"]
+    client: Any = boto3.client  # one helper for several services; their typed overloads want a literal name
+    return client(
+        service,
         endpoint_url=sandbox_url,
         region_name=REGION,
         aws_access_key_id=creds["AccessKeyId"],
         aws_secret_access_key=creds["SecretAccessKey"],
         aws_session_token=creds["SessionToken"],
     )
+
+
+def create_role_as_the_customer(sandbox_url: str, keystore: dict[str, Any], policies: dict[str, Any]) -> None:
+    """What the IAM guide asks of the customer: create the keystore's role with the two policies the portal shows.
+
+    Done as the account's administrator (the sandbox's ``OrganizationAccountAccessRole``), with
+    the documents exactly as the API hands them out, so the smoke test also proves they work.
+    """
+    administrator = f"arn:aws:iam::{keystore['aws_account_id']}:role/OrganizationAccountAccessRole"
+    iam = as_role(sandbox_url, "iam", administrator)
     name = keystore["role_arn"].rsplit("/", 1)[-1]
     iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(policies["trust_policy"]))
     iam.put_role_policy(
@@ -374,26 +383,7 @@ def create_role_as_the_customer(sandbox_url: str, keystore: dict[str, Any], poli
 
 
 def disable_behind_the_portals_back(sandbox_url: str, keystore: dict[str, Any], kms_key_arn: str) -> None:
-    import boto3
-
-    sts = boto3.client(
-        "sts",
-        endpoint_url=sandbox_url,
-        region_name=REGION,
-        aws_access_key_id="x",
-        aws_secret_access_key="x",  # noqa: S106 - the sandbox's
-    )
-    creds = sts.assume_role(
-        RoleArn=keystore["role_arn"], RoleSessionName="smoke-customer", ExternalId=keystore["external_id"]
-    )["Credentials"]
-    kms = boto3.client(
-        "kms",
-        endpoint_url=sandbox_url,
-        region_name=REGION,
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
+    kms = as_role(sandbox_url, "kms", keystore["role_arn"], keystore["external_id"])
     kms.disable_key(KeyId=kms_key_arn)
 
 
