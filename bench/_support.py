@@ -48,3 +48,53 @@ def run_phase(module: str, database: str, *args: str, env: dict[str, str] | None
     if done.returncode != 0:
         raise RuntimeError(f"{module} {' '.join(args)} on {database} failed:\n{done.stderr[-4000:]}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def sandbox_keystore(actor: Any) -> tuple[Any, Any]:
+    """A sandbox AWS in this process and a keystore of ``actor``'s in it, its role created and first assumed.
+
+    Returns ``(server, keystore)``; keep the server referenced while measuring. The sandbox's
+    STS assumes only roles that exist, as AWS does, and the first AssumeRole is no part of any
+    operation a benchmark measures.
+    """
+    from django.conf import settings
+
+    from byok_portal import aws
+    from keystores import sandbox
+    from keystores.services import keystore_create
+    from sandbox_aws.server import SandboxServer
+
+    server = SandboxServer()
+    settings.BYOK_SANDBOX = True
+    settings.BYOK_SANDBOX_URL = server.start()
+    settings.BYOK_AWS_PRINCIPAL_ARN = "arn:aws:iam::000000000000:role/byok-portal"
+    keystore = keystore_create(
+        actor=actor,
+        name="bench",
+        aws_account_id="123456789012",
+        region="eu-west-1",
+        role_arn="arn:aws:iam::123456789012:role/byok",
+    )
+    sandbox.create_role(keystore)
+    aws.kms_for(keystore).probe()
+    return server, keystore
+
+
+def time_kms_calls() -> list[float]:
+    """Patch the AWS layer so every KMS call adds its seconds to the one-element list returned (reset it at will)."""
+    import time
+
+    from byok_portal import aws
+
+    kms_seconds = [0.0]
+    real_call = aws.KmsSession._call
+
+    def timed_call(self: aws.KmsSession, operation: str, **kwargs: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            return real_call(self, operation, **kwargs)
+        finally:
+            kms_seconds[0] += time.perf_counter() - started
+
+    aws.KmsSession._call = timed_call  # type: ignore[method-assign]
+    return kms_seconds

@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-from bench._support import recreate_database, run_phase
+from bench._support import recreate_database, run_phase, sandbox_keystore, time_kms_calls
 
 DATABASE = "byok_bench_key_specs"
 ROUNDS = int(os.environ.get("BENCH_SPEC_ROUNDS", "5"))
@@ -94,26 +94,19 @@ def _worker() -> dict[str, Any]:
     import django
 
     django.setup()
-    from django.conf import settings
     from django.contrib.auth.models import Permission
     from django.core.management import call_command
     from django.db import DatabaseError, connection, transaction
 
     from accounts.identity import Actor
     from accounts.models import User
-    from byok_portal import aws
     from keys import custody, services
     from keys.models import Key
     from keystores.models import Role
-    from keystores.services import keystore_create, membership_set
-    from sandbox_aws.server import SandboxServer
+    from keystores.services import membership_set
     from tests.keys.helpers import public_pem
 
     call_command("migrate", verbosity=0)
-    server = SandboxServer()
-    settings.BYOK_SANDBOX = True
-    settings.BYOK_SANDBOX_URL = server.start()
-    settings.BYOK_AWS_PRINCIPAL_ARN = "arn:aws:iam::000000000000:role/byok-portal"
 
     def person(name: str) -> Actor:
         user = User.objects.create_user(name, password=f"{name}-password-123")
@@ -121,24 +114,10 @@ def _worker() -> dict[str, Any]:
         return Actor.for_user(User.objects.get(pk=user.pk))
 
     alice, bob = person("alice"), person("bob")
-    keystore = keystore_create(
-        actor=alice, name="bench", aws_account_id="123456789012", region="eu-west-1",
-        role_arn="arn:aws:iam::123456789012:role/byok",
-    )  # fmt: skip
+    server, keystore = sandbox_keystore(alice)
     assert bob.user is not None
     membership_set(actor=alice, keystore_id=keystore.pk, user=bob.user, role=Role.CUSTODIAN)
-    aws.kms_for(keystore).probe()  # the first AssumeRole is not part of any operation
-    kms_seconds = [0.0]
-    real_call = aws.KmsSession._call
-
-    def timed_call(self: aws.KmsSession, operation: str, **kwargs: Any) -> dict[str, Any]:
-        started = time.perf_counter()
-        try:
-            return real_call(self, operation, **kwargs)
-        finally:
-            kms_seconds[0] += time.perf_counter() - started
-
-    aws.KmsSession._call = timed_call  # type: ignore[method-assign]
+    kms_seconds = time_kms_calls()
     pem = public_pem(3072)
 
     def ms(since: float) -> float:

@@ -19,7 +19,7 @@ import time
 import urllib.request
 from typing import Any
 
-from bench._support import recreate_database, run_phase
+from bench._support import recreate_database, run_phase, sandbox_keystore, time_kms_calls
 
 DATABASE = "byok_bench_lifecycle"
 ROUNDS = int(os.environ.get("BENCH_LIFECYCLE_ROUNDS", "20"))
@@ -67,29 +67,10 @@ def _worker() -> dict[str, Any]:
 
     from accounts.identity import Actor
     from accounts.models import User
-    from byok_portal import aws
     from keys import services
-    from keystores import sandbox
-    from keystores.services import keystore_create
-    from sandbox_aws.server import SandboxServer
 
     call_command("migrate", verbosity=0)
-    server = SandboxServer()
-    settings.BYOK_SANDBOX = True
-    settings.BYOK_SANDBOX_URL = server.start()
-    settings.BYOK_AWS_PRINCIPAL_ARN = "arn:aws:iam::000000000000:role/byok-portal"
-
-    kms_seconds = [0.0]
-    real_call = aws.KmsSession._call
-
-    def timed_call(self: aws.KmsSession, operation: str, **kwargs: Any) -> dict[str, Any]:
-        started = time.perf_counter()
-        try:
-            return real_call(self, operation, **kwargs)
-        finally:
-            kms_seconds[0] += time.perf_counter() - started
-
-    aws.KmsSession._call = timed_call  # type: ignore[method-assign]
+    kms_seconds = time_kms_calls()
 
     def sandbox_calls() -> dict[str, int]:
         with urllib.request.urlopen(f"{settings.BYOK_SANDBOX_URL}/_sandbox/calls") as response:
@@ -99,15 +80,7 @@ def _worker() -> dict[str, Any]:
     user.user_permissions.add(Permission.objects.get(codename="add_keystore"))
     user = User.objects.get(pk=user.pk)
     actor = Actor.for_user(user)
-    keystore = keystore_create(
-        actor=actor,
-        name="bench",
-        aws_account_id="123456789012",
-        region="eu-west-1",
-        role_arn="arn:aws:iam::123456789012:role/byok",
-    )
-    sandbox.create_role(keystore)  # the sandbox's STS assumes only roles that exist, as AWS does
-    aws.kms_for(keystore).probe()  # the first AssumeRole is not part of any operation
+    server, keystore = sandbox_keystore(actor)
 
     def measure(operation: str, call: Any) -> tuple[int, float, float]:
         kms_seconds[0] = 0.0
