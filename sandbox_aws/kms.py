@@ -38,7 +38,7 @@ from moto.kms.models import Key, KmsBackend, kms_backends
 from moto.kms.responses import KmsResponse
 from moto.kms.utils import AbstractPrivateKey, KeySpec, _deserialize_ciphertext_blob
 
-from sandbox_aws import kms_specs
+from sandbox_aws import kms_regions, kms_specs
 from sandbox_aws.kms_specs import (
     IncorrectKeyMaterialException,
     InvalidCiphertextException,
@@ -52,6 +52,9 @@ ENABLED = "Enabled"
 DISABLED = "Disabled"
 PENDING_IMPORT = "PendingImport"
 PENDING_DELETION = "PendingDeletion"
+# A multi-Region primary scheduled for deletion waits here for its replicas (see kms_regions);
+# every rule for a key pending deletion holds for it too.
+DELETION_STATES = frozenset({PENDING_DELETION, kms_regions.PENDING_REPLICA_DELETION})
 
 EXTERNAL = "EXTERNAL"
 SYMMETRIC_DEFAULT = "SYMMETRIC_DEFAULT"
@@ -192,6 +195,8 @@ class SandboxKey(Key):
         self.expiration_model: str | None = None
         self.valid_to: datetime | None = None
         self.import_parameters: dict[bytes, ImportParameters] = {}
+        # Set for the regional keys of a multi-Region key (kms_regions); None for single-Region keys.
+        self.replication: kms_regions.Replication | None = None
         if self.origin == EXTERNAL:
             self.key_material = None
             self.key_state = PENDING_IMPORT
@@ -216,6 +221,7 @@ class SandboxKey(Key):
         if mac_algorithm is not None:
             metadata.pop("EncryptionAlgorithms", None)
             metadata["MacAlgorithms"] = [mac_algorithm]
+        kms_regions.describe(self, metadata)
         return result
 
     def drop_material(self) -> None:
@@ -244,14 +250,16 @@ class SandboxKmsBackend(KmsBackend):
         deletion window is over disappear. Done lazily, at the start of each request.
         """
         now = utc_now()
+        kms_regions.sweep(self, now)
         for key in list(self.keys.values()):
             deletion_due = key.deletion_date is not None and _naive_utc(now) >= _naive_utc(key.deletion_date)
             if key.key_state == PENDING_DELETION and deletion_due:
+                kms_regions.forget(key)
                 self.delete_key(key.id)
                 continue
             if key.has_material and key.valid_to is not None and now >= key.valid_to:
                 key.drop_material()
-                if key.key_state != PENDING_DELETION:
+                if key.key_state not in DELETION_STATES:
                     key.key_state = PENDING_IMPORT
                     key.enabled = False
 
@@ -268,7 +276,7 @@ class SandboxKmsBackend(KmsBackend):
 
     @staticmethod
     def _require_not_pending_deletion(key: SandboxKey) -> None:
-        if key.key_state == PENDING_DELETION:
+        if key.key_state in DELETION_STATES:
             raise KMSInvalidStateException(f"{key.arn} is pending deletion.")
 
     @staticmethod
@@ -276,10 +284,8 @@ class SandboxKmsBackend(KmsBackend):
         """Cryptographic operations need an Enabled key (key-state table, notes 1/3/5)."""
         if key.key_state == DISABLED:
             raise DisabledException(f"{key.arn} is disabled.")
-        if key.key_state == PENDING_IMPORT:
-            raise KMSInvalidStateException(f"{key.arn} is pending import.")
-        if key.key_state == PENDING_DELETION:
-            raise KMSInvalidStateException(f"{key.arn} is pending deletion.")
+        if key.key_state != ENABLED:
+            raise KMSInvalidStateException(f"{key.arn} is {key.key_state}.")
 
     @staticmethod
     def _require_external(key: SandboxKey) -> None:
@@ -318,6 +324,8 @@ class SandboxKmsBackend(KmsBackend):
             multi_region,
             origin,
         )
+        if multi_region:
+            kms_regions.start(key)
         self.keys[key.id] = key
         if tags:
             self.tagger.tag_resource(key.id, tags)
@@ -328,25 +336,29 @@ class SandboxKmsBackend(KmsBackend):
         return self.key_for(key_id)
 
     def enable_key(self, key_id: str) -> None:
-        """EnableKey: refused in PendingImport and PendingDeletion; idempotent otherwise."""
+        """EnableKey: refused in PendingImport, Creating and PendingDeletion; idempotent otherwise."""
         key = self.key_for(key_id)
-        if key.key_state == PENDING_IMPORT:
-            raise KMSInvalidStateException(f"{key.arn} is pending import.")
+        if key.key_state in (PENDING_IMPORT, kms_regions.CREATING):
+            raise KMSInvalidStateException(f"{key.arn} is {key.key_state}.")
         self._require_not_pending_deletion(key)
         key.key_state = ENABLED
         key.enabled = True
 
     def disable_key(self, key_id: str) -> None:
-        """DisableKey: refused in PendingImport and PendingDeletion; idempotent otherwise."""
+        """DisableKey: refused in PendingImport, Creating and PendingDeletion; idempotent otherwise."""
         key = self.key_for(key_id)
-        if key.key_state == PENDING_IMPORT:
-            raise KMSInvalidStateException(f"{key.arn} is pending import.")
+        if key.key_state in (PENDING_IMPORT, kms_regions.CREATING):
+            raise KMSInvalidStateException(f"{key.arn} is {key.key_state}.")
         self._require_not_pending_deletion(key)
         key.key_state = DISABLED
         key.enabled = False
 
     def schedule_key_deletion(self, key_id: str, pending_window_in_days: int) -> float:
-        """ScheduleKeyDeletion: 7–30 days; refused when already pending deletion."""
+        """ScheduleKeyDeletion: 7–30 days; refused when already pending deletion.
+
+        A multi-Region primary with replicas waits for them instead (kms_regions): it gets no
+        deletion date yet, and the window's end is returned only as a lower bound.
+        """
         key = self.key_for(key_id)
         if not isinstance(pending_window_in_days, int) or not 7 <= pending_window_in_days <= 30:
             raise ValidationException(
@@ -357,7 +369,9 @@ class SandboxKmsBackend(KmsBackend):
         key.key_state = PENDING_DELETION
         key.enabled = False
         key.deletion_date = _naive_utc(utc_now()) + timedelta(days=pending_window_in_days)
-        return float(unix_time(key.deletion_date))
+        deletion_date = float(unix_time(key.deletion_date))
+        kms_regions.schedule_deletion(key, pending_window_in_days)
+        return deletion_date
 
     def cancel_key_deletion(self, key_id: str) -> None:
         """CancelKeyDeletion → Disabled; a key without imported material → PendingImport.
@@ -367,7 +381,7 @@ class SandboxKmsBackend(KmsBackend):
         is the state of every such key without material), so it returns to PendingImport.
         """
         key = self.key_for(key_id)
-        if key.key_state != PENDING_DELETION:
+        if key.key_state not in DELETION_STATES:
             raise KMSInvalidStateException(f"{key.arn} is not pending deletion.")
         key.deletion_date = None
         key.enabled = False
@@ -504,6 +518,7 @@ class SandboxKmsBackend(KmsBackend):
         # key-state.html note 8: keys with imported material that are pending deletion
         # refuse GetParametersForImport/ImportKeyMaterial with KMSInvalidStateException.
         self._require_not_pending_deletion(key)
+        kms_regions.require_created(key)
 
         now = utc_now()
         key.import_parameters = {
@@ -541,6 +556,7 @@ class SandboxKmsBackend(KmsBackend):
         key = self.key_for(key_id)
         self._require_external(key)
         self._require_not_pending_deletion(key)
+        kms_regions.require_created(key)
         model = expiration_model or KEY_MATERIAL_EXPIRES
         checked_valid_to = _check_expiration(model, valid_to)
 
@@ -552,7 +568,9 @@ class SandboxKmsBackend(KmsBackend):
         material = kms_specs.unwrap(params.private_key, params.wrapping_algorithm, encrypted_key_material)
         kms_specs.check_material(key.key_spec, material)
         digest = hashlib.sha256(material).digest()
-        if key.accepted_material_digest is not None and not hmac.compare_digest(digest, key.accepted_material_digest):
+        # A multi-Region key's replicas accept only the material their set already has.
+        accepted = kms_regions.accepted_material_digest(key)
+        if accepted is not None and not hmac.compare_digest(digest, accepted):
             raise IncorrectKeyMaterialException()
 
         key.accepted_material_digest = digest
@@ -573,7 +591,7 @@ class SandboxKmsBackend(KmsBackend):
         key = self.key_for(key_id)
         self._require_external(key)
         key.drop_material()
-        if key.key_state != PENDING_DELETION:
+        if key.key_state not in DELETION_STATES:
             key.key_state = PENDING_IMPORT
             key.enabled = False
         return key
@@ -690,9 +708,10 @@ def schedule_key_deletion(self: KmsResponse) -> str:
     backend = _backend(self)
     key = backend.key_for(str(params.get("KeyId", "")))
     deletion_date = backend.schedule_key_deletion(key.id, window)
-    return json.dumps(
-        {"KeyId": key.arn, "DeletionDate": deletion_date, "KeyState": key.key_state, "PendingWindowInDays": window}
-    )
+    answer = {"KeyId": key.arn, "DeletionDate": deletion_date, "KeyState": key.key_state, "PendingWindowInDays": window}
+    if key.key_state == kms_regions.PENDING_REPLICA_DELETION:  # a primary waiting for its replicas: no date yet
+        del answer["DeletionDate"]
+    return json.dumps(answer)
 
 
 def cancel_key_deletion(self: KmsResponse) -> str:
@@ -776,6 +795,7 @@ _ADDED_ACTIONS = {
     "encrypt": encrypt,
     "decrypt": decrypt,
     "call_action": call_action,
+    **kms_regions.ACTIONS,
 }
 
 

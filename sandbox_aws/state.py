@@ -50,6 +50,7 @@ from moto.kms.models import Alias, kms_backends
 from moto.moto_api._internal.models import moto_api_backend
 from moto.sts.models import AssumedRole, sts_backends
 
+from sandbox_aws import kms_regions
 from sandbox_aws.kms import ImportParameters, SandboxKey, SandboxKmsBackend, utc_now
 from sandbox_aws.locking import SANDBOX_LOCK
 
@@ -127,6 +128,7 @@ def _key_snapshot(backend: SandboxKmsBackend, key: SandboxKey) -> dict[str, Any]
         ],
         "aliases": sorted(key.aliases),
         "tags": backend.tagger.get_tag_dict_for_resource(key.id),
+        "replication": kms_regions.snapshot(key),
     }
 
 
@@ -224,8 +226,7 @@ def _restore_key(backend: SandboxKmsBackend, data: dict[str, Any]) -> None:
         assert valid_to is not None
         params = ImportParameters(private_key, token["wrapping_algorithm"], valid_to)
         key.import_parameters[_unb64(token["token"]) or b""] = params
-    if key.multi_region:
-        key.multi_region_configuration["PrimaryKey"]["Arn"] = key.arn
+    kms_regions.restore(key, data.get("replication"))
     backend.keys[key.id] = key
     for alias in data["aliases"]:
         # moto's models are instantiable; their CloudFormation hooks are abstract only for type checkers.
