@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,7 +40,11 @@ _AWS_STATE_TO_KMS_STATE = {
     "Disabled": KmsState.DISABLED,
     "PendingImport": KmsState.EMPTY,
     "PendingDeletion": KmsState.PENDING_DELETION,
+    # A multi-Region primary scheduled for deletion, waiting for its replicas to be deleted first.
+    "PendingReplicaDeletion": KmsState.PENDING_DELETION,
 }
+# A new multi-Region replica is "Creating" for a few seconds; AWS says to wait with DescribeKey.
+CREATING = "Creating"
 
 
 class Keystore(Protocol):
@@ -61,12 +66,16 @@ class Keystore(Protocol):
 class AwsError(Exception):
     """An AWS call failed. ``kind`` is the API error code: ``kms_error`` or ``aws_connection_error``."""
 
-    def __init__(self, *, kind: str, operation: str, code: str, message: str, request_id: str = "") -> None:
+    def __init__(
+        self, *, kind: str, operation: str, code: str, message: str, request_id: str = "", region: str = ""
+    ) -> None:
         self.kind = kind
         self.operation = operation
         self.code = code
         self.message = message
         self.request_id = request_id
+        # The region the call went to (a multi-Region key's calls go to several).
+        self.region = region
         super().__init__(f"{operation} failed: {code}: {message}")
 
 
@@ -196,23 +205,51 @@ def role_admits_without_external_id(keystore: Keystore) -> bool:
 
 @dataclass(frozen=True)
 class KmsKeyInfo:
-    """What DescribeKey says of a KMS key, in the portal's terms."""
+    """What DescribeKey says of a KMS key, in the portal's terms.
+
+    For a multi-Region key, ``primary_region`` and ``replicas`` (region → ARN) say where its
+    other regional keys are; both are empty for a single-Region key.
+    """
 
     arn: str
     aws_state: str
     state: KmsState
     deletion_date: dt.datetime | None
     origin: str
+    primary_region: str = ""
+    replicas: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class KmsSession:
-    """KMS calls for one keystore, collecting AWS request ids for the audit trail."""
+    """KMS calls for one keystore, collecting AWS request ids for the audit trail.
+
+    :meth:`in_region` gives the session of the same keystore in another region (a
+    multi-Region key's replicas), with the same assumed role and the same lists of request
+    ids, so one operation's audit event names every call it made, in every region.
+    """
 
     client: KMSClient
     request_ids: list[str] = field(default_factory=list)
     # Operations that succeeded only after botocore retried them: AWS may have executed them more than once.
     retried: list[str] = field(default_factory=list)
+    region: str = ""
+    # Builds this keystore's KMS client for another region (set by kms_for).
+    client_for: Callable[[str], KMSClient] | None = None
+
+    def in_region(self, region: str) -> KmsSession:
+        """This keystore's KMS session in ``region``, sharing this one's request ids."""
+        if region == self.region or not region:
+            return self
+        if self.client_for is None:
+            raise RuntimeError("this KMS session cannot reach other regions")
+        return KmsSession(
+            client=self.client_for(region),
+            request_ids=self.request_ids,
+            retried=self.retried,
+            region=region,
+            client_for=self.client_for,
+        )
 
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         method = getattr(self.client, _snake(operation))
@@ -220,6 +257,7 @@ class KmsSession:
             response: dict[str, Any] = method(**kwargs)
         except _CALL_ERRORS as exc:
             error = _translate(exc, operation=operation, kind="kms_error")
+            error.region = self.region
             if error.request_id:
                 self.request_ids.append(error.request_id)
             raise error from exc
@@ -238,8 +276,12 @@ class KmsSession:
         tags: Mapping[str, str],
         key_spec: str = "SYMMETRIC_DEFAULT",
         key_usage: str = "ENCRYPT_DECRYPT",
+        multi_region: bool = False,
     ) -> str:
-        """CreateKey with Origin=EXTERNAL, tagged at creation so it can always be found again."""
+        """CreateKey with Origin=EXTERNAL, tagged at creation so it can always be found again.
+
+        ``multi_region``: a multi-Region primary key (``mrk-…``) that :meth:`replicate` copies to other regions.
+        """
         response = self._call(
             "CreateKey",
             Origin="EXTERNAL",
@@ -247,18 +289,62 @@ class KmsSession:
             KeyUsage=key_usage,
             Description=description[:8192],
             Tags=[{"TagKey": k, "TagValue": v} for k, v in tags.items()],
+            **({"MultiRegion": True} if multi_region else {}),
         )
         return str(response["KeyMetadata"]["Arn"])
+
+    def replicate(self, key_id: str, region: str, *, description: str, tags: Mapping[str, str]) -> str:
+        """ReplicateKey: the multi-Region primary ``key_id``'s replica in ``region``, tagged; its ARN.
+
+        The replica has no material (import it into the replica, in its region) and is
+        ``Creating`` for a moment (:meth:`wait_created`). If it exists already (a retry, or a
+        lost answer that botocore retried), AWS answers AlreadyExistsException: that replica is
+        the one asked for, as long as it is not on its way out.
+        """
+        try:
+            response = self._call(
+                "ReplicateKey",
+                KeyId=key_id,
+                ReplicaRegion=region,
+                Description=description[:8192],
+                Tags=[{"TagKey": k, "TagValue": v} for k, v in tags.items()],
+            )
+        except AwsError as exc:
+            if exc.code != "AlreadyExistsException":
+                raise
+            existing = self.in_region(region).describe(key_id.rsplit("/", 1)[-1])
+            if existing.state == KmsState.PENDING_DELETION:
+                raise
+            return existing.arn
+        return str(response["ReplicaKeyMetadata"]["Arn"])
+
+    def wait_created(self, key_id: str, *, timeout: float = 60.0) -> KmsKeyInfo:
+        """DescribeKey until a new replica is no longer ``Creating`` (AWS: "a few seconds")."""
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        while True:
+            info = self.describe(key_id)
+            if info.aws_state != CREATING or time.monotonic() >= deadline:
+                return info
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def update_primary_region(self, key_id: str, region: str) -> None:
+        """UpdatePrimaryRegion: the replica in ``region`` becomes the primary key."""
+        self._call("UpdatePrimaryRegion", KeyId=key_id, PrimaryRegion=region)
 
     def describe(self, key_id: str) -> KmsKeyInfo:
         meta = self._call("DescribeKey", KeyId=key_id)["KeyMetadata"]
         aws_state = str(meta.get("KeyState", ""))
+        regions = meta.get("MultiRegionConfiguration") or {}
         return KmsKeyInfo(
             arn=str(meta["Arn"]),
             aws_state=aws_state,
             state=_AWS_STATE_TO_KMS_STATE.get(aws_state, KmsState.UNKNOWN),
             deletion_date=meta.get("DeletionDate"),
             origin=str(meta.get("Origin", "")),
+            primary_region=str((regions.get("PrimaryKey") or {}).get("Region", "")),
+            replicas={str(r["Region"]): str(r["Arn"]) for r in regions.get("ReplicaKeys", [])},
         )
 
     def import_material(
@@ -300,9 +386,13 @@ class KmsSession:
     def disable(self, key_id: str) -> None:
         self._call("DisableKey", KeyId=key_id)
 
-    def schedule_deletion(self, key_id: str, days: int) -> dt.datetime:
+    def schedule_deletion(self, key_id: str, days: int) -> dt.datetime | None:
+        """ScheduleKeyDeletion; the deletion date, or None for a multi-Region primary that waits for its replicas.
+
+        (Such a primary is ``PendingReplicaDeletion``: its window starts when its last replica is deleted.)
+        """
         response = self._call("ScheduleKeyDeletion", KeyId=key_id, PendingWindowInDays=days)
-        deletion_date: dt.datetime = response["DeletionDate"]
+        deletion_date: dt.datetime | None = response.get("DeletionDate")
         return deletion_date
 
     def cancel_deletion(self, key_id: str) -> None:
@@ -419,15 +509,29 @@ _clients_lock = threading.Lock()
 _clients: dict[tuple[str, str, str], KMSClient] = {}
 
 
-def kms_for(keystore: Keystore) -> KmsSession:
-    """A KMS session in the keystore's account and region, through its assumed role.
+def kms_for(keystore: Keystore, region: str = "") -> KmsSession:
+    """A KMS session in the keystore's account and region (or ``region``), through its assumed role.
 
     Clients are reused while the credentials last: building a boto3 client costs
-    more than most KMS calls, and clients are thread-safe.
+    more than most KMS calls, and clients are thread-safe. The assumed role's
+    credentials are global; only the client is per region.
     """
+    home = _home_session(keystore)
+    return home.in_region(region or keystore.region)
+
+
+def _home_session(keystore: Keystore) -> KmsSession:
+    return KmsSession(
+        client=_kms_client(keystore, keystore.region),
+        region=keystore.region,
+        client_for=lambda region: _kms_client(keystore, region),
+    )
+
+
+def _kms_client(keystore: Keystore, region: str) -> KMSClient:
     creds = credential_cache.get(keystore)
     kwargs = _endpoint_kwargs()
-    cache_key = (creds.access_key_id, keystore.region, str(kwargs.get("endpoint_url", "")))
+    cache_key = (creds.access_key_id, region, str(kwargs.get("endpoint_url", "")))
     with _clients_lock:
         client = _clients.get(cache_key)
     if client is None:
@@ -436,12 +540,12 @@ def kms_for(keystore: Keystore) -> KmsSession:
             aws_secret_access_key=creds.secret_access_key,
             aws_session_token=creds.session_token,
         )
-        client = boto3.client("kms", region_name=keystore.region, config=_botocore_config(), **kwargs)
+        client = boto3.client("kms", region_name=region, config=_botocore_config(), **kwargs)
         with _clients_lock:
             if len(_clients) > 1000:  # expired credentials' clients: drop them all, rebuilding is cheap enough
                 _clients.clear()
             _clients[cache_key] = client
-    return KmsSession(client=client)
+    return client
 
 
 _principal_lock = threading.Lock()

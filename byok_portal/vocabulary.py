@@ -45,6 +45,7 @@ class Operation(StrEnum):
     SCHEDULE_DELETION = "schedule_deletion"
     CANCEL_DELETION = "cancel_deletion"
     RECREATE = "recreate"
+    ADD_REPLICA = "add_replica"
     PREPARE_DOWNLOAD = "prepare_download"
     DOWNLOAD = "download"
     WITHDRAW_DOWNLOAD = "withdraw_download"

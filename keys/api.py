@@ -51,6 +51,7 @@ from keys.serializers import (
     KeySerializer,
     KeyUpdateSerializer,
     operation_description,
+    replica_rows,
     represent_rows,
 )
 from keys.services import WrappedDownload
@@ -176,8 +177,16 @@ class KeyViewSet(PortalViewSet):
         # Rows, not instances: a page is written straight from the selected columns.
         rows = self.filter_queryset(selectors.key_rows(request.user))
         with selectors.native_timestamps():
-            page = self.paginate_queryset(rows)
-        return self.get_paginated_response(represent_rows(page or []))
+            page = self.paginate_queryset(rows) or []
+        # Only a page with multi-Region keys costs the one query for their replicas.
+        replicas = (
+            replica_rows([row["id"] for row in page if row["multi_region"]])
+            if any(row["multi_region"] for row in page)
+            else {}
+        )
+        return self.get_paginated_response(
+            represent_rows([{**row, "replicas": replicas.get(row["id"], [])} for row in page])
+        )
 
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(KeySerializer(selectors.get_key_for(request.user, key_id_from_url(pk))).data)

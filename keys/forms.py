@@ -69,7 +69,17 @@ class KeyFieldsForm(forms.Form):
         widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
     )
 
-    field_order = ["keystore", "name", "key_spec", "key_usage", "alias", "tags", "expires"]
+    field_order = [
+        "keystore",
+        "name",
+        "key_spec",
+        "key_usage",
+        "multi_region",
+        "replica_regions",
+        "alias",
+        "tags",
+        "expires",
+    ]
 
     # AWS's alias and tag rules (keys.validation, which the services apply too) run per field here, so one
     # submit reports every field's errors together instead of the first the service meets.
@@ -107,6 +117,22 @@ class KeyCreateForm(KeyFieldsForm):
         help_text="Only RSA keys have a choice (ENCRYPT_DECRYPT or SIGN_VERIFY); the default is ENCRYPT_DECRYPT.",
     )
 
+    multi_region = forms.BooleanField(
+        label="Multi-Region key",
+        required=False,
+        help_text="The same key and material in several regions (AWS mrk- key), for disaster recovery. Fixed for life.",
+    )
+    replica_regions = forms.CharField(
+        label="Replica regions",
+        required=False,
+        help_text="Regions of the keystore's partition, separated by spaces or commas (e.g. us-east-1 eu-central-1).",
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off", "class": "mono"}),
+    )
+
+    def clean_replica_regions(self) -> list[str]:
+        text = str(self.cleaned_data.get("replica_regions") or "")
+        return [region for region in text.replace(",", " ").split() if region]
+
     def clean_key_spec(self) -> str:
         # Not chosen (a client that predates key specs): the default, as in the API.
         return str(self.cleaned_data.get("key_spec") or DEFAULT_SPEC)
@@ -117,6 +143,16 @@ class KeyCreateForm(KeyFieldsForm):
         assert isinstance(keystore_field, forms.ModelChoiceField)
         keystore_field.queryset = keystores
         self.order_fields(self.field_order)
+
+
+class AddReplicaForm(forms.Form):
+    """The region a multi-Region key gets a replica in (SPEC §11)."""
+
+    region = forms.CharField(
+        max_length=32,
+        help_text="An AWS region of the keystore's partition, e.g. us-east-1. The key's material is imported there.",
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off", "class": "mono"}),
+    )
 
 
 class RenewForm(forms.Form):

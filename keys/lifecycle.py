@@ -40,6 +40,8 @@ class Transition:
     # A repair: offered (on the key page, ahead of the rest) only while KMS reports this state,
     # never listed in ``allowed_operations`` (it is no routine operation). See :func:`repairs_for`.
     repairs: KmsState | None = None
+    # Only for multi-Region keys (SPEC §11): AWS cannot make a single-Region key multi-Region.
+    multi_region_only: bool = False
 
 
 def _row(
@@ -53,9 +55,19 @@ def _row(
     offered: bool = True,
     specs: frozenset[str] = frozenset(SPECS),
     repairs: KmsState | None = None,
+    multi_region_only: bool = False,
 ) -> tuple[Operation, Transition]:
     transition = Transition(
-        operation, frozenset(allowed), frozenset(noop), target, label, consequence, offered, specs, repairs
+        operation,
+        frozenset(allowed),
+        frozenset(noop),
+        target,
+        label,
+        consequence,
+        offered,
+        specs,
+        repairs,
+        multi_region_only,
     )
     return operation, transition
 
@@ -87,6 +99,16 @@ LIFECYCLE: dict[Operation, Transition] = dict(
             None,
             "Re-upload material",
             "The same key material is imported into KMS again, repairing a KMS key that lost it.",
+        ),
+        _row(
+            Operation.ADD_REPLICA,
+            {S.ACTIVE},
+            set(),
+            None,
+            "Add a replica region",
+            "A replica of this multi-Region key is created in another region and given the same key material: "
+            "data encrypted in any of the key's regions decrypts in the new one. Tags and alias are applied there.",
+            multi_region_only=True,
         ),
         _row(
             Operation.RENEW,
@@ -233,14 +255,14 @@ def decide(operation: Operation, state: str, key_spec: str = DEFAULT_SPEC) -> bo
 
 
 def allowed_operations(
-    state: str, key_spec: str = DEFAULT_SPEC, *, download_prepared: bool | None = None
+    state: str, key_spec: str = DEFAULT_SPEC, *, download_prepared: bool | None = None, multi_region: bool = False
 ) -> list[Operation]:
     """Operations that would take effect on a key of ``key_spec`` in ``state``, in table order.
 
     No-ops are valid too (they succeed and change nothing) but are not listed: a
     button that cannot do anything is noise. Neither are operations the spec cannot do.
     For the same reason, with ``download_prepared=False`` ``download`` is left out:
-    nothing is there to download.
+    nothing is there to download. Operations for multi-Region keys only are listed for those.
     """
     key_state = KeyState(state)
     return [
@@ -250,6 +272,7 @@ def allowed_operations(
         and key_state in row.allowed
         and key_spec in row.specs
         and not (op is Operation.DOWNLOAD and download_prepared is False)
+        and (multi_region or not row.multi_region_only)
     ]
 
 

@@ -50,6 +50,9 @@ class Key(models.Model):
     kcv = models.CharField("KCV", max_length=6, blank=True, default="")
     public_key = models.TextField(blank=True, default="", editable=False)
     public_key_sha256 = models.CharField("public key SHA-256", max_length=64, blank=True, default="", editable=False)
+    # A multi-Region KMS key (SPEC §11): the primary is this row's KMS key, in the keystore's region;
+    # its replicas are ``replicas`` (KeyReplica), each holding the same material.
+    multi_region = models.BooleanField(default=False, editable=False)
     material_sealed = models.BinaryField(null=True, blank=True, editable=False)
     deletion_date = models.DateTimeField(null=True, blank=True)
     replaces = models.OneToOneField("self", on_delete=models.PROTECT, null=True, blank=True, related_name="replaced_by")
@@ -100,7 +103,10 @@ class Key(models.Model):
     @property
     def allowed_operations(self) -> list[str]:
         return [
-            op.value for op in allowed_operations(self.state, self.key_spec, download_prepared=self.download_prepared)
+            op.value
+            for op in allowed_operations(
+                self.state, self.key_spec, download_prepared=self.download_prepared, multi_region=self.multi_region
+            )
         ]
 
 
@@ -126,3 +132,33 @@ class PendingCreation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.operation} of {self.key_id} started {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class KeyReplica(models.Model):
+    """One replica of a multi-Region key (SPEC §11): the same key id and material in another region.
+
+    The primary stays on :class:`Key` (``kms_key_arn``, ``kms_state``, ``drift``); each replica
+    has its own ARN, last observed KMS state and drift, because AWS keeps state, tags and
+    aliases per region. ``kms_key_arn`` is empty until ``ReplicateKey`` has answered.
+    """
+
+    key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="replicas")
+    region = models.CharField(max_length=32)
+    kms_key_arn = models.CharField("KMS key ARN", max_length=2048, blank=True, default="")
+    kms_state = models.CharField(max_length=20, choices=KmsState.choices, default=KmsState.UNKNOWN)
+    kms_checked_at = models.DateTimeField(null=True, blank=True)
+    # Reconciliation's findings for this region; empty when in step.
+    drift = models.JSONField(default=list, blank=True)
+    deletion_date = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["key", "region"]
+        constraints = [models.UniqueConstraint(fields=["key", "region"], name="keys_one_replica_per_region")]
+
+    def __str__(self) -> str:
+        return f"{self.key_id} in {self.region}"
+
+    @property
+    def kms_key_id(self) -> str:
+        return self.kms_key_arn.rsplit("/", 1)[-1] if self.kms_key_arn else ""

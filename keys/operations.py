@@ -25,10 +25,18 @@ from rest_framework import serializers
 from accounts.identity import Actor
 from byok_portal.vocabulary import Operation
 from keys import services
-from keys.forms import KeyCreateForm, KeyFieldsForm, PrepareDownloadForm, RenewForm, ScheduleDeletionForm
+from keys.forms import (
+    AddReplicaForm,
+    KeyCreateForm,
+    KeyFieldsForm,
+    PrepareDownloadForm,
+    RenewForm,
+    ScheduleDeletionForm,
+)
 from keys.lifecycle import LIFECYCLE, Transition
 from keys.models import Key
 from keys.serializers import (
+    AddReplicaSerializer,
     KeyCreateSerializer,
     KeyUpdateSerializer,
     PreparedKeySerializer,
@@ -128,7 +136,13 @@ REGISTRY: dict[Operation, KeyOperation] = {
             services.key_create,
             "Create a key (custodian)",
             target="keystore_id",
-            arguments={**_FIELDS, "key_spec": "key_spec", "key_usage": "key_usage"},
+            arguments={
+                **_FIELDS,
+                "key_spec": "key_spec",
+                "key_usage": "key_usage",
+                "multi_region": "multi_region",
+                "replica_regions": "replica_regions",
+            },
             body=KeyCreateSerializer,
             form=KeyCreateForm,
             created=True,
@@ -166,6 +180,18 @@ REGISTRY: dict[Operation, KeyOperation] = {
             button=True,
             api_action=True,
             done="Key material of “{name}” re-uploaded: the KMS key holds it and is enabled.",
+        ),
+        KeyOperation(
+            Operation.ADD_REPLICA,
+            services.key_add_replica,
+            "Add a replica region to a multi-Region key",
+            arguments={"region": "region"},
+            body=AddReplicaSerializer,
+            form=AddReplicaForm,
+            role_before_input=True,
+            button=True,
+            api_action=True,
+            done="“{name}” has a new replica: the same key material is now in that region too.",
         ),
         KeyOperation(
             Operation.RENEW,

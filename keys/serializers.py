@@ -16,10 +16,10 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from byok_portal.api import StrictSerializer
-from byok_portal.vocabulary import Operation
+from byok_portal.vocabulary import KmsState, Operation
 from byok_portal.wrapping import WRAPPING_ALGORITHMS
 from keys.lifecycle import LIFECYCLE, allowed_operations
-from keys.models import Key
+from keys.models import Key, KeyReplica
 from keys.services import MAX_WINDOW, MIN_WINDOW, pending_download
 from keys.specs import DEFAULT_SPEC, NOT_IMPORTABLE, KeySpec, KeyUsage
 from keys.validation import MAX_TAGS
@@ -62,6 +62,14 @@ class BlankAsNullField(serializers.CharField):
         return str(value) if value else None
 
 
+class ReplicaSerializer(serializers.Serializer[Any]):
+    """One replica of a multi-Region key (SPEC §11): its region, ARN and last observed KMS state."""
+
+    region = serializers.CharField(read_only=True)
+    kms_key_arn = serializers.CharField(read_only=True)
+    kms_state = serializers.ChoiceField(choices=KmsState.choices, read_only=True)
+
+
 class KeySerializer(serializers.ModelSerializer[Key]):
     """A key as the API shows it. Never material, never the prepared public key."""
 
@@ -70,6 +78,14 @@ class KeySerializer(serializers.ModelSerializer[Key]):
     replaces = serializers.UUIDField(source="replaces_id", read_only=True, allow_null=True)
     replaced_by = serializers.SerializerMethodField()
     download_prepared = serializers.BooleanField(read_only=True)
+    multi_region = serializers.BooleanField(
+        read_only=True, help_text="A multi-Region KMS key (mrk-…): the same material in every region of `replicas`."
+    )
+    replicas = ReplicaSerializer(
+        many=True,
+        read_only=True,
+        help_text="The replicas of a multi-Region key (the primary is `kms_key_arn`, in the keystore's region).",
+    )
     kcv = BlankAsNullField(
         read_only=True,
         allow_null=True,
@@ -106,6 +122,8 @@ class KeySerializer(serializers.ModelSerializer[Key]):
             "kms_checked_at",
             "key_spec",
             "key_usage",
+            "multi_region",
+            "replicas",
             "kcv",
             "public_key",
             "public_key_sha256",
@@ -127,6 +145,8 @@ class KeySerializer(serializers.ModelSerializer[Key]):
         row = {column: getattr(key, column) for column in ROW_COLUMNS}
         row["replaced_by"] = Key.objects.filter(replaces_id=key.pk).values_list("pk", flat=True).first()
         row["download_prepared"] = key.download_prepared
+        if key.multi_region:
+            row["replicas"] = replica_rows([key.pk]).get(key.pk, [])
         return represent_rows([row])[0]
 
     @extend_schema_field(serializers.UUIDField(allow_null=True))
@@ -152,6 +172,7 @@ ROW_COLUMNS = (
     "kms_checked_at",
     "key_spec",
     "key_usage",
+    "multi_region",
     "kcv",
     "public_key",
     "public_key_sha256",
@@ -160,6 +181,17 @@ ROW_COLUMNS = (
     "created_at",
     "updated_at",
 )
+
+
+def replica_rows(key_ids: Iterable[Any]) -> dict[Any, list[dict[str, str]]]:
+    """The replicas of these keys as the API shows them, by key id (one query)."""
+    found: dict[Any, list[dict[str, str]]] = {}
+    rows = KeyReplica.objects.filter(key_id__in=list(key_ids)).order_by("key_id", "region")
+    for key_id, region, arn, state in rows.values_list("key_id", "region", "kms_key_arn", "kms_state"):
+        found.setdefault(key_id, []).append({"region": region, "kms_key_arn": arn, "kms_state": state})
+    return found
+
+
 _DATETIME = serializers.DateTimeField()
 _UTC_NAMES = {"UTC", "Etc/UTC"}
 
@@ -176,7 +208,7 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     # The database's values are in UTC: in a UTC zone they need no conversion.
     utc_zone = zone is not None and str(zone) in _UTC_NAMES
     utc = UTC
-    operations: dict[tuple[str, str, bool], list[str]] = {}
+    operations: dict[tuple[str, str, bool, bool], list[str]] = {}
 
     def stamp(value: datetime | None) -> str | None:
         if value is None:
@@ -189,11 +221,12 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             return str(_DATETIME.to_representation(value))
         return text[:-6] + "Z" if text.endswith("+00:00") else text
 
-    def allowed(state: str, key_spec: str, prepared: bool) -> list[str]:
-        found = operations.get((state, key_spec, prepared))
+    def allowed(state: str, key_spec: str, prepared: bool, multi_region: bool) -> list[str]:
+        found = operations.get((state, key_spec, prepared, multi_region))
         if found is None:
-            found = operations[state, key_spec, prepared] = [
-                op.value for op in allowed_operations(state, key_spec, download_prepared=prepared)
+            found = operations[state, key_spec, prepared, multi_region] = [
+                op.value
+                for op in allowed_operations(state, key_spec, download_prepared=prepared, multi_region=multi_region)
             ]
         return list(found)
 
@@ -211,6 +244,8 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "kms_checked_at": stamp(row["kms_checked_at"]),
             "key_spec": row["key_spec"],
             "key_usage": row["key_usage"],
+            "multi_region": bool(row["multi_region"]),
+            "replicas": list(row.get("replicas") or []),
             # Empty in the row means "none" (RSA and EC keys have no KCV; others no public key).
             "kcv": row["kcv"] or None,
             "public_key": row["public_key"] or None,
@@ -219,7 +254,9 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "replaces": str(row["replaces_id"]) if row["replaces_id"] else None,
             "replaced_by": str(row["replaced_by"]) if row["replaced_by"] else None,
             "download_prepared": bool(row["download_prepared"]),
-            "allowed_operations": allowed(row["state"], row["key_spec"], bool(row["download_prepared"])),
+            "allowed_operations": allowed(
+                row["state"], row["key_spec"], bool(row["download_prepared"]), bool(row["multi_region"])
+            ),
             "created_at": stamp(row["created_at"]),
             "updated_at": stamp(row["updated_at"]),
         }
@@ -246,6 +283,27 @@ class KeyCreateSerializer(StrictSerializer):
         required=False,
         help_text="AWS key usage, fixed at creation; must be one AWS allows for key_spec. Default: the spec's "
         "(ENCRYPT_DECRYPT for symmetric and RSA, GENERATE_VERIFY_MAC for HMAC, SIGN_VERIFY for EC).",
+    )
+    multi_region = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="A multi-Region KMS key (SPEC §11): its primary in the keystore's region, replicas in "
+        "`replica_regions`, the same material in each. Fixed at creation.",
+    )
+    replica_regions = serializers.ListField(
+        child=serializers.CharField(max_length=32),
+        required=False,
+        default=list,
+        max_length=20,
+        help_text="Regions of the keystore's partition, other than its own, each once; needs `multi_region`.",
+    )
+
+
+class AddReplicaSerializer(StrictSerializer):
+    """``POST /keys/{id}/add-replica/``: the region of the new replica."""
+
+    region = serializers.CharField(
+        max_length=32, help_text="A region of the keystore's partition where the key has no replica yet."
     )
 
 

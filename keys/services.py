@@ -16,6 +16,7 @@ portal state and a partially changed KMS key, and the retry finishes the job.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -37,9 +38,10 @@ from byok_portal import aws
 from byok_portal.aws import AwsError, KmsSession
 from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceError, TwoPersonRuleViolation
 from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
-from keys import custody
+from keys import custody, regions
 from keys.lifecycle import LIFECYCLE, InvalidState, decide
 from keys.models import Key, PendingCreation
+from keys.regions import Region
 from keys.specs import DEFAULT_SPEC, spec_of, validate_spec_and_usage
 from keys.validation import validate_alias, validate_tags
 from keystores.models import ROLE_RANK, Keystore, KeystoreState, Role
@@ -129,8 +131,11 @@ def _record_failure(
     """
     with transaction.atomic():
         key = _lock_key(key_id)
-        gone = exc.code == NOT_FOUND_CODE or key.kms_state == KmsState.MISSING
-        key.kms_state = KmsState.MISSING if gone else KmsState.UNKNOWN
+        # A multi-Region key: each region keeps what it reached; only the failed one becomes unknown.
+        details = regions.note_failure(key, exc)
+        if details is None:
+            gone = exc.code == NOT_FOUND_CODE or key.kms_state == KmsState.MISSING
+            key.kms_state = KmsState.MISSING if gone else KmsState.UNKNOWN
         key.save(update_fields=["kms_state", "updated_at"])
         record(
             actor=actor,
@@ -141,7 +146,8 @@ def _record_failure(
             state_before=key.state,
             state_after=key.state,
             kms_request_ids=request_ids,
-            error=f"{exc.operation}: {exc.code}: {exc.message}",
+            error=f"{exc.operation}: {exc.code}: {exc.message}" + (f" (in {exc.region})" if details else ""),
+            details=details,
         )
     logger.warning(
         "kms operation failed",
@@ -225,46 +231,62 @@ def _tolerate_invalid_state(kms: KmsSession, kms_key_id: str, exc: AwsError, don
         raise exc
 
 
-def _import_same_material(key: Key, kms: KmsSession) -> None:
-    """Import the key's own material (again). KMS accepts only the same material once a key had some."""
+def _import_same_material(key: Key, kms: KmsSession, kms_key_id: str) -> None:
+    """Import the key's own material (again) into one KMS key (one region's). KMS accepts only the same material
+    once a key had some."""
     if not key.material_sealed:
         raise Conflict("The portal holds no material for this key.", state=key.state)
     material = custody.unseal(key.pk, key.material_sealed)
     try:
-        kms.import_material(key.kms_key_id, material, spec_of(key.key_spec).wrapping_algorithm)
+        kms.import_material(kms_key_id, material, spec_of(key.key_spec).wrapping_algorithm)
     except AwsError as exc:
         # Already holding (this same) material, e.g. a retried activate: nothing to do.
-        _tolerate_invalid_state(kms, key.kms_key_id, exc, {KmsState.ENABLED, KmsState.DISABLED})
+        _tolerate_invalid_state(kms, kms_key_id, exc, {KmsState.ENABLED, KmsState.DISABLED})
     finally:
         custody.wipe(material)
 
 
-def _disable_and_delete_material(key: Key, kms: KmsSession) -> None:
+def _disable_and_delete_material(kms: KmsSession, kms_key_id: str) -> None:
     """Disable first: DisableKey fails once the key is PendingImport (NOTES.md)."""
     try:
-        kms.disable(key.kms_key_id)
+        kms.disable(kms_key_id)
     except AwsError as exc:
-        _tolerate_invalid_state(kms, key.kms_key_id, exc, {KmsState.EMPTY})
+        _tolerate_invalid_state(kms, kms_key_id, exc, {KmsState.EMPTY})
         return  # already disabled and empty: a retried deactivate
-    kms.delete_material(key.kms_key_id)
+    kms.delete_material(kms_key_id)
 
 
 # --- operations -----------------------------------------------------------------
 
 
 def key_deactivate(*, actor: Actor, key_id: uuid.UUID) -> Done:
+    def in_region(region: Region) -> KmsState:
+        _disable_and_delete_material(region.kms, region.kms_key_id)
+        return KmsState.EMPTY
+
     def step(key: Key, kms: KmsSession) -> None:
-        _disable_and_delete_material(key, kms)
-        key.kms_state = KmsState.EMPTY
+        regions.each_region(key, kms, in_region)
 
     return _operate(actor, key_id, Operation.DEACTIVATE, step)
 
 
-def _reimport_and_enable(key: Key, kms: KmsSession) -> None:
-    """Activate and upload alike: the same material back into KMS, and the key enabled."""
-    _import_same_material(key, kms)
-    kms.enable(key.kms_key_id)
-    key.kms_state = KmsState.ENABLED
+def _reimport_and_enable(key: Key, kms: KmsSession, *, only_missing: bool = False) -> None:
+    """Activate and upload alike: the same material back into KMS in every region, and each enabled.
+
+    ``only_missing`` (upload of a multi-Region key): regions whose KMS key is enabled keep
+    theirs untouched; only the ones that lost it are repaired.
+    """
+
+    def in_region(region: Region) -> KmsState:
+        if region.replica is not None:
+            region.replica.drift = []
+        if only_missing and key.multi_region and region.kms.describe(region.kms_key_id).state == KmsState.ENABLED:
+            return KmsState.ENABLED
+        _import_same_material(key, region.kms, region.kms_key_id)
+        region.kms.enable(region.kms_key_id)
+        return KmsState.ENABLED
+
+    regions.each_region(key, kms, in_region)
     key.drift = []  # whatever reconciliation found missing is back
 
 
@@ -273,7 +295,40 @@ def key_activate(*, actor: Actor, key_id: uuid.UUID) -> Done:
 
 
 def key_upload(*, actor: Actor, key_id: uuid.UUID) -> Done:
-    return _operate(actor, key_id, Operation.UPLOAD, _reimport_and_enable)
+    def step(key: Key, kms: KmsSession) -> dict[str, Any] | None:
+        before = {replica.region: replica.kms_state for replica in key.replicas.all()} if key.multi_region else {}
+        _reimport_and_enable(key, kms, only_missing=True)
+        return {"regions": sorted(before)} if before else None
+
+    return _operate(actor, key_id, Operation.UPLOAD, step)
+
+
+def key_add_replica(*, actor: Actor, key_id: uuid.UUID, region: str) -> Done:
+    """Replicate a multi-Region key to one more region and import its material there (SPEC §11).
+
+    A replica left by an interrupted attempt (AWS answers AlreadyExistsException) is
+    adopted, and the import tolerates material already there, so a retry converges.
+    """
+
+    def step(key: Key, kms: KmsSession) -> dict[str, Any]:
+        if not key.multi_region:
+            raise Conflict(
+                "This key is a single-Region KMS key, and AWS cannot make it multi-Region; renew it into a new "
+                "multi-Region key instead.",
+                state=key.state,
+                reason="not_multi_region",
+            )
+        existing = [replica.region for replica in key.replicas.all()]
+        (chosen,) = regions.validate_replica_regions(key.keystore, [region], field="region", existing=existing)
+        arn = _replicate(kms, key.kms_key_id, chosen, portal_key_id=key.pk, name=key.name, tags=dict(key.tags))
+        regional = kms.in_region(chosen)
+        _import_same_material(key, regional, key.kms_key_id)
+        if key.alias:
+            _claim_alias(regional, key.keystore, key.alias, arn)
+        regions.set_replica_rows(key, {chosen: arn}, KmsState.ENABLED)
+        return {"region": chosen, "kms_key_arn": arn}
+
+    return _operate(actor, key_id, Operation.ADD_REPLICA, step)
 
 
 def key_recreate(*, actor: Actor, key_id: uuid.UUID) -> Done:
@@ -287,6 +342,12 @@ def key_recreate(*, actor: Actor, key_id: uuid.UUID) -> Done:
     """
 
     def step(key: Key, kms: KmsSession) -> dict[str, Any]:
+        if key.multi_region:
+            raise Conflict(
+                "A multi-Region key cannot be recreated: its replicas belong to the vanished primary. Renew it.",
+                state=key.state,
+                reason="multi_region",
+            )
         previous = key.kms_key_arn
         try:
             info = kms.describe(key.kms_key_id)
@@ -317,7 +378,7 @@ def key_recreate(*, actor: Actor, key_id: uuid.UUID) -> Done:
         )
         if key.state == KeyState.INACTIVE:
             if leftovers:  # the interrupted attempt may have imported already
-                _disable_and_delete_material(key, kms)
+                _disable_and_delete_material(kms, key.kms_key_id)
             key.kms_state = KmsState.EMPTY
         else:
             _reimport_and_enable(key, kms)
@@ -349,35 +410,63 @@ def key_schedule_deletion(*, actor: Actor, key_id: uuid.UUID, pending_window_day
     window = _pending_window(pending_window_days)
 
     def step(key: Key, kms: KmsSession) -> dict[str, Any]:
-        try:
-            deletion_date = kms.schedule_deletion(key.kms_key_id, window)
-        except AwsError as exc:
-            if exc.code != INVALID_STATE_CODE:
-                raise
-            info = kms.describe(key.kms_key_id)  # a retry: AWS already counts down
-            if info.state != KmsState.PENDING_DELETION or info.deletion_date is None:
-                raise
-            deletion_date = info.deletion_date
+        dates: dict[str, dt.datetime | None] = {}
+
+        def in_region(region: Region) -> KmsState:
+            dates[region.name] = _schedule_in(region.kms, region.kms_key_id, window)
+            if region.replica is not None:
+                region.replica.deletion_date = dates[region.name]
+            return KmsState.PENDING_DELETION
+
+        # Replicas first: AWS deletes a multi-Region primary only after its last replica.
+        regions.each_region(key, kms, in_region, replicas_first=True)
+        deletion_date = dates[key.keystore.region]
+        if deletion_date is None:
+            # The primary waits in PendingReplicaDeletion; its window starts when the last replica is gone.
+            replica_dates = [date for region, date in dates.items() if date and region != key.keystore.region]
+            deletion_date = max(replica_dates, default=timezone.now()) + dt.timedelta(days=window)
         key.deletion_date = deletion_date
-        key.kms_state = KmsState.PENDING_DELETION
-        return {"pending_window_days": window, "deletion_date": deletion_date.isoformat()}
+        details: dict[str, Any] = {"pending_window_days": window, "deletion_date": deletion_date.isoformat()}
+        if key.multi_region:
+            details["regions"] = {region: date.isoformat() if date else None for region, date in dates.items()}
+        return details
 
     return _operate(actor, key_id, Operation.SCHEDULE_DELETION, step)
 
 
+def _schedule_in(kms: KmsSession, kms_key_id: str, window: int) -> dt.datetime | None:
+    """ScheduleKeyDeletion in one region; a retry finds AWS already counting down (or waiting for replicas)."""
+    try:
+        return kms.schedule_deletion(kms_key_id, window)
+    except AwsError as exc:
+        if exc.code != INVALID_STATE_CODE:
+            raise
+        info = kms.describe(kms_key_id)
+        waiting_for_replicas = info.aws_state == "PendingReplicaDeletion"
+        if info.state != KmsState.PENDING_DELETION or (info.deletion_date is None and not waiting_for_replicas):
+            raise
+        return info.deletion_date
+
+
 def key_cancel_deletion(*, actor: Actor, key_id: uuid.UUID) -> Done:
-    def step(key: Key, kms: KmsSession) -> None:
+    def in_region(region: Region) -> KmsState:
+        kms, kms_key_id = region.kms, region.kms_key_id
         try:
-            kms.cancel_deletion(key.kms_key_id)
+            kms.cancel_deletion(kms_key_id)
         except AwsError as exc:
-            _tolerate_invalid_state(kms, key.kms_key_id, exc, {KmsState.DISABLED, KmsState.EMPTY})
+            _tolerate_invalid_state(kms, kms_key_id, exc, {KmsState.DISABLED, KmsState.EMPTY})
         # CancelKeyDeletion leaves the key Disabled *with* its material; the lifecycle says EMPTY.
         try:
-            kms.delete_material(key.kms_key_id)
+            kms.delete_material(kms_key_id)
         except AwsError as exc:
-            _tolerate_invalid_state(kms, key.kms_key_id, exc, {KmsState.EMPTY})
+            _tolerate_invalid_state(kms, kms_key_id, exc, {KmsState.EMPTY})
+        if region.replica is not None:
+            region.replica.deletion_date = None
+        return KmsState.EMPTY
+
+    def step(key: Key, kms: KmsSession) -> None:
+        regions.each_region(key, kms, in_region)
         key.deletion_date = None
-        key.kms_state = KmsState.EMPTY
 
     with _kms_intent(key_id, Operation.CANCEL_DELETION):
         return _operate(actor, key_id, Operation.CANCEL_DELETION, step)
@@ -409,11 +498,38 @@ def key_cleanup(*, actor: Actor, key_id: uuid.UUID, now: dt.datetime | None = No
             raise Conflict(
                 "The deletion waiting period of this key is not over yet.", state=key.state, reason="grace_not_over"
             )
+        if key.multi_region:
+            _refuse_while_any_region_remains(key)
         for field, value in cleaned_up_fields().items():
             setattr(key, field, value)
         return {"deletion_date": key.deletion_date.isoformat()}
 
     return _operate(actor, key_id, Operation.CLEANUP, step, needs_kms=False)
+
+
+def _refuse_while_any_region_remains(key: Key) -> None:
+    """A multi-Region key's material goes only once every region's KMS key is gone (SPEC §11).
+
+    AWS deletes the primary only after its last replica, so its own date may lie beyond the
+    portal's estimate; whatever still exists keeps the portal's copy alive.
+    """
+    kms = aws.kms_for(key.keystore)
+    remaining = []
+    for region in regions.regions_of(key, kms):
+        try:
+            region.kms.describe(region.kms_key_id)
+        except AwsError as exc:
+            if exc.code != NOT_FOUND_CODE:
+                raise
+            continue
+        remaining.append(region.name)
+    if remaining:
+        raise Conflict(
+            f"The KMS key still exists in {', '.join(remaining)}: the material is kept until every region's is gone.",
+            state=key.state,
+            reason="regions_remaining",
+            regions=remaining,
+        )
 
 
 # --- update -----------------------------------------------------------------------
@@ -478,19 +594,28 @@ def key_update(
             changed["expires"] = {"from": _iso(key.expires), "to": _iso(expires)}
             key.expires = expires
             key.expiry_warned_on = None
-        if tags is not _UNSET and tags != key.tags:
-            removed = sorted(set(key.tags) - set(tags))
-            kms.remove_tags(key.kms_key_id, removed)
-            kms.set_tags(key.kms_key_id, tags)
-            changed["tags"] = {"removed": removed, "set": sorted(tags)}
-            key.tags = tags
-        if alias is not _UNSET and alias != key.alias:
-            if alias:
-                kms.point_alias(alias, key.kms_key_id)
-            if key.alias:
-                kms.delete_alias(key.alias)
-            changed["alias"] = {"from": key.alias, "to": alias}
-            key.alias = alias
+        new_tags = tags if tags is not _UNSET and tags != key.tags else None
+        new_alias = alias if alias is not _UNSET and alias != key.alias else None
+
+        def in_region(region: Region) -> None:
+            # Tags and aliases are regional (SPEC §11): each region's KMS key gets them.
+            if new_tags is not None:
+                region.kms.remove_tags(region.kms_key_id, sorted(set(key.tags) - set(new_tags)))
+                region.kms.set_tags(region.kms_key_id, new_tags)
+            if new_alias is not None:
+                if new_alias:
+                    region.kms.point_alias(new_alias, region.kms_key_id)
+                if key.alias:
+                    region.kms.delete_alias(key.alias)
+
+        if new_tags is not None or new_alias is not None:
+            regions.each_region(key, kms, in_region)
+        if new_tags is not None:
+            changed["tags"] = {"removed": sorted(set(key.tags) - set(new_tags)), "set": sorted(new_tags)}
+            key.tags = new_tags
+        if new_alias is not None:
+            changed["alias"] = {"from": key.alias, "to": new_alias}
+            key.alias = new_alias
         return {"changed": changed}
 
     return _operate(actor, key_id, Operation.UPDATE, step)
@@ -514,6 +639,9 @@ class _Creation:
     journal: PendingCreation
     create_attempted: bool = False
     alias_created: str = ""
+    # A multi-Region key: the replicas made so far (region → ARN), and the regions the alias was created in.
+    replica_arns: dict[str, str] = dataclasses.field(default_factory=dict)
+    alias_regions: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def arn(self) -> str:
@@ -680,7 +808,8 @@ def _undo_creation(keystore: Keystore, creation: _Creation) -> None:
     try:
         kms = aws.kms_for(keystore)
         if creation.alias_created:
-            kms.delete_alias(creation.alias_created)
+            for region in creation.alias_regions or [keystore.region]:
+                kms.in_region(region).delete_alias(creation.alias_created)
         # The CreateKey response may have been lost (a timeout after AWS acted): find the key by its tag.
         arns = (
             [creation.arn]
@@ -696,8 +825,23 @@ def _undo_creation(keystore: Keystore, creation: _Creation) -> None:
 
 
 def _schedule_orphan_deletion(kms: KmsSession, arn: str) -> None:
+    """Schedule a KMS key no row owns for deletion; a multi-Region primary's replicas first, so none is orphaned."""
+    key_id = arn.rsplit("/", 1)[-1]
+    if key_id.startswith("mrk-"):
+        try:
+            replicas = kms.describe(key_id).replicas
+        except AwsError as exc:
+            if exc.code != NOT_FOUND_CODE:
+                raise
+            replicas = {}
+        for region in replicas:
+            _schedule_one_orphan(kms.in_region(region), key_id)
+    _schedule_one_orphan(kms, key_id)
+
+
+def _schedule_one_orphan(kms: KmsSession, key_id: str) -> None:
     try:
-        kms.schedule_deletion(arn.rsplit("/", 1)[-1], MIN_WINDOW)
+        kms.schedule_deletion(key_id, MIN_WINDOW)
     except AwsError as exc:
         if exc.code not in (INVALID_STATE_CODE, "NotFoundException"):  # already pending deletion, or gone
             raise
@@ -820,7 +964,14 @@ def _provision_kms_key(
     material: bytearray,
     key_spec: str,
     key_usage: str,
+    multi_region: bool = False,
+    replica_regions: list[str] | None = None,
 ) -> str:
+    """CreateKey, import; for a multi-Region key, each replica made and given the same material (SPEC §11).
+
+    The replicas are recorded in ``creation`` as they come, so a failure in any region
+    schedules every one of them for deletion (replicas first) with the primary.
+    """
     journal = creation.journal
     creation.create_attempted = True
     arn = kms.create_external_key(
@@ -828,13 +979,52 @@ def _provision_kms_key(
         tags=_kms_tags(journal.key_id, tags),
         key_spec=key_spec,
         key_usage=key_usage,
+        multi_region=multi_region,
     )
     # Remember the ARN at once: it is how an orphan is found after a crash. (Inside a
     # renew this rolls back with the transaction; the tag still finds the key.)
     PendingCreation.objects.filter(pk=journal.pk).update(kms_key_arn=arn)
     journal.kms_key_arn = arn
-    kms.import_material(arn.rsplit("/", 1)[-1], material, spec_of(key_spec).wrapping_algorithm)
+    kms_key_id = arn.rsplit("/", 1)[-1]
+    wrapping_algorithm = spec_of(key_spec).wrapping_algorithm
+    kms.import_material(kms_key_id, material, wrapping_algorithm)
+    for region in replica_regions or []:
+        creation.replica_arns[region] = _replicate(
+            kms, kms_key_id, region, portal_key_id=journal.key_id, name=name, tags=tags
+        )
+        kms.in_region(region).import_material(kms_key_id, material, wrapping_algorithm)
     return arn
+
+
+def _replicate(
+    kms: KmsSession, kms_key_id: str, region: str, *, portal_key_id: uuid.UUID, name: str, tags: dict[str, str]
+) -> str:
+    """ReplicateKey into ``region`` (tagged like the primary, so it is always found again), once it is usable."""
+    arn = kms.replicate(kms_key_id, region, description=f"BYOK Portal key {name}", tags=_kms_tags(portal_key_id, tags))
+    info = kms.in_region(region).wait_created(kms_key_id)
+    if info.aws_state == aws.CREATING:
+        raise AwsError(
+            kind="kms_error",
+            operation="ReplicateKey",
+            code="ReplicaNotReady",
+            message=f"The replica in {region} is still being created; try again in a moment.",
+            region=region,
+        )
+    return arn
+
+
+def _claim_alias_everywhere(kms: KmsSession, creation: _Creation, keystore: Keystore, alias: str, arn: str) -> None:
+    """The new key's alias in its own region and in every replica's (aliases are regional)."""
+    for region, regional_arn in [(keystore.region, arn), *creation.replica_arns.items()]:
+        try:
+            _claim_alias(kms.in_region(region), keystore, alias, regional_arn)
+        except AwsError as exc:
+            if exc.code != "AlreadyExistsException":  # someone else's alias: never remove it
+                creation.alias_created = alias
+                creation.alias_regions.append(region)
+            raise
+        creation.alias_created = alias
+        creation.alias_regions.append(region)
 
 
 def _material_fields(key_id: uuid.UUID, key_spec: str, material: bytearray) -> dict[str, Any]:
@@ -858,8 +1048,13 @@ def key_create(
     expires: dt.date | None = None,
     key_spec: str = DEFAULT_SPEC,
     key_usage: str | None = None,
+    multi_region: bool = False,
+    replica_regions: list[str] | None = None,
 ) -> Done:
     """Create a KMS key (EXTERNAL) of ``key_spec``/``key_usage``, generate material, import it, set alias and tags.
+
+    ``multi_region``: a multi-Region key (SPEC §11) with a replica, holding the same material, in
+    each of ``replica_regions`` (other regions of the keystore's partition).
 
     The material is generated before anything is locked or created: an RSA-4096 key
     takes a second or more to generate, and nothing else should wait for it.
@@ -880,6 +1075,9 @@ def key_create(
     validate_alias(alias)
     clean_tags = validate_tags(tags or {})
     _check_alias_free(keystore, alias)
+    if replica_regions and not multi_region:
+        raise ValidationError({"replica_regions": "Replicas need a multi-Region key: set multi_region."})
+    replicas = regions.validate_replica_regions(keystore, replica_regions or [], field="replica_regions")
 
     key_id = uuid.uuid4()
     material = custody.generate_material(key_spec)
@@ -887,16 +1085,18 @@ def key_create(
     try:
         with _creation_journal(keystore, key_id, Operation.CREATE) as creation:
             arn = _provision_kms_key(
-                kms, creation, name=name, tags=clean_tags, material=material, key_spec=key_spec, key_usage=key_usage
+                kms,
+                creation,
+                name=name,
+                tags=clean_tags,
+                material=material,
+                key_spec=key_spec,
+                key_usage=key_usage,
+                multi_region=multi_region,
+                replica_regions=replicas,
             )
             if alias:
-                try:
-                    _claim_alias(kms, keystore, alias, arn)
-                except AwsError as exc:
-                    if exc.code != "AlreadyExistsException":  # someone else's alias: never remove it
-                        creation.alias_created = alias
-                    raise
-                creation.alias_created = alias
+                _claim_alias_everywhere(kms, creation, keystore, alias, arn)
             with transaction.atomic():
                 key = Key.objects.create(
                     id=key_id,
@@ -911,10 +1111,12 @@ def key_create(
                     kms_checked_at=timezone.now(),
                     key_spec=key_spec,
                     key_usage=key_usage,
+                    multi_region=multi_region,
                     **_material_fields(key_id, key_spec, material),
                     created_by=actor.user,
                     updated_by=actor.user,
                 )
+                regions.set_replica_rows(key, creation.replica_arns, KmsState.ENABLED)
                 record(
                     actor=actor,
                     operation=Operation.CREATE,
@@ -925,6 +1127,7 @@ def key_create(
                     details={
                         "key_spec": key_spec,
                         "key_usage": key_usage,
+                        **({"replica_regions": replicas} if multi_region else {}),
                         **(_sweep_if_create_retried(kms, keystore) or {}),
                     },
                 )
@@ -938,7 +1141,13 @@ def key_create(
                 reason=exc.code,
                 kms_request_ids=kms.request_ids,
                 error=f"{exc.operation}: {exc.code}: {exc.message}",
-                details={"name": name, "alias": alias, "key_spec": key_spec, "key_usage": key_usage},
+                details={
+                    "name": name,
+                    "alias": alias,
+                    "key_spec": key_spec,
+                    "key_usage": key_usage,
+                    **({"replica_regions": replicas, "failed_region": exc.region} if multi_region else {}),
+                },
             )
         raise
     finally:
@@ -946,10 +1155,11 @@ def key_create(
     return Done(key, Outcome.SUCCESS)
 
 
-def _point_alias_back(kms: KmsSession, alias: str, old: Key) -> None:
+def _point_alias_back(kms: KmsSession, alias: str, old: Key, region: str = "") -> None:
     """Undo a half-done alias move (the UpdateAlias may have happened even if its response was lost)."""
+    replica = old.replicas.filter(region=region).first() if region and region != old.keystore.region else None
     try:
-        kms.point_alias(alias, old.kms_key_id)
+        kms.point_alias(alias, replica.kms_key_id if replica else old.kms_key_id)
     except AwsError:
         logger.warning("could not move an alias back after a failed renew", extra={"key_id": str(old.pk)})
 
@@ -1044,6 +1254,8 @@ def key_renew(
         new_expires = defaults.expires if expires is _UNSET else expires
         if not (new_name or "").strip():
             raise ValidationError({"name": "A key needs a name."})
+        # A multi-Region key is renewed as one, with replicas in the same regions.
+        replica_regions = [replica.region for replica in old.replicas.all()] if old.multi_region else []
         arn = _provision_kms_key(
             kms,
             creation,
@@ -1052,12 +1264,16 @@ def key_renew(
             material=material,
             key_spec=old.key_spec,
             key_usage=old.key_usage,
+            multi_region=old.multi_region,
+            replica_regions=replica_regions,
         )
         alias = old.alias
+        alias_regions = [old.keystore.region, *replica_regions]
         try:
             if alias:
-                # Both keys have the same spec and usage, as UpdateAlias requires.
-                kms.point_alias(alias, arn.rsplit("/", 1)[-1])
+                # Both keys have the same spec and usage, as UpdateAlias requires. Aliases are regional.
+                for region in alias_regions:
+                    kms.in_region(region).point_alias(alias, arn.rsplit("/", 1)[-1])
                 moved.append(alias)
             old.alias = ""
             # The old row gives up the alias first: a live alias is unique per keystore.
@@ -1075,15 +1291,18 @@ def key_renew(
                 kms_checked_at=timezone.now(),
                 key_spec=old.key_spec,
                 key_usage=old.key_usage,
+                multi_region=old.multi_region,
                 **_material_fields(new_id, old.key_spec, material),
                 replaces=old,
                 created_by=actor.user,
                 updated_by=actor.user,
             )
+            regions.set_replica_rows(renewed, creation.replica_arns, KmsState.ENABLED)
         except BaseException:
             # The alias may have moved even if UpdateAlias's response was lost: move it back.
             if alias:
-                _point_alias_back(kms, alias, old)
+                for region in alias_regions:
+                    _point_alias_back(kms.in_region(region), alias, old, region)
             moved.clear()
             raise
         return {

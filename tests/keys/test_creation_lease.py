@@ -108,7 +108,7 @@ def test_a_creation_holds_its_lease_while_it_talks_to_kms(
     seen: list[bool] = []
     real = KmsSession.create_external_key
 
-    def create(self: KmsSession, *, description: str, tags: dict[str, str], **spec: str) -> str:
+    def create(self: KmsSession, *, description: str, tags: dict[str, str], **spec: Any) -> str:
         lock = services.creation_lock_id(tags[settings.BYOK_TAG_KEY])
         taken = other_session.execute("SELECT pg_try_advisory_lock(%s)", [lock]).fetchone()[0]
         seen.append(not taken)
