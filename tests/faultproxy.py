@@ -34,11 +34,14 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer",
 
 @dataclass
 class Fault:
-    """Inject ``mode`` into the next ``times`` calls of ``operation`` (e.g. ``"CreateKey"``)."""
+    """Inject ``mode`` into the next ``times`` calls of ``operation`` (e.g. ``"CreateKey"``), in ``region`` if given."""
 
     operation: str
     mode: str = "lose"
     times: int = 1
+    region: str | None = None
+    # Let this many matching calls through first (e.g. the second ReplicateKey of a create).
+    skip: int = 0
 
 
 @dataclass
@@ -48,6 +51,8 @@ class FaultProxy:
     upstream: str
     faults: list[Fault] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    # The same calls with the region each went to (from the request's SigV4 credential scope).
+    regional_calls: list[tuple[str, str]] = field(default_factory=list)
     injected: list[str] = field(default_factory=list)
     callbacks: dict[str, Callable[[], None]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -58,9 +63,11 @@ class FaultProxy:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_port}"
 
-    def inject(self, operation: str, mode: str = "lose", times: int = 1) -> None:
+    def inject(
+        self, operation: str, mode: str = "lose", times: int = 1, region: str | None = None, skip: int = 0
+    ) -> None:
         with self._lock:
-            self.faults.append(Fault(operation, mode, times))
+            self.faults.append(Fault(operation, mode, times, region, skip))
 
     def when_answered(self, operation: str, callback: Callable[[], None]) -> None:
         """Run ``callback`` once, after AWS executed the next ``operation`` and before its answer is sent."""
@@ -71,11 +78,15 @@ class FaultProxy:
         with self._lock:
             return self.callbacks.pop(operation, None)
 
-    def _fault_for(self, operation: str) -> str | None:
+    def _fault_for(self, operation: str, region: str = "") -> str | None:
         with self._lock:
             self.calls.append(operation)
+            self.regional_calls.append((operation, region))
             for fault in self.faults:
-                if fault.operation == operation and fault.times > 0:
+                if fault.operation == operation and fault.times > 0 and fault.region in (None, region):
+                    if fault.skip:
+                        fault.skip -= 1
+                        continue
                     fault.times -= 1
                     self.injected.append(f"{operation}:{fault.mode}")
                     return fault.mode
@@ -96,7 +107,11 @@ class FaultProxy:
                 # KMS names the operation in X-Amz-Target ("TrentService.CreateKey"); STS in the form body.
                 amz_target = self.headers.get("X-Amz-Target", "")
                 operation = amz_target.rsplit(".", 1)[-1] if amz_target else _query_action(body)
-                mode = proxy._fault_for(operation) if operation else None
+                mode = (
+                    proxy._fault_for(operation, _signed_region(self.headers.get("Authorization", "")))
+                    if operation
+                    else None
+                )
                 if mode in ("refuse", "deny"):
                     error = "KMSInternalException" if mode == "refuse" else "AccessDeniedException"
                     payload = b'{"__type": "%s", "message": "injected by the fault proxy"}' % error.encode()
@@ -141,6 +156,13 @@ class FaultProxy:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def _signed_region(authorization: str) -> str:
+    """The region of a SigV4 request: ``Credential=AKID/20260101/eu-west-1/kms/aws4_request``."""
+    _, _, credential = authorization.partition("Credential=")
+    parts = credential.split(",", 1)[0].split("/")
+    return parts[2] if len(parts) > 2 else ""
 
 
 def _query_action(body: bytes) -> str:

@@ -18,11 +18,13 @@ from django.utils import timezone
 
 from accounts.identity import Actor
 from audit.services import Entry, record_many
+from byok_portal.aws import AwsError
+from byok_portal.errors import Conflict
 from byok_portal.vocabulary import Operation, Outcome
 from keys.lifecycle import LIFECYCLE
 from keys.models import Key
 from keys.selectors import due_for_cleanup
-from keys.services import cleaned_up_fields
+from keys.services import cleaned_up_fields, key_cleanup
 
 logger = logging.getLogger("byok.jobs")
 # Fields a cleanup batch needs to audit a key; the sealed material is never loaded.
@@ -62,6 +64,8 @@ def cleanup_due_keys(
         with transaction.atomic():
             batch = list(
                 due_for_cleanup(moment)
+                # A multi-Region key is cleaned only once AWS has deleted it in every region: one by one, below.
+                .filter(multi_region=False)
                 .select_for_update(skip_locked=True, of=("self",))
                 .select_related("keystore")
                 .only(*_CLEANUP_FIELDS)
@@ -74,9 +78,24 @@ def cleanup_due_keys(
         summary.batches += 1
         if until is not None and time.monotonic() >= until:
             break
+    summary.cleaned += _clean_multi_region_keys(actor, moment)
     if summary.cleaned:
         logger.info("cleanup finished", extra={"cleaned": summary.cleaned, "batches": summary.batches})
     return summary
+
+
+def _clean_multi_region_keys(actor: Actor, moment: dt.datetime) -> int:
+    """Due multi-Region keys, each through :func:`keys.services.key_cleanup`, which asks every region first."""
+    cleaned = 0
+    due = due_for_cleanup(moment).filter(multi_region=True).order_by("deletion_date", "id")
+    for key_id in due.values_list("id", flat=True):
+        try:
+            key_cleanup(actor=actor, key_id=key_id, now=moment)
+        except (Conflict, AwsError) as exc:  # a region still holds its KMS key, or AWS could not be asked
+            logger.info("multi-region key not cleaned yet", extra={"key_id": str(key_id), "reason": str(exc)})
+            continue
+        cleaned += 1
+    return cleaned
 
 
 def _clean_batch(actor: Actor, batch: Sequence[Key]) -> None:

@@ -30,7 +30,7 @@ from byok_portal.errors import ServiceError
 from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
 from keys import custody, services
 from keys.lifecycle import expected_kms_state
-from keys.models import Key
+from keys.models import Key, KeyReplica
 from keys.operations import REGISTRY
 from keys.selectors import (
     creation_in_progress,
@@ -86,13 +86,30 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class ReplicaObservation:
+    """What KMS says of one replica of a multi-Region key, in its region."""
+
+    kms_state: KmsState
+    findings: tuple[Finding, ...]
+
+    @property
+    def drift(self) -> list[str]:
+        return [finding.message for finding in self.findings]
+
+
+@dataclass(frozen=True)
 class Observation:
-    """What KMS says of a key right now, in the portal's terms."""
+    """What KMS says of a key right now, in the portal's terms.
+
+    ``findings`` covers every region (a replica's findings name their region);
+    ``replicas`` has each replica's own state and findings, by region.
+    """
 
     kms_state: KmsState
     aws_state: str
     findings: tuple[Finding, ...]
     request_ids: tuple[str, ...]
+    replicas: dict[str, ReplicaObservation] = field(default_factory=dict)
 
     @property
     def drift(self) -> list[str]:
@@ -154,7 +171,7 @@ def _alias_findings(key: Key, kms: KmsSession, limiter: RateLimiter) -> list[Fin
     if key.alias in limiter.call(kms.aliases_of, key.kms_key_id):
         return []
     try:
-        target = limiter.call(kms.describe, key.alias)
+        target = limiter.call(kms.describe, key.alias)  # the alias in this session's region
     except AwsError as exc:
         if exc.code != NOT_FOUND_CODE:
             raise
@@ -198,31 +215,65 @@ def _public_key_findings(key: Key, info: KmsKeyInfo, kms: KmsSession, limiter: R
     ]
 
 
-def observe(key: Key, kms: KmsSession, limiter: RateLimiter) -> Observation:
-    """DescribeKey, aliases and tags of the key's KMS key, compared with the portal's view."""
-    first_request = len(kms.request_ids)
+def _observe_region(
+    key: Key, kms: KmsSession, kms_key_arn: str, limiter: RateLimiter
+) -> tuple[KmsState, str, list[Finding], KmsKeyInfo | None]:
+    """One regional KMS key (the primary, or a replica through its region's session) against the portal's view."""
+    kms_key_id = kms_key_arn.rsplit("/", 1)[-1]
     try:
-        info = limiter.call(kms.describe, key.kms_key_id)
+        info = limiter.call(kms.describe, kms_key_id)
     except AwsError as exc:
         if exc.code != NOT_FOUND_CODE:
             raise
         # A key pending deletion disappears from AWS when its window ends: that is the plan, not drift.
         if key.state == KeyState.PENDING_DELETION:
-            return Observation(KmsState.UNKNOWN, "", (), tuple(kms.request_ids[first_request:]))
+            return KmsState.UNKNOWN, "", [], None
         # Nothing but "Recreate in KMS" can repair this: every other operation needs the KMS key.
         gone = Finding(
             KMS_KEY_GONE,
-            f"The KMS key {key.kms_key_arn} no longer exists in AWS (NotFoundException). Recreate it in KMS with "
+            f"The KMS key {kms_key_arn} no longer exists in AWS (NotFoundException). Recreate it in KMS with "
             "this key's material.",
         )
-        return Observation(KmsState.MISSING, "", (gone,), tuple(kms.request_ids[first_request:]))
+        return KmsState.MISSING, "", [gone], None
     findings = (
         _state_findings(key, info)
         + _public_key_findings(key, info, kms, limiter)
         + _alias_findings(key, kms, limiter)
         + _tag_findings(key, kms, limiter)
     )
-    return Observation(info.state, info.aws_state, tuple(findings), tuple(kms.request_ids[first_request:]))
+    return info.state, info.aws_state, findings, info
+
+
+def observe(key: Key, kms: KmsSession, limiter: RateLimiter) -> Observation:
+    """DescribeKey, aliases and tags of the key's KMS key, compared with the portal's view; in every region.
+
+    A multi-Region key's replicas are observed in their own regions (SPEC §11): their
+    findings say which region is out of step, and AWS's list of replicas is compared
+    with the portal's.
+    """
+    first_request = len(kms.request_ids)
+    kms_state, aws_state, findings, info = _observe_region(key, kms, key.kms_key_arn, limiter)
+    replicas: dict[str, ReplicaObservation] = {}
+    if key.multi_region:
+        known = {replica.region: replica for replica in key.replicas.all()}
+        for region, replica in sorted(known.items()):
+            state, _, regional, _ = _observe_region(key, kms.in_region(region), replica.kms_key_arn, limiter)
+            regional = [Finding(f.code, f"In {region}: {f.message}") for f in regional]
+            replicas[region] = ReplicaObservation(state, tuple(regional))
+            findings += regional
+        untracked = sorted(set(info.replicas) - set(known)) if info is not None else []
+        if untracked and key.state != KeyState.PENDING_DELETION:
+            findings.append(
+                Finding(
+                    REPLICA_UNTRACKED,
+                    f"AWS has replicas of this key the portal does not know of, in {', '.join(untracked)} "
+                    "(an interrupted add_replica: adding the region again adopts it).",
+                )
+            )
+    return Observation(kms_state, aws_state, tuple(findings), tuple(kms.request_ids[first_request:]), replicas)
+
+
+REPLICA_UNTRACKED = "replica_untracked"
 
 
 class KeyResult(StrEnum):
@@ -273,9 +324,12 @@ def _store(actor: Actor, seen: Key, observation: Observation, *, repairing: bool
         if key is None or key.state != seen.state or key.updated_at != seen.updated_at:
             return False
         previous, drift = list(key.drift), observation.drift
-        Key.objects.filter(pk=key.pk).update(
-            kms_state=observation.kms_state, kms_checked_at=timezone.now(), drift=drift
-        )
+        now = timezone.now()
+        Key.objects.filter(pk=key.pk).update(kms_state=observation.kms_state, kms_checked_at=now, drift=drift)
+        for region, seen_replica in observation.replicas.items():
+            KeyReplica.objects.filter(key=key, region=region).update(
+                kms_state=seen_replica.kms_state, kms_checked_at=now, drift=seen_replica.drift
+            )
         if drift == previous:
             return True
         reason = "drift_resolved" if not drift else "drift_found" if not previous else "drift_changed"
