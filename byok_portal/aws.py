@@ -329,10 +329,6 @@ class KmsSession:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    def update_primary_region(self, key_id: str, region: str) -> None:
-        """UpdatePrimaryRegion: the replica in ``region`` becomes the primary key."""
-        self._call("UpdatePrimaryRegion", KeyId=key_id, PrimaryRegion=region)
-
     def describe(self, key_id: str) -> KmsKeyInfo:
         meta = self._call("DescribeKey", KeyId=key_id)["KeyMetadata"]
         aws_state = str(meta.get("KeyState", ""))

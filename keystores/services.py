@@ -195,13 +195,35 @@ def keystore_test_connection(*, actor: Actor, keystore_id: Any) -> Keystore:
     return keystore
 
 
-def iam_policies(keystore: Keystore) -> dict[str, Any]:
-    """The trust and least-privilege permissions policies the customer attaches to the role."""
+def replica_regions_in_use(keystore: Keystore) -> list[str]:
+    """Regions where the keystore's multi-Region keys (not yet deleted) have replicas (SPEC §11)."""
+    regions = (
+        keystore.keys.exclude(state=KeyState.DELETED)
+        .filter(multi_region=True, replicas__region__isnull=False)
+        .values_list("replicas__region", flat=True)
+        .distinct()
+    )
+    return sorted(set(regions) - {keystore.region})
+
+
+def iam_policies(keystore: Keystore, replica_regions: list[str] | None = None) -> dict[str, Any]:
+    """The trust and least-privilege permissions policies the customer attaches to the role.
+
+    The key and alias statements cover the keystore's region and ``replica_regions`` (by
+    default the regions its multi-Region keys have replicas in); ``kms:ReplicateKey`` is
+    allowed on the portal's keys towards those regions only (``kms:ReplicaRegion``).
+    """
     match = ROLE_ARN_RE.match(keystore.role_arn)
     partition = keystore.role_arn.split(":", 2)[1] if match else "aws"
     account, region, tag = keystore.aws_account_id, keystore.region, settings.BYOK_TAG_KEY
-    key_arns = f"arn:{partition}:kms:{region}:{account}:key/*"
-    alias_arns = f"arn:{partition}:kms:{region}:{account}:{settings.BYOK_ALIAS_PREFIX}*"
+    replicas = replica_regions_in_use(keystore) if replica_regions is None else sorted(set(replica_regions))
+    every_region = [region, *replicas]
+    key_arns: str | list[str] = [f"arn:{partition}:kms:{r}:{account}:key/*" for r in every_region]
+    alias_arns: str | list[str] = [
+        f"arn:{partition}:kms:{r}:{account}:{settings.BYOK_ALIAS_PREFIX}*" for r in every_region
+    ]
+    if not replicas:  # one region: the policy as it always was
+        key_arns, alias_arns = key_arns[0], alias_arns[0]
     portal_tagged = {"StringLike": {f"aws:ResourceTag/{tag}": "*"}}
     trust_policy = {
         "Version": "2012-10-17",
@@ -267,6 +289,19 @@ def iam_policies(keystore: Keystore) -> dict[str, Any]:
                 "Resource": key_arns,
                 "Condition": {**portal_tagged, "ForAllValues:StringNotEquals": {"aws:TagKeys": [tag]}},
             },
+            *(
+                [
+                    {
+                        "Sid": "ReplicatePortalKeysToTheirRegions",
+                        "Effect": "Allow",
+                        "Action": "kms:ReplicateKey",
+                        "Resource": f"arn:{partition}:kms:{region}:{account}:key/*",
+                        "Condition": {**portal_tagged, "StringEquals": {"kms:ReplicaRegion": replicas}},
+                    }
+                ]
+                if replicas
+                else []
+            ),
             {
                 "Sid": "ManagePortalAliases",
                 "Effect": "Allow",

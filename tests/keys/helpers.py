@@ -12,10 +12,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from byok_portal.aws import SANDBOX_ACCOUNT_ADMIN_ROLE
 
 
-def sandbox_view(sandbox_url: str, key: Any) -> dict[str, Any]:
-    """What the sandbox holds for the key's KMS key (never the material itself: its SHA-256 and KCV)."""
+def sandbox_view(sandbox_url: str, key: Any, region: str = "") -> dict[str, Any]:
+    """What the sandbox holds for the key's KMS key, in ``region`` (default: the keystore's; another region for a
+    multi-Region key's replica), never the material itself: its SHA-256 and KCV."""
     account = key.keystore.aws_account_id
-    region = key.keystore.region
+    region = region or key.keystore.region
     url = f"{sandbox_url}/_sandbox/kms/{account}/{region}/keys/{key.kms_key_id}"
     with urllib.request.urlopen(url) as response:
         return dict(json.loads(response.read()))

@@ -9,9 +9,12 @@ cells check that nothing changed anywhere.
 from __future__ import annotations
 
 import datetime as dt
+import urllib.error
+from contextlib import nullcontext
 from typing import Any
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -42,22 +45,28 @@ SPEC_TABLE: dict[str, tuple[set[str], set[str]]] = {
     "withdraw_download": (ALL - {D}, set()),
     "update": ({A, I}, set()),
     "cleanup": ({P}, set()),
+    # SPEC §11: a multi-Region key gets one more replica.
+    "add_replica": ({A}, set()),
 }
 FAR_FUTURE = timezone.now() + dt.timedelta(days=400)
 # SPEC §9: every operation works for every spec. The table runs for the symmetric default, one HMAC
-# spec, one RSA spec with each usage and one EC spec.
+# spec, one RSA spec with each usage and one EC spec; and (SPEC §11) for a multi-Region symmetric key
+# with a replica, the third element.
 KINDS = [
-    ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT"),
-    ("HMAC_256", "GENERATE_VERIFY_MAC"),
-    ("RSA_2048", "ENCRYPT_DECRYPT"),
-    ("RSA_2048", "SIGN_VERIFY"),
-    ("ECC_NIST_P256", "SIGN_VERIFY"),
+    ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", False),
+    ("HMAC_256", "GENERATE_VERIFY_MAC", False),
+    ("RSA_2048", "ENCRYPT_DECRYPT", False),
+    ("RSA_2048", "SIGN_VERIFY", False),
+    ("ECC_NIST_P256", "SIGN_VERIFY", False),
+    ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", True),
 ]
+REPLICA_REGION = "us-east-1"
+NEW_REPLICA_REGION = "ca-central-1"
 
 
-def key_in_state(state: str, people: Any, keystore: Any, kind: tuple[str, str] = KINDS[0]) -> Key:
+def key_in_state(state: str, people: Any, keystore: Any, kind: tuple[str, str, bool] = KINDS[0]) -> Key:
     bob = people.actor(people.bob)
-    key_spec, key_usage = kind
+    key_spec, key_usage, multi_region = kind
     key = services.key_create(
         actor=bob,
         keystore_id=keystore.pk,
@@ -65,6 +74,8 @@ def key_in_state(state: str, people: Any, keystore: Any, kind: tuple[str, str] =
         alias=f"alias/k-{state.lower()}",
         key_spec=key_spec,
         key_usage=key_usage,
+        multi_region=multi_region,
+        replica_regions=[REPLICA_REGION] if multi_region else [],
     ).key
     if state == I:
         services.key_deactivate(actor=bob, key_id=key.pk)
@@ -73,7 +84,9 @@ def key_in_state(state: str, people: Any, keystore: Any, kind: tuple[str, str] =
     elif state in (P, D):
         services.key_schedule_deletion(actor=bob, key_id=key.pk)
         if state == D:
-            services.key_cleanup(actor=bob, key_id=key.pk, now=FAR_FUTURE)
+            # A multi-Region key is cleaned up only once AWS has deleted it in every region.
+            with time_machine.travel(FAR_FUTURE, tick=False) if multi_region else nullcontext():
+                services.key_cleanup(actor=bob, key_id=key.pk, now=FAR_FUTURE)
     key.refresh_from_db()
     assert key.state == state
     return key
@@ -98,7 +111,22 @@ def snapshot(key: Key, sandbox_url: str) -> dict[str, Any]:
     }
     portal["material"] = bytes(key.material_sealed) if key.material_sealed else None
     portal["prepared"] = (key.download_public_key, key.download_prepared_by_sub)
-    return {"portal": portal, "kms": sandbox_view(sandbox_url, key)}
+    portal["replicas"] = sorted(key.replicas.values_list("region", "kms_state", "deletion_date"))
+    return {"portal": portal, "kms": kms_view(sandbox_url, key), "replicas": replica_views(sandbox_url, key)}
+
+
+def kms_view(sandbox_url: str, key: Key, region: str = "") -> dict[str, Any] | None:
+    """The sandbox's view of the key's KMS key (in ``region``), or None once AWS has deleted it."""
+    try:
+        return sandbox_view(sandbox_url, key, region)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise
+        return None
+
+
+def replica_views(sandbox_url: str, key: Key) -> dict[str, Any]:
+    return {region: kms_view(sandbox_url, key, region) for region in (REPLICA_REGION, NEW_REPLICA_REGION)}
 
 
 # The input each operation is run with here; the function that runs it comes from the registry.
@@ -107,6 +135,7 @@ INPUT: dict[str, dict[str, Any]] = {
     "prepare_download": {"public_key": public_pem()},
     "update": {"name": "renamed", "tags": {"team": "payments"}, "alias": "alias/renamed"},
     "cleanup": {"now": FAR_FUTURE},
+    "add_replica": {"region": NEW_REPLICA_REGION},
 }
 
 
@@ -131,6 +160,7 @@ def last_event(key: Key) -> AuditEvent:
 
 
 CELLS = [(op, state, kind) for kind in KINDS for op in SPEC_TABLE for state in (A, I, R, P, D)]
+CELL_IDS = [f"{kind[0]}-{kind[1]}{'-multi-region' if kind[2] else ''}-{op}-{state}" for op, state, kind in CELLS]
 
 
 def check_value(holder: dict[str, Any]) -> Any:
@@ -138,17 +168,24 @@ def check_value(holder: dict[str, Any]) -> Any:
     return holder["kcv"] or holder["public_key_sha256"]
 
 
-@pytest.mark.parametrize(
-    ("operation", "state", "kind"), CELLS, ids=[f"{kind[0]}-{kind[1]}-{op}-{state}" for op, state, kind in CELLS]
-)
+@pytest.mark.parametrize(("operation", "state", "kind"), CELLS, ids=CELL_IDS)
 def test_lifecycle_cell(
-    operation: str, state: str, kind: tuple[str, str], people: Any, keystore: Any, aws_sandbox: str
+    operation: str, state: str, kind: tuple[str, str, bool], people: Any, keystore: Any, aws_sandbox: str
 ) -> None:
     allowed, noop = SPEC_TABLE[operation]
     key = key_in_state(state, people, keystore, kind)
-    assert (key.key_spec, key.key_usage) == kind
+    assert (key.key_spec, key.key_usage, key.multi_region) == kind
     if state != D:  # KMS holds (or held) exactly the portal's material
         assert sandbox_view(aws_sandbox, key)["key_spec"] == kind[0]
+    if operation == "add_replica" and state in allowed and not key.multi_region:
+        # AWS cannot make a single-Region key multi-Region: refused whatever the state allows.
+        before = snapshot(key, aws_sandbox)
+        with pytest.raises(Conflict) as not_multi_region:
+            run(operation, key, people)
+        assert not_multi_region.value.extra["reason"] == "not_multi_region"
+        assert snapshot(key, aws_sandbox) == before
+        assert (last_event(key).operation, last_event(key).outcome) == (operation, "refused")
+        return
     if operation in ("download", "withdraw_download") and state in allowed:
         services.key_prepare_download(actor=people.actor(people.bob), key_id=key.pk, public_key_pem=public_pem())
     before = snapshot(key, aws_sandbox)
@@ -164,7 +201,10 @@ def test_lifecycle_cell(
         assert AuditEvent.objects.count() == events_before + 1
         return
 
-    result = run(operation, key, people)
+    # A multi-Region key's cleanup waits until AWS has deleted it in every region.
+    later = time_machine.travel(FAR_FUTURE, tick=False) if kind[2] and operation == "cleanup" else nullcontext()
+    with later:
+        result = run(operation, key, people)
     after = snapshot(key, aws_sandbox)
     event = last_event(key)
     assert AuditEvent.objects.count() == events_before + 1
@@ -191,9 +231,16 @@ def check_effect(
     key: Key,
     result: Any,
     url: str,
-    kind: tuple[str, str],
+    kind: tuple[str, str, bool],
 ) -> None:
     portal, kms = after["portal"], after["kms"]
+    replica = after["replicas"][REPLICA_REGION]
+    multi_region = kind[2]
+    if multi_region and portal["state"] not in (P, D):
+        # Every region holds what the primary holds (SPEC §11); pending deletion, the primary waits for them.
+        assert (replica["key_state"], replica["has_material"]) == (kms["key_state"], kms["has_material"])
+        assert replica["aliases"] == kms["aliases"]
+        assert replica["tags"] == kms["tags"]
     if operation == "deactivate" or operation == "cancel_deletion":
         assert portal["state"] == I
         assert (kms["key_state"], kms["has_material"]) == ("PendingImport", False)
@@ -211,7 +258,13 @@ def check_effect(
         assert (new_kms["key_state"], new_kms["aliases"], check_value(new_kms)) == ("Enabled", [new.alias], new_check)
         assert new_check != check_value(portal)
         # Same spec and usage, in the portal and in KMS (SPEC §9).
-        assert (new.key_spec, new.key_usage, new_kms["key_spec"], new_kms["key_usage"]) == (*kind, *kind)
+        assert (new.key_spec, new.key_usage, new_kms["key_spec"], new_kms["key_usage"]) == (*kind[:2], *kind[:2])
+        assert [r.region for r in new.replicas.all()] == ([REPLICA_REGION] if multi_region else [])
+    elif operation == "schedule_deletion" and multi_region:
+        # Replicas first; the primary waits for them, then its own window: the portal's date is the latest.
+        assert portal["state"] == P
+        assert (kms["key_state"], replica["key_state"]) == ("PendingReplicaDeletion", "PendingDeletion")
+        assert dt.timedelta(days=17, hours=23) < portal["deletion_date"] - timezone.now() <= dt.timedelta(days=18)
     elif operation == "schedule_deletion":
         assert portal["state"] == P
         assert kms["key_state"] == "PendingDeletion"
@@ -242,8 +295,17 @@ def check_effect(
         assert (portal["name"], portal["alias"], portal["tags"]) == ("renamed", "alias/renamed", {"team": "payments"})
         assert kms["aliases"] == ["alias/renamed"]
         assert kms["tags"]["team"] == "payments"
+    elif operation == "cleanup" and multi_region:
+        assert (portal["state"], portal["material"]) == (D, None)
+        assert (kms, replica) == (None, None)  # cleaned up only once gone from every region
     elif operation == "cleanup":
         assert (portal["state"], portal["material"]) == (D, None)
         assert kms == before["kms"]
+    elif operation == "add_replica":
+        assert portal["state"] == A
+        new_replica = after["replicas"][NEW_REPLICA_REGION]
+        assert (new_replica["key_state"], new_replica["kcv"]) == ("Enabled", portal["kcv"])
+        assert new_replica["aliases"] == kms["aliases"]
+        assert (NEW_REPLICA_REGION, "ENABLED") in [(r, s) for r, s, _ in portal["replicas"]]
     else:  # pragma: no cover - a new operation needs its expected effect here
         pytest.fail(f"no expected effect written for {operation}")

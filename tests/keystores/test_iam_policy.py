@@ -157,7 +157,43 @@ def portal_calls(tag: str, arns: Mapping[str, str]) -> dict[str, list[Request]]:
         "DeleteAlias": alias("DeleteAlias"),
         "ListAliases": [Request("kms:ListAliases", "*")],
         "ListKeys": [Request("kms:ListKeys", "*")],
+        # A multi-Region key's replica (SPEC §11): ReplicateKey on the primary, CreateKey and tagging in the
+        # replica's region (on no particular key, like CreateKey).
+        "ReplicateKey": [
+            key("ReplicateKey", **{"kms:ReplicaRegion": REPLICA_REGION}),
+            Request("kms:CreateKey", "*", creation),
+            Request("kms:TagResource", "*", creation),
+        ],
     }
+
+
+REPLICA_REGION = "us-east-1"
+
+
+@pytest.fixture
+def regional_policy(keystore: Any) -> dict[str, Any]:
+    """The policy of a keystore whose multi-Region keys have replicas in REPLICA_REGION."""
+    permissions: dict[str, Any] = services.iam_policies(keystore, [REPLICA_REGION])["permissions_policy"]
+    return permissions
+
+
+def test_replicas_are_allowed_only_to_their_regions_and_managed_there_only_when_the_portals(
+    regional_policy: dict[str, Any], policy: dict[str, Any], arns: dict[str, str], settings: Any
+) -> None:
+    calls = portal_calls(settings.BYOK_TAG_KEY, arns)
+    assert all(all_allowed(regional_policy, requests) for requests in calls.values())
+    portal_key = {f"aws:ResourceTag/{settings.BYOK_TAG_KEY}": "id", "kms:KeyOrigin": "EXTERNAL"}
+    replicate = Request("kms:ReplicateKey", arns["portal_key"], {**portal_key, "kms:ReplicaRegion": "ap-south-1"})
+    assert not allowed(regional_policy, replicate)  # a region the keystore does not use
+    replicate.context["kms:ReplicaRegion"] = REPLICA_REGION
+    assert not allowed(policy, replicate)  # a keystore without multi-Region keys replicates nothing
+    replica_arn = arns["portal_key"].replace(f":{REGION}:", f":{REPLICA_REGION}:")
+    for action in ("ImportKeyMaterial", "ScheduleKeyDeletion", "DisableKey"):
+        assert allowed(regional_policy, Request(f"kms:{action}", replica_arn, portal_key)), action
+        customer_replica = Request(f"kms:{action}", replica_arn, {"kms:KeyOrigin": "EXTERNAL"})
+        assert not allowed(regional_policy, customer_replica), action
+        elsewhere = arns["portal_key"].replace(f":{REGION}:", ":ap-south-1:")
+        assert not allowed(regional_policy, Request(f"kms:{action}", elsewhere, portal_key)), action
 
 
 def test_every_call_the_portal_makes_is_allowed(policy: dict[str, Any], arns: dict[str, str], settings: Any) -> None:
@@ -165,7 +201,7 @@ def test_every_call_the_portal_makes_is_allowed(policy: dict[str, Any], arns: di
     made = set(re.findall(r'_call\(\s*"(\w+)"', AWS_MODULE.read_text()))
     assert made == set(calls), f"update portal_calls for: {sorted(made ^ set(calls))}"
     refused = [name for name, requests in calls.items() if not all_allowed(policy, requests)]
-    assert refused == []
+    assert refused == ["ReplicateKey"]  # only once the keystore has multi-Region keys (see below)
 
 
 def test_the_role_cannot_adopt_an_existing_customer_key_by_tagging_it(
