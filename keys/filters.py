@@ -11,12 +11,13 @@ from django.db.models import Q, QuerySet
 
 from byok_portal.filters import UUIDFilter
 from byok_portal.vocabulary import KeyState
-from keys.models import Key
+from keys.models import Key, KeyReplica
 from keys.specs import KeySpec, KeyUsage
 
 
 class KeyFilter(django_filters.FilterSet):
-    """Filters of SPEC §6 and §9: ``keystore``, ``state``, ``key_spec``, ``key_usage``, ``alias``, free-text ``search``.
+    """Filters of SPEC §6, §9 and §11: ``keystore``, ``state``, ``key_spec``, ``key_usage``, ``alias``,
+    ``multi_region``, ``region``, free-text ``search``.
 
     Request-independent on purpose: callers pass a queryset already scoped to the
     user (``keys.selectors.keys_for``), so the page and the API filter the same
@@ -28,6 +29,12 @@ class KeyFilter(django_filters.FilterSet):
     key_spec = django_filters.ChoiceFilter(choices=KeySpec.choices, label="Key spec")
     key_usage = django_filters.ChoiceFilter(choices=KeyUsage.choices, label="Key usage")
     alias = django_filters.CharFilter(field_name="alias", label="Alias", help_text="Exact alias, e.g. alias/orders.")
+    multi_region = django_filters.BooleanFilter(field_name="multi_region", label="Multi-Region")
+    region = django_filters.CharFilter(
+        method="filter_region",
+        label="Region",
+        help_text="Keys present in this AWS region: their keystore's, or one of a multi-Region key's replicas.",
+    )
     search = django_filters.CharFilter(
         method="filter_search",
         label="Search",
@@ -37,6 +44,13 @@ class KeyFilter(django_filters.FilterSet):
     class Meta:
         model = Key
         fields: list[str] = []
+
+    def filter_region(self, queryset: QuerySet[Key], name: str, value: Any) -> QuerySet[Key]:
+        region = str(value).strip()
+        if not region:
+            return queryset
+        replicated = KeyReplica.objects.filter(region=region).values("key_id")
+        return queryset.filter(Q(keystore__region=region) | Q(pk__in=replicated))
 
     def filter_search(self, queryset: QuerySet[Key], name: str, value: Any) -> QuerySet[Key]:
         text = str(value).strip()

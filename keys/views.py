@@ -232,7 +232,10 @@ def key_edit(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
 def offered_actions(key: Key) -> list[KeyOperation]:
     """The buttons of the key page: the repairs the key needs first, then what its state allows, in table order."""
     by_operation = {entry.operation: entry for entry in BUTTONS.values()}
-    operations = [*repairs_for(key.state, key.kms_state, key.key_spec), *allowed_operations(key.state, key.key_spec)]
+    operations = [
+        *repairs_for(key.state, key.kms_state, key.key_spec),
+        *allowed_operations(key.state, key.key_spec, multi_region=key.multi_region),
+    ]
     return [by_operation[op] for op in operations if op in by_operation]
 
 
@@ -356,6 +359,8 @@ def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
         "expiring": is_expiring(key.state, key.expires, today),
         "expired": key.expires is not None and key.expires < today,
         "events": selectors.recent_events(key, AUDIT_EXCERPT),
+        # A multi-Region key's replicas, each with its state and whether it is out of step (SPEC §11).
+        "replicas": list(key.replicas.all()) if key.multi_region else [],
         "audit_url": f"{reverse('audit:event-list')}?key={key.pk}",
         "audit_url_replaces": f"{reverse('audit:event-list')}?key={key.replaces_id}",
         **_unwrap_context(key),

@@ -1,0 +1,95 @@
+"""Multi-Region keys through the API (SPEC §11, §16): create with replica regions, add-replica, the key resource."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import REGION
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/keys/"
+
+
+def test_a_multi_region_key_is_created_shown_and_replicated_further_through_the_api(
+    api_as: Any, people: Any, keystore: Any
+) -> None:
+    bob = api_as(people.bob)
+
+    key = bob.post(
+        URL,
+        {"keystore": str(keystore.pk), "name": "dr", "multi_region": True, "replica_regions": ["us-east-1"]},
+        expect=201,
+    ).json()
+
+    assert key["multi_region"] is True
+    assert key["kms_key_arn"].split("/")[-1].startswith("mrk-")
+    assert key["replicas"] == [
+        {
+            "region": "us-east-1",
+            "kms_key_arn": key["kms_key_arn"].replace(f":{REGION}:", ":us-east-1:"),
+            "kms_state": "ENABLED",
+        }
+    ]
+    assert "add_replica" in key["allowed_operations"]
+    url = f"{URL}{key['id']}/"
+
+    grown = bob.post(f"{url}add-replica/", {"region": "ap-south-1"}, expect=200).json()
+
+    assert [r["region"] for r in grown["replicas"]] == ["ap-south-1", "us-east-1"]
+    assert bob.get(url, expect=200).json()["replicas"] == grown["replicas"]
+    listed = bob.get(f"{URL}?multi_region=true", expect=200).json()["results"]
+    assert [(k["id"], len(k["replicas"])) for k in listed] == [(key["id"], 2)]
+    assert [k["id"] for k in bob.get(f"{URL}?region=ap-south-1", expect=200).json()["results"]] == [key["id"]]
+    assert bob.get(f"{URL}?region=sa-east-1", expect=200).json()["results"] == []
+
+
+@pytest.mark.parametrize(
+    ("regions", "reason"),
+    [
+        ([REGION], "own region"),
+        (["cn-north-1"], "partition"),
+        (["us-east-1", "us-east-1"], "twice"),
+        (["not-a-region"], "partition"),
+    ],
+)
+def test_replica_regions_are_checked_and_refused_with_the_field(
+    api_as: Any, people: Any, keystore: Any, regions: list[str], reason: str
+) -> None:
+    body = {"keystore": str(keystore.pk), "name": "dr", "multi_region": True, "replica_regions": regions}
+
+    refused = api_as(people.bob).post(URL, body, expect=400).json()
+
+    assert reason in " ".join(refused["replica_regions"])
+
+
+def test_replica_regions_need_a_multi_region_key(api_as: Any, people: Any, keystore: Any) -> None:
+    body = {"keystore": str(keystore.pk), "name": "k", "replica_regions": ["us-east-1"]}
+
+    refused = api_as(people.bob).post(URL, body, expect=400).json()
+
+    assert "multi_region" in refused["replica_regions"][0]
+
+
+def test_add_replica_is_refused_for_a_single_region_key_and_checks_its_region(
+    api_as: Any, people: Any, keystore: Any
+) -> None:
+    bob = api_as(people.bob)
+    single = bob.post(URL, {"keystore": str(keystore.pk), "name": "k"}, expect=201).json()
+    assert "add_replica" not in single["allowed_operations"]
+    assert single["multi_region"] is False
+    assert single["replicas"] == []
+
+    refused = bob.post(f"{URL}{single['id']}/add-replica/", {"region": "us-east-1"}, expect=409).json()
+
+    assert refused["reason"] == "not_multi_region"
+    multi = bob.post(
+        URL,
+        {"keystore": str(keystore.pk), "name": "dr", "multi_region": True, "replica_regions": ["us-east-1"]},
+        expect=201,
+    ).json()
+    again = bob.post(f"{URL}{multi['id']}/add-replica/", {"region": "us-east-1"}, expect=400).json()
+    assert "already has a replica in us-east-1" in again["region"][0]
+    assert bob.post(f"{URL}{multi['id']}/add-replica/", {}, expect=400).json()["region"]
