@@ -23,15 +23,17 @@ from byok_portal.admin import admin_site
 from byok_portal.aws import AwsError
 from byok_portal.errors import ServiceError
 from byok_portal.vocabulary import Operation
-from keys.models import Key
+from keys.models import Key, KeyReplica
 from keys.operations import BUTTONS, REGISTRY, KeyOperation
 from keystores.admin import admin_actor, report
 
 if TYPE_CHECKING:
     # Typed for mypy (django-stubs); Django's own ModelAdmin is not subscriptable at run time.
     KeyModelAdmin = admin.ModelAdmin[Key]
+    KeyReplicaTabularInline = admin.TabularInline[KeyReplica, Key]
 else:
     KeyModelAdmin = admin.ModelAdmin
+    KeyReplicaTabularInline = admin.TabularInline
 AdminAction = Callable[[KeyModelAdmin, HttpRequest, QuerySet[Key]], None]
 EDITABLE = ("name", "alias", "tags", "expires")
 
@@ -54,6 +56,19 @@ def lifecycle_action(entry: KeyOperation) -> AdminAction:
 
     action.__name__ = f"run_{entry.operation.value}"
     return admin.action(description=f"{label} the selected keys")(action)
+
+
+class KeyReplicaInline(KeyReplicaTabularInline):
+    """A multi-Region key's replicas, read-only: they change through the key's operations (add_replica on its page)."""
+
+    model = KeyReplica
+    extra = 0
+    can_delete = False
+    fields = ("region", "kms_key_arn", "kms_state", "kms_checked_at", "drift", "deletion_date")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Key | None = None) -> bool:
+        return False
 
 
 @admin.register(Key, site=admin_site)
@@ -92,7 +107,8 @@ class KeyAdmin(KeyModelAdmin):
         "updated_by",
     )
     # Not the repairs (recreate): each is offered on its key's page, which says why the key needs it.
-    actions = tuple(lifecycle_action(entry) for entry in BUTTONS.values() if entry.row.repairs is None)
+    actions = tuple(lifecycle_action(entry) for entry in BUTTONS.values() if entry.row.repairs is None and entry.bulk)
+    inlines = (KeyReplicaInline,)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # keys are created in the portal or the API, which create the KMS key too

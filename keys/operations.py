@@ -79,6 +79,8 @@ class KeyOperation:
     answer: type[serializers.Serializer[Any]] | None = None
     # The API's 403 beyond a role too weak: who else is refused, and why (OpenAPI text).
     forbidden: str = ""
+    # An admin bulk action too (buttons only): not for an operation whose input has no default (add_replica's region).
+    bulk: bool = True
 
     @property
     def slug(self) -> str:
@@ -191,6 +193,7 @@ REGISTRY: dict[Operation, KeyOperation] = {
             role_before_input=True,
             button=True,
             api_action=True,
+            bulk=False,
             done="“{name}” has a new replica: the same key material is now in that region too.",
         ),
         KeyOperation(

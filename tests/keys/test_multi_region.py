@@ -6,7 +6,9 @@ Faults are injected on the wire (:mod:`tests.faultproxy`), in one region at a ti
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator
+from html import unescape
 from typing import Any
 
 import pytest
@@ -25,6 +27,7 @@ from keys.models import Key, PendingCreation
 from tests.conftest import REGION
 from tests.faultproxy import FaultProxy, fault_proxy
 from tests.keys.helpers import sandbox_client
+from tests.web import verified_client
 
 pytestmark = pytest.mark.django_db
 
@@ -134,6 +137,14 @@ def test_material_deleted_behind_the_portals_back_in_one_replica_is_drift_there_
     assert replicas["ap-southeast-2"].drift == []
     assert key.kms_state == KmsState.ENABLED
     assert [line for line in key.drift if line.startswith("In us-east-1:")] == key.drift
+    # The key page and the dashboard say which region is out of step.
+    client = verified_client(people.bob)
+    page = " ".join(unescape(re.sub(r"<[^>]+>", " ", client.get(f"/keys/{key.pk}/").content.decode())).split())
+    assert "us-east-1 No key material" in page
+    assert "Out of step: In us-east-1: The KMS key has no key material" in page
+    assert "ap-southeast-2 Enabled" in page
+    dashboard = unescape(client.get("/").content.decode())
+    assert "In us-east-1: The KMS key has no key material" in dashboard
     proxy.regional_calls.clear()
 
     services.key_upload(actor=people.actor(people.bob), key_id=key.pk)
