@@ -123,6 +123,7 @@ def keystore_detail(request: HttpRequest, keystore_id: str) -> HttpResponse:
         "is_admin": rank >= ROLE_RANK[Role.ADMIN],
         "is_custodian": rank >= ROLE_RANK[Role.CUSTODIAN],
         "trust_policy": _pretty(policies["trust_policy"]),
+        "replica_regions": services.replica_regions_in_use(keystore),
         "permissions_policy": _pretty(policies["permissions_policy"]),
         "portal_principal": aws.portal_principal_arn(),
         "role_name": keystore.role_arn.split(":role/", 1)[-1],
