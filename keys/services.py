@@ -37,17 +37,18 @@ from byok_portal import aws
 from byok_portal.aws import AwsError, KmsSession
 from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceError, TwoPersonRuleViolation
 from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
-from keys import custody
+from keys import custody, materials
 from keys.lifecycle import LIFECYCLE, InvalidState, decide
-from keys.models import Key, PendingCreation
-from keys.specs import DEFAULT_SPEC, spec_of, validate_spec_and_usage
+from keys.materials import INVALID_STATE_CODE
+from keys.materials import tolerate_invalid_state as _tolerate_invalid_state
+from keys.models import Key, KeyMaterial, MaterialState, PendingCreation
+from keys.specs import DEFAULT_SPEC, validate_spec_and_usage
 from keys.validation import validate_alias, validate_tags
 from keystores.models import ROLE_RANK, Keystore, KeystoreState, Role
 from keystores.selectors import require_role, role_in
 
 logger = logging.getLogger("byok.keys")
 
-INVALID_STATE_CODE = "KMSInvalidStateException"
 NOT_FOUND_CODE = "NotFoundException"
 MIN_WINDOW, MAX_WINDOW = 7, 30
 
@@ -217,36 +218,23 @@ def _operate(
 # --- idempotent KMS steps -------------------------------------------------------
 
 
-def _tolerate_invalid_state(kms: KmsSession, kms_key_id: str, exc: AwsError, done: set[KmsState]) -> None:
-    """A step refused with KMSInvalidStateException may simply have happened already (a retry)."""
-    if exc.code != INVALID_STATE_CODE:
-        raise exc
-    if kms.describe(kms_key_id).state not in done:
-        raise exc
-
-
-def _import_same_material(key: Key, kms: KmsSession) -> None:
-    """Import the key's own material (again). KMS accepts only the same material once a key had some."""
-    if not key.material_sealed:
-        raise Conflict("The portal holds no material for this key.", state=key.state)
-    material = custody.unseal(key.pk, key.material_sealed)
-    try:
-        kms.import_material(key.kms_key_id, material, spec_of(key.key_spec).wrapping_algorithm)
-    except AwsError as exc:
-        # Already holding (this same) material, e.g. a retried activate: nothing to do.
-        _tolerate_invalid_state(kms, key.kms_key_id, exc, {KmsState.ENABLED, KmsState.DISABLED})
-    finally:
-        custody.wipe(material)
-
-
 def _disable_and_delete_material(key: Key, kms: KmsSession) -> None:
-    """Disable first: DisableKey fails once the key is PendingImport (NOTES.md)."""
+    """Disable first (DisableKey fails once the key is PendingImport, NOTES.md), then delete every material.
+
+    A key already PendingImport may be a retry that deleted some of its materials
+    before it stopped: the deletion goes on with whatever KMS still holds.
+    """
     try:
         kms.disable(key.kms_key_id)
     except AwsError as exc:
         _tolerate_invalid_state(kms, key.kms_key_id, exc, {KmsState.EMPTY})
-        return  # already disabled and empty: a retried deactivate
-    kms.delete_material(key.kms_key_id)
+    materials.delete_all_materials(kms, key.kms_key_arn, key)
+    _withdraw_pending_versions(key)
+
+
+def _withdraw_pending_versions(key: Key) -> None:
+    """A staged rotation cannot finish once its material left KMS: the portal forgets it too."""
+    KeyMaterial.objects.filter(key=key, state=MaterialState.PENDING_ROTATION).delete()
 
 
 # --- operations -----------------------------------------------------------------
@@ -260,12 +248,13 @@ def key_deactivate(*, actor: Actor, key_id: uuid.UUID) -> Done:
     return _operate(actor, key_id, Operation.DEACTIVATE, step)
 
 
-def _reimport_and_enable(key: Key, kms: KmsSession) -> None:
-    """Activate and upload alike: the same material back into KMS, and the key enabled."""
-    _import_same_material(key, kms)
+def _reimport_and_enable(key: Key, kms: KmsSession) -> dict[str, Any]:
+    """Activate and upload alike: every missing material version back into KMS, and the key enabled."""
+    imported = materials.import_missing_materials(kms, key.kms_key_arn, key)
     kms.enable(key.kms_key_id)
     key.kms_state = KmsState.ENABLED
     key.drift = []  # whatever reconciliation found missing is back
+    return {"versions_imported": list(imported.versions)}
 
 
 def key_activate(*, actor: Actor, key_id: uuid.UUID) -> Done:
@@ -371,11 +360,12 @@ def key_cancel_deletion(*, actor: Actor, key_id: uuid.UUID) -> Done:
             kms.cancel_deletion(key.kms_key_id)
         except AwsError as exc:
             _tolerate_invalid_state(kms, key.kms_key_id, exc, {KmsState.DISABLED, KmsState.EMPTY})
-        # CancelKeyDeletion leaves the key Disabled *with* its material; the lifecycle says EMPTY.
+        # CancelKeyDeletion leaves the key Disabled *with* its materials; the lifecycle says EMPTY.
         try:
-            kms.delete_material(key.kms_key_id)
+            materials.delete_all_materials(kms, key.kms_key_arn, key)
         except AwsError as exc:
             _tolerate_invalid_state(kms, key.kms_key_id, exc, {KmsState.EMPTY})
+        _withdraw_pending_versions(key)
         key.deletion_date = None
         key.kms_state = KmsState.EMPTY
 
@@ -390,7 +380,6 @@ def cleaned_up_fields() -> dict[str, Any]:
     A deleted key is never reconciled again, so its drift findings go too.
     """
     return {
-        "material_sealed": None,
         "kms_state": KmsState.UNKNOWN,
         "drift": [],
         "download_public_key": "",
@@ -398,6 +387,15 @@ def cleaned_up_fields() -> dict[str, Any]:
         "download_prepared_by_sub": "",
         "download_prepared_at": None,
     }
+
+
+def destroy_material_copies(key_ids: list[uuid.UUID]) -> None:
+    """Cleanup's purpose: the portal's sealed copy of every material version of these keys is destroyed.
+
+    The one place of it, used by :func:`key_cleanup` and by the batched daily cleanup; the
+    version rows stay (without material) as the key's history.
+    """
+    KeyMaterial.objects.filter(key_id__in=key_ids).update(material_sealed=None)
 
 
 def key_cleanup(*, actor: Actor, key_id: uuid.UUID, now: dt.datetime | None = None) -> Done:
@@ -411,6 +409,7 @@ def key_cleanup(*, actor: Actor, key_id: uuid.UUID, now: dt.datetime | None = No
             )
         for field, value in cleaned_up_fields().items():
             setattr(key, field, value)
+        destroy_material_copies([key.pk])
         return {"deletion_date": key.deletion_date.isoformat()}
 
     return _operate(actor, key_id, Operation.CLEANUP, step, needs_kms=False)
@@ -820,7 +819,8 @@ def _provision_kms_key(
     material: bytearray,
     key_spec: str,
     key_usage: str,
-) -> str:
+) -> tuple[str, str]:
+    """CreateKey + the first material; the new key's ARN and its first KeyMaterialId (empty unless symmetric)."""
     journal = creation.journal
     creation.create_attempted = True
     arn = kms.create_external_key(
@@ -833,19 +833,21 @@ def _provision_kms_key(
     # renew this rolls back with the transaction; the tag still finds the key.)
     PendingCreation.objects.filter(pk=journal.pk).update(kms_key_arn=arn)
     journal.kms_key_arn = arn
-    kms.import_material(arn.rsplit("/", 1)[-1], material, spec_of(key_spec).wrapping_algorithm)
-    return arn
+    return arn, materials.first_import(kms, arn, journal.key_id, key_spec, material)
 
 
-def _material_fields(key_id: uuid.UUID, key_spec: str, material: bytearray) -> dict[str, Any]:
-    """A new key row's material columns: the sealed material and its check values (SPEC §9)."""
+def _check_fields(key_spec: str, material: bytearray) -> dict[str, Any]:
+    """A new key row's check values (SPEC §9); the material itself goes into its version 1."""
     checks = custody.check_values(key_spec, material)
-    return {
-        "kcv": checks.kcv,
-        "public_key": checks.public_key,
-        "public_key_sha256": checks.public_key_sha256,
-        "material_sealed": custody.seal(key_id, material),
-    }
+    return {"kcv": checks.kcv, "public_key": checks.public_key, "public_key_sha256": checks.public_key_sha256}
+
+
+def _add_first_version(key: Key, material: bytearray, kms_key_material_id: str) -> None:
+    """Version 1 of a new key's material: sealed, current, and just imported."""
+    version = materials.seal_version(key, material, version=1, state=MaterialState.CURRENT)
+    version.kms_key_material_id = kms_key_material_id
+    version.imported_at = key.created_at
+    version.save()
 
 
 def key_create(
@@ -886,7 +888,7 @@ def key_create(
     kms = aws.kms_for(keystore)
     try:
         with _creation_journal(keystore, key_id, Operation.CREATE) as creation:
-            arn = _provision_kms_key(
+            arn, material_id = _provision_kms_key(
                 kms, creation, name=name, tags=clean_tags, material=material, key_spec=key_spec, key_usage=key_usage
             )
             if alias:
@@ -911,10 +913,11 @@ def key_create(
                     kms_checked_at=timezone.now(),
                     key_spec=key_spec,
                     key_usage=key_usage,
-                    **_material_fields(key_id, key_spec, material),
+                    **_check_fields(key_spec, material),
                     created_by=actor.user,
                     updated_by=actor.user,
                 )
+                _add_first_version(key, material, material_id)
                 record(
                     actor=actor,
                     operation=Operation.CREATE,
@@ -1044,7 +1047,7 @@ def key_renew(
         new_expires = defaults.expires if expires is _UNSET else expires
         if not (new_name or "").strip():
             raise ValidationError({"name": "A key needs a name."})
-        arn = _provision_kms_key(
+        arn, material_id = _provision_kms_key(
             kms,
             creation,
             name=new_name,
@@ -1075,11 +1078,12 @@ def key_renew(
                 kms_checked_at=timezone.now(),
                 key_spec=old.key_spec,
                 key_usage=old.key_usage,
-                **_material_fields(new_id, old.key_spec, material),
+                **_check_fields(old.key_spec, material),
                 replaces=old,
                 created_by=actor.user,
                 updated_by=actor.user,
             )
+            _add_first_version(renewed, material, material_id)
         except BaseException:
             # The alias may have moved even if UpdateAlias's response was lost: move it back.
             if alias:
@@ -1280,11 +1284,27 @@ def key_withdraw_download(*, actor: Actor, key_id: uuid.UUID) -> Done:
 
 
 @dataclass(frozen=True)
+class WrappedVersion:
+    """One material version in a download, wrapped like the current one (SPEC §16)."""
+
+    version: int
+    state: str
+    kcv: str
+    wrapped_key_material: bytes
+
+    @property
+    def wrapped_b64(self) -> str:
+        return base64.b64encode(self.wrapped_key_material).decode()
+
+
+@dataclass(frozen=True)
 class WrappedDownload:
     """What a download hands out: the material wrapped for the prepared public key, and its check values.
 
     ``wrapping_algorithm`` depends on the key spec (SPEC §9): RSAES_OAEP_SHA_256 for
     symmetric and HMAC material, RSA_AES_KEY_WRAP_SHA_256 for a PKCS#8 private key.
+    ``wrapped_key_material`` and ``kcv`` are the current version's; ``materials`` has every
+    version the key holds (SPEC §10: old ciphertexts need theirs), oldest first.
     """
 
     key_id: uuid.UUID
@@ -1295,10 +1315,21 @@ class WrappedDownload:
     public_key_sha256: str = ""
     # SHA-256 of the public key it is wrapped for: the downloader checks it is the one they expect.
     public_key_fingerprint: str = ""
+    version: int = 1
+    materials: tuple[WrappedVersion, ...] = ()
 
     @property
     def wrapped_b64(self) -> str:
         return base64.b64encode(self.wrapped_key_material).decode()
+
+
+def _wrap_version(key: Key, version: KeyMaterial) -> WrappedVersion:
+    material = custody.unseal(key.pk, version.material_sealed or b"", version.version)
+    try:
+        wrapped = custody.wrap_for_download(material, key.download_public_key, key.key_spec)
+    finally:
+        custody.wipe(material)
+    return WrappedVersion(version=version.version, state=version.state, kcv=version.kcv, wrapped_key_material=wrapped)
 
 
 def download_preparation_expired(key: Key, now: dt.datetime | None = None) -> bool:
@@ -1324,28 +1355,32 @@ def key_download(*, actor: Actor, key_id: uuid.UUID) -> WrappedDownload:
             raise TwoPersonRuleViolation(
                 "Two-person rule: the person who prepared this download cannot also download it."
             )
-        if not key.material_sealed:
+        versions = materials.held_versions(key)
+        current = next((v for v in versions if v.state == MaterialState.CURRENT), None)
+        if current is None or any(not v.material_sealed for v in versions):
             raise Conflict("The portal holds no material for this key.", state=key.state)
         fingerprint = custody.public_key_fingerprint(key.download_public_key)
-        material = custody.unseal(key.pk, key.material_sealed)
-        try:
-            wrapped = custody.wrap_for_download(material, key.download_public_key, key.key_spec)
-        finally:
-            custody.wipe(material)
+        wrapped = tuple(_wrap_version(key, version) for version in versions)
         released = WrappedDownload(
             key_id=key.pk,
-            wrapped_key_material=wrapped,
+            wrapped_key_material=next(w.wrapped_key_material for w in wrapped if w.version == current.version),
             kcv=key.kcv,
             wrapping_algorithm=custody.download_wrapping_algorithm(key.key_spec),
             key_spec=key.key_spec,
             public_key_sha256=key.public_key_sha256,
             public_key_fingerprint=fingerprint,
+            version=current.version,
+            materials=wrapped,
         )
         prepared_by = f"{key.download_prepared_by_iss}|{key.download_prepared_by_sub}"
         key.download_public_key = ""
         key.download_prepared_by_iss = key.download_prepared_by_sub = ""
         key.download_prepared_at = None
-        return {"public_key_fingerprint": fingerprint, "prepared_by": prepared_by}
+        return {
+            "public_key_fingerprint": fingerprint,
+            "prepared_by": prepared_by,
+            "versions": [w.version for w in wrapped],
+        }
 
     _operate(actor, key_id, Operation.DOWNLOAD, step, needs_kms=False)
     assert released is not None, "download has no no-op state: a download that returns ran its step"

@@ -28,9 +28,9 @@ from byok_portal import aws
 from byok_portal.aws import AwsError, KmsKeyInfo, KmsSession
 from byok_portal.errors import ServiceError
 from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
-from keys import custody, services
+from keys import custody, materials, services
 from keys.lifecycle import expected_kms_state
-from keys.models import Key
+from keys.models import Key, KeyMaterial, MaterialState
 from keys.operations import REGISTRY
 from keys.selectors import (
     creation_in_progress,
@@ -93,6 +93,8 @@ class Observation:
     aws_state: str
     findings: tuple[Finding, ...]
     request_ids: tuple[str, ...]
+    # KeyMaterialIds learned from AWS for versions that had none yet (keys from before versions).
+    learned_ids: tuple[tuple[int, str], ...] = ()
 
     @property
     def drift(self) -> list[str]:
@@ -198,6 +200,82 @@ def _public_key_findings(key: Key, info: KmsKeyInfo, kms: KmsSession, limiter: R
     ]
 
 
+MATERIAL_VERSIONS_MISSING = "material_versions_missing"
+MATERIAL_UNKNOWN = "material_unknown"
+CURRENT_MATERIAL_DIFFERS = "current_material_differs"
+
+
+def _short(material_id: str) -> str:
+    return material_id[:12] + "…"
+
+
+def _material_findings(key: Key, info: KmsKeyInfo, kms: KmsSession, limiter: RateLimiter) -> MaterialCheck:
+    """A symmetric key's material versions against ``ListKeyRotations(ALL_KEY_MATERIAL)`` and ``CurrentKeyMaterialId``.
+
+    Also learns the KeyMaterialId of a key from before versions: its one version is the
+    one material AWS lists for it.
+    """
+    if (
+        not materials.versioned(key)
+        or key.state == KeyState.PENDING_DELETION
+        or info.state == KmsState.PENDING_DELETION
+    ):
+        return MaterialCheck([], {})
+    listed = limiter.call(kms.key_materials, key.kms_key_id)
+    versions = list(KeyMaterial.objects.filter(key=key).order_by("version"))
+    held = [v for v in versions if v.state in materials.PERMANENT]
+    permanent = [m for m in listed if m.state not in materials.AWS_PENDING_STATES]
+    learned: dict[int, str] = {}
+    if len(held) == 1 and not held[0].kms_key_material_id and len(permanent) == 1:
+        learned[held[0].version] = permanent[0].key_material_id
+    ids = {learned.get(v.version, v.kms_key_material_id): v for v in versions}
+    by_id = {m.key_material_id: m for m in listed}
+    findings: list[Finding] = []
+    if key.state in (KeyState.ACTIVE, KeyState.REPLACED):
+        missing = [
+            v for v in held if (m := by_id.get(learned.get(v.version, v.kms_key_material_id))) and not m.imported
+        ]
+        # When every version is gone the state finding (PendingImport) says it all; name a partial loss.
+        if missing and len(missing) < len(held):
+            names = ", ".join(f"version {v.version} ({_short(v.kms_key_material_id)})" for v in missing)
+            findings.append(
+                Finding(
+                    MATERIAL_VERSIONS_MISSING,
+                    f"Key material {names} is not imported in AWS: the KMS key cannot be used until every one of "
+                    "its materials is back. Upload the key's material to repair it.",
+                )
+            )
+    unknown = [m for m in listed if m.key_material_id not in ids]
+    if unknown:
+        names = ", ".join(f"{_short(m.key_material_id)} ({m.state})" for m in unknown)
+        findings.append(
+            Finding(
+                MATERIAL_UNKNOWN,
+                f"The KMS key holds key material the portal does not know: {names}. It was imported or rotated "
+                "outside the portal.",
+            )
+        )
+    current = next((v for v in versions if v.state == MaterialState.CURRENT), None)
+    current_id = learned.get(current.version, current.kms_key_material_id) if current else ""
+    if current_id and info.current_key_material_id and info.current_key_material_id != current_id:
+        findings.append(
+            Finding(
+                CURRENT_MATERIAL_DIFFERS,
+                f"AWS encrypts with key material {_short(info.current_key_material_id)}, but the portal's current "
+                f"version {current.version if current else '?'} is {_short(current_id)}.",
+            )
+        )
+    return MaterialCheck(findings, learned)
+
+
+@dataclass(frozen=True)
+class MaterialCheck:
+    """What comparing a key's material versions with AWS found, and the ids it learned."""
+
+    findings: list[Finding]
+    learned: dict[int, str]
+
+
 def observe(key: Key, kms: KmsSession, limiter: RateLimiter) -> Observation:
     """DescribeKey, aliases and tags of the key's KMS key, compared with the portal's view."""
     first_request = len(kms.request_ids)
@@ -216,13 +294,21 @@ def observe(key: Key, kms: KmsSession, limiter: RateLimiter) -> Observation:
             "this key's material.",
         )
         return Observation(KmsState.MISSING, "", (gone,), tuple(kms.request_ids[first_request:]))
+    checked = _material_findings(key, info, kms, limiter)
     findings = (
         _state_findings(key, info)
+        + checked.findings
         + _public_key_findings(key, info, kms, limiter)
         + _alias_findings(key, kms, limiter)
         + _tag_findings(key, kms, limiter)
     )
-    return Observation(info.state, info.aws_state, tuple(findings), tuple(kms.request_ids[first_request:]))
+    return Observation(
+        info.state,
+        info.aws_state,
+        tuple(findings),
+        tuple(kms.request_ids[first_request:]),
+        tuple(sorted(checked.learned.items())),
+    )
 
 
 class KeyResult(StrEnum):
@@ -273,6 +359,10 @@ def _store(actor: Actor, seen: Key, observation: Observation, *, repairing: bool
         if key is None or key.state != seen.state or key.updated_at != seen.updated_at:
             return False
         previous, drift = list(key.drift), observation.drift
+        for version, material_id in observation.learned_ids:
+            KeyMaterial.objects.filter(key=key, version=version, kms_key_material_id="").update(
+                kms_key_material_id=material_id
+            )
         Key.objects.filter(pk=key.pk).update(
             kms_state=observation.kms_state, kms_checked_at=timezone.now(), drift=drift
         )

@@ -96,7 +96,10 @@ def snapshot(key: Key, sandbox_url: str) -> dict[str, Any]:
             "kms_key_arn",
         )
     }
-    portal["material"] = bytes(key.material_sealed) if key.material_sealed else None
+    portal["material"] = [
+        (v.version, v.state, v.kms_key_material_id, bytes(v.material_sealed) if v.material_sealed else None)
+        for v in key.materials.order_by("version")
+    ]
     portal["prepared"] = (key.download_public_key, key.download_prepared_by_sub)
     return {"portal": portal, "kms": sandbox_view(sandbox_url, key)}
 
@@ -243,7 +246,9 @@ def check_effect(
         assert kms["aliases"] == ["alias/renamed"]
         assert kms["tags"]["team"] == "payments"
     elif operation == "cleanup":
-        assert (portal["state"], portal["material"]) == (D, None)
+        # Every version's sealed copy is destroyed; the versions stay as the key's history.
+        assert portal["state"] == D
+        assert portal["material"] == [(v, s, i, None) for v, s, i, _ in before["portal"]["material"]]
         assert kms == before["kms"]
     else:  # pragma: no cover - a new operation needs its expected effect here
         pytest.fail(f"no expected effect written for {operation}")
