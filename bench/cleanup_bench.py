@@ -44,9 +44,10 @@ def _reset_to_due(count: int) -> None:
 
     with psycopg.connect(database_url(DATABASE), autocommit=True) as conn:
         conn.execute(
-            "UPDATE keys_key SET state = 'PENDING_DELETION', material_sealed = %s "
-            "WHERE id IN (SELECT id FROM keys_key WHERE state = 'DELETED' ORDER BY id LIMIT %s)",
-            (os.urandom(SEALED_SIZE), count),
+            "WITH due AS (UPDATE keys_key SET state = 'PENDING_DELETION' "
+            "WHERE id IN (SELECT id FROM keys_key WHERE state = 'DELETED' ORDER BY id LIMIT %s) RETURNING id) "
+            "UPDATE keys_keymaterial SET material_sealed = %s WHERE key_id IN (SELECT id FROM due)",
+            (count, os.urandom(SEALED_SIZE)),
         )
         conn.execute("ANALYZE keys_key")
 
@@ -153,7 +154,7 @@ def _load(total: int, due: int) -> dict[str, Any]:
     from django.db import connection
 
     from byok_portal.vocabulary import KeyState, KmsState
-    from keys.models import Key
+    from keys.models import Key, KeyMaterial
     from keystores.models import Keystore
 
     call_command("migrate", verbosity=0)
@@ -164,6 +165,7 @@ def _load(total: int, due: int) -> dict[str, Any]:
     started = time.monotonic()
     for offset in range(0, total, LOAD_CHUNK):
         rows = []
+        versions = []
         for i in range(offset, min(offset + LOAD_CHUNK, total)):
             key_id = uuid.uuid4()
             if i < due:  # grace period over, spread over the last 30 days
@@ -189,11 +191,14 @@ def _load(total: int, due: int) -> dict[str, Any]:
                     kms_state=kms_state,
                     deletion_date=deletion,
                     kms_key_arn=f"arn:aws:kms:eu-west-1:111122223333:key/{key_id}",
-                    material_sealed=os.urandom(SEALED_SIZE),
                     kcv="ABCDEF",
                 )
             )
+            versions.append(
+                KeyMaterial(key_id=key_id, version=1, material_sealed=os.urandom(SEALED_SIZE), kcv="ABCDEF")
+            )
         Key.objects.bulk_create(rows)
+        KeyMaterial.objects.bulk_create(versions)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE keys_key")
     return {"keys": total, "due": due, "seconds": round(time.monotonic() - started, 1)}

@@ -218,6 +218,20 @@ class KmsKeyInfo:
     origin: str
     primary_region: str = ""
     replicas: Mapping[str, str] = field(default_factory=dict)
+    # The material new ciphertexts use (symmetric keys; empty for HMAC and asymmetric keys).
+    current_key_material_id: str = ""
+
+
+@dataclass(frozen=True)
+class KmsMaterialInfo:
+    """One key material of a KMS key, as ``ListKeyRotations(IncludeKeyMaterial=ALL_KEY_MATERIAL)`` lists it."""
+
+    key_material_id: str
+    state: str  # CURRENT, NON_CURRENT, PENDING_ROTATION, PENDING_MULTI_REGION_IMPORT_AND_ROTATION
+    imported: bool  # ImportState IMPORTED (False: PENDING_IMPORT, i.e. deleted or expired)
+    description: str = ""
+    rotation_date: dt.datetime | None = None
+    valid_to: dt.datetime | None = None
 
 
 @dataclass
@@ -341,17 +355,27 @@ class KmsSession:
             origin=str(meta.get("Origin", "")),
             primary_region=str((regions.get("PrimaryKey") or {}).get("Region", "")),
             replicas={str(r["Region"]): str(r["Arn"]) for r in regions.get("ReplicaKeys", [])},
+            current_key_material_id=str(meta.get("CurrentKeyMaterialId", "")),
         )
 
     def import_material(
-        self, key_id: str, material: bytes | bytearray, wrapping_algorithm: str = wrapping.RSAES_OAEP_SHA_256
-    ) -> None:
+        self,
+        key_id: str,
+        material: bytes | bytearray,
+        wrapping_algorithm: str = wrapping.RSAES_OAEP_SHA_256,
+        *,
+        import_type: str | None = None,
+        key_material_id: str = "",
+        description: str = "",
+    ) -> str:
         """GetParametersForImport (a fresh pair every time: they are single-use, 24 h) + ImportKeyMaterial.
 
         ``wrapping_algorithm``: RSAES_OAEP_SHA_256 for symmetric and HMAC material,
-        RSA_AES_KEY_WRAP_SHA_256 for a PKCS#8 private key (SPEC §9). ``ImportType``,
-        ``KeyMaterialId`` and ``KeyMaterialDescription`` are not sent: AWS rejects them
-        for HMAC and asymmetric keys, and a symmetric key's first import defaults right.
+        RSA_AES_KEY_WRAP_SHA_256 for a PKCS#8 private key (SPEC §9). ``import_type``
+        (``NEW_KEY_MATERIAL`` / ``EXISTING_KEY_MATERIAL``), ``key_material_id`` and
+        ``description`` are for symmetric keys only: AWS rejects them for HMAC and
+        asymmetric keys, so they are sent only when given. Returns the KeyMaterialId
+        AWS answers with (empty for HMAC and asymmetric keys).
         """
         params = self._call(
             "GetParametersForImport",
@@ -359,7 +383,14 @@ class KmsSession:
             WrappingAlgorithm=wrapping_algorithm,
             WrappingKeySpec=settings.BYOK_IMPORT_WRAPPING_KEY_SPEC,
         )
-        self._call(
+        options: dict[str, Any] = {}
+        if import_type:
+            options["ImportType"] = import_type
+        if key_material_id:
+            options["KeyMaterialId"] = key_material_id
+        if description:
+            options["KeyMaterialDescription"] = description
+        response = self._call(
             "ImportKeyMaterial",
             KeyId=key_id,
             ImportToken=params["ImportToken"],
@@ -367,14 +398,51 @@ class KmsSession:
             # The portal is the system of record and re-imports on demand; an expiring
             # copy in KMS would silently break customers' workloads.
             ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+            **options,
         )
+        return str(response.get("KeyMaterialId", ""))
+
+    def key_materials(self, key_id: str) -> list[KmsMaterialInfo]:
+        """Every material of a symmetric KMS key, oldest first: ListKeyRotations(ALL_KEY_MATERIAL), all pages.
+
+        Without ``ALL_KEY_MATERIAL`` AWS leaves out the first material and any pending one.
+        """
+        found: list[KmsMaterialInfo] = []
+        marker: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"KeyId": key_id, "IncludeKeyMaterial": "ALL_KEY_MATERIAL", "Limit": 1000}
+            if marker:
+                kwargs["Marker"] = marker
+            page = self._call("ListKeyRotations", **kwargs)
+            found += [
+                KmsMaterialInfo(
+                    key_material_id=str(entry["KeyMaterialId"]),
+                    state=str(entry.get("KeyMaterialState", "")),
+                    imported=entry.get("ImportState", "IMPORTED") == "IMPORTED",
+                    description=str(entry.get("KeyMaterialDescription", "")),
+                    rotation_date=entry.get("RotationDate"),
+                    valid_to=entry.get("ValidTo"),
+                )
+                for entry in page.get("Rotations", [])
+            ]
+            if not page.get("Truncated"):
+                return found
+            marker = page.get("NextMarker")
+
+    def rotate_on_demand(self, key_id: str) -> None:
+        """RotateKeyOnDemand: the key's PENDING_ROTATION material becomes current (AWS finishes in the background)."""
+        self._call("RotateKeyOnDemand", KeyId=key_id)
 
     def public_key(self, key_id: str) -> bytes:
         """GetPublicKey: the DER SubjectPublicKeyInfo of an asymmetric KMS key (it must be enabled)."""
         return bytes(self._call("GetPublicKey", KeyId=key_id)["PublicKey"])
 
-    def delete_material(self, key_id: str) -> None:
-        self._call("DeleteImportedKeyMaterial", KeyId=key_id)
+    def delete_material(self, key_id: str, key_material_id: str = "") -> None:
+        """DeleteImportedKeyMaterial: the material named by ``key_material_id``, or else the current one."""
+        if key_material_id:
+            self._call("DeleteImportedKeyMaterial", KeyId=key_id, KeyMaterialId=key_material_id)
+        else:
+            self._call("DeleteImportedKeyMaterial", KeyId=key_id)
 
     def enable(self, key_id: str) -> None:
         self._call("EnableKey", KeyId=key_id)

@@ -7,9 +7,12 @@ function taking the spec (:func:`generate_material`, :func:`seal`, :func:`check_
 versions without these changing.
 
 Material is sealed with AES-256-GCM under the key-encryption key (KEK). The
-associated data binds each ciphertext to its key's id, so a sealed blob copied to
-another row fails to open. Sealed blobs carry the KEK's fingerprint so that a KEK
-rotation (``byok_rotate_kek``) can tell old rows from new ones.
+associated data binds each ciphertext to its key's id and its material version
+(SPEC §10), so a sealed blob copied to another key, or to another version of the
+same key, fails to open. (Blobs of format 1, sealed before keys had versions, bind
+the key id only; they open as version 1, which is what they were migrated to.)
+Sealed blobs carry the KEK's fingerprint so that a KEK rotation (``byok_rotate_kek``)
+can tell old rows from new ones.
 
 Python cannot reliably wipe memory; the functions here keep plaintext in as few
 objects and for as short a time as they can, and hand out ``bytearray`` where the
@@ -38,7 +41,8 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from byok_portal import wrapping
 from keys.specs import DEFAULT_SPEC, Family, spec_of
 
-_FORMAT_V1 = b"\x01"
+_FORMAT_V1 = b"\x01"  # before material versions: read, never written
+_FORMAT_V2 = b"\x02"
 _NONCE_BYTES = 12
 _FINGERPRINT_BYTES = 8
 DOWNLOAD_KEY_SIZES = (2048, 3072, 4096)
@@ -134,28 +138,33 @@ def generate_material(key_spec: str = DEFAULT_SPEC) -> bytearray:
     )
 
 
-def _aad(key_id: uuid.UUID) -> bytes:
-    return b"byok-portal/material/v1/" + key_id.bytes
+def _aad(key_id: uuid.UUID, version: int, sealed_format: bytes) -> bytes:
+    if sealed_format == _FORMAT_V1:
+        return b"byok-portal/material/v1/" + key_id.bytes
+    return b"byok-portal/material/v2/" + key_id.bytes + version.to_bytes(4, "big")
 
 
-def seal(key_id: uuid.UUID, material: bytes | bytearray) -> bytes:
-    """Encrypt ``material`` for storage in the row of ``key_id``."""
+def seal(key_id: uuid.UUID, material: bytes | bytearray, version: int = 1) -> bytes:
+    """Encrypt ``material`` for storage as version ``version`` of the key ``key_id``."""
     if not material:
         raise ValueError("no key material to seal")
     kek = current_kek()
     nonce = secrets.token_bytes(_NONCE_BYTES)
-    ciphertext = AESGCM(kek.key).encrypt(nonce, bytes(material), _aad(key_id))
-    return _FORMAT_V1 + kek.fingerprint + nonce + ciphertext
+    ciphertext = AESGCM(kek.key).encrypt(nonce, bytes(material), _aad(key_id, version, _FORMAT_V2))
+    return _FORMAT_V2 + kek.fingerprint + nonce + ciphertext
 
 
 def sealed_with_current_kek(blob: bytes) -> bool:
-    return bytes(blob[1 : 1 + _FINGERPRINT_BYTES]) == current_kek().fingerprint
+    """Whether ``blob`` is sealed the way :func:`seal` seals today: current format, current KEK."""
+    return blob[:1] == _FORMAT_V2 and bytes(blob[1 : 1 + _FINGERPRINT_BYTES]) == current_kek().fingerprint
 
 
-def unseal(key_id: uuid.UUID, blob: bytes | memoryview) -> bytearray:
-    """Open a blob sealed by :func:`seal` for ``key_id``; :class:`CustodyError` if it is not genuine."""
+def unseal(key_id: uuid.UUID, blob: bytes | memoryview, version: int = 1) -> bytearray:
+    """Open version ``version`` of ``key_id``'s material; :class:`CustodyError` if the blob is not genuine."""
     blob = bytes(blob)
-    if not blob.startswith(_FORMAT_V1) or len(blob) < 1 + _FINGERPRINT_BYTES + _NONCE_BYTES + 16:
+    sealed_format = blob[:1]
+    known = sealed_format == _FORMAT_V2 or (sealed_format == _FORMAT_V1 and version == 1)
+    if not known or len(blob) < 1 + _FINGERPRINT_BYTES + _NONCE_BYTES + 16:
         raise CustodyError(f"sealed material of key {key_id} has an unknown format")
     fingerprint = blob[1 : 1 + _FINGERPRINT_BYTES]
     nonce = blob[1 + _FINGERPRINT_BYTES : 1 + _FINGERPRINT_BYTES + _NONCE_BYTES]
@@ -164,7 +173,7 @@ def unseal(key_id: uuid.UUID, blob: bytes | memoryview) -> bytearray:
         if kek.fingerprint != fingerprint:
             continue
         try:
-            return bytearray(AESGCM(kek.key).decrypt(nonce, ciphertext, _aad(key_id)))
+            return bytearray(AESGCM(kek.key).decrypt(nonce, ciphertext, _aad(key_id, version, sealed_format)))
         except InvalidTag as exc:
             raise CustodyError(f"sealed material of key {key_id} failed authentication") from exc
     raise CustodyError(f"sealed material of key {key_id} is sealed under a KEK the portal does not have")

@@ -24,9 +24,9 @@ def _allowed_pairs() -> Q:
 class Key(models.Model):
     """A portal key and its one KMS key (``Origin=EXTERNAL``).
 
-    The material itself is only ever stored sealed (AES-256-GCM under the KEK, bound
-    to this key's id, see :mod:`keys.custody`); ``material_sealed`` is emptied when
-    the key reaches ``DELETED``. ``kcv`` is safe to show.
+    The material itself lives in its versions (:class:`KeyMaterial`, ``materials``),
+    each only ever stored sealed; a symmetric key gains a version with every rotation
+    (SPEC §10). ``kcv`` is the current version's, and safe to show.
 
     ``key_spec`` and ``key_usage`` (AWS's names, SPEC §9) are fixed at creation. For
     RSA and EC keys ``kcv`` is empty and ``public_key`` / ``public_key_sha256`` are the
@@ -53,7 +53,6 @@ class Key(models.Model):
     # A multi-Region KMS key (SPEC §11): the primary is this row's KMS key, in the keystore's region;
     # its replicas are ``replicas`` (KeyReplica), each holding the same material.
     multi_region = models.BooleanField(default=False, editable=False)
-    material_sealed = models.BinaryField(null=True, blank=True, editable=False)
     deletion_date = models.DateTimeField(null=True, blank=True)
     replaces = models.OneToOneField("self", on_delete=models.PROTECT, null=True, blank=True, related_name="replaced_by")
     # The two-person rule's mark: who prepared a download, for which public key, until when.
@@ -162,3 +161,49 @@ class KeyReplica(models.Model):
     @property
     def kms_key_id(self) -> str:
         return self.kms_key_arn.rsplit("/", 1)[-1] if self.kms_key_arn else ""
+
+
+class MaterialState(models.TextChoices):
+    """Where a key material version stands in KMS (AWS's ``KeyMaterialState`` names)."""
+
+    CURRENT = "CURRENT", "Current"
+    NON_CURRENT = "NON_CURRENT", "Non-current (decrypt only)"
+    PENDING_ROTATION = "PENDING_ROTATION", "Pending rotation"
+
+
+class KeyMaterial(models.Model):
+    """One version of a key's material: every material a key ever had is kept (SPEC §10).
+
+    Version 1 is the material the key was created with; each rotation adds the next.
+    AWS needs *every* permanently associated material (``CURRENT`` and ``NON_CURRENT``)
+    present for the key to work, so the portal keeps each one sealed to re-import it.
+    ``material_sealed`` is sealed by :func:`keys.custody.seal` with associated data that
+    binds it to the key's id *and* this version, and is emptied by cleanup.
+    ``kms_key_material_id`` is AWS's ``KeyMaterialId`` (blank for HMAC and asymmetric
+    keys, and until reconciliation learns it for a key migrated from before versions).
+    A ``PENDING_ROTATION`` version is a rotation in progress: it becomes ``CURRENT`` or is
+    withdrawn (by the retried rotation or by reconciliation), never left behind.
+    """
+
+    key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="materials")
+    version = models.PositiveIntegerField()
+    kms_key_material_id = models.CharField("KMS key material id", max_length=64, blank=True, default="")
+    material_sealed = models.BinaryField(null=True, blank=True, editable=False)
+    kcv = models.CharField("KCV", max_length=6, blank=True, default="")
+    state = models.CharField(max_length=20, choices=MaterialState.choices, default=MaterialState.CURRENT)
+    imported_at = models.DateTimeField(null=True, blank=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["key", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["key", "version"], name="key_material_unique_version"),
+            models.UniqueConstraint(fields=["key"], condition=Q(state="CURRENT"), name="key_material_one_current"),
+            models.UniqueConstraint(
+                fields=["key"], condition=Q(state="PENDING_ROTATION"), name="key_material_one_pending"
+            ),
+            models.CheckConstraint(condition=Q(version__gte=1), name="key_material_version_from_1"),
+        ]
+
+    def __str__(self) -> str:
+        return f"version {self.version} of key {self.key_id} ({self.state})"

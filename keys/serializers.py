@@ -19,7 +19,7 @@ from byok_portal.api import StrictSerializer
 from byok_portal.vocabulary import KmsState, Operation
 from byok_portal.wrapping import WRAPPING_ALGORITHMS
 from keys.lifecycle import LIFECYCLE, allowed_operations
-from keys.models import Key, KeyReplica
+from keys.models import Key, KeyReplica, MaterialState
 from keys.services import MAX_WINDOW, MIN_WINDOW, pending_download
 from keys.specs import DEFAULT_SPEC, NOT_IMPORTABLE, KeySpec, KeyUsage
 from keys.validation import MAX_TAGS
@@ -351,6 +351,23 @@ class PrepareDownloadSerializer(StrictSerializer):
 FINGERPRINT_HELP = "`SHA256:` and the hex SHA-256 of the public key's DER SubjectPublicKeyInfo."
 
 
+class WrappedVersionSerializer(serializers.Serializer[Any]):
+    """One material version in a download, wrapped for the same public key as the current one."""
+
+    version = serializers.IntegerField(min_value=1)
+    state = serializers.ChoiceField(choices=MaterialState.choices)
+    kcv = serializers.CharField(allow_null=True)
+    wrapped_key_material = serializers.CharField(help_text="Base64.")
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        return {
+            "version": instance.version,
+            "state": instance.state,
+            "kcv": instance.kcv or None,
+            "wrapped_key_material": instance.wrapped_b64,
+        }
+
+
 class DownloadSerializer(serializers.Serializer[Any]):
     """The material wrapped for the prepared public key, and how (SPEC §2, §9).
 
@@ -370,6 +387,10 @@ class DownloadSerializer(serializers.Serializer[Any]):
     public_key_fingerprint = serializers.CharField(
         help_text="The public key the material is wrapped for: " + FINGERPRINT_HELP + " Check it is yours."
     )
+    material_version = serializers.IntegerField(help_text="The version of `wrapped_key_material` (the current one).")
+    materials = WrappedVersionSerializer(
+        many=True, help_text="Every material version the key holds, oldest first (old ciphertexts need theirs)."
+    )
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
         return {
@@ -380,6 +401,8 @@ class DownloadSerializer(serializers.Serializer[Any]):
             "kcv": instance.kcv or None,
             "public_key_sha256": instance.public_key_sha256 or None,
             "public_key_fingerprint": instance.public_key_fingerprint,
+            "material_version": instance.version,
+            "materials": [WrappedVersionSerializer(version).data for version in instance.materials],
         }
 
 

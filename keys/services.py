@@ -38,9 +38,11 @@ from byok_portal import aws
 from byok_portal.aws import AwsError, KmsSession
 from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceError, TwoPersonRuleViolation
 from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
-from keys import custody, regions
+from keys import custody, materials, regions
 from keys.lifecycle import LIFECYCLE, InvalidState, decide
-from keys.models import Key, PendingCreation
+from keys.materials import INVALID_STATE_CODE
+from keys.materials import tolerate_invalid_state as _tolerate_invalid_state
+from keys.models import Key, KeyMaterial, MaterialState, PendingCreation
 from keys.regions import Region
 from keys.specs import DEFAULT_SPEC, spec_of, validate_spec_and_usage
 from keys.validation import validate_alias, validate_tags
@@ -49,7 +51,6 @@ from keystores.selectors import require_role, role_in
 
 logger = logging.getLogger("byok.keys")
 
-INVALID_STATE_CODE = "KMSInvalidStateException"
 NOT_FOUND_CODE = "NotFoundException"
 MIN_WINDOW, MAX_WINDOW = 7, 30
 
@@ -223,71 +224,62 @@ def _operate(
 # --- idempotent KMS steps -------------------------------------------------------
 
 
-def _tolerate_invalid_state(kms: KmsSession, kms_key_id: str, exc: AwsError, done: set[KmsState]) -> None:
-    """A step refused with KMSInvalidStateException may simply have happened already (a retry)."""
-    if exc.code != INVALID_STATE_CODE:
-        raise exc
-    if kms.describe(kms_key_id).state not in done:
-        raise exc
+def _disable_and_delete_material(key: Key, kms: KmsSession, arn: str) -> None:
+    """Disable first (DisableKey fails once the key is PendingImport, NOTES.md), then delete every material.
 
-
-def _import_same_material(key: Key, kms: KmsSession, kms_key_id: str) -> None:
-    """Import the key's own material (again) into one KMS key (one region's). KMS accepts only the same material
-    once a key had some."""
-    if not key.material_sealed:
-        raise Conflict("The portal holds no material for this key.", state=key.state)
-    material = custody.unseal(key.pk, key.material_sealed)
+    One KMS key target (one region's session and ARN). A key already PendingImport may be a
+    retry that deleted some of its materials before it stopped: the deletion goes on with
+    whatever KMS still holds.
+    """
     try:
-        kms.import_material(kms_key_id, material, spec_of(key.key_spec).wrapping_algorithm)
+        kms.disable(materials.kms_key_id(arn))
     except AwsError as exc:
-        # Already holding (this same) material, e.g. a retried activate: nothing to do.
-        _tolerate_invalid_state(kms, kms_key_id, exc, {KmsState.ENABLED, KmsState.DISABLED})
-    finally:
-        custody.wipe(material)
+        _tolerate_invalid_state(kms, materials.kms_key_id(arn), exc, {KmsState.EMPTY})
+    materials.delete_all_materials(kms, arn, key)
 
 
-def _disable_and_delete_material(kms: KmsSession, kms_key_id: str) -> None:
-    """Disable first: DisableKey fails once the key is PendingImport (NOTES.md)."""
-    try:
-        kms.disable(kms_key_id)
-    except AwsError as exc:
-        _tolerate_invalid_state(kms, kms_key_id, exc, {KmsState.EMPTY})
-        return  # already disabled and empty: a retried deactivate
-    kms.delete_material(kms_key_id)
+def _withdraw_pending_versions(key: Key) -> None:
+    """A staged rotation cannot finish once its material left KMS: the portal forgets it too."""
+    KeyMaterial.objects.filter(key=key, state=MaterialState.PENDING_ROTATION).delete()
 
 
 # --- operations -----------------------------------------------------------------
 
 
 def key_deactivate(*, actor: Actor, key_id: uuid.UUID) -> Done:
-    def in_region(region: Region) -> KmsState:
-        _disable_and_delete_material(region.kms, region.kms_key_id)
-        return KmsState.EMPTY
-
     def step(key: Key, kms: KmsSession) -> None:
+        def in_region(region: Region) -> KmsState:
+            _disable_and_delete_material(key, region.kms, region.kms_key_arn)
+            return KmsState.EMPTY
+
         regions.each_region(key, kms, in_region)
+        _withdraw_pending_versions(key)
 
     return _operate(actor, key_id, Operation.DEACTIVATE, step)
 
 
-def _reimport_and_enable(key: Key, kms: KmsSession, *, only_missing: bool = False) -> None:
-    """Activate and upload alike: the same material back into KMS in every region, and each enabled.
+def _reimport_and_enable(key: Key, kms: KmsSession, *, only_missing: bool = False) -> dict[str, Any]:
+    """Activate and upload alike: every missing material version back into KMS in every region, each enabled.
 
     ``only_missing`` (upload of a multi-Region key): regions whose KMS key is enabled keep
-    theirs untouched; only the ones that lost it are repaired.
+    theirs untouched; only the ones that lost material are repaired.
     """
+    imported: dict[str, list[int]] = {}
 
     def in_region(region: Region) -> KmsState:
         if region.replica is not None:
             region.replica.drift = []
         if only_missing and key.multi_region and region.kms.describe(region.kms_key_id).state == KmsState.ENABLED:
             return KmsState.ENABLED
-        _import_same_material(key, region.kms, region.kms_key_id)
+        imported[region.name] = list(materials.import_missing_materials(region.kms, region.kms_key_arn, key).versions)
         region.kms.enable(region.kms_key_id)
         return KmsState.ENABLED
 
     regions.each_region(key, kms, in_region)
     key.drift = []  # whatever reconciliation found missing is back
+    if not key.multi_region:
+        return {"versions_imported": imported.get(key.keystore.region, [])}
+    return {"versions_imported": imported}
 
 
 def key_activate(*, actor: Actor, key_id: uuid.UUID) -> Done:
@@ -295,10 +287,8 @@ def key_activate(*, actor: Actor, key_id: uuid.UUID) -> Done:
 
 
 def key_upload(*, actor: Actor, key_id: uuid.UUID) -> Done:
-    def step(key: Key, kms: KmsSession) -> dict[str, Any] | None:
-        before = {replica.region: replica.kms_state for replica in key.replicas.all()} if key.multi_region else {}
-        _reimport_and_enable(key, kms, only_missing=True)
-        return {"regions": sorted(before)} if before else None
+    def step(key: Key, kms: KmsSession) -> dict[str, Any]:
+        return _reimport_and_enable(key, kms, only_missing=True)
 
     return _operate(actor, key_id, Operation.UPLOAD, step)
 
@@ -322,7 +312,7 @@ def key_add_replica(*, actor: Actor, key_id: uuid.UUID, region: str) -> Done:
         (chosen,) = regions.validate_replica_regions(key.keystore, [region], field="region", existing=existing)
         arn = _replicate(kms, key.kms_key_id, chosen, portal_key_id=key.pk, name=key.name, tags=dict(key.tags))
         regional = kms.in_region(chosen)
-        _import_same_material(key, regional, key.kms_key_id)
+        materials.import_missing_materials(regional, arn, key)
         if key.alias:
             _claim_alias(regional, key.keystore, key.alias, arn)
         regions.set_replica_rows(key, {chosen: arn}, KmsState.ENABLED)
@@ -378,7 +368,7 @@ def key_recreate(*, actor: Actor, key_id: uuid.UUID) -> Done:
         )
         if key.state == KeyState.INACTIVE:
             if leftovers:  # the interrupted attempt may have imported already
-                _disable_and_delete_material(kms, key.kms_key_id)
+                _disable_and_delete_material(key, kms, key.kms_key_arn)
             key.kms_state = KmsState.EMPTY
         else:
             _reimport_and_enable(key, kms)
@@ -448,24 +438,27 @@ def _schedule_in(kms: KmsSession, kms_key_id: str, window: int) -> dt.datetime |
         return info.deletion_date
 
 
-def key_cancel_deletion(*, actor: Actor, key_id: uuid.UUID) -> Done:
-    def in_region(region: Region) -> KmsState:
-        kms, kms_key_id = region.kms, region.kms_key_id
-        try:
-            kms.cancel_deletion(kms_key_id)
-        except AwsError as exc:
-            _tolerate_invalid_state(kms, kms_key_id, exc, {KmsState.DISABLED, KmsState.EMPTY})
-        # CancelKeyDeletion leaves the key Disabled *with* its material; the lifecycle says EMPTY.
-        try:
-            kms.delete_material(kms_key_id)
-        except AwsError as exc:
-            _tolerate_invalid_state(kms, kms_key_id, exc, {KmsState.EMPTY})
-        if region.replica is not None:
-            region.replica.deletion_date = None
-        return KmsState.EMPTY
+def _cancel_in_region(key: Key, region: Region) -> KmsState:
+    """CancelKeyDeletion in one region, then every material deleted there (the lifecycle says EMPTY)."""
+    kms, kms_key_id = region.kms, region.kms_key_id
+    try:
+        kms.cancel_deletion(kms_key_id)
+    except AwsError as exc:
+        _tolerate_invalid_state(kms, kms_key_id, exc, {KmsState.DISABLED, KmsState.EMPTY})
+    # CancelKeyDeletion leaves the key Disabled *with* its materials; the lifecycle says EMPTY.
+    try:
+        materials.delete_all_materials(kms, region.kms_key_arn, key)
+    except AwsError as exc:
+        _tolerate_invalid_state(kms, kms_key_id, exc, {KmsState.EMPTY})
+    if region.replica is not None:
+        region.replica.deletion_date = None
+    return KmsState.EMPTY
 
+
+def key_cancel_deletion(*, actor: Actor, key_id: uuid.UUID) -> Done:
     def step(key: Key, kms: KmsSession) -> None:
-        regions.each_region(key, kms, in_region)
+        regions.each_region(key, kms, lambda region: _cancel_in_region(key, region))
+        _withdraw_pending_versions(key)
         key.deletion_date = None
 
     with _kms_intent(key_id, Operation.CANCEL_DELETION):
@@ -479,7 +472,6 @@ def cleaned_up_fields() -> dict[str, Any]:
     A deleted key is never reconciled again, so its drift findings go too.
     """
     return {
-        "material_sealed": None,
         "kms_state": KmsState.UNKNOWN,
         "drift": [],
         "download_public_key": "",
@@ -487,6 +479,15 @@ def cleaned_up_fields() -> dict[str, Any]:
         "download_prepared_by_sub": "",
         "download_prepared_at": None,
     }
+
+
+def destroy_material_copies(key_ids: list[uuid.UUID]) -> None:
+    """Cleanup's purpose: the portal's sealed copy of every material version of these keys is destroyed.
+
+    The one place of it, used by :func:`key_cleanup` and by the batched daily cleanup; the
+    version rows stay (without material) as the key's history.
+    """
+    KeyMaterial.objects.filter(key_id__in=key_ids).update(material_sealed=None)
 
 
 def key_cleanup(*, actor: Actor, key_id: uuid.UUID, now: dt.datetime | None = None) -> Done:
@@ -502,6 +503,7 @@ def key_cleanup(*, actor: Actor, key_id: uuid.UUID, now: dt.datetime | None = No
             _refuse_while_any_region_remains(key)
         for field, value in cleaned_up_fields().items():
             setattr(key, field, value)
+        destroy_material_copies([key.pk])
         return {"deletion_date": key.deletion_date.isoformat()}
 
     return _operate(actor, key_id, Operation.CLEANUP, step, needs_kms=False)
@@ -966,11 +968,12 @@ def _provision_kms_key(
     key_usage: str,
     multi_region: bool = False,
     replica_regions: list[str] | None = None,
-) -> str:
-    """CreateKey, import; for a multi-Region key, each replica made and given the same material (SPEC §11).
+) -> tuple[str, str]:
+    """CreateKey + the first material; for a multi-Region key, each replica made and given the same material.
 
-    The replicas are recorded in ``creation`` as they come, so a failure in any region
-    schedules every one of them for deletion (replicas first) with the primary.
+    Returns the new key's ARN and its first KeyMaterialId (empty unless symmetric). The
+    replicas are recorded in ``creation`` as they come (SPEC §11), so a failure in any
+    region schedules every one of them for deletion (replicas first) with the primary.
     """
     journal = creation.journal
     creation.create_attempted = True
@@ -986,14 +989,24 @@ def _provision_kms_key(
     PendingCreation.objects.filter(pk=journal.pk).update(kms_key_arn=arn)
     journal.kms_key_arn = arn
     kms_key_id = arn.rsplit("/", 1)[-1]
-    wrapping_algorithm = spec_of(key_spec).wrapping_algorithm
-    kms.import_material(kms_key_id, material, wrapping_algorithm)
+    material_id = materials.first_import(kms, arn, journal.key_id, key_spec, material)
     for region in replica_regions or []:
         creation.replica_arns[region] = _replicate(
             kms, kms_key_id, region, portal_key_id=journal.key_id, name=name, tags=tags
         )
-        kms.in_region(region).import_material(kms_key_id, material, wrapping_algorithm)
-    return arn
+        # The same material, with the KeyMaterialId AWS gave it in the primary (symmetric keys).
+        spec = spec_of(key_spec)
+        kms.in_region(region).import_material(
+            kms_key_id,
+            material,
+            spec.wrapping_algorithm,
+            **(
+                {"import_type": materials.EXISTING_KEY_MATERIAL, "key_material_id": material_id}
+                if spec.versioned
+                else {}
+            ),
+        )
+    return arn, material_id
 
 
 def _replicate(
@@ -1027,15 +1040,18 @@ def _claim_alias_everywhere(kms: KmsSession, creation: _Creation, keystore: Keys
         creation.alias_regions.append(region)
 
 
-def _material_fields(key_id: uuid.UUID, key_spec: str, material: bytearray) -> dict[str, Any]:
-    """A new key row's material columns: the sealed material and its check values (SPEC §9)."""
+def _check_fields(key_spec: str, material: bytearray) -> dict[str, Any]:
+    """A new key row's check values (SPEC §9); the material itself goes into its version 1."""
     checks = custody.check_values(key_spec, material)
-    return {
-        "kcv": checks.kcv,
-        "public_key": checks.public_key,
-        "public_key_sha256": checks.public_key_sha256,
-        "material_sealed": custody.seal(key_id, material),
-    }
+    return {"kcv": checks.kcv, "public_key": checks.public_key, "public_key_sha256": checks.public_key_sha256}
+
+
+def _add_first_version(key: Key, material: bytearray, kms_key_material_id: str) -> None:
+    """Version 1 of a new key's material: sealed, current, and just imported."""
+    version = materials.seal_version(key, material, version=1, state=MaterialState.CURRENT)
+    version.kms_key_material_id = kms_key_material_id
+    version.imported_at = key.created_at
+    version.save()
 
 
 def key_create(
@@ -1084,7 +1100,7 @@ def key_create(
     kms = aws.kms_for(keystore)
     try:
         with _creation_journal(keystore, key_id, Operation.CREATE) as creation:
-            arn = _provision_kms_key(
+            arn, material_id = _provision_kms_key(
                 kms,
                 creation,
                 name=name,
@@ -1112,10 +1128,11 @@ def key_create(
                     key_spec=key_spec,
                     key_usage=key_usage,
                     multi_region=multi_region,
-                    **_material_fields(key_id, key_spec, material),
+                    **_check_fields(key_spec, material),
                     created_by=actor.user,
                     updated_by=actor.user,
                 )
+                _add_first_version(key, material, material_id)
                 regions.set_replica_rows(key, creation.replica_arns, KmsState.ENABLED)
                 record(
                     actor=actor,
@@ -1256,7 +1273,7 @@ def key_renew(
             raise ValidationError({"name": "A key needs a name."})
         # A multi-Region key is renewed as one, with replicas in the same regions.
         replica_regions = [replica.region for replica in old.replicas.all()] if old.multi_region else []
-        arn = _provision_kms_key(
+        arn, material_id = _provision_kms_key(
             kms,
             creation,
             name=new_name,
@@ -1292,11 +1309,12 @@ def key_renew(
                 key_spec=old.key_spec,
                 key_usage=old.key_usage,
                 multi_region=old.multi_region,
-                **_material_fields(new_id, old.key_spec, material),
+                **_check_fields(old.key_spec, material),
                 replaces=old,
                 created_by=actor.user,
                 updated_by=actor.user,
             )
+            _add_first_version(renewed, material, material_id)
             regions.set_replica_rows(renewed, creation.replica_arns, KmsState.ENABLED)
         except BaseException:
             # The alias may have moved even if UpdateAlias's response was lost: move it back.
@@ -1499,11 +1517,27 @@ def key_withdraw_download(*, actor: Actor, key_id: uuid.UUID) -> Done:
 
 
 @dataclass(frozen=True)
+class WrappedVersion:
+    """One material version in a download, wrapped like the current one (SPEC §16)."""
+
+    version: int
+    state: str
+    kcv: str
+    wrapped_key_material: bytes
+
+    @property
+    def wrapped_b64(self) -> str:
+        return base64.b64encode(self.wrapped_key_material).decode()
+
+
+@dataclass(frozen=True)
 class WrappedDownload:
     """What a download hands out: the material wrapped for the prepared public key, and its check values.
 
     ``wrapping_algorithm`` depends on the key spec (SPEC §9): RSAES_OAEP_SHA_256 for
     symmetric and HMAC material, RSA_AES_KEY_WRAP_SHA_256 for a PKCS#8 private key.
+    ``wrapped_key_material`` and ``kcv`` are the current version's; ``materials`` has every
+    version the key holds (SPEC §10: old ciphertexts need theirs), oldest first.
     """
 
     key_id: uuid.UUID
@@ -1514,10 +1548,21 @@ class WrappedDownload:
     public_key_sha256: str = ""
     # SHA-256 of the public key it is wrapped for: the downloader checks it is the one they expect.
     public_key_fingerprint: str = ""
+    version: int = 1
+    materials: tuple[WrappedVersion, ...] = ()
 
     @property
     def wrapped_b64(self) -> str:
         return base64.b64encode(self.wrapped_key_material).decode()
+
+
+def _wrap_version(key: Key, version: KeyMaterial) -> WrappedVersion:
+    material = custody.unseal(key.pk, version.material_sealed or b"", version.version)
+    try:
+        wrapped = custody.wrap_for_download(material, key.download_public_key, key.key_spec)
+    finally:
+        custody.wipe(material)
+    return WrappedVersion(version=version.version, state=version.state, kcv=version.kcv, wrapped_key_material=wrapped)
 
 
 def download_preparation_expired(key: Key, now: dt.datetime | None = None) -> bool:
@@ -1543,28 +1588,32 @@ def key_download(*, actor: Actor, key_id: uuid.UUID) -> WrappedDownload:
             raise TwoPersonRuleViolation(
                 "Two-person rule: the person who prepared this download cannot also download it."
             )
-        if not key.material_sealed:
+        versions = materials.held_versions(key)
+        current = next((v for v in versions if v.state == MaterialState.CURRENT), None)
+        if current is None or any(not v.material_sealed for v in versions):
             raise Conflict("The portal holds no material for this key.", state=key.state)
         fingerprint = custody.public_key_fingerprint(key.download_public_key)
-        material = custody.unseal(key.pk, key.material_sealed)
-        try:
-            wrapped = custody.wrap_for_download(material, key.download_public_key, key.key_spec)
-        finally:
-            custody.wipe(material)
+        wrapped = tuple(_wrap_version(key, version) for version in versions)
         released = WrappedDownload(
             key_id=key.pk,
-            wrapped_key_material=wrapped,
+            wrapped_key_material=next(w.wrapped_key_material for w in wrapped if w.version == current.version),
             kcv=key.kcv,
             wrapping_algorithm=custody.download_wrapping_algorithm(key.key_spec),
             key_spec=key.key_spec,
             public_key_sha256=key.public_key_sha256,
             public_key_fingerprint=fingerprint,
+            version=current.version,
+            materials=wrapped,
         )
         prepared_by = f"{key.download_prepared_by_iss}|{key.download_prepared_by_sub}"
         key.download_public_key = ""
         key.download_prepared_by_iss = key.download_prepared_by_sub = ""
         key.download_prepared_at = None
-        return {"public_key_fingerprint": fingerprint, "prepared_by": prepared_by}
+        return {
+            "public_key_fingerprint": fingerprint,
+            "prepared_by": prepared_by,
+            "versions": [w.version for w in wrapped],
+        }
 
     _operate(actor, key_id, Operation.DOWNLOAD, step, needs_kms=False)
     assert released is not None, "download has no no-op state: a download that returns ran its step"

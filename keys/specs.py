@@ -67,6 +67,11 @@ class Spec:
         return self.family in (Family.RSA, Family.ECC)
 
     @property
+    def versioned(self) -> bool:
+        """Whether a key of this spec can hold several materials (AWS: symmetric encryption keys only, SPEC §10)."""
+        return self.family == Family.SYMMETRIC
+
+    @property
     def wrapping_algorithm(self) -> str:
         """How the material travels, into KMS and out in a download: a private key needs RSA + AES key wrap."""
         return RSA_AES_KEY_WRAP_SHA_256 if self.asymmetric else RSAES_OAEP_SHA_256

@@ -21,8 +21,8 @@ _UMASK = "umask 077\n"
 _EXTRACT = (
     _UMASK
     + """\
-# The wrapped material, from the downloaded file
-grep -o '"wrapped_key_material": *"[^"]*"' {file} | cut -d'"' -f4 | openssl base64 -d -A > wrapped.bin
+# The wrapped material (the current version's, the file's first), from the downloaded file
+grep -o '"wrapped_key_material": *"[^"]*"' {file} | head -n 1 | cut -d'"' -f4 | openssl base64 -d -A > wrapped.bin
 """
 )
 _OAEP = """\

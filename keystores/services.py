@@ -33,6 +33,9 @@ KEY_ACTIONS = [
     "kms:ListResourceTags",
     # Reconciliation compares an asymmetric key's public key with the portal's (SPEC §9).
     "kms:GetPublicKey",
+    # Material versions (SPEC §10): which materials a key holds, and rotating to a new one.
+    "kms:ListKeyRotations",
+    "kms:RotateKeyOnDemand",
 ]
 ALIAS_ACTIONS = ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
 EDITABLE_FIELDS = ("name", "role_arn", "auto_reupload")

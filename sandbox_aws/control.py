@@ -129,6 +129,10 @@ def key_summary(backend: SandboxKmsBackend, key: SandboxKey) -> dict[str, Any]:
         "deletion_date": _iso(key.deletion_date),
         "expiration_model": key.expiration_model,
         "valid_to": _iso(key.valid_to),
+        "materials": [
+            {"id": m.material_id, "state": m.state, "imported": m.imported, "valid_to": _iso(m.valid_to)}
+            for m in key.materials
+        ],
     }
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import json
 import os
 from dataclasses import dataclass
@@ -33,14 +32,15 @@ from moto.core.responses import BaseResponse
 from moto.core.utils import unix_time
 from moto.kms import models as kms_models
 from moto.kms import urls as moto_kms_urls
-from moto.kms.exceptions import ValidationException
+from moto.kms import utils as moto_kms_utils
+from moto.kms.exceptions import AccessDeniedException, ValidationException
 from moto.kms.models import Key, KmsBackend, kms_backends
 from moto.kms.responses import KmsResponse
 from moto.kms.utils import AbstractPrivateKey, KeySpec, _deserialize_ciphertext_blob
 
-from sandbox_aws import kms_regions, kms_specs
+from sandbox_aws import kms_materials, kms_regions, kms_specs
+from sandbox_aws.kms_materials import ConflictException
 from sandbox_aws.kms_specs import (
-    IncorrectKeyMaterialException,
     InvalidCiphertextException,
     InvalidKeyUsageException,
     UnsupportedOperationException,
@@ -75,6 +75,20 @@ WRAPPING_ALGORITHMS = kms_specs.WRAPPING_HASHES
 UNSUPPORTED_WRAPPING_ALGORITHMS = {"SM2PKE"}
 # Still in the API's enum, but AWS stopped accepting it for imports in 2023.
 RETIRED_WRAPPING_ALGORITHMS = {"RSAES_PKCS1_V1_5"}
+
+ALL_KEY_MATERIAL = "ALL_KEY_MATERIAL"
+ROTATIONS_ONLY = "ROTATIONS_ONLY"
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 100, 1000
+# How long an on-demand rotation takes. AWS rotates in the background ("a slight delay");
+# the sandbox rotates at once unless the control API sets a delay (to test callers that
+# must cope with a rotation still in progress).
+ROTATION_DELAY = timedelta(0)
+
+
+def set_rotation_delay(seconds: float) -> None:
+    """Set how long the sandbox's on-demand rotations take (0: done before RotateKeyOnDemand answers)."""
+    global ROTATION_DELAY  # one setting for the whole sandbox, changed only through the control API
+    ROTATION_DELAY = timedelta(seconds=max(0.0, seconds))
 
 
 class KMSInvalidStateException(JsonRESTError):
@@ -189,26 +203,67 @@ class SandboxKey(Key):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Digest of the first material ever imported: AWS binds a key to it for life,
-        # and remembers it even after the material itself is deleted.
-        self.accepted_material_digest: bytes | None = None
-        self.expiration_model: str | None = None
-        self.valid_to: datetime | None = None
+        # Every material the key ever had (kms_materials): AWS binds a key to them for
+        # life, and remembers each one's id even after the material itself is deleted.
+        self.materials: list[kms_materials.Material] = []
         self.import_parameters: dict[bytes, ImportParameters] = {}
         # Set for the regional keys of a multi-Region key (kms_regions); None for single-Region keys.
         self.replication: kms_regions.Replication | None = None
+        # When a delayed on-demand rotation began (see ``ROTATION_DELAY``); None when none runs.
+        self.rotation_started: datetime | None = None
         if self.origin == EXTERNAL:
             self.key_material = None
             self.key_state = PENDING_IMPORT
             self.enabled = False
 
     @property
+    def symmetric(self) -> bool:
+        return bool(self.key_spec == SYMMETRIC_DEFAULT)
+
+    @property
     def has_material(self) -> bool:
-        """Whether the key can currently be used for cryptography."""
-        return self.key_material is not None
+        """Whether the key can currently be used for cryptography: every permanent material is imported."""
+        return kms_materials.complete(self.materials)
+
+    @property
+    def current_material(self) -> kms_materials.Material | None:
+        return kms_materials.current(self.materials)
+
+    @property
+    def expiration_model(self) -> str | None:
+        entry = self.current_material
+        return entry.expiration_model if entry is not None and entry.imported else None
+
+    @property
+    def valid_to(self) -> datetime | None:
+        """The earliest expiry among the permanently associated materials (DescribeKey's ValidTo)."""
+        expiries = [m.valid_to for m in self.materials if m.permanent and m.imported and m.valid_to is not None]
+        return min(expiries) if expiries else None
+
+    def settle(self) -> None:
+        """Apply the all-materials-present rule after any change to the materials.
+
+        A key missing any permanently associated material is PendingImport; one that has
+        them all again leaves PendingImport for Enabled (AWS documents only that
+        transition). A key pending deletion keeps its state. ``key_material`` (what
+        moto's cryptography reads) is the current material while the key is complete.
+        """
+        if self.origin != EXTERNAL:
+            return
+        whole = self.has_material
+        entry = self.current_material
+        self.key_material = entry.material if whole and entry is not None else None
+        if self.key_state in DELETION_STATES or self.key_state == kms_regions.CREATING:
+            return
+        if not whole:
+            self.key_state = PENDING_IMPORT
+            self.enabled = False
+        elif self.key_state == PENDING_IMPORT:
+            self.key_state = ENABLED
+            self.enabled = True
 
     def to_dict(self) -> dict[str, Any]:
-        """DescribeKey metadata, plus the expiration fields AWS reports for EXTERNAL keys."""
+        """DescribeKey metadata, plus the expiration fields and current material id AWS reports for EXTERNAL keys."""
         result = super().to_dict()
         metadata = result["KeyMetadata"]
         metadata["Enabled"] = self.key_state == ENABLED
@@ -216,6 +271,9 @@ class SandboxKey(Key):
             metadata["ExpirationModel"] = self.expiration_model
             if self.valid_to is not None:
                 metadata["ValidTo"] = self.valid_to.timestamp()
+        entry = self.current_material
+        if self.origin == EXTERNAL and self.symmetric and entry is not None:
+            metadata["CurrentKeyMaterialId"] = entry.material_id
         # moto lists RSA encryption algorithms for HMAC keys; AWS lists their MAC algorithm instead.
         mac_algorithm = kms_specs.HMAC_ALGORITHMS.get(self.key_spec)
         if mac_algorithm is not None:
@@ -224,11 +282,15 @@ class SandboxKey(Key):
         kms_regions.describe(self, metadata)
         return result
 
-    def drop_material(self) -> None:
-        """Forget the material (not the digest of what was accepted) and its expiry."""
-        self.key_material = None
-        self.expiration_model = None
-        self.valid_to = None
+
+_MATERIAL_ID_BYTES = 32  # a KeyMaterialId is 64 hex characters
+
+
+@dataclass(frozen=True)
+class _MaterialView:
+    """What moto's encrypt/decrypt helpers read of a key: its material (here one chosen material)."""
+
+    key_material: bytes
 
 
 class SandboxKmsBackend(KmsBackend):
@@ -257,11 +319,13 @@ class SandboxKmsBackend(KmsBackend):
                 kms_regions.forget(key)
                 self.delete_key(key.id)
                 continue
-            if key.has_material and key.valid_to is not None and now >= key.valid_to:
-                key.drop_material()
-                if key.key_state not in DELETION_STATES:
-                    key.key_state = PENDING_IMPORT
-                    key.enabled = False
+            if key.rotation_started is not None:
+                self.finish_rotation(key, now)
+            expired = [m for m in key.materials if m.imported and m.valid_to is not None and now >= m.valid_to]
+            for entry in expired:
+                entry.drop()
+            if expired:
+                key.settle()
 
     def key_for(self, key_id: str) -> SandboxKey:
         """Resolve a key id, key ARN, alias name or alias ARN, or raise NotFoundException."""
@@ -386,6 +450,7 @@ class SandboxKmsBackend(KmsBackend):
         key.deletion_date = None
         key.enabled = False
         key.key_state = DISABLED if key.origin != EXTERNAL or key.has_material else PENDING_IMPORT
+        key.settle()
 
     def update_key_description(self, key_id: str, description: str) -> None:
         """UpdateKeyDescription is refused while pending deletion."""
@@ -432,9 +497,26 @@ class SandboxKmsBackend(KmsBackend):
     # -- cryptography ------------------------------------------------------------------
 
     def encrypt(self, key_id: str, plaintext: bytes, encryption_context: dict[str, str]) -> tuple[bytes, str]:
-        """Encrypt (and GenerateDataKey*, ReEncrypt, which call it) needs an Enabled key."""
-        self._require_usable(self.key_for(key_id))
-        return super().encrypt(key_id, plaintext, encryption_context)
+        """Encrypt (and GenerateDataKey*, ReEncrypt, which call it) needs an Enabled key.
+
+        A symmetric EXTERNAL key encrypts under its current material, and the ciphertext
+        names that material (as AWS's do), so it decrypts after later rotations for as
+        long as that material is there.
+        """
+        key = self.key_for(key_id)
+        self._require_usable(key)
+        entry = key.current_material
+        if key.origin != EXTERNAL or not key.symmetric or entry is None or entry.material is None:
+            return super().encrypt(key_id, plaintext, encryption_context)
+        blob = moto_kms_utils.encrypt({key.id: _MaterialView(entry.material)}, key.id, plaintext, encryption_context)
+        sealed = _deserialize_ciphertext_blob(blob)
+        named = moto_kms_utils.Ciphertext(
+            key_id=sealed.key_id,
+            iv=sealed.iv,
+            ciphertext=bytes.fromhex(entry.material_id) + sealed.ciphertext,
+            tag=sealed.tag,
+        )
+        return moto_kms_utils._serialize_ciphertext_blob(named), key.arn
 
     def decrypt(
         self,
@@ -442,15 +524,33 @@ class SandboxKmsBackend(KmsBackend):
         encryption_context: dict[str, str],
         key_id: str | None = None,
     ) -> tuple[bytes, str]:
-        """Decrypt needs the key named inside the ciphertext to be Enabled."""
+        """Decrypt needs the key named inside the ciphertext to be Enabled, and the material it names."""
         try:
-            embedded_key_id = _deserialize_ciphertext_blob(ciphertext_blob).key_id
+            parsed = _deserialize_ciphertext_blob(ciphertext_blob)
         except Exception:
             raise InvalidCiphertextException() from None
-        key = self.keys.get(embedded_key_id)
+        key = self.keys.get(parsed.key_id)
         if key is not None:
             self._require_usable(key)
-        return super().decrypt(ciphertext_blob, encryption_context, key_id)
+        if key is None or key.origin != EXTERNAL or not key.symmetric:
+            return super().decrypt(ciphertext_blob, encryption_context, key_id)
+        if key_id is not None and self.any_id_to_key_id(key_id) != key.id:
+            raise AccessDeniedException(
+                "The ciphertext refers to a customer master key that does not exist, "
+                "does not exist in this region, or you are not allowed to access."
+            )
+        entry = kms_materials.find(key.materials, parsed.ciphertext[:_MATERIAL_ID_BYTES].hex())
+        if entry is None or entry.material is None or not entry.permanent:
+            raise InvalidCiphertextException()
+        inner = moto_kms_utils.Ciphertext(
+            key_id=parsed.key_id, iv=parsed.iv, ciphertext=parsed.ciphertext[_MATERIAL_ID_BYTES:], tag=parsed.tag
+        )
+        plaintext, _ = moto_kms_utils.decrypt(
+            {key.id: _MaterialView(entry.material)},
+            moto_kms_utils._serialize_ciphertext_blob(inner),
+            encryption_context,
+        )
+        return plaintext, key.arn
 
     # -- cryptography with the imported material of HMAC and asymmetric keys ------------
     # moto's own implementations run once the key is known to be usable: they read
@@ -544,14 +644,19 @@ class SandboxKmsBackend(KmsBackend):
         encrypted_key_material: bytes,
         expiration_model: str | None,
         valid_to: datetime | None,
-    ) -> SandboxKey:
-        """Unwrap and import material; PendingImport → Enabled.
+        import_type: str | None = None,
+        key_material_id: str | None = None,
+        description: str | None = None,
+    ) -> tuple[SandboxKey, kms_materials.Material]:
+        """Unwrap and import material (see :func:`kms_materials.place_import` for where it goes).
 
-        Reimport into a key that still has material (Enabled or Disabled) keeps its
-        state and only updates the expiration. AWS documents the transition as
-        "from PendingImport to Enabled" and nothing else, so a key whose material was
-        deleted comes back Enabled even if it was disabled before — callers that want
-        it disabled disable it again.
+        Re-importing material the key still has keeps the key's state and only updates
+        its expiration. Once every permanently associated material is back, a key leaves
+        PendingImport for Enabled: AWS documents the transition as "from PendingImport to
+        Enabled" and nothing else, so a key whose material was deleted comes back Enabled
+        even if it was disabled before — callers that want it disabled disable it again.
+        New material for a rotation (``NEW_KEY_MATERIAL`` on a key that has material)
+        waits as PENDING_ROTATION and changes nothing else; it needs a complete key.
         """
         key = self.key_for(key_id)
         self._require_external(key)
@@ -567,34 +672,111 @@ class SandboxKmsBackend(KmsBackend):
             raise ExpiredImportTokenException()
         material = kms_specs.unwrap(params.private_key, params.wrapping_algorithm, encrypted_key_material)
         kms_specs.check_material(key.key_spec, material)
-        digest = hashlib.sha256(material).digest()
-        # A multi-Region key's replicas accept only the material their set already has.
-        accepted = kms_regions.accepted_material_digest(key)
-        if accepted is not None and not hmac.compare_digest(digest, accepted):
-            raise IncorrectKeyMaterialException()
+        # A multi-Region key's replica knows its set's materials: only those fit it.
+        kms_regions.share_materials(key)
+        if import_type == kms_materials.NEW_KEY_MATERIAL and key.materials and not key.has_material:
+            raise KMSInvalidStateException(
+                f"{key.arn} is missing key material; re-import every key material before importing new key material."
+            )
+        entry = kms_materials.place_import(
+            key.materials,
+            key_id=key.id,
+            material=material,
+            import_type=import_type,
+            wanted_id=key_material_id,
+            symmetric=key.symmetric,
+        )
+        entry.material = material
+        entry.expiration_model = model
+        entry.valid_to = checked_valid_to
+        if description is not None:
+            entry.description = description
+        key.settle()
+        return key, entry
 
-        key.accepted_material_digest = digest
-        key.key_material = material
-        key.expiration_model = model
-        key.valid_to = checked_valid_to
-        if key.key_state == PENDING_IMPORT:
-            key.key_state = ENABLED
-            key.enabled = True
-        return key
+    def delete_imported_key_material(
+        self, key_id: str, key_material_id: str | None = None
+    ) -> tuple[SandboxKey, kms_materials.Material | None]:
+        """Delete material now: the current one, or the one named by ``key_material_id``.
 
-    def delete_imported_key_material(self, key_id: str) -> SandboxKey:
-        """Delete material now: → PendingImport, or unchanged state while pending deletion.
-
-        No effect on a key already in PendingImport (key-state table). The key keeps
-        the digest of the material it accepted, so only the same material fits again.
+        A permanently associated material keeps its id (only the same material fits
+        again) and the key goes to PendingImport, or keeps its state while pending
+        deletion. Material pending rotation is withdrawn altogether. Deleting material
+        that is already gone changes nothing (key-state table: no effect in
+        PendingImport). An id the key does not know: the API reference names no error
+        for it; the sandbox answers ValidationException.
         """
         key = self.key_for(key_id)
         self._require_external(key)
-        key.drop_material()
-        if key.key_state not in DELETION_STATES:
-            key.key_state = PENDING_IMPORT
-            key.enabled = False
-        return key
+        if key_material_id is None:
+            entry = key.current_material
+        else:
+            entry = kms_materials.find(key.materials, key_material_id)
+            if entry is None or not key.symmetric:
+                raise ValidationException(f"Key material {key_material_id} is not associated with {key.arn}.")
+        if entry is not None:
+            if entry.permanent:
+                entry.drop()
+            else:
+                key.materials.remove(entry)
+        key.settle()
+        return key, entry
+
+    def rotate_key_on_demand(self, key_id: str) -> str:
+        """RotateKeyOnDemand: the PENDING_ROTATION material becomes CURRENT, at once.
+
+        Symmetric keys only, Enabled (DisabledException / KMSInvalidStateException
+        otherwise), at most 25 times (LimitExceededException). AWS rotates in the
+        background; the sandbox finishes before it answers, unless a rotation delay was
+        set through the control API: then the rotation completes on the first call after
+        the delay, and another RotateKeyOnDemand meanwhile is refused with ConflictException.
+        """
+        key = self.key_for(key_id)
+        if not key.symmetric:
+            raise UnsupportedOperationException(f"{key.arn} is not a symmetric encryption KMS key.")
+        self._require_usable(key)
+        if key.rotation_started is not None:
+            raise ConflictException(f"An on-demand rotation of {key.arn} is in progress.")
+        if key.origin == EXTERNAL:
+            waiting = kms_materials.pending(key.materials)
+            if waiting is None or not waiting.imported:
+                kms_materials.rotate(key.materials, utc_now())  # raises the refusal
+            if kms_materials.on_demand_rotations(key.materials) >= kms_materials.MAX_ON_DEMAND_ROTATIONS:
+                kms_materials.rotate(key.materials, utc_now())  # raises LimitExceededException
+            if ROTATION_DELAY.total_seconds() > 0:
+                key.rotation_started = utc_now()
+            else:
+                kms_materials.rotate(key.materials, utc_now())
+                key.settle()
+            return str(key.id)
+        return str(super().rotate_key_on_demand(key.id))
+
+    def finish_rotation(self, key: SandboxKey, now: datetime) -> None:
+        """Complete a delayed on-demand rotation whose time has come (called by :meth:`sweep`)."""
+        if key.rotation_started is None or now < key.rotation_started + ROTATION_DELAY:
+            return
+        key.rotation_started = None
+        if kms_materials.pending(key.materials) is not None:
+            kms_materials.rotate(key.materials, now)
+            key.settle()
+
+    def list_key_rotations_page(
+        self, key_id: str, include: str, limit: int, marker: str | None
+    ) -> tuple[list[dict[str, object]], str | None]:
+        """ListKeyRotations of an EXTERNAL key: its materials, oldest first, paged.
+
+        ROTATIONS_ONLY (the default) leaves out the first material and material pending
+        rotation; ALL_KEY_MATERIAL includes them.
+        """
+        key = self.key_for(key_id)
+        if not key.symmetric:
+            raise UnsupportedOperationException(f"{key.arn} does not support key rotation.")
+        entries = [m for m in key.materials if include == ALL_KEY_MATERIAL or m.rotation_date is not None]
+        start = _decode_marker(marker, len(entries))
+        page = entries[start : start + limit]
+        following = start + limit
+        rows = [kms_materials.rotation_entry(key.id, m, key.symmetric) for m in page]
+        return rows, (_encode_marker(following) if following < len(entries) else None)
 
 
 def _check_expiration(model: str, valid_to: datetime | None) -> datetime | None:
@@ -681,24 +863,100 @@ def get_parameters_for_import(self: KmsResponse) -> str:
 def import_key_material(self: KmsResponse) -> str:
     """https://docs.aws.amazon.com/kms/latest/APIReference/API_ImportKeyMaterial.html"""
     params = _json_params(self)
-    kms_specs.check_import_options(_backend(self).key_for(str(params.get("KeyId", ""))).key_spec, params)
-    if params.get("ImportType") == "NEW_KEY_MATERIAL":
-        raise UnsupportedOperationException("The sandbox does not support importing new key material for rotation.")
-    key = _backend(self).import_key_material(
+    backend = _backend(self)
+    kms_specs.check_import_options(backend.key_for(str(params.get("KeyId", ""))).key_spec, params)
+    wanted_id = params.get("KeyMaterialId")
+    description = params.get("KeyMaterialDescription")
+    key, entry = backend.import_key_material(
         key_id=str(params.get("KeyId", "")),
         import_token=_blob_param(params, "ImportToken"),
         encrypted_key_material=_blob_param(params, "EncryptedKeyMaterial"),
         expiration_model=params.get("ExpirationModel"),
         valid_to=_timestamp_param(params, "ValidTo"),
+        import_type=kms_materials.check_import_type(params.get("ImportType")),
+        key_material_id=None if wanted_id is None else kms_materials.check_material_id(wanted_id),
+        description=None if description is None else kms_materials.check_description(description),
     )
-    return json.dumps({"KeyId": key.arn})
+    answer = {"KeyId": key.arn}
+    if key.symmetric:  # AWS names material by id for symmetric keys only
+        answer["KeyMaterialId"] = entry.material_id
+    return json.dumps(answer)
 
 
 def delete_imported_key_material(self: KmsResponse) -> str:
     """https://docs.aws.amazon.com/kms/latest/APIReference/API_DeleteImportedKeyMaterial.html"""
     params = _json_params(self)
-    key = _backend(self).delete_imported_key_material(str(params.get("KeyId", "")))
+    wanted_id = params.get("KeyMaterialId")
+    key, entry = _backend(self).delete_imported_key_material(
+        str(params.get("KeyId", "")), None if wanted_id is None else kms_materials.check_material_id(wanted_id)
+    )
+    answer = {"KeyId": key.arn}
+    if key.symmetric and entry is not None:
+        answer["KeyMaterialId"] = entry.material_id
+    return json.dumps(answer)
+
+
+def rotate_key_on_demand(self: KmsResponse) -> str:
+    """https://docs.aws.amazon.com/kms/latest/APIReference/API_RotateKeyOnDemand.html"""
+    params = _json_params(self)
+    backend = _backend(self)
+    key = backend.key_for(str(params.get("KeyId", "")))
+    backend.rotate_key_on_demand(key.id)
     return json.dumps({"KeyId": key.arn})
+
+
+def list_key_rotations(self: KmsResponse) -> str:
+    """https://docs.aws.amazon.com/kms/latest/APIReference/API_ListKeyRotations.html"""
+    params = _json_params(self)
+    include = params.get("IncludeKeyMaterial", ROTATIONS_ONLY)
+    if include not in (ALL_KEY_MATERIAL, ROTATIONS_ONLY):
+        raise ValidationException(
+            f"1 validation error detected: Value '{include}' at 'includeKeyMaterial' failed to satisfy constraint: "
+            f"Member must satisfy enum value set: [{ALL_KEY_MATERIAL}, {ROTATIONS_ONLY}]"
+        )
+    limit = params.get("Limit", LIST_LIMIT_DEFAULT)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= LIST_LIMIT_MAX:
+        raise ValidationException(
+            f"1 validation error detected: Value '{limit}' at 'limit' failed to satisfy constraint: "
+            f"Member must have value between 1 and {LIST_LIMIT_MAX}"
+        )
+    marker = params.get("Marker")
+    rows, following = _backend(self).list_key_rotations_page(
+        str(params.get("KeyId", "")), str(include), limit, None if marker is None else str(marker)
+    )
+    answer: dict[str, Any] = {"Rotations": rows, "Truncated": following is not None}
+    if following is not None:
+        answer["NextMarker"] = following
+    return json.dumps(answer)
+
+
+def get_key_rotation_status(self: KmsResponse) -> str:
+    """GetKeyRotationStatus, with ``OnDemandRotationStartDate`` while an on-demand rotation runs."""
+    params = _json_params(self)
+    key = _backend(self).key_for(str(params.get("KeyId", "")))
+    answer: dict[str, Any] = {"KeyId": key.arn, "KeyRotationEnabled": bool(key.key_rotation_status)}
+    if key.rotation_started is not None:
+        answer["OnDemandRotationStartDate"] = key.rotation_started.timestamp()
+    return json.dumps(answer)
+
+
+def _encode_marker(position: int) -> str:
+    return base64.urlsafe_b64encode(f"sandbox-rotations:{position}".encode()).decode("ascii")
+
+
+def _decode_marker(marker: str | None, total: int) -> int:
+    """The position a NextMarker stands for; InvalidMarkerException for anything else."""
+    if marker is None:
+        return 0
+    try:
+        prefix, _, number = base64.urlsafe_b64decode(marker.encode("ascii")).decode().partition(":")
+        position = int(number)
+    except (ValueError, UnicodeError, binascii.Error):
+        position = -1
+        prefix = ""
+    if prefix != "sandbox-rotations" or not 0 <= position <= total:
+        raise JsonRESTError("InvalidMarkerException", "The request was rejected because the marker is not valid.")
+    return position
 
 
 def schedule_key_deletion(self: KmsResponse) -> str:
@@ -790,6 +1048,9 @@ _ADDED_ACTIONS = {
     "get_parameters_for_import": get_parameters_for_import,
     "import_key_material": import_key_material,
     "delete_imported_key_material": delete_imported_key_material,
+    "rotate_key_on_demand": rotate_key_on_demand,
+    "list_key_rotations": list_key_rotations,
+    "get_key_rotation_status": get_key_rotation_status,
     "schedule_key_deletion": schedule_key_deletion,
     "cancel_key_deletion": cancel_key_deletion,
     "encrypt": encrypt,

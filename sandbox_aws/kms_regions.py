@@ -42,6 +42,8 @@ from moto.kms.models import kms_backends
 from moto.kms.responses import KmsResponse
 from moto.utilities.utils import get_partition
 
+from sandbox_aws.kms_materials import Material
+
 if TYPE_CHECKING:
     from sandbox_aws.kms import SandboxKey, SandboxKmsBackend
 
@@ -162,14 +164,33 @@ def describe(key: SandboxKey, metadata: dict[str, Any]) -> None:
         metadata["PendingDeletionWindowInDays"] = key.replication.pending_window_days
 
 
-def accepted_material_digest(key: SandboxKey) -> bytes | None:
-    """The material a regional key accepts: its own, or else whatever its set was given (same material everywhere)."""
-    if key.accepted_material_digest is not None or key.replication is None:
-        return key.accepted_material_digest
+def share_materials(key: SandboxKey) -> None:
+    """Before an import into a regional key: it learns the materials its set has (not their bytes).
+
+    A multi-Region key has the same materials in every region (same KeyMaterialIds); a
+    replica starts with none imported and accepts only those (``EXISTING_KEY_MATERIAL``),
+    each through its own import token.
+    """
+    if key.replication is None:
+        return
+    known = {material.material_id for material in key.materials}
     for member in members(key).values():
-        if member.accepted_material_digest is not None:
-            return member.accepted_material_digest
-    return None
+        for material in member.materials:
+            if material.material_id not in known:
+                key.materials.append(_unimported(material))
+                known.add(material.material_id)
+
+
+def _unimported(material: Material) -> Material:
+    return Material(
+        material.material_id,
+        material.digest,
+        None,
+        material.state,
+        description=material.description,
+        rotation_date=material.rotation_date,
+        rotation_type=material.rotation_type,
+    )
 
 
 def require_created(key: SandboxKey) -> None:
@@ -278,6 +299,7 @@ def replicate(
     )
     if key.origin != "EXTERNAL":
         replica.key_material = key.key_material  # KMS's own material is shared; imported material is imported
+    replica.materials = [_unimported(material) for material in key.materials]
     replica.key_state = CREATING
     replica.enabled = False
     target.keys[replica.id] = replica

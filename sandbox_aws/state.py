@@ -10,14 +10,14 @@ restart, or a crash right after the answer.
 What is kept (format ``byok-sandbox-state/1``, JSON):
 
 - KMS keys per account and region: id, ARN, creation date, description, usage, spec,
-  origin, policy, key state, deletion date, imported material with its expiry, the digest
-  of the material the key is bound to, open import tokens (with the private half of their
-  wrapping key), aliases and tags;
+  origin, policy, key state, deletion date, every key material (id, digest, the material
+  while imported, state, expiry, rotation date), open import tokens (with the private
+  half of their wrapping key), aliases and tags;
 - IAM roles per account: name, path, trust policy, inline policies, description, tags;
 - STS sessions that have not expired yet, so credentials handed out before a restart keep
   working after it, as they would on AWS.
 
-Grants, key rotations and the key pairs of asymmetric KMS keys are not kept (the portal
+Grants, automatic rotations of AWS_KMS keys and the key pairs of asymmetric KMS keys are not kept (the portal
 uses none of them): asymmetric keys get a new key pair after a restart.
 
 **The file holds key material in the clear**, as AWS holds it inside its HSMs: this is a
@@ -52,6 +52,7 @@ from moto.sts.models import AssumedRole, sts_backends
 
 from sandbox_aws import kms_regions
 from sandbox_aws.kms import ImportParameters, SandboxKey, SandboxKmsBackend, utc_now
+from sandbox_aws.kms_materials import CURRENT, Material, material_id
 from sandbox_aws.locking import SANDBOX_LOCK
 
 FORMAT = "byok-sandbox-state/1"
@@ -111,10 +112,21 @@ def _key_snapshot(backend: SandboxKmsBackend, key: SandboxKey) -> dict[str, Any]
         "enabled": key.enabled,
         "key_rotation_status": key.key_rotation_status,
         "deletion_date": _iso(key.deletion_date),
-        "material": _b64(key.key_material),
-        "accepted_material_digest": _b64(key.accepted_material_digest),
-        "expiration_model": key.expiration_model,
-        "valid_to": _iso(key.valid_to),
+        "materials": [
+            {
+                "id": entry.material_id,
+                "digest": _b64(entry.digest),
+                "material": _b64(entry.material),
+                "state": entry.state,
+                "description": entry.description,
+                "expiration_model": entry.expiration_model,
+                "valid_to": _iso(entry.valid_to),
+                "rotation_date": _iso(entry.rotation_date),
+                "rotation_type": entry.rotation_type,
+            }
+            for entry in key.materials
+        ],
+        "rotation_started": _iso(key.rotation_started),
         "import_tokens": [
             {
                 "token": _b64(token),
@@ -195,6 +207,38 @@ def snapshot() -> dict[str, Any]:
 # --- restore ---------------------------------------------------------------------------
 
 
+def _restore_materials(key_id: str, data: dict[str, Any]) -> list[Material]:
+    """A key's materials; a file written before keys had several gives its one material (or its digest)."""
+    if "materials" in data:
+        return [
+            Material(
+                material_id=item["id"],
+                digest=_unb64(item["digest"]) or b"",
+                material=_unb64(item["material"]),
+                state=item["state"],
+                description=item["description"],
+                expiration_model=item["expiration_model"],
+                valid_to=_aware(item["valid_to"]),
+                rotation_date=_aware(item["rotation_date"]),
+                rotation_type=item["rotation_type"],
+            )
+            for item in data["materials"]
+        ]
+    digest = _unb64(data.get("accepted_material_digest"))
+    if digest is None:
+        return []
+    return [
+        Material(
+            material_id=material_id(key_id, digest),
+            digest=digest,
+            material=_unb64(data.get("material")),
+            state=CURRENT,
+            expiration_model=data.get("expiration_model"),
+            valid_to=_aware(data.get("valid_to")),
+        )
+    ]
+
+
 def _restore_key(backend: SandboxKmsBackend, data: dict[str, Any]) -> None:
     # Built through the constructor so moto's own attributes exist, then given back its identity.
     key = SandboxKey(  # type: ignore[abstract]  # see SandboxKmsBackend.create_key
@@ -214,10 +258,9 @@ def _restore_key(backend: SandboxKmsBackend, data: dict[str, Any]) -> None:
     key.enabled = data["enabled"]
     key.key_rotation_status = data["key_rotation_status"]
     key.deletion_date = _naive(data["deletion_date"])
-    key.key_material = _unb64(data["material"])
-    key.accepted_material_digest = _unb64(data["accepted_material_digest"])
-    key.expiration_model = data["expiration_model"]
-    key.valid_to = _aware(data["valid_to"])
+    key.materials = _restore_materials(key.id, data)
+    key.rotation_started = _aware(data.get("rotation_started"))
+    key.settle()  # sets key_material (what moto's cryptography reads) from the current material
     for token in data["import_tokens"]:
         private_key = serialization.load_pem_private_key(token["private_key"].encode("ascii"), password=None)
         if not isinstance(private_key, rsa.RSAPrivateKey):

@@ -27,8 +27,7 @@ from rest_framework.test import APIClient
 from byok_portal.aws import AwsError, KmsSession
 from keys import custody, services, tasks
 from keys.jobs import reconcile
-from keys.models import Key
-from tests.keys.helpers import public_pem
+from tests.keys.helpers import current_sealed, public_pem
 from tests.web import verified_client
 
 pytestmark = pytest.mark.django_db
@@ -156,7 +155,7 @@ def test_the_canary_material_is_nowhere_but_inside_the_wrapped_download(
     export = web.get("/api/v1/audit/events/export/?format=jsonl")
     responses.append(b"".join(export.streaming_content))  # type: ignore[attr-defined]
 
-    assert Key.objects.get(pk=key.pk).material_sealed  # still held (sealed) until cleanup
+    assert current_sealed(key)  # still held (sealed) until cleanup
     assert_clean(database_dump(), "the database")
     for record in caplog.records:
         assert_clean(record.getMessage() + json.dumps(record.__dict__, default=str), f"log record {record.name}")

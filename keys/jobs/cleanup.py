@@ -24,7 +24,7 @@ from byok_portal.vocabulary import Operation, Outcome
 from keys.lifecycle import LIFECYCLE
 from keys.models import Key
 from keys.selectors import due_for_cleanup
-from keys.services import cleaned_up_fields, key_cleanup
+from keys.services import cleaned_up_fields, destroy_material_copies, key_cleanup
 
 logger = logging.getLogger("byok.jobs")
 # Fields a cleanup batch needs to audit a key; the sealed material is never loaded.
@@ -102,9 +102,11 @@ def _clean_batch(actor: Actor, batch: Sequence[Key]) -> None:
     """Clean locked, due keys: what :func:`keys.services.key_cleanup` does to one key, for many at once."""
     # due_for_cleanup selects exactly the state the lifecycle table allows cleanup in; the target comes from it too.
     target = LIFECYCLE[Operation.CLEANUP].target
-    Key.objects.filter(pk__in=[key.pk for key in batch]).update(
+    ids = [key.pk for key in batch]
+    Key.objects.filter(pk__in=ids).update(
         state=target, **cleaned_up_fields(), updated_by=None, updated_at=timezone.now()
     )
+    destroy_material_copies(ids)
     # One head lock and one INSERT for the batch's events: statements grow with batches, not keys.
     record_many(
         [

@@ -1,9 +1,10 @@
-"""KEK rotation: re-seal every key's material under the current KEK.
+"""KEK rotation: re-seal every key's material (every version of it) under the current KEK.
 
 Rotation: set ``BYOK_KEK`` (or ``BYOK_KEK_FILE``) to the new KEK and
 ``BYOK_KEK_PREVIOUS`` to the old one(s), restart, run ``byok_rotate_kek``, then drop
 the old KEK from ``BYOK_KEK_PREVIOUS``. Each row is re-sealed under a row lock in its
-own transaction, so the rotation can be interrupted and run again.
+own transaction, so the rotation can be interrupted and run again. Blobs sealed before
+material versions existed are brought to the current format on the way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from accounts.identity import Actor
 from audit.services import record
 from byok_portal.vocabulary import Operation, Outcome
 from keys import custody
-from keys.models import Key
+from keys.models import Key, KeyMaterial
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ def rotate_kek(*, actor: Actor, batch_size: int = 500) -> KekRotation:
     rewrapped = already = 0
     last_pk: uuid.UUID | None = None
     while True:
-        page = Key.objects.exclude(material_sealed=None).order_by("pk")
+        page = Key.objects.filter(materials__material_sealed__isnull=False).distinct().order_by("pk")
         if last_pk is not None:
             page = page.filter(pk__gt=last_pk)
         ids = list(page.values_list("pk", flat=True)[:batch_size])
@@ -42,19 +43,20 @@ def rotate_kek(*, actor: Actor, batch_size: int = 500) -> KekRotation:
         last_pk = ids[-1]
         for key_id in ids:
             with transaction.atomic():
+                # The key's row lock: what every operation on the key takes before it touches material.
                 key = Key.objects.select_for_update().get(pk=key_id)
-                if not key.material_sealed:
-                    continue  # cleaned up meanwhile
-                if custody.sealed_with_current_kek(bytes(key.material_sealed)):
-                    already += 1
-                    continue
-                material = custody.unseal(key.pk, key.material_sealed)
-                try:
-                    key.material_sealed = custody.seal(key.pk, material)
-                finally:
-                    custody.wipe(material)
-                key.save(update_fields=["material_sealed"])
-                rewrapped += 1
+                for version in KeyMaterial.objects.filter(key=key).exclude(material_sealed=None):
+                    sealed = bytes(version.material_sealed or b"")
+                    if custody.sealed_with_current_kek(sealed):
+                        already += 1
+                        continue
+                    material = custody.unseal(key.pk, sealed, version.version)
+                    try:
+                        version.material_sealed = custody.seal(key.pk, material, version.version)
+                    finally:
+                        custody.wipe(material)
+                    version.save(update_fields=["material_sealed"])
+                    rewrapped += 1
     with transaction.atomic():
         record(
             actor=actor,

@@ -28,9 +28,9 @@ from byok_portal import aws
 from byok_portal.aws import AwsError, KmsKeyInfo, KmsSession
 from byok_portal.errors import ServiceError
 from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
-from keys import custody, services
+from keys import custody, materials, services
 from keys.lifecycle import expected_kms_state
-from keys.models import Key, KeyReplica
+from keys.models import Key, KeyMaterial, KeyReplica, MaterialState
 from keys.operations import REGISTRY
 from keys.selectors import (
     creation_in_progress,
@@ -110,6 +110,8 @@ class Observation:
     findings: tuple[Finding, ...]
     request_ids: tuple[str, ...]
     replicas: dict[str, ReplicaObservation] = field(default_factory=dict)
+    # KeyMaterialIds learned from AWS for versions that had none yet (keys from before versions).
+    learned_ids: tuple[tuple[int, str], ...] = ()
 
     @property
     def drift(self) -> list[str]:
@@ -215,11 +217,88 @@ def _public_key_findings(key: Key, info: KmsKeyInfo, kms: KmsSession, limiter: R
     ]
 
 
+MATERIAL_VERSIONS_MISSING = "material_versions_missing"
+MATERIAL_UNKNOWN = "material_unknown"
+CURRENT_MATERIAL_DIFFERS = "current_material_differs"
+
+
+def _short(material_id: str) -> str:
+    return material_id[:12] + "…"
+
+
+def _material_findings(key: Key, info: KmsKeyInfo, kms: KmsSession, limiter: RateLimiter) -> MaterialCheck:
+    """A symmetric key's material versions against ``ListKeyRotations(ALL_KEY_MATERIAL)`` and ``CurrentKeyMaterialId``.
+
+    Also learns the KeyMaterialId of a key from before versions: its one version is the
+    one material AWS lists for it.
+    """
+    if (
+        not materials.versioned(key)
+        or key.state == KeyState.PENDING_DELETION
+        or info.state == KmsState.PENDING_DELETION
+    ):
+        return MaterialCheck([], {})
+    listed = limiter.call(kms.key_materials, key.kms_key_id)
+    versions = list(KeyMaterial.objects.filter(key=key).order_by("version"))
+    held = [v for v in versions if v.state in materials.PERMANENT]
+    permanent = [m for m in listed if m.state not in materials.AWS_PENDING_STATES]
+    learned: dict[int, str] = {}
+    if len(held) == 1 and not held[0].kms_key_material_id and len(permanent) == 1:
+        learned[held[0].version] = permanent[0].key_material_id
+    ids = {learned.get(v.version, v.kms_key_material_id): v for v in versions}
+    by_id = {m.key_material_id: m for m in listed}
+    findings: list[Finding] = []
+    if key.state in (KeyState.ACTIVE, KeyState.REPLACED):
+        missing = [
+            v for v in held if (m := by_id.get(learned.get(v.version, v.kms_key_material_id))) and not m.imported
+        ]
+        # When every version is gone the state finding (PendingImport) says it all; name a partial loss.
+        if missing and len(missing) < len(held):
+            names = ", ".join(f"version {v.version} ({_short(v.kms_key_material_id)})" for v in missing)
+            findings.append(
+                Finding(
+                    MATERIAL_VERSIONS_MISSING,
+                    f"Key material {names} is not imported in AWS: the KMS key cannot be used until every one of "
+                    "its materials is back. Upload the key's material to repair it.",
+                )
+            )
+    unknown = [m for m in listed if m.key_material_id not in ids]
+    if unknown:
+        names = ", ".join(f"{_short(m.key_material_id)} ({m.state})" for m in unknown)
+        findings.append(
+            Finding(
+                MATERIAL_UNKNOWN,
+                f"The KMS key holds key material the portal does not know: {names}. It was imported or rotated "
+                "outside the portal.",
+            )
+        )
+    current = next((v for v in versions if v.state == MaterialState.CURRENT), None)
+    current_id = learned.get(current.version, current.kms_key_material_id) if current else ""
+    if current_id and info.current_key_material_id and info.current_key_material_id != current_id:
+        findings.append(
+            Finding(
+                CURRENT_MATERIAL_DIFFERS,
+                f"AWS encrypts with key material {_short(info.current_key_material_id)}, but the portal's current "
+                f"version {current.version if current else '?'} is {_short(current_id)}.",
+            )
+        )
+    return MaterialCheck(findings, learned)
+
+
+@dataclass(frozen=True)
+class MaterialCheck:
+    """What comparing a key's material versions with AWS found, and the ids it learned."""
+
+    findings: list[Finding]
+    learned: dict[int, str]
+
+
 def _observe_region(
     key: Key, kms: KmsSession, kms_key_arn: str, limiter: RateLimiter
-) -> tuple[KmsState, str, list[Finding], KmsKeyInfo | None]:
+) -> tuple[KmsState, str, list[Finding], KmsKeyInfo | None, dict[int, str]]:
     """One regional KMS key (the primary, or a replica through its region's session) against the portal's view."""
     kms_key_id = kms_key_arn.rsplit("/", 1)[-1]
+    no_ids: dict[int, str] = {}
     try:
         info = limiter.call(kms.describe, kms_key_id)
     except AwsError as exc:
@@ -227,21 +306,24 @@ def _observe_region(
             raise
         # A key pending deletion disappears from AWS when its window ends: that is the plan, not drift.
         if key.state == KeyState.PENDING_DELETION:
-            return KmsState.UNKNOWN, "", [], None
+            return KmsState.UNKNOWN, "", [], None, no_ids
         # Nothing but "Recreate in KMS" can repair this: every other operation needs the KMS key.
         gone = Finding(
             KMS_KEY_GONE,
             f"The KMS key {kms_key_arn} no longer exists in AWS (NotFoundException). Recreate it in KMS with "
             "this key's material.",
         )
-        return KmsState.MISSING, "", [gone], None
+        return KmsState.MISSING, "", [gone], None, no_ids
+    # Every region holds the same materials (same KeyMaterialIds): each is checked in its own region.
+    checked = _material_findings(key, info, kms, limiter)
     findings = (
         _state_findings(key, info)
+        + checked.findings
         + _public_key_findings(key, info, kms, limiter)
         + _alias_findings(key, kms, limiter)
         + _tag_findings(key, kms, limiter)
     )
-    return info.state, info.aws_state, findings, info
+    return info.state, info.aws_state, findings, info, checked.learned
 
 
 def observe(key: Key, kms: KmsSession, limiter: RateLimiter) -> Observation:
@@ -252,12 +334,12 @@ def observe(key: Key, kms: KmsSession, limiter: RateLimiter) -> Observation:
     with the portal's.
     """
     first_request = len(kms.request_ids)
-    kms_state, aws_state, findings, info = _observe_region(key, kms, key.kms_key_arn, limiter)
+    kms_state, aws_state, findings, info, learned = _observe_region(key, kms, key.kms_key_arn, limiter)
     replicas: dict[str, ReplicaObservation] = {}
     if key.multi_region:
         known = {replica.region: replica for replica in key.replicas.all()}
         for region, replica in sorted(known.items()):
-            state, _, regional, _ = _observe_region(key, kms.in_region(region), replica.kms_key_arn, limiter)
+            state, _, regional, _, _ = _observe_region(key, kms.in_region(region), replica.kms_key_arn, limiter)
             regional = [Finding(f.code, f"In {region}: {f.message}") for f in regional]
             replicas[region] = ReplicaObservation(state, tuple(regional))
             findings += regional
@@ -270,7 +352,14 @@ def observe(key: Key, kms: KmsSession, limiter: RateLimiter) -> Observation:
                     "(an interrupted add_replica: adding the region again adopts it).",
                 )
             )
-    return Observation(kms_state, aws_state, tuple(findings), tuple(kms.request_ids[first_request:]), replicas)
+    return Observation(
+        kms_state,
+        aws_state,
+        tuple(findings),
+        tuple(kms.request_ids[first_request:]),
+        replicas=replicas,
+        learned_ids=tuple(sorted(learned.items())),
+    )
 
 
 REPLICA_UNTRACKED = "replica_untracked"
@@ -324,6 +413,10 @@ def _store(actor: Actor, seen: Key, observation: Observation, *, repairing: bool
         if key is None or key.state != seen.state or key.updated_at != seen.updated_at:
             return False
         previous, drift = list(key.drift), observation.drift
+        for version, material_id in observation.learned_ids:
+            KeyMaterial.objects.filter(key=key, version=version, kms_key_material_id="").update(
+                kms_key_material_id=material_id
+            )
         now = timezone.now()
         Key.objects.filter(pk=key.pk).update(kms_state=observation.kms_state, kms_checked_at=now, drift=drift)
         for region, seen_replica in observation.replicas.items():

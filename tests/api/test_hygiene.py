@@ -9,8 +9,8 @@ from django.test import Client
 
 from audit.models import AuditEvent
 from keys import services
-from keys.models import Key
-from tests.keys.helpers import public_pem
+from keys.models import Key, KeyMaterial
+from tests.keys.helpers import current_sealed, public_pem
 from tests.web import verified_client
 
 pytestmark = pytest.mark.django_db
@@ -41,11 +41,11 @@ def test_every_answer_carrying_key_data_says_no_store(api_as: Any, people: Any, 
 
 
 def _break_the_sealed_material(key: Key) -> None:
-    stored = Key.objects.values_list("material_sealed", flat=True).get(pk=key.pk)
+    stored = current_sealed(key)
     assert stored is not None
     sealed = bytearray(stored)
     sealed[-1] ^= 0x01  # the GCM tag no longer matches
-    Key.objects.filter(pk=key.pk).update(material_sealed=bytes(sealed))
+    KeyMaterial.objects.filter(key=key, version=1).update(material_sealed=bytes(sealed))
 
 
 def test_a_sealed_blob_that_does_not_open_is_an_audited_clean_500_in_the_api(

@@ -83,3 +83,20 @@ def live_portal_kms_keys(sandbox_url: str, keystore: Any, tag_key: str) -> set[s
         if tag_key in tags and meta["KeyState"] != "PendingDeletion":
             live.add(meta["Arn"])
     return live
+
+
+def current_sealed(key: Any) -> bytes | None:
+    """The sealed copy of the key's current material version (None once cleanup destroyed it)."""
+    from keys.models import KeyMaterial, MaterialState
+
+    version = KeyMaterial.objects.get(key_id=key.pk, state=MaterialState.CURRENT)
+    return bytes(version.material_sealed) if version.material_sealed else None
+
+
+def current_material(key: Any) -> bytearray:
+    """The key's current material in the clear (tests only: to check it survived)."""
+    from keys import custody
+    from keys.models import KeyMaterial, MaterialState
+
+    version = KeyMaterial.objects.get(key_id=key.pk, state=MaterialState.CURRENT)
+    return custody.unseal(key.pk, version.material_sealed or b"", version.version)

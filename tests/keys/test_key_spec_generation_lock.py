@@ -62,7 +62,7 @@ def test_renew_generates_the_new_material_while_the_key_is_not_locked(
     real_provision = services._provision_kms_key
     locked_during_kms: list[bool] = []
 
-    def provision(*args: Any, **kwargs: Any) -> str:
+    def provision(*args: Any, **kwargs: Any) -> tuple[str, str]:
         locked_during_kms.append(not lockable_from_elsewhere(key.pk))
         return real_provision(*args, **kwargs)
 

@@ -109,7 +109,10 @@ def snapshot(key: Key, sandbox_url: str) -> dict[str, Any]:
             "kms_key_arn",
         )
     }
-    portal["material"] = bytes(key.material_sealed) if key.material_sealed else None
+    portal["material"] = [
+        (v.version, v.state, v.kms_key_material_id, bytes(v.material_sealed) if v.material_sealed else None)
+        for v in key.materials.order_by("version")
+    ]
     portal["prepared"] = (key.download_public_key, key.download_prepared_by_sub)
     portal["replicas"] = sorted(key.replicas.values_list("region", "kms_state", "deletion_date"))
     return {"portal": portal, "kms": kms_view(sandbox_url, key), "replicas": replica_views(sandbox_url, key)}
@@ -299,7 +302,9 @@ def check_effect(
         assert (portal["state"], portal["material"]) == (D, None)
         assert (kms, replica) == (None, None)  # cleaned up only once gone from every region
     elif operation == "cleanup":
-        assert (portal["state"], portal["material"]) == (D, None)
+        # Every version's sealed copy is destroyed; the versions stay as the key's history.
+        assert portal["state"] == D
+        assert portal["material"] == [(v, s, i, None) for v, s, i, _ in before["portal"]["material"]]
         assert kms == before["kms"]
     elif operation == "add_replica":
         assert portal["state"] == A

@@ -149,6 +149,9 @@ def portal_calls(tag: str, arns: Mapping[str, str]) -> dict[str, list[Request]]:
         "ListResourceTags": [key("ListResourceTags")],
         # Reconciliation compares an RSA or EC key's public key with the portal's (issue 14).
         "GetPublicKey": [key("GetPublicKey")],
+        # Material versions and rotation (issue 15).
+        "ListKeyRotations": [key("ListKeyRotations")],
+        "RotateKeyOnDemand": [key("RotateKeyOnDemand")],
         # Editing a key's own tags (never the portal's tag).
         "TagResource": [key("TagResource", **{"aws:TagKeys": ["app"], "aws:RequestTag/app": "billing"})],
         "UntagResource": [key("UntagResource", **{"aws:TagKeys": ["app"]})],

@@ -181,6 +181,8 @@ def test_the_generated_policies_pin_the_external_id_and_scope_keys_to_the_portal
         "kms:CancelKeyDeletion",
         "kms:ListResourceTags",
         "kms:GetPublicKey",
+        "kms:ListKeyRotations",
+        "kms:RotateKeyOnDemand",
         "kms:CreateAlias",
         "kms:UpdateAlias",
         "kms:DeleteAlias",

@@ -30,6 +30,7 @@ SUMMARY_FIELDS = {
     "deletion_date",
     "expiration_model",
     "valid_to",
+    "materials",
 }
 
 
@@ -49,6 +50,7 @@ def test_key_summary_has_the_documented_fields_and_never_the_material(
     assert summary["tags"] == {"portal": "test"}
     assert summary["expiration_model"] == "KEY_MATERIAL_DOES_NOT_EXPIRE"
     assert summary["valid_to"] is None
+    assert [(m["state"], m["imported"]) for m in summary["materials"]] == [("CURRENT", True)]
     assert material.hex() not in str(summary).lower()
 
 

@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from byok_portal.vocabulary import KeyState, KmsState
 from keys import custody
-from keys.models import Key
+from keys.models import Key, KeyMaterial
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("BYOK_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -59,9 +59,11 @@ def make_key(keystore: Any) -> Callable[..., Key]:
         fields.setdefault("kms_state", KmsState.ENABLED)
         material = custody.generate_material()
         try:
-            return Key.objects.create(
-                id=key_id, keystore=keystore, material_sealed=custody.seal(key_id, material), **fields
+            key = Key.objects.create(id=key_id, keystore=keystore, kcv=custody.kcv(material), **fields)
+            KeyMaterial.objects.create(
+                key=key, version=1, material_sealed=custody.seal(key_id, material, 1), kcv=key.kcv
             )
+            return key
         finally:
             custody.wipe(material)
 

@@ -13,7 +13,7 @@ from audit.chain import verify
 from audit.models import AuditEvent
 from byok_portal.vocabulary import KeyState, Operation
 from keys import services
-from keys.models import Key
+from keys.models import Key, KeyMaterial
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -46,7 +46,7 @@ def test_a_worker_on_redis_cleans_due_keys_and_leaves_the_rest(
 
     assert result == {"cleaned": 3, "batches": 1}
     assert {k.state for k in Key.objects.filter(pk__in=[k.pk for k in due])} == {KeyState.DELETED}
-    assert not Key.objects.filter(pk__in=[k.pk for k in due], material_sealed__isnull=False).exists()
+    assert not KeyMaterial.objects.filter(key__in=due, material_sealed__isnull=False).exists()
     assert Key.objects.get(pk=waiting.pk).state == KeyState.PENDING_DELETION
     assert cleanup_events() == {str(k.pk): 1 for k in due}
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("keys", "0003_key_spec_usage_public_key"),
+        ("keys", "0004_key_material_versions"),
     ]
 
     operations = [
