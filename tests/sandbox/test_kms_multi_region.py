@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -12,6 +13,8 @@ from typing import Any
 import pytest
 import time_machine
 from botocore.exceptions import ClientError
+
+from sandbox_aws import state
 
 from .conftest import REGION, error_code, trust_policy, wrap_material
 
@@ -297,3 +300,25 @@ def test_update_primary_region_swaps_the_primary_with_a_replica(regional: Callab
     with pytest.raises(ClientError) as nowhere:
         regional("us-east-1").update_primary_region(KeyId=key_id, PrimaryRegion="ap-south-1")
     assert error_code(nowhere) == "NotFoundException"
+
+
+def test_the_state_file_keeps_which_regions_hold_a_multi_region_key_and_what_waits_for_them(
+    regional: Callable[[str], Any],
+) -> None:
+    key_id = new_primary(regional(REGION))
+    material = os.urandom(32)
+    import_into(regional(REGION), key_id, material)
+    replicate(regional, key_id, *REPLICA_REGIONS)
+    import_into(regional("us-east-1"), key_id, material)
+    regional(REGION).schedule_key_deletion(KeyId=key_id, PendingWindowInDays=9)
+    before = regional("us-east-1").describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]
+
+    state.restore(json.loads(json.dumps(state.snapshot())))  # what a restart from the file does
+
+    metadata = regional(REGION).describe_key(KeyId=key_id)["KeyMetadata"]
+    assert metadata["KeyState"] == "PendingReplicaDeletion"
+    assert metadata["PendingDeletionWindowInDays"] == 9
+    assert regional("us-east-1").describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"] == before
+    with pytest.raises(ClientError) as refused:  # the replica still knows its set's material
+        import_into(regional("eu-west-1"), key_id, os.urandom(32))
+    assert error_code(refused) == "IncorrectKeyMaterialException"
