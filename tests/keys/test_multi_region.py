@@ -32,7 +32,7 @@ from tests.web import verified_client
 pytestmark = pytest.mark.django_db
 
 REPLICAS = ["ap-southeast-2", "us-east-1"]
-EVERY_REGION = [REGION, *REPLICAS]
+EVERY_REGION = [REGION, *REPLICAS]  # the order operations go through them: the primary, then replicas by region
 # A refusal (HTTP 500) that outlasts botocore's retries of it.
 STICKY = 10
 
@@ -198,33 +198,32 @@ def _tagged_keys(sandbox_url: str, keystore: Any) -> list[tuple[str, str]]:
     return found
 
 
-def test_an_activate_failing_in_the_third_region_records_each_regions_state_and_a_retry_converges(
-    people: Any, keystore: Any, aws_sandbox: str, proxy: FaultProxy
+@pytest.mark.parametrize("failing_region", EVERY_REGION)
+def test_an_activate_failing_in_one_region_records_each_regions_state_and_a_retry_converges(
+    people: Any, keystore: Any, aws_sandbox: str, proxy: FaultProxy, failing_region: str
 ) -> None:
     key = create(people, keystore)
     bob = people.actor(people.bob)
     services.key_deactivate(actor=bob, key_id=key.pk)
-    proxy.inject("ImportKeyMaterial", "refuse", region="us-east-1", times=STICKY)
+    proxy.inject("ImportKeyMaterial", "refuse", region=failing_region, times=STICKY)
 
     with pytest.raises(AwsError):
         services.key_activate(actor=bob, key_id=key.pk)
 
     key.refresh_from_db()
     assert key.state == KeyState.INACTIVE
-    assert replica_states(key) == {
-        REGION: KmsState.ENABLED,
-        "ap-southeast-2": KmsState.ENABLED,
-        "us-east-1": KmsState.UNKNOWN,
-    }
+    # The primary first, then the replicas by region: those before the failing one are done, the rest untouched.
+    done = EVERY_REGION[: EVERY_REGION.index(failing_region)]
+    expected = {region: KmsState.ENABLED if region in done else KmsState.EMPTY for region in EVERY_REGION}
+    assert replica_states(key) == {**expected, failing_region: KmsState.UNKNOWN}
     assert aws_states(aws_sandbox, key) == {
-        REGION: "Enabled",
-        "ap-southeast-2": "Enabled",
-        "us-east-1": "PendingImport",
+        region: "Enabled" if region in done else "PendingImport" for region in EVERY_REGION
     }
     event = AuditEvent.objects.get(operation="activate", outcome="failed")
-    assert event.details == {"failed_region": "us-east-1", "regions_done": ["ap-southeast-2", REGION]}
-
+    assert event.details == {"failed_region": failing_region, "regions_done": sorted(done)}
+    assert failing_region in event.error
     proxy.faults.clear()
+
     services.key_activate(actor=bob, key_id=key.pk)
 
     key.refresh_from_db()
