@@ -396,3 +396,26 @@ def test_an_add_replica_interrupted_after_replicatekey_is_adopted_by_the_retry(
         regional(aws_sandbox, keystore, "ca-central-1").describe_key(KeyId=key.kms_key_id)["KeyMetadata"]["KeyState"]
         == "Enabled"
     )
+
+
+def test_the_pages_create_a_multi_region_key_and_add_a_replica_checking_the_region(
+    people: Any, keystore: Any, aws_sandbox: str
+) -> None:
+    client = verified_client(people.bob)
+    created = client.post(
+        "/keys/new/",
+        {"keystore": str(keystore.pk), "name": "dr", "multi_region": "on", "replica_regions": "us-east-1"},
+    )
+    assert created.status_code == 302, created.content.decode()[:2000]
+    key = Key.objects.get(name="dr")
+    assert (key.multi_region, [r.region for r in key.replicas.all()]) == (True, ["us-east-1"])
+    page = client.get(f"/keys/{key.pk}/").content.decode()
+    assert f'action="/keys/{key.pk}/add-replica/"' in page
+
+    refused = client.post(f"/keys/{key.pk}/add-replica/", {"region": REGION})
+
+    assert refused.status_code == 400
+    assert "the keystore&#x27;s own region" in refused.content.decode()
+    added = client.post(f"/keys/{key.pk}/add-replica/", {"region": "ca-central-1"})
+    assert added.status_code == 302
+    assert sorted(r.region for r in key.replicas.all()) == ["ca-central-1", "us-east-1"]
