@@ -402,6 +402,8 @@ BYOK_DELETION_WINDOW_DAYS = env_int("BYOK_DELETION_WINDOW_DAYS", 30)
 BYOK_DOWNLOAD_PREPARE_TTL_SECONDS = env_int("BYOK_DOWNLOAD_PREPARE_TTL_SECONDS", 24 * 3600)
 BYOK_EXPIRY_WARNING_DAYS = env_int("BYOK_EXPIRY_WARNING_DAYS", 30)
 BYOK_AUTO_REUPLOAD = env_bool("BYOK_AUTO_REUPLOAD", False)
+# How long a rotation waits for AWS to finish RotateKeyOnDemand (AWS rotates in the background).
+BYOK_ROTATION_CONFIRM_SECONDS = env_int("BYOK_ROTATION_CONFIRM_SECONDS", 10)
 
 # The KEK wraps every key's material; losing it loses every key. In debug mode a
 # development KEK is generated once under var/ so that restarts keep working.

@@ -42,6 +42,7 @@ class Operation(StrEnum):
     ACTIVATE = "activate"
     UPLOAD = "upload"
     RENEW = "renew"
+    ROTATE = "rotate"
     SCHEDULE_DELETION = "schedule_deletion"
     CANCEL_DELETION = "cancel_deletion"
     RECREATE = "recreate"

@@ -43,13 +43,15 @@ from byok_portal.vocabulary import Operation
 from keys import selectors, services
 from keys.filters import KeyFilter
 from keys.lifecycle import LIFECYCLE
-from keys.models import Key
+from keys.models import Key, KeyMaterial
 from keys.operations import API_ACTIONS, REGISTRY, KeyOperation
 from keys.serializers import (
     DownloadSerializer,
     KeyCreateSerializer,
+    KeyMaterialSerializer,
     KeySerializer,
     KeyUpdateSerializer,
+    MaterialListSerializer,
     operation_description,
     replica_rows,
     represent_rows,
@@ -190,6 +192,14 @@ class KeyViewSet(PortalViewSet):
 
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(KeySerializer(selectors.get_key_for(request.user, key_id_from_url(pk))).data)
+
+    @extend_schema(summary="The key's material versions (never material)", responses=MaterialListSerializer)
+    @action(detail=True, methods=["get"], url_path="materials")
+    def materials(self, request: Request, pk: str) -> Response:
+        """Every material version the key ever had (SPEC §10), oldest first: ids, check values, states, dates."""
+        key = selectors.get_key_for(request.user, key_id_from_url(pk))
+        versions = KeyMaterial.objects.filter(key=key).order_by("version")
+        return Response({"results": KeyMaterialSerializer(versions, many=True).data})
 
     # --- writes: create and edit; the lifecycle actions follow the class ---------------
 

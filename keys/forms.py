@@ -12,7 +12,7 @@ from byok_portal.filters import set_empty_label
 from keys.services import MAX_WINDOW, MIN_WINDOW
 from keys.specs import DEFAULT_SPEC, KeySpec, KeyUsage
 from keys.validation import validate_alias, validate_tags
-from keystores.models import Keystore
+from keystores.models import MAX_ROTATION_PERIOD_DAYS, MIN_ROTATION_PERIOD_DAYS, Keystore, RotationOnLimit
 
 # A PEM public key is well under this; anything bigger is not one.
 MAX_PEM_BYTES = 16 * 1024
@@ -69,6 +69,20 @@ class KeyFieldsForm(forms.Form):
         widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
     )
 
+    rotation_period_days = forms.IntegerField(
+        label="Rotate material every (days)",
+        required=False,
+        min_value=MIN_ROTATION_PERIOD_DAYS,
+        max_value=MAX_ROTATION_PERIOD_DAYS,
+        help_text=f"{MIN_ROTATION_PERIOD_DAYS}–{MAX_ROTATION_PERIOD_DAYS} days (AWS's range); empty: no rotation "
+        "policy. Symmetric keys rotate in place; others are renewed or flagged, as chosen below.",
+    )
+    rotation_on_limit = forms.ChoiceField(
+        label="When the key cannot rotate",
+        choices=RotationOnLimit.choices,
+        help_text="A key that is not symmetric, or was rotated 25 times (AWS's limit), cannot rotate again.",
+    )
+
     field_order = [
         "keystore",
         "name",
@@ -99,7 +113,13 @@ class KeyFieldsForm(forms.Form):
 
 
 class KeyCreateForm(KeyFieldsForm):
-    """A new key in one of the keystores the user is custodian (or admin) of, of a spec and usage fixed for life."""
+    """A new key in one of the keystores the user is custodian (or admin) of, of a spec and usage fixed for life.
+
+    A new key gets its keystore's rotation policy; it is changed on the edit form (or in the API's create).
+    """
+
+    rotation_period_days = None  # type: ignore[assignment]  # Django removes a field set to None
+    rotation_on_limit = None  # type: ignore[assignment]
 
     keystore = forms.ModelChoiceField(queryset=Keystore.objects.none(), empty_label="Choose a keystore…")
     key_spec = forms.ChoiceField(

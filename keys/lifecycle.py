@@ -15,7 +15,7 @@ from django.db.models import Q
 
 from byok_portal.errors import Conflict
 from byok_portal.vocabulary import KeyState, KmsState, Operation
-from keys.specs import DEFAULT_SPEC, SPECS
+from keys.specs import DEFAULT_SPEC, SPECS, KeySpec
 
 ALL_BUT_DELETED = frozenset(set(KeyState) - {KeyState.DELETED})
 
@@ -118,6 +118,17 @@ LIFECYCLE: dict[Operation, Transition] = dict(
             "Renew",
             "A new key with fresh material is created and the alias moves to it. This key becomes REPLACED and "
             "stays enabled, so existing ciphertexts still decrypt.",
+        ),
+        _row(
+            Operation.ROTATE,
+            {S.ACTIVE},
+            set(),
+            None,
+            "Rotate material",
+            "New key material is generated and imported into this same KMS key, and AWS rotates to it: the key "
+            "id, ARN and alias stay, new ciphertexts use the new material, existing ones still decrypt with "
+            "theirs (the portal keeps every version). AWS allows 25 rotations per key; after that, renew it.",
+            specs=frozenset({KeySpec.SYMMETRIC_DEFAULT}),
         ),
         _row(
             Operation.SCHEDULE_DELETION,

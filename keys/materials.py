@@ -15,16 +15,19 @@ is sent (SPEC §9).
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 import uuid
 from dataclasses import dataclass
 
 from django.utils import timezone
 
-from byok_portal.aws import AwsError, KmsSession
+from byok_portal.aws import AwsError, KmsMaterialInfo, KmsSession
 from byok_portal.errors import Conflict
 from byok_portal.vocabulary import KmsState
 from keys import custody
 from keys.models import Key, KeyMaterial, MaterialState
+from keys.rotation_policy import next_rotation_date
 from keys.specs import spec_of
 
 INVALID_STATE_CODE = "KMSInvalidStateException"
@@ -216,3 +219,178 @@ def seal_version(key: Key, material: bytes | bytearray, *, version: int, state: 
         kcv=custody.check_values(key.key_spec, material).kcv,
         state=state,
     )
+
+
+# --- rotation (SPEC §10) ----------------------------------------------------------------
+
+# On-demand rotations AWS allows per key; not adjustable (RotateKeyOnDemand reference).
+ROTATION_LIMIT = 25
+INCORRECT_MATERIAL_CODE = "IncorrectKeyMaterialException"
+LIMIT_EXCEEDED_CODE = "LimitExceededException"
+
+
+def rotations(key: Key) -> int:
+    """How many times the key was rotated on demand: its versions after the first that were rotated to."""
+    return KeyMaterial.objects.filter(key=key, rotated_at__isnull=False).count()
+
+
+def staged_version(key: Key) -> KeyMaterial | None:
+    return KeyMaterial.objects.filter(key=key, state=MaterialState.PENDING_ROTATION).first()
+
+
+def _find(listed: list[KmsMaterialInfo], material_id: str) -> KmsMaterialInfo | None:
+    return next((m for m in listed if material_id and m.key_material_id == material_id), None)
+
+
+def _learn_staged_id(
+    kms: KmsSession, target: str, key: Key, staged: KeyMaterial, listed: list[KmsMaterialInfo]
+) -> None:
+    """Find out whether AWS already holds the staged material although its id never reached the database.
+
+    That happens when an attempt imported it (or even rotated to it) and then failed before its
+    commit. Re-importing it as EXISTING_KEY_MATERIAL without an id settles it: AWS accepts only
+    material associated with the key (and answers its id), else IncorrectKeyMaterialException.
+    """
+    known = set(KeyMaterial.objects.filter(key=key).exclude(pk=staged.pk).values_list("kms_key_material_id", flat=True))
+    if staged.kms_key_material_id or not any(m.key_material_id not in known for m in listed):
+        return
+    material = _unsealed(key, staged)
+    try:
+        staged.kms_key_material_id = kms.import_material(
+            target, material, spec_of(key.key_spec).wrapping_algorithm, import_type=EXISTING_KEY_MATERIAL
+        )
+    except AwsError as exc:
+        if exc.code != INCORRECT_MATERIAL_CODE:
+            raise
+    finally:
+        custody.wipe(material)
+
+
+def stage_material(kms: KmsSession, arn: str, key: Key, staged: KeyMaterial) -> bool:
+    """Make the staged version's material PENDING_ROTATION in the KMS key (or find it there already).
+
+    True if AWS already made it current (nothing left to rotate).
+
+    ``ImportKeyMaterial(ImportType=NEW_KEY_MATERIAL)``. AWS keeps one material pending per key:
+    one left by an earlier attempt whose answer was lost (so the portal never learned its id)
+    is deleted first. A material AWS already made current (a rotation whose commit was lost)
+    is left as it is. The id is set on ``staged`` (the caller saves it).
+    """
+    target = kms_key_id(arn)
+    listed = kms.key_materials(target)
+    _learn_staged_id(kms, target, key, staged, listed)
+    mine = _find(listed, staged.kms_key_material_id)
+    if mine is not None and mine.imported and (mine.state == "CURRENT" or mine.state in AWS_PENDING_STATES):
+        return mine.state == "CURRENT"
+    for other in listed:
+        if other.state in AWS_PENDING_STATES and other.key_material_id != staged.kms_key_material_id:
+            kms.delete_material(target, other.key_material_id)
+    material = _unsealed(key, staged)
+    try:
+        staged.kms_key_material_id = kms.import_material(
+            target,
+            material,
+            spec_of(key.key_spec).wrapping_algorithm,
+            import_type=NEW_KEY_MATERIAL,
+            description=description(key.pk, staged.version),
+        )
+    finally:
+        custody.wipe(material)
+    staged.imported_at = timezone.now()
+    return False
+
+
+class RotationLimitReached(Conflict):
+    """AWS's 25 on-demand rotations of a key are used up (409 ``rotation_limit``)."""
+
+    code = "rotation_limit"
+
+    def __init__(self, key: Key) -> None:
+        super().__init__(
+            f"This key was rotated {ROTATION_LIMIT} times, the most AWS allows for a KMS key. Renew it instead: "
+            "renewal creates a new key (and KMS key) with fresh material and moves the alias to it.",
+            state=key.state,
+            limit=ROTATION_LIMIT,
+        )
+
+
+class RotationInProgress(Conflict):
+    """AWS accepted the rotation but has not finished it yet (it rotates in the background)."""
+
+    code = "rotation_in_progress"
+
+
+def rotate_to(
+    kms: KmsSession, arn: str, key: Key, staged: KeyMaterial, *, already_current: bool, wait_seconds: float
+) -> None:
+    """``RotateKeyOnDemand`` to the staged material, then confirm AWS made it current.
+
+    Confirmed when ``ListKeyRotations(ALL_KEY_MATERIAL)`` lists it ``CURRENT`` and
+    ``DescribeKey.CurrentKeyMaterialId`` names it. A rotation AWS already did (an earlier
+    attempt whose answer was lost) is not asked for again. AWS rotates in the background:
+    the confirmation is awaited up to ``wait_seconds``, then :class:`RotationInProgress`
+    (the retry, or reconciliation, finishes it).
+    """
+    target = kms_key_id(arn)
+    if not already_current:
+        try:
+            kms.rotate_on_demand(target)
+        except AwsError as exc:
+            if exc.code == LIMIT_EXCEEDED_CODE:
+                raise RotationLimitReached(key) from exc
+            # A retried call whose first attempt AWS did carry out is refused (nothing pending any more).
+            mine = _find(kms.key_materials(target), staged.kms_key_material_id)
+            if mine is None or mine.state != "CURRENT":
+                raise
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        mine = _find(kms.key_materials(target), staged.kms_key_material_id)
+        if (
+            mine is not None
+            and mine.state == "CURRENT"
+            and kms.describe(target).current_key_material_id == (staged.kms_key_material_id)
+        ):
+            return
+        if time.monotonic() >= deadline:
+            raise RotationInProgress(
+                "AWS accepted the rotation but has not finished it yet; the portal completes it on the next try "
+                "or reconciliation.",
+                state=key.state,
+                reason="rotation_in_progress",
+            )
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+def finish_rotation(key: Key, staged: KeyMaterial, rotated_at: dt.datetime) -> None:
+    """The portal's side of a confirmed rotation: the staged version is current, the old one non-current."""
+    KeyMaterial.objects.filter(key=key, state=MaterialState.CURRENT).update(state=MaterialState.NON_CURRENT)
+    staged.state = MaterialState.CURRENT
+    staged.rotated_at = rotated_at
+    staged.save()
+    key.kcv = staged.kcv
+    key.material_version = staged.version
+    key.rotations = rotations(key)
+    key.rotated_at = rotated_at
+    key.next_rotation_date = next_rotation_date(key)
+
+
+def current_in_aws(kms: KmsSession, arn: str, staged: KeyMaterial) -> KmsMaterialInfo | None:
+    """The staged material's AWS entry if AWS made it current (the rotation happened), else None."""
+    mine = _find(kms.key_materials(kms_key_id(arn)), staged.kms_key_material_id)
+    return mine if mine is not None and mine.state == "CURRENT" else None
+
+
+def withdraw_staged(kms: KmsSession, arn: str, key: Key, staged: KeyMaterial) -> None:
+    """Abandon a staged rotation: its material leaves the KMS key (if there), then the portal forgets it.
+
+    Only for material AWS has not made current: the caller checked (:func:`current_in_aws`).
+    """
+    target = kms_key_id(arn)
+    listed = kms.key_materials(target)
+    _learn_staged_id(kms, target, key, staged, listed)
+    mine = _find(listed, staged.kms_key_material_id)
+    if mine is not None and mine.state == "CURRENT":
+        raise Conflict("The staged material is current in AWS: finish the rotation instead.", state=key.state)
+    if mine is not None:
+        kms.delete_material(target, staged.kms_key_material_id)
+    staged.delete()

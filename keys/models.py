@@ -11,7 +11,7 @@ from django.db.models import Q
 from byok_portal.vocabulary import KeyState, KmsState
 from keys.lifecycle import allowed_operations
 from keys.specs import DEFAULT_SPEC, DEFAULT_USAGE, SPECS, KeySpec, KeyUsage
-from keystores.models import Keystore
+from keystores.models import ROTATION_PERIOD_VALIDATORS, Keystore, RotationOnLimit
 
 
 def _allowed_pairs() -> Q:
@@ -53,6 +53,15 @@ class Key(models.Model):
     # A multi-Region KMS key (SPEC §11): the primary is this row's KMS key, in the keystore's region;
     # its replicas are ``replicas`` (KeyReplica), each holding the same material.
     multi_region = models.BooleanField(default=False, editable=False)
+    # The current material version and how often the key was rotated (SPEC §10), kept with the row so lists
+    # and the rotation policy read them without joining the versions; KeyMaterial is the record.
+    material_version = models.PositiveIntegerField(default=1, editable=False)
+    rotations = models.PositiveIntegerField(default=0, editable=False)
+    rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Rotation policy: every ``rotation_period_days`` (null: none); ``next_rotation_date`` follows from it.
+    rotation_period_days = models.PositiveIntegerField(null=True, blank=True, validators=ROTATION_PERIOD_VALIDATORS)
+    rotation_on_limit = models.CharField(max_length=8, choices=RotationOnLimit.choices, default=RotationOnLimit.FLAG)
+    next_rotation_date = models.DateField(null=True, blank=True, editable=False)
     deletion_date = models.DateTimeField(null=True, blank=True)
     replaces = models.OneToOneField("self", on_delete=models.PROTECT, null=True, blank=True, related_name="replaced_by")
     # The two-person rule's mark: who prepared a download, for which public key, until when.
@@ -76,6 +85,11 @@ class Key(models.Model):
             models.Index(fields=["keystore", "state", "-created_at"], name="keys_by_keystore_state"),
             models.Index(fields=["state", "deletion_date"], name="keys_due_for_cleanup"),
             models.Index(fields=["expires"], name="keys_by_expiry", condition=Q(expires__isnull=False)),
+            models.Index(
+                fields=["next_rotation_date"],
+                name="keys_due_for_rotation",
+                condition=Q(next_rotation_date__isnull=False),
+            ),
         ]
         constraints = [
             # An alias names one live key per keystore; AWS enforces the same per account+region.

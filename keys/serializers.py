@@ -19,10 +19,11 @@ from byok_portal.api import StrictSerializer
 from byok_portal.vocabulary import KmsState, Operation
 from byok_portal.wrapping import WRAPPING_ALGORITHMS
 from keys.lifecycle import LIFECYCLE, allowed_operations
-from keys.models import Key, KeyReplica, MaterialState
+from keys.models import Key, KeyMaterial, KeyReplica, MaterialState
 from keys.services import MAX_WINDOW, MIN_WINDOW, pending_download
 from keys.specs import DEFAULT_SPEC, NOT_IMPORTABLE, KeySpec, KeyUsage
 from keys.validation import MAX_TAGS
+from keystores.models import MAX_ROTATION_PERIOD_DAYS, MIN_ROTATION_PERIOD_DAYS, RotationOnLimit
 
 ALIAS_PATTERN = r"^alias/[A-Za-z0-9/_-]{1,250}$"
 TAG_VALUE_PATTERN = r"^[\w\s.:/=+\-@]*$"
@@ -127,6 +128,12 @@ class KeySerializer(serializers.ModelSerializer[Key]):
             "kcv",
             "public_key",
             "public_key_sha256",
+            "material_version",
+            "rotations",
+            "rotated_at",
+            "rotation_period_days",
+            "rotation_on_limit",
+            "next_rotation_date",
             "deletion_date",
             "replaces",
             "replaced_by",
@@ -176,6 +183,12 @@ ROW_COLUMNS = (
     "kcv",
     "public_key",
     "public_key_sha256",
+    "material_version",
+    "rotations",
+    "rotated_at",
+    "rotation_period_days",
+    "rotation_on_limit",
+    "next_rotation_date",
     "deletion_date",
     "replaces_id",
     "created_at",
@@ -250,6 +263,12 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "kcv": row["kcv"] or None,
             "public_key": row["public_key"] or None,
             "public_key_sha256": row["public_key_sha256"] or None,
+            "material_version": row["material_version"],
+            "rotations": row["rotations"],
+            "rotated_at": stamp(row["rotated_at"]),
+            "rotation_period_days": row["rotation_period_days"],
+            "rotation_on_limit": row["rotation_on_limit"],
+            "next_rotation_date": row["next_rotation_date"].isoformat() if row["next_rotation_date"] else None,
             "deletion_date": stamp(row["deletion_date"]),
             "replaces": str(row["replaces_id"]) if row["replaces_id"] else None,
             "replaced_by": str(row["replaced_by"]) if row["replaced_by"] else None,
@@ -262,6 +281,12 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         }
         for row in rows
     ]
+
+
+ROTATION_PERIOD_HELP = (
+    f"Rotate the key's material every this many days ({MIN_ROTATION_PERIOD_DAYS}-{MAX_ROTATION_PERIOD_DAYS}, "
+    "AWS's range); `null`: no rotation policy."
+)
 
 
 class KeyCreateSerializer(StrictSerializer):
@@ -297,6 +322,13 @@ class KeyCreateSerializer(StrictSerializer):
         max_length=20,
         help_text="Regions of the keystore's partition, other than its own, each once; needs `multi_region`.",
     )
+    rotation_period_days = serializers.IntegerField(
+        min_value=MIN_ROTATION_PERIOD_DAYS,
+        max_value=MAX_ROTATION_PERIOD_DAYS,
+        required=False,
+        allow_null=True,
+        help_text=ROTATION_PERIOD_HELP + " Default: the keystore's.",
+    )
 
 
 class AddReplicaSerializer(StrictSerializer):
@@ -314,6 +346,18 @@ class KeyUpdateSerializer(StrictSerializer):
     alias = serializers.RegexField(ALIAS_PATTERN, max_length=256, required=False, allow_blank=True)
     tags = TagsField(required=False)
     expires = serializers.DateField(required=False, allow_null=True)
+    rotation_period_days = serializers.IntegerField(
+        min_value=MIN_ROTATION_PERIOD_DAYS,
+        max_value=MAX_ROTATION_PERIOD_DAYS,
+        required=False,
+        allow_null=True,
+        help_text=ROTATION_PERIOD_HELP,
+    )
+    rotation_on_limit = serializers.ChoiceField(
+        choices=RotationOnLimit.choices,
+        required=False,
+        help_text="A due key that cannot rotate (not symmetric, or rotated 25 times): `renew` it or `flag` it.",
+    )
 
 
 class RenewSerializer(StrictSerializer):
@@ -349,6 +393,26 @@ class PrepareDownloadSerializer(StrictSerializer):
 
 
 FINGERPRINT_HELP = "`SHA256:` and the hex SHA-256 of the public key's DER SubjectPublicKeyInfo."
+
+
+class KeyMaterialSerializer(serializers.ModelSerializer[KeyMaterial]):
+    """A material version as the API shows it: never the material, sealed or not."""
+
+    kcv = BlankAsNullField(read_only=True, allow_null=True)
+    kms_key_material_id = BlankAsNullField(
+        read_only=True, allow_null=True, help_text="AWS's KeyMaterialId (symmetric keys; null until learned)."
+    )
+
+    class Meta:
+        model = KeyMaterial
+        fields = ["version", "kms_key_material_id", "kcv", "state", "imported_at", "rotated_at"]
+        read_only_fields = fields
+
+
+class MaterialListSerializer(serializers.Serializer[Any]):
+    """``GET /keys/{id}/materials/``."""
+
+    results = KeyMaterialSerializer(many=True)
 
 
 class WrappedVersionSerializer(serializers.Serializer[Any]):

@@ -38,7 +38,7 @@ from byok_portal import aws
 from byok_portal.aws import AwsError, KmsSession
 from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceError, TwoPersonRuleViolation
 from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
-from keys import custody, materials, regions
+from keys import custody, materials, regions, rotation_policy
 from keys.lifecycle import LIFECYCLE, InvalidState, decide
 from keys.materials import INVALID_STATE_CODE
 from keys.materials import tolerate_invalid_state as _tolerate_invalid_state
@@ -46,7 +46,15 @@ from keys.models import Key, KeyMaterial, MaterialState, PendingCreation
 from keys.regions import Region
 from keys.specs import DEFAULT_SPEC, spec_of, validate_spec_and_usage
 from keys.validation import validate_alias, validate_tags
-from keystores.models import ROLE_RANK, Keystore, KeystoreState, Role
+from keystores.models import (
+    MAX_ROTATION_PERIOD_DAYS,
+    MIN_ROTATION_PERIOD_DAYS,
+    ROLE_RANK,
+    Keystore,
+    KeystoreState,
+    Role,
+    RotationOnLimit,
+)
 from keystores.selectors import require_role, role_in
 
 logger = logging.getLogger("byok.keys")
@@ -386,6 +394,128 @@ def key_recreate(*, actor: Actor, key_id: uuid.UUID) -> Done:
     return _operate(actor, key_id, Operation.RECREATE, step)
 
 
+def _stage_rotation(actor: Actor, key_id: uuid.UUID, material: bytearray) -> None:
+    """Commit the new material as a PENDING_ROTATION version *before* any KMS call of the rotation.
+
+    From the moment AWS could make the material current, the portal must hold it: a
+    rotation that fails half-way (or whose commit is lost) leaves this row, which the
+    retry continues and reconciliation finishes or withdraws — never a material in AWS
+    the portal lacks. Nothing is staged for a caller or key the rotation will refuse:
+    :func:`_operate` then refuses and audits it. A version staged earlier is kept.
+    """
+    with transaction.atomic():
+        try:
+            key = _lock_key(key_id)
+            _check_role(actor, key.keystore, Role.CUSTODIAN)
+            if not decide(Operation.ROTATE, key.state, key.key_spec):
+                return
+        except ServiceError:
+            return
+        if materials.staged_version(key) is not None or materials.rotations(key) >= materials.ROTATION_LIMIT:
+            return
+        latest = KeyMaterial.objects.filter(key=key).order_by("-version").values_list("version", flat=True).first()
+        materials.seal_version(key, material, version=(latest or 0) + 1, state=MaterialState.PENDING_ROTATION).save()
+
+
+def key_rotate(*, actor: Actor, key_id: uuid.UUID) -> Done:
+    """Rotate a symmetric key's material in place (SPEC §10): same KMS key, new current material version.
+
+    Fresh material is staged (committed, :func:`_stage_rotation`), imported as
+    ``NEW_KEY_MATERIAL``, ``RotateKeyOnDemand``, and confirmed with ``ListKeyRotations``
+    and ``DescribeKey.CurrentKeyMaterialId``. Every step is safe to retry: a retry
+    continues with the staged material (:func:`keys.materials.stage_material`). The
+    26th rotation is refused with ``409 rotation_limit`` (renew instead).
+    """
+    material = custody.generate_material(DEFAULT_SPEC)  # before any lock: nothing waits for it
+
+    def step(key: Key, kms: KmsSession) -> dict[str, Any]:
+        if materials.rotations(key) >= materials.ROTATION_LIMIT:
+            raise materials.RotationLimitReached(key)
+        staged = materials.staged_version(key)
+        if staged is None:
+            raise Conflict("No rotation could be staged for this key; try again.", state=key.state)
+        rotated = materials.stage_material(kms, key.kms_key_arn, key, staged)
+        staged.save()
+        materials.rotate_to(
+            kms,
+            key.kms_key_arn,
+            key,
+            staged,
+            already_current=rotated,
+            wait_seconds=settings.BYOK_ROTATION_CONFIRM_SECONDS,
+        )
+        previous = materials.current_version(key)
+        materials.finish_rotation(key, staged, timezone.now())
+        key.kms_state = KmsState.ENABLED
+        return {
+            "version": staged.version,
+            "previous_version": previous.version if previous else None,
+            "kms_key_material_id": staged.kms_key_material_id,
+            "kcv": staged.kcv,
+            "rotations": materials.rotations(key),
+        }
+
+    try:
+        with _kms_lease(key_id):
+            _stage_rotation(actor, key_id, material)
+            return _operate(actor, key_id, Operation.ROTATE, step)
+    finally:
+        custody.wipe(material)
+
+
+@contextmanager
+def _kms_lease(key_id: uuid.UUID) -> Iterator[None]:
+    """Hold the key's lease (:func:`_creation_lease`) while an operation spans transactions, if the id is a key's."""
+    if not _is_uuid(key_id):
+        yield
+        return
+    with _creation_lease(uuid.UUID(str(key_id))):
+        yield
+
+
+def resolve_staged_rotation(*, actor: Actor, key_id: uuid.UUID) -> str:
+    """Finish or withdraw a rotation left half-done (reconciliation): returns ``finished``, ``withdrawn`` or ``""``.
+
+    Left alone while the rotation's own process still holds the key's lease. If AWS
+    already made the staged material current, the portal records the rotation
+    (finished); otherwise the material leaves AWS and the staged version goes (withdrawn),
+    so no material is ever pending in AWS without the portal's knowledge.
+    """
+    with _lease_if_free(key_id) as free:
+        if not free:
+            return ""
+        with transaction.atomic():
+            key = _lock_key(key_id)
+            staged = materials.staged_version(key)
+            if staged is None:
+                return ""
+            kms = aws.kms_for(key.keystore)
+            before = key.state
+            done = materials.current_in_aws(kms, key.kms_key_arn, staged)
+            outcome = "finished" if done is not None else "withdrawn"
+            if done is not None:
+                previous = materials.current_version(key)
+                materials.finish_rotation(key, staged, done.rotation_date or timezone.now())
+                key.save()
+                details = {"version": staged.version, "previous_version": previous.version if previous else None}
+            else:
+                version = staged.version
+                materials.withdraw_staged(kms, key.kms_key_arn, key, staged)
+                details = {"version": version}
+            record(
+                actor=actor,
+                operation=Operation.RECONCILE,
+                outcome=Outcome.SUCCESS,
+                key=key,
+                reason=f"rotation_{outcome}",
+                state_before=before,
+                state_after=key.state,
+                kms_request_ids=kms.request_ids,
+                details={"interrupted": str(Operation.ROTATE), **details},
+            )
+    return outcome
+
+
 def _pending_window(days: int | None) -> int:
     window = settings.BYOK_DELETION_WINDOW_DAYS if days is None else days
     if not isinstance(window, int) or isinstance(window, bool) or not MIN_WINDOW <= window <= MAX_WINDOW:
@@ -569,8 +699,10 @@ def key_update(
     expires: dt.date | _Unset | None = _UNSET,
     tags: dict[str, str] | _Unset = _UNSET,
     alias: str | _Unset = _UNSET,
+    rotation_period_days: int | _Unset | None = _UNSET,
+    rotation_on_limit: str | _Unset = _UNSET,
 ) -> Done:
-    """Change name, expiry, tags and alias; tags and alias are applied to the KMS key.
+    """Change name, expiry, tags, alias and rotation policy; tags and alias are applied to the KMS key.
 
     Input is checked inside the operation, after the caller's role: an outsider
     learns nothing from how a bad body is answered. AWS's alias and tag rules are
@@ -588,6 +720,10 @@ def key_update(
                 _check_alias_free(key.keystore, alias, exclude=key.pk)
         if tags is not _UNSET:
             tags = validate_tags(tags)
+        if rotation_period_days is not _UNSET:
+            validate_rotation_period(rotation_period_days)
+        if rotation_on_limit is not _UNSET and rotation_on_limit not in RotationOnLimit.values:
+            raise ValidationError({"rotation_on_limit": f"Must be one of {', '.join(RotationOnLimit.values)}."})
         changed: dict[str, Any] = {}
         if name is not _UNSET and name != key.name:
             changed["name"] = {"from": key.name, "to": name}
@@ -596,6 +732,13 @@ def key_update(
             changed["expires"] = {"from": _iso(key.expires), "to": _iso(expires)}
             key.expires = expires
             key.expiry_warned_on = None
+        if rotation_period_days is not _UNSET and rotation_period_days != key.rotation_period_days:
+            changed["rotation_period_days"] = {"from": key.rotation_period_days, "to": rotation_period_days}
+            key.rotation_period_days = rotation_period_days
+            key.next_rotation_date = rotation_policy.next_rotation_date(key)
+        if rotation_on_limit is not _UNSET and rotation_on_limit != key.rotation_on_limit:
+            changed["rotation_on_limit"] = {"from": key.rotation_on_limit, "to": rotation_on_limit}
+            key.rotation_on_limit = rotation_on_limit
         new_tags = tags if tags is not _UNSET and tags != key.tags else None
         new_alias = alias if alias is not _UNSET and alias != key.alias else None
 
@@ -791,12 +934,25 @@ def _abandoned(journal: PendingCreation, older_than: dt.timedelta | None) -> Ite
         age = older_than if older_than is not None else dt.timedelta(seconds=creation_lease_seconds())
         yield journal.started_at < timezone.now() - age
         return
-    lock = creation_lock_id(journal.key_id)
+    with _lease_if_free(journal.key_id) as free:
+        yield free
+
+
+@contextmanager
+def _lease_if_free(key_id: uuid.UUID) -> Iterator[bool]:
+    """Take the key's lease if nobody holds it (True), for as long as the caller acts; False if it is held.
+
+    Without PostgreSQL (development) there are no leases: always free.
+    """
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    lock = creation_lock_id(key_id)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s)", [lock])
         taken = bool(cursor.fetchone()[0])
     if not taken:
-        yield False  # its creator is alive and working: not ours to touch
+        yield False  # its owner is alive and working: not ours to touch
         return
     try:
         yield True
@@ -1046,6 +1202,29 @@ def _check_fields(key_spec: str, material: bytearray) -> dict[str, Any]:
     return {"kcv": checks.kcv, "public_key": checks.public_key, "public_key_sha256": checks.public_key_sha256}
 
 
+def validate_rotation_period(days: int | None) -> None:
+    """A rotation period is a whole number of days in AWS's range (90–2560), or None for no policy."""
+    if days is None:
+        return
+    if (
+        not isinstance(days, int)
+        or isinstance(days, bool)
+        or not (MIN_ROTATION_PERIOD_DAYS <= days <= MAX_ROTATION_PERIOD_DAYS)
+    ):
+        raise ValidationError(
+            {
+                "rotation_period_days": f"Must be a whole number of days from {MIN_ROTATION_PERIOD_DAYS} to "
+                f"{MAX_ROTATION_PERIOD_DAYS} (AWS's range), or empty for no rotation policy."
+            },
+            code="invalid_rotation_period",
+        )
+
+
+def _set_next_rotation(key: Key) -> None:
+    key.next_rotation_date = rotation_policy.next_rotation_date(key)
+    Key.objects.filter(pk=key.pk).update(next_rotation_date=key.next_rotation_date)
+
+
 def _add_first_version(key: Key, material: bytearray, kms_key_material_id: str) -> None:
     """Version 1 of a new key's material: sealed, current, and just imported."""
     version = materials.seal_version(key, material, version=1, state=MaterialState.CURRENT)
@@ -1066,8 +1245,11 @@ def key_create(
     key_usage: str | None = None,
     multi_region: bool = False,
     replica_regions: list[str] | None = None,
+    rotation_period_days: int | _Unset | None = _UNSET,
 ) -> Done:
     """Create a KMS key (EXTERNAL) of ``key_spec``/``key_usage``, generate material, import it, set alias and tags.
+
+    The rotation policy is ``rotation_period_days`` if given (None: none), else the keystore's default.
 
     ``multi_region``: a multi-Region key (SPEC §11) with a replica, holding the same material, in
     each of ``replica_regions`` (other regions of the keystore's partition).
@@ -1088,6 +1270,8 @@ def key_create(
     if not (name or "").strip():
         raise ValidationError({"name": "A key needs a name."})
     key_spec, key_usage = validate_spec_and_usage(key_spec, key_usage)
+    period = keystore.rotation_period_days if rotation_period_days is _UNSET else rotation_period_days
+    validate_rotation_period(period)
     validate_alias(alias)
     clean_tags = validate_tags(tags or {})
     _check_alias_free(keystore, alias)
@@ -1129,11 +1313,14 @@ def key_create(
                     key_usage=key_usage,
                     multi_region=multi_region,
                     **_check_fields(key_spec, material),
+                    rotation_period_days=period,
+                    rotation_on_limit=keystore.rotation_on_limit,
                     created_by=actor.user,
                     updated_by=actor.user,
                 )
                 _add_first_version(key, material, material_id)
                 regions.set_replica_rows(key, creation.replica_arns, KmsState.ENABLED)
+                _set_next_rotation(key)
                 record(
                     actor=actor,
                     operation=Operation.CREATE,
@@ -1310,12 +1497,16 @@ def key_renew(
                 key_usage=old.key_usage,
                 multi_region=old.multi_region,
                 **_check_fields(old.key_spec, material),
+                # The renewed key keeps the old one's rotation policy.
+                rotation_period_days=old.rotation_period_days,
+                rotation_on_limit=old.rotation_on_limit,
                 replaces=old,
                 created_by=actor.user,
                 updated_by=actor.user,
             )
             _add_first_version(renewed, material, material_id)
             regions.set_replica_rows(renewed, creation.replica_arns, KmsState.ENABLED)
+            _set_next_rotation(renewed)
         except BaseException:
             # The alias may have moved even if UpdateAlias's response was lost: move it back.
             if alias:

@@ -210,7 +210,14 @@ def key_edit(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
             extra_tags="refused",
         )
         return _detail(key)
-    initial = {"name": key.name, "alias": key.alias, "tags": key.tags, "expires": key.expires}
+    initial = {
+        "name": key.name,
+        "alias": key.alias,
+        "tags": key.tags,
+        "expires": key.expires,
+        "rotation_period_days": key.rotation_period_days,
+        "rotation_on_limit": key.rotation_on_limit,
+    }
     form = KeyFieldsForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         changes = {name: value for name, value in form.cleaned_data.items() if initial[name] != value}

@@ -10,7 +10,7 @@ from functools import cache
 import botocore.session
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::(?P<account>\d{12}):role/(?P<name>[\w+=,.@/-]{1,512})$")
@@ -52,6 +52,18 @@ class KeystoreState(models.TextChoices):
     DELETED = "DELETED", "Deleted"
 
 
+# AWS's own range for a rotation period (EnableKeyRotation's RotationPeriodInDays), used for imported keys too.
+MIN_ROTATION_PERIOD_DAYS, MAX_ROTATION_PERIOD_DAYS = 90, 2560
+ROTATION_PERIOD_VALIDATORS = [MinValueValidator(MIN_ROTATION_PERIOD_DAYS), MaxValueValidator(MAX_ROTATION_PERIOD_DAYS)]
+
+
+class RotationOnLimit(models.TextChoices):
+    """What the rotation policy does with a due key that cannot rotate (not symmetric, or 25 rotations done)."""
+
+    RENEW = "renew", "Renew it (new key, alias moves)"
+    FLAG = "flag", "Flag it for a person to decide"
+
+
 class Keystore(models.Model):
     """A collection of keys bound to exactly one AWS account and region.
 
@@ -82,6 +94,19 @@ class Keystore(models.Model):
     auto_reupload = models.BooleanField(
         default=False,
         help_text="Re-import material automatically when reconciliation finds an active key EMPTY in KMS.",
+    )
+    # The rotation policy new keys get (SPEC §10); each key keeps its own afterwards.
+    rotation_period_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=ROTATION_PERIOD_VALIDATORS,
+        help_text="Rotate new keys' material every this many days (90–2560); empty: no rotation policy.",
+    )
+    rotation_on_limit = models.CharField(
+        max_length=8,
+        choices=RotationOnLimit.choices,
+        default=RotationOnLimit.FLAG,
+        help_text="What to do with a key due for rotation that cannot rotate (not symmetric, or at AWS's 25).",
     )
 
     class Meta:

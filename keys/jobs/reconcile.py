@@ -475,6 +475,10 @@ def reconcile_key(
     key = live_key_for_reconciliation(key_id)
     if key is None or not key.kms_key_arn:
         return KeyResult.SKIPPED
+    if KeyMaterial.objects.filter(key=key, state=MaterialState.PENDING_ROTATION).exists():
+        # A rotation left half-done: finished or withdrawn first, so what it changed is not reported as drift.
+        services.resolve_staged_rotation(actor=actor, key_id=key.pk)
+        key = live_key_for_reconciliation(key_id) or key
     kms = kms or aws.kms_for(key.keystore)
     limiter = limiter or default_rate_limiter()
     observation = observe(key, kms, limiter)

@@ -21,7 +21,7 @@ from audit.models import AuditEvent
 from byok_portal.aws import AwsError, KmsSession
 from byok_portal.vocabulary import KeyState
 from keys import custody, services
-from keys.models import Key, PendingCreation
+from keys.models import Key, KeyMaterial, PendingCreation
 from tests.keys.helpers import current_material, live_portal_kms_keys, sandbox_view
 
 pytestmark = pytest.mark.django_db
@@ -37,6 +37,15 @@ CALLS: dict[str, list[str]] = {
     "renew": ["CreateKey", "GetParametersForImport", "ImportKeyMaterial", "UpdateAlias"],
     "schedule_deletion": ["ScheduleKeyDeletion"],
     "cancel_deletion": ["CancelKeyDeletion", "ListKeyRotations", "DeleteImportedKeyMaterial"],
+    # Stage (what is there?), import NEW, rotate, confirm (listed CURRENT, and DescribeKey's CurrentKeyMaterialId).
+    "rotate": [
+        "ListKeyRotations",
+        "GetParametersForImport",
+        "ImportKeyMaterial",
+        "RotateKeyOnDemand",
+        "ListKeyRotations",
+        "DescribeKey",
+    ],
     "update": ["TagResource", "UpdateAlias", "CreateAlias", "DeleteAlias"],
 }
 START_STATE = {
@@ -47,6 +56,7 @@ START_STATE = {
     "schedule_deletion": KeyState.ACTIVE,
     "cancel_deletion": KeyState.PENDING_DELETION,
     "update": KeyState.ACTIVE,
+    "rotate": KeyState.ACTIVE,
 }
 END_STATE = {
     "deactivate": (KeyState.INACTIVE, "PendingImport"),
@@ -56,6 +66,7 @@ END_STATE = {
     "schedule_deletion": (KeyState.PENDING_DELETION, "PendingDeletion"),
     "cancel_deletion": (KeyState.INACTIVE, "PendingImport"),
     "update": (KeyState.ACTIVE, "Enabled"),
+    "rotate": (KeyState.ACTIVE, "Enabled"),
 }
 
 
@@ -101,6 +112,7 @@ def operation_call(operation: str, people: Any, key: Key) -> Callable[[], Any]:
         "schedule_deletion": lambda: services.key_schedule_deletion(actor=bob, key_id=key.pk),
         "cancel_deletion": lambda: services.key_cancel_deletion(actor=bob, key_id=key.pk),
         "update": lambda: services.key_update(actor=bob, key_id=key.pk, tags={"a": "2"}, alias="alias/app2"),
+        "rotate": lambda: services.key_rotate(actor=bob, key_id=key.pk),
     }[operation]
 
 
@@ -117,13 +129,15 @@ def assert_no_orphans(url: str, keystore: Any) -> None:
 # update's UpdateAlias is *expected* to fail (NotFoundException: the new alias does not exist yet,
 # so the layer falls back to CreateAlias); "AWS acted, then the response was lost" means nothing there.
 MEANINGLESS = {("update", 1, "after")}
+# A lost answer of RotateKeyOnDemand is recovered within the same call: see the test after the matrix.
+RECOVERED_IN_CALL = {("rotate", CALLS["rotate"].index("RotateKeyOnDemand"), "after")}
 CASES = [
     (op, i, mode)
     for op, calls in CALLS.items()
     if op != "create"
     for i in range(len(calls))
     for mode in ("before", "after")
-    if (op, i, mode) not in MEANINGLESS
+    if (op, i, mode) not in MEANINGLESS | RECOVERED_IN_CALL
 ]
 
 
@@ -154,7 +168,34 @@ def test_a_failed_kms_call_leaves_a_truthful_state_and_a_retry_converges(
         assert sandbox_view(aws_sandbox, new)["aliases"] == ["alias/app"]
     if operation == "update":
         assert sandbox_view(aws_sandbox, key)["aliases"] == ["alias/app2"]
+    if operation == "rotate":
+        assert_rotated_once(aws_sandbox, key)
     assert_no_orphans(aws_sandbox, keystore)
+
+
+def test_a_rotation_whose_rotate_answer_is_lost_still_completes(
+    people: Any, keystore: Any, aws_sandbox: str, monkeypatch: Any
+) -> None:
+    """AWS rotated but the answer was lost: the rotation asks AWS what happened and finishes, in the same call."""
+    key = prepared_key(KeyState.ACTIVE, people, keystore)
+    [(_, fail_at, mode)] = RECOVERED_IN_CALL
+    with kms_calls(monkeypatch, fail_at, mode) as seen:
+        services.key_rotate(actor=people.actor(people.bob), key_id=key.pk)
+    assert seen[fail_at] == "RotateKeyOnDemand"
+    key.refresh_from_db()
+    assert_rotated_once(aws_sandbox, key)
+    assert AuditEvent.objects.filter(key_id=key.pk, operation="rotate", outcome="success").count() == 1
+
+
+def assert_rotated_once(url: str, key: Key) -> None:
+    """Exactly one rotation happened, the portal holds both materials, and nothing is left pending anywhere."""
+    versions = list(KeyMaterial.objects.filter(key=key).order_by("version").values_list("version", "state"))
+    assert versions == [(1, "NON_CURRENT"), (2, "CURRENT")]
+    view = sandbox_view(url, key)
+    assert [(m["state"], m["imported"]) for m in view["materials"]] == [("NON_CURRENT", True), ("CURRENT", True)]
+    current = KeyMaterial.objects.get(key=key, state="CURRENT")
+    assert view["kcv"] == current.kcv == key.kcv
+    assert (key.material_version, key.rotations) == (2, 1)
 
 
 @pytest.mark.parametrize("mode", ["before", "after"])

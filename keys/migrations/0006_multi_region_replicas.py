@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("keys", "0004_key_material_versions"),
+        ("keys", "0005_rotation_policy"),
     ]
 
     operations = [
