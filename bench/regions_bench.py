@@ -24,7 +24,17 @@ from bench._support import recreate_database, run_phase, sandbox_keystore
 DATABASE = "byok_bench_regions"
 REPLICA_REGIONS = ["us-east-1", "ap-southeast-2", "ca-central-1"]
 REGION_COUNTS = [int(n) for n in os.environ.get("BENCH_REGIONS", "1,2,3,4").split(",")]
-OPERATIONS = ("create", "deactivate", "activate", "upload", "update", "schedule_deletion", "cancel_deletion", "renew")
+OPERATIONS = (
+    "create",
+    "deactivate",
+    "activate",
+    "upload",
+    "update",
+    "schedule_deletion",
+    "cancel_deletion",
+    "rotate",
+    "renew",
+)
 
 
 def run() -> list[dict[str, Any]]:
@@ -103,6 +113,7 @@ def _worker() -> dict[str, dict[str, int]]:
             ("schedule_deletion", services.key_schedule_deletion, {}),
             ("cancel_deletion", services.key_cancel_deletion, {}),
             ("activate_again", services.key_activate, {}),
+            ("rotate", services.key_rotate, {}),
             ("renew", services.key_renew, {}),
         ):
             calls = count(lambda c=call, k=key_id, e=extra: c(actor=actor, key_id=k, **e))

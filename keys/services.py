@@ -436,6 +436,9 @@ def key_rotate(*, actor: Actor, key_id: uuid.UUID) -> Done:
             raise Conflict("No rotation could be staged for this key; try again.", state=key.state)
         rotated = materials.stage_material(kms, key.kms_key_arn, key, staged)
         staged.save()
+        if key.multi_region and not rotated:
+            # SPEC §10/§11: the same new material into every replica (EXISTING, with its id), then the rotation.
+            regions.each_region(key, kms, lambda region: _stage_in_replica(key, region, staged))
         materials.rotate_to(
             kms,
             key.kms_key_arn,
@@ -461,6 +464,28 @@ def key_rotate(*, actor: Actor, key_id: uuid.UUID) -> Done:
             return _operate(actor, key_id, Operation.ROTATE, step)
     finally:
         custody.wipe(material)
+
+
+def _stage_in_replica(key: Key, region: Region, staged: KeyMaterial) -> None:
+    """A rotation's staged material into one replica (nothing for the primary, which has it already)."""
+    if region.replica is None:
+        return None
+    listed = {m.key_material_id: m for m in region.kms.key_materials(region.kms_key_id)}
+    there = listed.get(staged.kms_key_material_id)
+    if there is not None and there.imported:
+        return None  # a retry: this replica has it
+    material = custody.unseal(key.pk, staged.material_sealed or b"", staged.version)
+    try:
+        region.kms.import_material(
+            region.kms_key_id,
+            material,
+            spec_of(key.key_spec).wrapping_algorithm,
+            import_type=materials.EXISTING_KEY_MATERIAL,
+            key_material_id=staged.kms_key_material_id,
+        )
+    finally:
+        custody.wipe(material)
+    return None
 
 
 @contextmanager

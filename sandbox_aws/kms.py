@@ -735,6 +735,7 @@ class SandboxKmsBackend(KmsBackend):
         if not key.symmetric:
             raise UnsupportedOperationException(f"{key.arn} is not a symmetric encryption KMS key.")
         self._require_usable(key)
+        kms_regions.require_rotatable(key)
         if key.rotation_started is not None:
             raise ConflictException(f"An on-demand rotation of {key.arn} is in progress.")
         if key.origin == EXTERNAL:
@@ -748,6 +749,7 @@ class SandboxKmsBackend(KmsBackend):
             else:
                 kms_materials.rotate(key.materials, utc_now())
                 key.settle()
+                kms_regions.after_rotation(key)
             return str(key.id)
         return str(super().rotate_key_on_demand(key.id))
 
@@ -759,6 +761,7 @@ class SandboxKmsBackend(KmsBackend):
         if kms_materials.pending(key.materials) is not None:
             kms_materials.rotate(key.materials, now)
             key.settle()
+            kms_regions.after_rotation(key)
 
     def list_key_rotations_page(
         self, key_id: str, include: str, limit: int, marker: str | None

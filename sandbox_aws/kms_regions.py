@@ -199,6 +199,46 @@ def require_created(key: SandboxKey) -> None:
         raise _error("KMSInvalidStateException", f"{key.arn} is Creating.")
 
 
+def require_rotatable(key: SandboxKey) -> None:
+    """RotateKeyOnDemand of a multi-Region key: on its primary, once every replica holds the new material.
+
+    AWS's rotation of imported material in a multi-Region key: NEW_KEY_MATERIAL into the
+    primary, the same material (EXISTING_KEY_MATERIAL) into each replica, then the rotation
+    on the primary, which AWS carries to every replica.
+    """
+    if key.replication is None:
+        return
+    if not is_primary(key):
+        raise _error("UnsupportedOperationException", f"{key.arn} is a replica key; rotate its primary key.")
+    waiting = next((m for m in key.materials if m.state == "PENDING_ROTATION"), None)
+    if waiting is None:
+        return  # the ordinary refusal follows
+    for region, member in members(key).items():
+        entry = next((m for m in member.materials if m.material_id == waiting.material_id), None)
+        if region != key.region and (entry is None or not entry.imported):
+            raise _error(
+                "KMSInvalidStateException",
+                f"The key material {waiting.material_id} is not imported into the replica in {region} yet.",
+            )
+
+
+def after_rotation(primary: SandboxKey) -> None:
+    """The primary rotated: every replica's materials take the same states (AWS synchronizes them)."""
+    if primary.replication is None:
+        return
+    states = {m.material_id: m for m in primary.materials}
+    for member in members(primary).values():
+        if member is primary:
+            continue
+        for entry in member.materials:
+            source = states.get(entry.material_id)
+            if source is not None:
+                entry.state = source.state
+                entry.rotation_date = source.rotation_date
+                entry.rotation_type = source.rotation_type
+        member.settle()
+
+
 def schedule_deletion(key: SandboxKey, window: int) -> None:
     """A primary with replicas waits for them in PendingReplicaDeletion, without a deletion date."""
     if not is_primary(key) or len(members(key)) < 2:

@@ -419,3 +419,39 @@ def test_the_pages_create_a_multi_region_key_and_add_a_replica_checking_the_regi
     added = client.post(f"/keys/{key.pk}/add-replica/", {"region": "ca-central-1"})
     assert added.status_code == 302
     assert sorted(r.region for r in key.replicas.all()) == ["ca-central-1", "us-east-1"]
+
+
+def test_rotate_puts_the_new_material_in_every_region_and_old_ciphertexts_still_decrypt_everywhere(
+    people: Any, keystore: Any, aws_sandbox: str, proxy: FaultProxy
+) -> None:
+    key = create(people, keystore)
+    bob = people.actor(people.bob)
+    before = regional(aws_sandbox, keystore, "us-east-1").encrypt(KeyId=key.kms_key_id, Plaintext=b"old")[
+        "CiphertextBlob"
+    ]
+    proxy.inject("ImportKeyMaterial", "refuse", region="us-east-1", times=STICKY)
+
+    with pytest.raises(AwsError):  # the replica in us-east-1 refuses the new material: no rotation yet
+        services.key_rotate(actor=bob, key_id=key.pk)
+
+    assert "RotateKeyOnDemand" not in proxy.calls
+    key.refresh_from_db()
+    assert (key.state, key.rotations) == (KeyState.ACTIVE, 0)
+    proxy.faults.clear()
+
+    services.key_rotate(actor=bob, key_id=key.pk)  # the retry goes on with the staged material
+
+    key.refresh_from_db()
+    assert (key.rotations, key.material_version) == (1, 2)
+    current = {
+        region: regional(aws_sandbox, keystore, region).describe_key(KeyId=key.kms_key_id)["KeyMetadata"][
+            "CurrentKeyMaterialId"
+        ]
+        for region in EVERY_REGION
+    }
+    assert set(current.values()) == {key.materials.get(version=2).kms_key_material_id}
+    after = regional(aws_sandbox, keystore, REGION).encrypt(KeyId=key.kms_key_id, Plaintext=b"new")["CiphertextBlob"]
+    for region in EVERY_REGION:
+        client = regional(aws_sandbox, keystore, region)
+        assert client.decrypt(CiphertextBlob=before)["Plaintext"] == b"old"
+        assert client.decrypt(CiphertextBlob=after)["Plaintext"] == b"new"
