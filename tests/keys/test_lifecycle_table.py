@@ -21,7 +21,7 @@ from audit.models import AuditEvent
 from byok_portal.errors import Conflict
 from byok_portal.vocabulary import KeyState, Operation
 from keys import services
-from keys.lifecycle import InvalidState
+from keys.lifecycle import InvalidState, UnsupportedForKeySpec
 from keys.models import Key
 from keys.operations import REGISTRY
 from keys.services import Done
@@ -47,6 +47,8 @@ SPEC_TABLE: dict[str, tuple[set[str], set[str]]] = {
     "cleanup": ({P}, set()),
     # SPEC §11: a multi-Region key gets one more replica.
     "add_replica": ({A}, set()),
+    # SPEC §10: native rotation, symmetric keys only.
+    "rotate": ({A}, set()),
 }
 FAR_FUTURE = timezone.now() + dt.timedelta(days=400)
 # SPEC §9: every operation works for every spec. The table runs for the symmetric default, one HMAC
@@ -180,6 +182,13 @@ def test_lifecycle_cell(
     assert (key.key_spec, key.key_usage, key.multi_region) == kind
     if state != D:  # KMS holds (or held) exactly the portal's material
         assert sandbox_view(aws_sandbox, key)["key_spec"] == kind[0]
+    if operation == "rotate" and kind[0] != "SYMMETRIC_DEFAULT":
+        # Whatever the state: the spec cannot rotate (SPEC §9, §10).
+        before = snapshot(key, aws_sandbox)
+        with pytest.raises(UnsupportedForKeySpec):
+            run(operation, key, people)
+        assert snapshot(key, aws_sandbox) == before
+        return
     if operation == "add_replica" and state in allowed and not key.multi_region:
         # AWS cannot make a single-Region key multi-Region: refused whatever the state allows.
         before = snapshot(key, aws_sandbox)
@@ -299,13 +308,23 @@ def check_effect(
         assert kms["aliases"] == ["alias/renamed"]
         assert kms["tags"]["team"] == "payments"
     elif operation == "cleanup" and multi_region:
-        assert (portal["state"], portal["material"]) == (D, None)
+        assert portal["state"] == D
+        assert portal["material"] == [(v, s, i, None) for v, s, i, _ in before["portal"]["material"]]
         assert (kms, replica) == (None, None)  # cleaned up only once gone from every region
     elif operation == "cleanup":
         # Every version's sealed copy is destroyed; the versions stay as the key's history.
         assert portal["state"] == D
         assert portal["material"] == [(v, s, i, None) for v, s, i, _ in before["portal"]["material"]]
         assert kms == before["kms"]
+    elif operation == "rotate":
+        # The same KMS key in every region, a new current material (SPEC §10, §11).
+        assert (portal["state"], portal["kms_key_arn"], kms["key_state"]) == (
+            A,
+            before["portal"]["kms_key_arn"],
+            "Enabled",
+        )
+        assert key.material_version == 2
+        assert kms["kcv"] != check_value(before["portal"])
     elif operation == "add_replica":
         assert portal["state"] == A
         new_replica = after["replicas"][NEW_REPLICA_REGION]
