@@ -49,6 +49,14 @@ ENDPOINTS: dict[str, tuple[str, str, Any, str, dict[str, int]]] = {
     ),
     "cancel-deletion": ("POST", "/api/v1/keys/{key}/cancel-deletion/", None, "ACTIVE", _expect(409, 409, 403)),
     "recreate": ("POST", "/api/v1/keys/{key}/recreate/", None, "PENDING_DELETION", _expect(409, 409, 403)),
+    # A state that refuses it: 409 past the role check (a single-Region key: tests/api/test_multi_region_keys.py).
+    "add-replica": (
+        "POST",
+        "/api/v1/keys/{key}/add-replica/",
+        {"region": "us-east-1"},
+        "INACTIVE",
+        _expect(409, 409, 403),
+    ),
     "prepare-download": (
         "POST",
         "/api/v1/keys/{key}/prepare-download/",
