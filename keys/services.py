@@ -429,7 +429,7 @@ def resolve_staged_rotation(*, actor: Actor, key_id: uuid.UUID) -> str:
                 return ""
             kms = aws.kms_for(key.keystore)
             before = key.state
-            done = materials.current_in_aws(kms, key.kms_key_arn, staged)
+            done = materials.current_in_aws(kms, key.kms_key_arn, key, staged)
             outcome = "finished" if done is not None else "withdrawn"
             if done is not None:
                 previous = materials.current_version(key)
