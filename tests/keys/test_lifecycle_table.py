@@ -42,7 +42,10 @@ SPEC_TABLE: dict[str, tuple[set[str], set[str]]] = {
     "withdraw_download": (ALL - {D}, set()),
     "update": ({A, I}, set()),
     "cleanup": ({P}, set()),
+    # SPEC §10: native rotation, for symmetric keys only (the other specs' cells: test_rotate_is_refused_...).
+    "rotate": ({A}, set()),
 }
+SYMMETRIC_ONLY = {"rotate"}
 FAR_FUTURE = timezone.now() + dt.timedelta(days=400)
 # SPEC §9: every operation works for every spec. The table runs for the symmetric default, one HMAC
 # spec, one RSA spec with each usage and one EC spec.
@@ -133,7 +136,29 @@ def last_event(key: Key) -> AuditEvent:
     return event
 
 
-CELLS = [(op, state, kind) for kind in KINDS for op in SPEC_TABLE for state in (A, I, R, P, D)]
+CELLS = [
+    (op, state, kind)
+    for kind in KINDS
+    for op in SPEC_TABLE
+    for state in (A, I, R, P, D)
+    if op not in SYMMETRIC_ONLY or kind[0] == "SYMMETRIC_DEFAULT"
+]
+UNSUPPORTED = [(op, kind) for kind in KINDS[1:] for op in sorted(SYMMETRIC_ONLY)]
+
+
+@pytest.mark.parametrize(("operation", "kind"), UNSUPPORTED, ids=[f"{k[0]}-{k[1]}-{op}" for op, k in UNSUPPORTED])
+def test_rotate_is_refused_for_keys_that_are_not_symmetric_whatever_their_state(
+    operation: str, kind: tuple[str, str], people: Any, keystore: Any, aws_sandbox: str
+) -> None:
+    from keys.lifecycle import UnsupportedForKeySpec
+
+    key = key_in_state(A, people, keystore, kind)
+    before = snapshot(key, aws_sandbox)
+    with pytest.raises(UnsupportedForKeySpec) as refused:
+        run(operation, key, people)
+    assert refused.value.code == "unsupported_for_key_spec"
+    assert snapshot(key, aws_sandbox) == before
+    assert (last_event(key).operation, last_event(key).outcome) == (operation, "refused")
 
 
 def check_value(holder: dict[str, Any]) -> Any:
@@ -245,6 +270,13 @@ def check_effect(
         assert (portal["name"], portal["alias"], portal["tags"]) == ("renamed", "alias/renamed", {"team": "payments"})
         assert kms["aliases"] == ["alias/renamed"]
         assert kms["tags"]["team"] == "payments"
+    elif operation == "rotate":
+        assert portal["state"] == A
+        assert portal["kms_key_arn"] == before["portal"]["kms_key_arn"]  # the same KMS key
+        assert [(v, s) for v, s, _, _ in portal["material"]] == [(1, "NON_CURRENT"), (2, "CURRENT")]
+        assert portal["kcv"] != before["portal"]["kcv"]
+        assert (kms["key_state"], kms["kcv"]) == ("Enabled", portal["kcv"])
+        assert [(m["state"], m["imported"]) for m in kms["materials"]] == [("NON_CURRENT", True), ("CURRENT", True)]
     elif operation == "cleanup":
         # Every version's sealed copy is destroyed; the versions stay as the key's history.
         assert portal["state"] == D
