@@ -56,7 +56,7 @@ from keys.lifecycle import (
     needs_attention_q,
     repairs_for,
 )
-from keys.models import Key
+from keys.models import Key, KeyMaterial
 from keys.operations import BUTTONS, REGISTRY, KeyOperation
 from keys.serializers import DownloadSerializer
 from keys.unwrapping import unwrap_commands
@@ -363,6 +363,9 @@ def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
         "expiring": is_expiring(key.state, key.expires, today),
         "expired": key.expires is not None and key.expires < today,
         "events": selectors.recent_events(key, AUDIT_EXCERPT),
+        # Every material version (never material): SPEC §10's versions table.
+        "versions": KeyMaterial.objects.filter(key=key).order_by("version"),
+        "rotation_overdue": key.next_rotation_date is not None and key.next_rotation_date < today,
         "audit_url": f"{reverse('audit:event-list')}?key={key.pk}",
         "audit_url_replaces": f"{reverse('audit:event-list')}?key={key.replaces_id}",
         **_unwrap_context(key),

@@ -151,3 +151,23 @@ def test_an_interrupted_rotation_that_aws_finished_is_recorded_by_reconciliation
     assert (key.material_version, key.rotations) == (2, 1)
     assert sandbox_view(aws_sandbox, key)["kcv"] == key.kcv
     assert AuditEvent.objects.filter(key_id=key.pk, operation="reconcile", reason="rotation_finished").count() == 1
+
+
+def test_the_key_page_shows_the_versions_and_the_rotation_policy(people: Any, keystore: Any, aws_sandbox: str) -> None:
+    from tests.web import verified_client
+
+    bob = people.actor(people.bob)
+    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k", rotation_period_days=90).key
+    services.key_rotate(actor=bob, key_id=key.pk)
+    key.refresh_from_db()
+
+    page = verified_client(people.bob).get(f"/keys/{key.pk}/").content.decode()
+
+    assert 'aria-label="Material versions"' in page
+    for version in KeyMaterial.objects.filter(key=key):
+        assert version.kcv in page
+    assert "every 90 days" in page
+    assert key.next_rotation_date is not None
+    assert key.next_rotation_date.isoformat() in page
+    assert "Rotate material" in page  # the button, with its confirmation text from the lifecycle row
+    assert "AWS allows 25 rotations per key" in page
