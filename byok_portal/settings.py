@@ -288,6 +288,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "KeyStateEnum": "byok_portal.vocabulary.KeyState",
         "KeystoreStateEnum": "keystores.models.KeystoreState",
+        "MaterialStateEnum": "keys.models.MaterialState",
     },
 }
 
