@@ -1,4 +1,4 @@
-"""Lifecycle operations (issue 3): KMS calls per operation, and portal time outside KMS.
+"""Lifecycle operations (issues 3 and 15): KMS calls per operation, and portal time outside KMS.
 
 Runs in a worker process (``python -m bench.lifecycle_bench worker``) against its
 own PostgreSQL database next to ``DATABASE_URL``'s (``byok_bench_lifecycle``) and
@@ -108,6 +108,8 @@ def _worker() -> dict[str, Any]:
             ("schedule_deletion", services.key_schedule_deletion),
             ("cancel_deletion", services.key_cancel_deletion),
             ("activate_again", services.key_activate),
+            # Issue 15: native rotation (stage, import NEW, RotateKeyOnDemand, confirm), then renew the rotated key.
+            ("rotate", services.key_rotate),
             ("renew", services.key_renew),
         ):
             sample = measure(operation, lambda c=call, k=key_id: c(actor=actor, key_id=k))

@@ -288,6 +288,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "KeyStateEnum": "byok_portal.vocabulary.KeyState",
         "KeystoreStateEnum": "keystores.models.KeystoreState",
+        "MaterialStateEnum": "keys.models.MaterialState",
     },
 }
 
@@ -364,6 +365,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "keys.tasks.cleanup_due_keys",
         "schedule": crontab(minute=env_int("BYOK_CLEANUP_MINUTE", 15), hour=env_int("BYOK_CLEANUP_HOUR", 2)),
     },
+    "rotate-due-keys": {
+        "task": "keys.tasks.rotate_due_keys",
+        "schedule": crontab(minute=env_int("BYOK_ROTATION_MINUTE", 30), hour=env_int("BYOK_ROTATION_HOUR", 3)),
+    },
     "reconcile": {
         "task": "keys.tasks.reconcile_all",
         "schedule": float(env_int("BYOK_RECONCILE_INTERVAL_SECONDS", 3600)),
@@ -404,6 +409,8 @@ BYOK_EXPIRY_WARNING_DAYS = env_int("BYOK_EXPIRY_WARNING_DAYS", 30)
 BYOK_AUTO_REUPLOAD = env_bool("BYOK_AUTO_REUPLOAD", False)
 # How long a rotation waits for AWS to finish RotateKeyOnDemand (AWS rotates in the background).
 BYOK_ROTATION_CONFIRM_SECONDS = env_int("BYOK_ROTATION_CONFIRM_SECONDS", 10)
+# Seconds between scheduled rotations: each spends a GetParametersForImport of AWS's 0.25/s (per account+region).
+BYOK_ROTATION_PACE_SECONDS = env_int("BYOK_ROTATION_PACE_SECONDS", 4)
 
 # The KEK wraps every key's material; losing it loses every key. In debug mode a
 # development KEK is generated once under var/ so that restarts keep working.

@@ -193,7 +193,11 @@ class KeyViewSet(PortalViewSet):
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(KeySerializer(selectors.get_key_for(request.user, key_id_from_url(pk))).data)
 
-    @extend_schema(summary="The key's material versions (never material)", responses=MaterialListSerializer)
+    @extend_schema(
+        summary="The key's material versions (never material)",
+        parameters=[KEY_ID],
+        responses={200: MaterialListSerializer} | common_errors(),
+    )
     @action(detail=True, methods=["get"], url_path="materials")
     def materials(self, request: Request, pk: str) -> Response:
         """Every material version the key ever had (SPEC §10), oldest first: ids, check values, states, dates."""

@@ -80,6 +80,7 @@ class KeyFieldsForm(forms.Form):
     rotation_on_limit = forms.ChoiceField(
         label="When the key cannot rotate",
         choices=RotationOnLimit.choices,
+        required=False,
         help_text="A key that is not symmetric, or was rotated 25 times (AWS's limit), cannot rotate again.",
     )
 
@@ -97,6 +98,13 @@ class KeyFieldsForm(forms.Form):
 
     # AWS's alias and tag rules (keys.validation, which the services apply too) run per field here, so one
     # submit reports every field's errors together instead of the first the service meets.
+    def clean_rotation_on_limit(self) -> str:
+        # Not submitted (a form from before rotation policies): the key's own choice stays.
+        value = self.cleaned_data.get("rotation_on_limit") or self.get_initial_for_field(
+            self.fields["rotation_on_limit"], "rotation_on_limit"
+        )
+        return str(value or RotationOnLimit.FLAG)
+
     def clean_alias(self) -> str:
         alias: str = self.cleaned_data["alias"]
         try:

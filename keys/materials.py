@@ -374,9 +374,15 @@ def finish_rotation(key: Key, staged: KeyMaterial, rotated_at: dt.datetime) -> N
     key.next_rotation_date = next_rotation_date(key)
 
 
-def current_in_aws(kms: KmsSession, arn: str, staged: KeyMaterial) -> KmsMaterialInfo | None:
-    """The staged material's AWS entry if AWS made it current (the rotation happened), else None."""
-    mine = _find(kms.key_materials(kms_key_id(arn)), staged.kms_key_material_id)
+def current_in_aws(kms: KmsSession, arn: str, key: Key, staged: KeyMaterial) -> KmsMaterialInfo | None:
+    """The staged material's AWS entry if AWS made it current (the rotation happened), else None.
+
+    Its id is learned first if the attempt that imported it never committed it.
+    """
+    target = kms_key_id(arn)
+    listed = kms.key_materials(target)
+    _learn_staged_id(kms, target, key, staged, listed)
+    mine = _find(listed, staged.kms_key_material_id)
     return mine if mine is not None and mine.state == "CURRENT" else None
 
 

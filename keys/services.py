@@ -506,7 +506,7 @@ def resolve_staged_rotation(*, actor: Actor, key_id: uuid.UUID) -> str:
     (finished); otherwise the material leaves AWS and the staged version goes (withdrawn),
     so no material is ever pending in AWS without the portal's knowledge.
     """
-    with _lease_if_free(key_id) as free:
+    with lease_if_free(key_id) as free:
         if not free:
             return ""
         with transaction.atomic():
@@ -516,7 +516,7 @@ def resolve_staged_rotation(*, actor: Actor, key_id: uuid.UUID) -> str:
                 return ""
             kms = aws.kms_for(key.keystore)
             before = key.state
-            done = materials.current_in_aws(kms, key.kms_key_arn, staged)
+            done = materials.current_in_aws(kms, key.kms_key_arn, key, staged)
             outcome = "finished" if done is not None else "withdrawn"
             if done is not None:
                 previous = materials.current_version(key)
@@ -959,12 +959,12 @@ def _abandoned(journal: PendingCreation, older_than: dt.timedelta | None) -> Ite
         age = older_than if older_than is not None else dt.timedelta(seconds=creation_lease_seconds())
         yield journal.started_at < timezone.now() - age
         return
-    with _lease_if_free(journal.key_id) as free:
+    with lease_if_free(journal.key_id) as free:
         yield free
 
 
 @contextmanager
-def _lease_if_free(key_id: uuid.UUID) -> Iterator[bool]:
+def lease_if_free(key_id: uuid.UUID) -> Iterator[bool]:
     """Take the key's lease if nobody holds it (True), for as long as the caller acts; False if it is held.
 
     Without PostgreSQL (development) there are no leases: always free.

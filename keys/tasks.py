@@ -15,10 +15,11 @@ from typing import Any
 
 from celery import shared_task
 from django.conf import settings
+from django.utils import timezone
 
 from accounts.identity import Actor
 from byok_portal.aws import AwsError
-from keys.jobs import cleanup, expiry, reconcile
+from keys.jobs import cleanup, expiry, reconcile, rotation
 from keys.selectors import due_for_cleanup
 from keystores.models import Keystore, KeystoreState
 
@@ -41,6 +42,20 @@ def cleanup_due_keys() -> dict[str, int]:
     summary = cleanup.cleanup_due_keys(actor=Actor.system("cleanup"), until=until)
     if time.monotonic() >= until and due_for_cleanup().exists():
         cleanup_due_keys.delay()
+    return asdict(summary)
+
+
+@shared_task(acks_late=True)
+def rotate_due_keys() -> dict[str, int]:
+    """The rotation policy: due keys rotated (or renewed, or flagged), one at a time, paced, within the budget.
+
+    What is left (a slow AWS, many due keys) goes to a new task. A redelivered task finds
+    the keys it already rotated no longer due (idempotent).
+    """
+    until = _deadline()
+    summary = rotation.rotate_due_keys(actor=Actor.system("rotation"), until=until)
+    if time.monotonic() >= until and rotation.due_for_rotation(timezone.localdate()).exists():
+        rotate_due_keys.delay()
     return asdict(summary)
 
 

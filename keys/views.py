@@ -56,7 +56,7 @@ from keys.lifecycle import (
     needs_attention_q,
     repairs_for,
 )
-from keys.models import Key
+from keys.models import Key, KeyMaterial
 from keys.operations import BUTTONS, REGISTRY, KeyOperation
 from keys.serializers import DownloadSerializer
 from keys.unwrapping import unwrap_commands
@@ -368,6 +368,9 @@ def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
         "events": selectors.recent_events(key, AUDIT_EXCERPT),
         # A multi-Region key's replicas, each with its state and whether it is out of step (SPEC §11).
         "replicas": list(key.replicas.all()) if key.multi_region else [],
+        # Every material version (never material): SPEC §10's versions table.
+        "versions": KeyMaterial.objects.filter(key=key).order_by("version"),
+        "rotation_overdue": key.next_rotation_date is not None and key.next_rotation_date < today,
         "audit_url": f"{reverse('audit:event-list')}?key={key.pk}",
         "audit_url_replaces": f"{reverse('audit:event-list')}?key={key.replaces_id}",
         **_unwrap_context(key),

@@ -38,6 +38,7 @@ def test_a_key_lives_its_whole_life_through_the_api(api_as: Any, people: Any, ke
         "deactivate",
         "upload",
         "renew",
+        "rotate",
         "schedule_deletion",
         "prepare_download",
         "update",

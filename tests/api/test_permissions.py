@@ -40,6 +40,8 @@ ENDPOINTS: dict[str, tuple[str, str, Any, str, dict[str, int]]] = {
     "activate": ("POST", "/api/v1/keys/{key}/activate/", None, "ACTIVE", _expect(200, 200, 403)),
     "upload": ("POST", "/api/v1/keys/{key}/upload/", None, "INACTIVE", _expect(409, 409, 403)),
     "renew": ("POST", "/api/v1/keys/{key}/renew/", None, "INACTIVE", _expect(409, 409, 403)),
+    "rotate": ("POST", "/api/v1/keys/{key}/rotate/", None, "INACTIVE", _expect(409, 409, 403)),
+    "materials": ("GET", "/api/v1/keys/{key}/materials/", None, "ACTIVE", _expect(200, 200, 200)),
     "schedule-deletion": (
         "POST",
         "/api/v1/keys/{key}/schedule-deletion/",

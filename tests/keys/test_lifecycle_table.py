@@ -50,6 +50,7 @@ SPEC_TABLE: dict[str, tuple[set[str], set[str]]] = {
     # SPEC §10: native rotation, symmetric keys only.
     "rotate": ({A}, set()),
 }
+SYMMETRIC_ONLY = {"rotate"}
 FAR_FUTURE = timezone.now() + dt.timedelta(days=400)
 # SPEC §9: every operation works for every spec. The table runs for the symmetric default, one HMAC
 # spec, one RSA spec with each usage and one EC spec; and (SPEC §11) for a multi-Region symmetric key
@@ -164,8 +165,30 @@ def last_event(key: Key) -> AuditEvent:
     return event
 
 
-CELLS = [(op, state, kind) for kind in KINDS for op in SPEC_TABLE for state in (A, I, R, P, D)]
+CELLS = [
+    (op, state, kind)
+    for kind in KINDS
+    for op in SPEC_TABLE
+    for state in (A, I, R, P, D)
+    if op not in SYMMETRIC_ONLY or kind[0] == "SYMMETRIC_DEFAULT"
+]
 CELL_IDS = [f"{kind[0]}-{kind[1]}{'-multi-region' if kind[2] else ''}-{op}-{state}" for op, state, kind in CELLS]
+UNSUPPORTED = [(op, kind) for kind in KINDS if kind[0] != "SYMMETRIC_DEFAULT" for op in sorted(SYMMETRIC_ONLY)]
+
+
+@pytest.mark.parametrize(("operation", "kind"), UNSUPPORTED, ids=[f"{k[0]}-{k[1]}-{op}" for op, k in UNSUPPORTED])
+def test_rotate_is_refused_for_keys_that_are_not_symmetric_whatever_their_state(
+    operation: str, kind: tuple[str, str, bool], people: Any, keystore: Any, aws_sandbox: str
+) -> None:
+    from keys.lifecycle import UnsupportedForKeySpec
+
+    key = key_in_state(A, people, keystore, kind)
+    before = snapshot(key, aws_sandbox)
+    with pytest.raises(UnsupportedForKeySpec) as refused:
+        run(operation, key, people)
+    assert refused.value.code == "unsupported_for_key_spec"
+    assert snapshot(key, aws_sandbox) == before
+    assert (last_event(key).operation, last_event(key).outcome) == (operation, "refused")
 
 
 def check_value(holder: dict[str, Any]) -> Any:

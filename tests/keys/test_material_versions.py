@@ -17,11 +17,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from django.utils import timezone
 
-from byok_portal import aws
 from byok_portal.vocabulary import KeyState
 from keys import custody, services
 from keys.jobs import reconcile
-from keys.materials import description
 from keys.models import Key, KeyMaterial, MaterialState
 from tests.keys.helpers import kms_client, public_pem, rsa_private_key, sandbox_view
 
@@ -29,31 +27,10 @@ pytestmark = pytest.mark.django_db
 SYSTEM = services.Actor.system("test")
 
 
-def add_version_by_hand(key: Key) -> KeyMaterial:
-    """A second material made current the way AWS documents it (import NEW, RotateKeyOnDemand), recorded as v2."""
-    kms = aws.kms_for(key.keystore)
-    material = custody.generate_material()
-    version = KeyMaterial.objects.filter(key=key).count() + 1
-    material_id = kms.import_material(
-        key.kms_key_id,
-        material,
-        import_type="NEW_KEY_MATERIAL",
-        description=description(key.pk, version),
-    )
-    kms.rotate_on_demand(key.kms_key_id)
-    KeyMaterial.objects.filter(key=key, state=MaterialState.CURRENT).update(state=MaterialState.NON_CURRENT)
-    row = KeyMaterial.objects.create(
-        key=key,
-        version=version,
-        kms_key_material_id=material_id,
-        material_sealed=custody.seal(key.pk, material, version),
-        kcv=custody.kcv(material),
-        state=MaterialState.CURRENT,
-        imported_at=timezone.now(),
-        rotated_at=timezone.now(),
-    )
-    Key.objects.filter(pk=key.pk).update(kcv=row.kcv)
-    return row
+def rotated(key: Key) -> KeyMaterial:
+    """Rotate the key (the operation under test in test_rotation.py); its new current version."""
+    services.key_rotate(actor=SYSTEM, key_id=key.pk)
+    return KeyMaterial.objects.get(key=key, state=MaterialState.CURRENT)
 
 
 def aws_materials(client: Any, key: Key) -> list[tuple[str, str, str]]:
@@ -85,7 +62,7 @@ def test_deactivate_deletes_every_material_and_activate_brings_all_back(
     key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k").key
     client = kms_client(aws_sandbox, keystore)
     under_v1 = client.encrypt(KeyId=key.kms_key_arn, Plaintext=b"written in January")["CiphertextBlob"]
-    v2 = add_version_by_hand(key)
+    v2 = rotated(key)
     under_v2 = client.encrypt(KeyId=key.kms_key_arn, Plaintext=b"written in July")["CiphertextBlob"]
 
     services.key_deactivate(actor=bob, key_id=key.pk)
@@ -112,7 +89,7 @@ def test_a_material_deleted_behind_the_portals_back_is_reported_and_upload_repai
     key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k").key
     client = kms_client(aws_sandbox, keystore)
     under_v1 = client.encrypt(KeyId=key.kms_key_arn, Plaintext=b"old")["CiphertextBlob"]
-    add_version_by_hand(key)
+    rotated(key)
     v1 = KeyMaterial.objects.get(key=key, version=1)
     client.delete_imported_key_material(KeyId=key.kms_key_arn, KeyMaterialId=v1.kms_key_material_id)
 
@@ -130,7 +107,7 @@ def test_a_material_deleted_behind_the_portals_back_is_reported_and_upload_repai
 def test_cancel_deletion_deletes_every_material(people: Any, keystore: Any, aws_sandbox: str) -> None:
     bob = people.actor(people.bob)
     key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k").key
-    add_version_by_hand(key)
+    rotated(key)
     services.key_schedule_deletion(actor=bob, key_id=key.pk)
 
     key = services.key_cancel_deletion(actor=bob, key_id=key.pk).key
@@ -148,7 +125,7 @@ def test_download_returns_every_version_and_the_current_one_on_top(
     bob, carol = people.actor(people.bob), people.actor(people.carol)
     key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k").key
     v1_kcv = key.kcv
-    v2 = add_version_by_hand(key)
+    v2 = rotated(key)
     services.key_prepare_download(actor=bob, key_id=key.pk, public_key_pem=public_pem())
 
     download = services.key_download(actor=carol, key_id=key.pk)
@@ -167,7 +144,7 @@ def test_download_returns_every_version_and_the_current_one_on_top(
 def test_cleanup_destroys_every_versions_sealed_copy(people: Any, keystore: Any, aws_sandbox: str) -> None:
     bob = people.actor(people.bob)
     key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k").key
-    add_version_by_hand(key)
+    rotated(key)
     services.key_schedule_deletion(actor=bob, key_id=key.pk)
 
     services.key_cleanup(actor=SYSTEM, key_id=key.pk, now=timezone.now() + dt.timedelta(days=40))

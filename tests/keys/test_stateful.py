@@ -24,7 +24,7 @@ from audit.models import AuditEvent
 from byok_portal.errors import ServiceError
 from byok_portal.vocabulary import KeyState
 from keys import services
-from keys.models import Key
+from keys.models import Key, KeyMaterial
 from tests.keys.helpers import current_sealed, public_pem, sandbox_view
 
 pytestmark = pytest.mark.django_db
@@ -65,7 +65,7 @@ def test_random_operation_sequences_keep_every_invariant(people: Any, keystore: 
             self.mine.append(key)
             return key
 
-        @rule(key=keys, operation=st.sampled_from(["deactivate", "activate", "upload", "schedule", "cancel"]))
+        @rule(key=keys, operation=st.sampled_from(["deactivate", "activate", "upload", "schedule", "cancel", "rotate"]))
         def transition(self, key: Key, operation: str) -> None:
             calls: dict[str, Callable[..., Any]] = {
                 "deactivate": services.key_deactivate,
@@ -73,6 +73,7 @@ def test_random_operation_sequences_keep_every_invariant(people: Any, keystore: 
                 "upload": services.key_upload,
                 "schedule": services.key_schedule_deletion,
                 "cancel": services.key_cancel_deletion,
+                "rotate": services.key_rotate,
             }
             call = calls[operation]
             self._do(lambda: call(actor=bob, key_id=key.pk))
@@ -117,6 +118,20 @@ def test_random_operation_sequences_keep_every_invariant(people: Any, keystore: 
                     assert current_sealed(key)
                 if view["has_material"]:
                     assert view["kcv"] == key.kcv
+
+        @invariant()
+        def every_material_version_is_the_one_kms_knows(self) -> None:
+            for key in self.mine:
+                key.refresh_from_db()
+                if key.state in (KeyState.DELETED, KeyState.PENDING_DELETION):
+                    continue  # a deleted KMS key is gone; one pending deletion is reconciled no more
+                versions = list(KeyMaterial.objects.filter(key=key).order_by("version"))
+                view = sandbox_view(aws_sandbox, key)
+                assert [(v.kms_key_material_id, v.state) for v in versions] == [
+                    (m["id"], m["state"]) for m in view["materials"]
+                ]
+                assert key.material_version == versions[-1].version  # nothing staged is left behind
+                assert key.rotations == len(versions) - 1
 
     run_state_machine_as_test(
         KeyLifecycle,
