@@ -70,6 +70,9 @@ class KeySerializer(serializers.ModelSerializer[Key]):
     replaces = serializers.UUIDField(source="replaces_id", read_only=True, allow_null=True)
     replaced_by = serializers.SerializerMethodField()
     download_prepared = serializers.BooleanField(read_only=True)
+    pending_approval = serializers.UUIDField(
+        read_only=True, allow_null=True, help_text="The approval request waiting to act on this key (SPEC §12), if any."
+    )
     kcv = BlankAsNullField(
         read_only=True,
         allow_null=True,
@@ -113,6 +116,7 @@ class KeySerializer(serializers.ModelSerializer[Key]):
             "replaces",
             "replaced_by",
             "download_prepared",
+            "pending_approval",
             "allowed_operations",
             "created_at",
             "updated_at",
@@ -157,6 +161,7 @@ ROW_COLUMNS = (
     "public_key_sha256",
     "deletion_date",
     "replaces_id",
+    "pending_approval",
     "created_at",
     "updated_at",
 )
@@ -219,6 +224,7 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "replaces": str(row["replaces_id"]) if row["replaces_id"] else None,
             "replaced_by": str(row["replaced_by"]) if row["replaced_by"] else None,
             "download_prepared": bool(row["download_prepared"]),
+            "pending_approval": str(row["pending_approval"]) if row["pending_approval"] else None,
             "allowed_operations": allowed(row["state"], row["key_spec"], bool(row["download_prepared"])),
             "created_at": stamp(row["created_at"]),
             "updated_at": stamp(row["updated_at"]),
