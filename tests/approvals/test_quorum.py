@@ -51,10 +51,12 @@ def test_a_covered_key_operation_runs_only_at_quorum(
     assert response.status_code == 202, response.json()
     request = response.json()["approval_request"]
     assert (request["state"], request["required"], request["approvals"]) == ("PENDING", required, [])
-    assert request["operation"] == slug.replace("-", "_") and request["key"] == str(key.pk)
+    assert request["operation"] == slug.replace("-", "_")
+    assert request["key"] == str(key.pk)
     assert request["requested_by"] == {"iss": "local", "sub": "bob", "name": "bob"}
     assert bob.get(f"/api/v1/keys/{key.pk}/", expect=200).json()["pending_approval"] == request["id"]
-    assert _key_fields(key.pk) == before and sandbox_view(aws_sandbox, key) == kms_before
+    assert _key_fields(key.pk) == before
+    assert sandbox_view(aws_sandbox, key) == kms_before
 
     approvers = [people.carol, people.alice][:required]
     for count, approver in enumerate(approvers, start=1):
@@ -63,7 +65,8 @@ def test_a_covered_key_operation_runs_only_at_quorum(
         assert body["state"] == ("APPROVED" if count == required else "PENDING")
         services.execute(ApprovalRequest.objects.get().pk)  # a task delivered early does nothing
         if count < required:
-            assert _key_fields(key.pk) == before and sandbox_view(aws_sandbox, key) == kms_before
+            assert _key_fields(key.pk) == before
+            assert sandbox_view(aws_sandbox, key) == kms_before
 
     done = bob.get(f"/api/v1/approvals/{request['id']}/", expect=200).json()
     assert done["state"] == "EXECUTED", done
@@ -112,7 +115,8 @@ def test_a_covered_keystore_operation_runs_only_at_quorum(
     attempt, happened = _membership_attempts(people, keystore)[operation]
     if required == 0:
         attempt()
-        assert happened() and not ApprovalRequest.objects.exists()
+        assert happened()
+        assert not ApprovalRequest.objects.exists()
         return
     with pytest.raises(ApprovalPending) as pending:
         attempt()
@@ -124,7 +128,8 @@ def test_a_covered_keystore_operation_runs_only_at_quorum(
         assert happened() == (count == required)
     assert ApprovalRequest.objects.get().state == "EXECUTED"
     event = AuditEvent.objects.filter(operation=operation, outcome="success").order_by("-seq").first()
-    assert event is not None and event.details["approval"]["request"] == request_id
+    assert event is not None
+    assert event.details["approval"]["request"] == request_id
 
 
 def test_the_api_answers_a_covered_policy_change_with_202_and_changes_nothing(
@@ -143,7 +148,8 @@ def test_the_api_answers_a_covered_policy_change_with_202_and_changes_nothing(
     }
     url = f"/api/v1/keystores/{keystore.pk}/approval-policy/"
     request = alice.call("PUT", url, body, expect=202).json()["approval_request"]
-    assert request["operation"] == "update_approval_policy" and request["group"] == "membership"
+    assert request["operation"] == "update_approval_policy"
+    assert request["group"] == "membership"
     # An admin alone cannot lower it: it stays as it was until someone else approves.
     assert alice.get(url, expect=200).json()["destroy"] == 2
     assert AuditEvent.objects.filter(operation="request_approval", actor_sub="alice").count() == 1
