@@ -267,3 +267,18 @@ def celery_client(redis_url: str) -> Iterator[Any]:
     client.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
     yield client
     client.close()
+
+
+@pytest.fixture
+def portal_broker(redis_url: str) -> Iterator[str]:
+    """The portal's own Celery app (what the approval hands the request to) sends to this test's Redis."""
+    from byok_portal.celery import app
+
+    previous = app.conf.broker_url
+    app.conf.broker_url = redis_url
+    app._pool = None  # the connection pool and producers are made for the broker of their first use
+    app.amqp._producer_pool = None
+    yield redis_url
+    app.conf.broker_url = previous
+    app._pool = None
+    app.amqp._producer_pool = None

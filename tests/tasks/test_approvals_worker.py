@@ -8,7 +8,6 @@ The beat task that expires requests runs on the worker too.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,21 +24,6 @@ from tests.keys.helpers import sandbox_view
 from tests.tasks.test_worker import RESULT_TIMEOUT, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def portal_broker(redis_url: str) -> Iterator[str]:
-    """The portal's own Celery app (what the approval hands the request to) sends to this test's Redis."""
-    from byok_portal.celery import app
-
-    previous = app.conf.broker_url
-    app.conf.broker_url = redis_url
-    app._pool = None  # the connection pool and producers are made for the broker of their first use
-    app.amqp._producer_pool = None
-    yield redis_url
-    app.conf.broker_url = previous
-    app._pool = None
-    app.amqp._producer_pool = None
 
 
 def test_the_approval_that_reaches_the_quorum_has_a_worker_run_the_operation(
