@@ -80,7 +80,7 @@ def test_the_keystore_page_shows_the_policy_and_its_admins_change_it(people: Any
     assert "Change the approval policy" not in _html(verified_client(people.bob), f"/keystores/{keystore.pk}/")
     assert verified_client(people.bob).get(f"/approvals/policy/{keystore.pk}/").status_code == 403
 
-    form = {"destroy": 2, "disable": 1, "change_material": 1, "export": 1, "membership": 1}
+    form: dict[str, Any] = {"destroy": 2, "disable": 1, "change_material": 1, "export": 1, "membership": 1}
     form |= {"approver_roles": ["admin", "custodian"], "expires_hours": 12}
     response = verified_client(people.alice).post(f"/approvals/policy/{keystore.pk}/", form)
 

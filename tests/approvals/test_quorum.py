@@ -161,7 +161,7 @@ def test_the_api_answers_a_covered_policy_change_with_202_and_changes_nothing(
 def test_a_policy_put_is_validated_before_anyone_is_asked(api_as: Any, people: Any, keystore: Any) -> None:
     set_policy(keystore, membership=1)
     url = f"/api/v1/keystores/{keystore.pk}/approval-policy/"
-    bad = {"destroy": 6, "disable": 0, "change_material": 0, "export": 0, "membership": 0}
+    bad: dict[str, Any] = {"destroy": 6, "disable": 0, "change_material": 0, "export": 0, "membership": 0}
     bad |= {"approver_roles": ["owner"], "expires_hours": 0}
     errors = api_as(people.alice).call("PUT", url, bad, expect=400).json()
     assert set(errors) == {"destroy", "approver_roles", "expires_hours"}
@@ -170,7 +170,7 @@ def test_a_policy_put_is_validated_before_anyone_is_asked(api_as: Any, people: A
 
 def test_only_admins_change_the_policy_and_the_refusal_is_audited(api_as: Any, people: Any, keystore: Any) -> None:
     url = f"/api/v1/keystores/{keystore.pk}/approval-policy/"
-    body = {"destroy": 0, "disable": 0, "change_material": 0, "export": 0, "membership": 0}
+    body: dict[str, Any] = {"destroy": 0, "disable": 0, "change_material": 0, "export": 0, "membership": 0}
     body |= {"approver_roles": ["admin"], "expires_hours": 1}
     assert api_as(people.bob).call("PUT", url, body, expect=403).json()["code"] == "permission_denied"
     assert AuditEvent.objects.filter(operation="update_approval_policy", outcome="refused", actor_sub="bob").exists()

@@ -274,7 +274,7 @@ def test_an_admin_soft_delete_of_a_keystore_waits_for_approval(people: Any, keys
 
 def test_an_admin_alone_cannot_lower_the_policy_through_the_page(people: Any, keystore: Any) -> None:
     set_policy(keystore, membership=1, destroy=2)
-    form = {name: 0 for name in ("destroy", "disable", "change_material", "export", "membership")}
+    form: dict[str, Any] = {name: 0 for name in ("destroy", "disable", "change_material", "export", "membership")}
     form |= {"approver_roles": ["admin", "custodian"], "expires_hours": 24}
 
     response = verified_client(people.alice).post(f"/approvals/policy/{keystore.pk}/", form)

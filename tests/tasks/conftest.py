@@ -274,11 +274,13 @@ def portal_broker(redis_url: str) -> Iterator[str]:
     """The portal's own Celery app (what the approval hands the request to) sends to this test's Redis."""
     from byok_portal.celery import app
 
+    def use(broker: str) -> None:
+        app.conf.update(broker_url=broker)
+        # Celery makes its connection pool and producers for the broker of their first use (private, no API).
+        app._pool = None  # type: ignore[attr-defined]
+        app.amqp._producer_pool = None  # type: ignore[attr-defined]
+
     previous = app.conf.broker_url
-    app.conf.broker_url = redis_url
-    app._pool = None  # the connection pool and producers are made for the broker of their first use
-    app.amqp._producer_pool = None
+    use(redis_url)
     yield redis_url
-    app.conf.broker_url = previous
-    app._pool = None
-    app.amqp._producer_pool = None
+    use(previous)
