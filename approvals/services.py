@@ -212,6 +212,20 @@ def _open_request(
     raise refusal
 
 
+def _audit(
+    actor: Actor, operation: Operation, request: ApprovalRequest, outcome: Outcome = Outcome.SUCCESS, **details: Any
+) -> None:
+    """One step of the request, in the audit trail: on its keystore and key, naming the request."""
+    record(
+        actor=actor,
+        operation=operation,
+        outcome=outcome,
+        keystore=request.keystore,
+        key=request.key,
+        details=_event(request, **details),
+    )
+
+
 def _event(request: ApprovalRequest, **extra: Any) -> dict[str, Any]:
     return {
         "request": str(request.pk),
@@ -244,14 +258,7 @@ def _expire_if_due(request: ApprovalRequest, actor: Actor, now: dt.datetime) -> 
     if request.state != RequestState.PENDING or request.expires_at > now:
         return False
     _end(request, RequestState.EXPIRED, decided_at=now)
-    record(
-        actor=actor,
-        operation=Operation.EXPIRE_APPROVAL,
-        outcome=Outcome.SUCCESS,
-        keystore=request.keystore,
-        key=request.key,
-        details=_event(request, expires_at=request.expires_at.isoformat()),
-    )
+    _audit(actor, Operation.EXPIRE_APPROVAL, request, expires_at=request.expires_at.isoformat())
     return True
 
 
@@ -299,14 +306,7 @@ def approve(*, actor: Actor, request_id: Any) -> ApprovalRequest:
             )
         if request.approvals.filter(iss=actor.iss, sub=actor.sub).exists():
             # The same person again (perhaps through another account): counted once.
-            record(
-                actor=actor,
-                operation=Operation.APPROVE,
-                outcome=Outcome.NOOP,
-                keystore=request.keystore,
-                key=request.key,
-                details=_event(request, approvals=request.approvals.count()),
-            )
+            _audit(actor, Operation.APPROVE, request, outcome=Outcome.NOOP, approvals=request.approvals.count())
             return None
         Approval.objects.create(
             request=request, iss=actor.iss, sub=actor.sub, display_name=actor.display_name, user=actor.user
@@ -317,14 +317,7 @@ def approve(*, actor: Actor, request_id: Any) -> ApprovalRequest:
             request.decided_at = timezone.now()
             request.save(update_fields=["state", "decided_at"])
             transaction.on_commit(lambda: _run_soon(request.pk))
-        record(
-            actor=actor,
-            operation=Operation.APPROVE,
-            outcome=Outcome.SUCCESS,
-            keystore=request.keystore,
-            key=request.key,
-            details=_event(request, approvals=count, quorum=count >= request.required),
-        )
+        _audit(actor, Operation.APPROVE, request, approvals=count, quorum=count >= request.required)
         return None
 
     return _decide(actor, request_id, Operation.APPROVE, decision)
@@ -340,14 +333,7 @@ def reject(*, actor: Actor, request_id: Any, reason: str = "") -> ApprovalReques
         if not may_approve(actor, request):
             return PermissionRefused("Rejecting needs an approver role in this keystore.")
         _end(request, RequestState.REJECTED, reason=reason)
-        record(
-            actor=actor,
-            operation=Operation.REJECT,
-            outcome=Outcome.SUCCESS,
-            keystore=request.keystore,
-            key=request.key,
-            details=_event(request, reason=reason),
-        )
+        _audit(actor, Operation.REJECT, request, reason=reason)
         return None
 
     return _decide(actor, request_id, Operation.REJECT, decision)
@@ -360,14 +346,7 @@ def cancel(*, actor: Actor, request_id: Any) -> ApprovalRequest:
         if actor.identity != request.requester:
             return PermissionRefused("Only the person who asked for this operation can cancel it.")
         _end(request, RequestState.CANCELLED)
-        record(
-            actor=actor,
-            operation=Operation.CANCEL_APPROVAL,
-            outcome=Outcome.SUCCESS,
-            keystore=request.keystore,
-            key=request.key,
-            details=_event(request),
-        )
+        _audit(actor, Operation.CANCEL_APPROVAL, request)
         return None
 
     return _decide(actor, request_id, Operation.CANCEL_APPROVAL, decision)
