@@ -316,7 +316,9 @@ def approve(*, actor: Actor, request_id: Any) -> ApprovalRequest:
             request.state = RequestState.APPROVED
             request.decided_at = timezone.now()
             request.save(update_fields=["state", "decided_at"])
-            transaction.on_commit(lambda: _run_soon(request.pk))
+            # Robust: a broker that is away must not turn a recorded approval into an error; the beat task
+            # hands over approved requests that never started (resume_stalled).
+            transaction.on_commit(lambda: _run_soon(request.pk), robust=True)
         _audit(actor, Operation.APPROVE, request, approvals=count, quorum=count >= request.required)
         return None
 
@@ -362,6 +364,21 @@ def expire_due(now: dt.datetime | None = None) -> int:
         with transaction.atomic():
             ended += _expire_if_due(_lock(request_id), actor, moment)
     return ended
+
+
+def resume_stalled(now: dt.datetime | None = None, *, after: dt.timedelta = dt.timedelta(minutes=1)) -> int:
+    """Hand over again the approved requests whose run never started (their message was lost); the number.
+
+    Running twice is harmless: :func:`execute` claims a request once.
+    """
+    moment = now or timezone.now()
+    stalled = ApprovalRequest.objects.filter(
+        state=RequestState.APPROVED, started_at__isnull=True, decided_at__lte=moment - after
+    ).values_list("pk", flat=True)
+    ids = list(stalled)
+    for request_id in ids:
+        _run_soon(request_id)
+    return len(ids)
 
 
 # --- running an approved operation ------------------------------------------------------

@@ -17,7 +17,8 @@ def execute_approval(request_id: str) -> str:
 
 @shared_task(name="approvals.tasks.expire_approvals")
 def expire_approvals() -> int:
-    """Celery beat: end the pending requests whose time is up."""
+    """Celery beat: end the pending requests whose time is up, and resume approved ones whose run was lost."""
+    services.resume_stalled()
     return services.expire_due()
 
 

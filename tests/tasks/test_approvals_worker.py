@@ -20,7 +20,7 @@ from byok_portal.dual_control import ApprovalPending
 from byok_portal.vocabulary import KeyState, Operation
 from keys.models import Key
 from keys.operations import REGISTRY
-from tests.keys.helpers import sandbox_view
+from tests.keys.helpers import public_pem, sandbox_view
 from tests.tasks.test_worker import RESULT_TIMEOUT, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -63,3 +63,23 @@ def test_the_beat_task_expires_requests_on_a_worker(
 
     assert ApprovalRequest.objects.get().state == "EXPIRED"
     assert Key.objects.get(pk=key.pk).pending_approval is None
+
+
+def test_an_approved_request_whose_message_was_lost_is_run_by_the_beat_task(
+    people: Any, keystore: Any, make_key: Any, start_worker: Any, celery_client: Any
+) -> None:
+    """The approval's hand-over went nowhere (the suite's own broker is in memory); the beat task resumes it."""
+    ApprovalPolicy.objects.create(keystore=keystore, export=1)
+    key = make_key()
+    with pytest.raises(ApprovalPending):
+        REGISTRY[Operation.PREPARE_DOWNLOAD].run(people.actor(people.bob), key.pk, {"public_key": public_pem()})
+    services.approve(actor=people.actor(people.carol), request_id=ApprovalRequest.objects.get().pk)
+    assert ApprovalRequest.objects.get().state == "APPROVED"
+    ApprovalRequest.objects.update(decided_at=timezone.now() - dt.timedelta(minutes=5))
+    start_worker()
+
+    # The beat task on the worker hands the request to the worker (its own broker is this Redis).
+    assert celery_client.send_task("approvals.tasks.expire_approvals").get(timeout=RESULT_TIMEOUT) == 0
+
+    wait_for(lambda: ApprovalRequest.objects.get().state == "EXECUTED", timeout=RESULT_TIMEOUT)
+    assert Key.objects.get(pk=key.pk).download_prepared_by_sub == "bob"
