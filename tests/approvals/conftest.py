@@ -12,6 +12,7 @@ from keys.models import Key
 from keys.operations import REGISTRY
 from tests.api.conftest import Api, _fresh_throttles, api_as  # noqa: F401 - fixtures shared with the API tests
 from tests.keys.helpers import public_pem
+from tests.tasks.conftest import make_key  # noqa: F401 - a key row without a KMS key, for work that never calls KMS
 
 # The covered key operations (SPEC §12): the API path slug, its body, its group, and what it leaves.
 KEY_OPERATIONS: dict[str, dict[str, Any]] = {
