@@ -175,3 +175,15 @@ def test_only_admins_change_the_policy_and_the_refusal_is_audited(api_as: Any, p
     assert api_as(people.bob).call("PUT", url, body, expect=403).json()["code"] == "permission_denied"
     assert AuditEvent.objects.filter(operation="update_approval_policy", outcome="refused", actor_sub="bob").exists()
     assert Actor.for_user(people.bob).identity == ("local", "bob")
+
+
+def test_the_api_answers_a_covered_keystore_deletion_with_202(api_as: Any, people: Any, keystore: Any) -> None:
+    set_policy(keystore, destroy=1)
+    alice = api_as(people.alice)
+
+    request = alice.delete(f"/api/v1/keystores/{keystore.pk}/", expect=202).json()["approval_request"]
+
+    assert (request["operation"], request["key"], request["required"]) == ("delete_keystore", None, 1)
+    assert alice.get(f"/api/v1/keystores/{keystore.pk}/", expect=200).json()["state"] == "ACTIVE"
+    listed = alice.get(f"/api/v1/approvals/?keystore={keystore.pk}&state=PENDING", expect=200).json()["results"]
+    assert [r["id"] for r in listed] == [request["id"]]
