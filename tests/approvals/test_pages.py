@@ -125,3 +125,21 @@ def test_the_approvals_list_costs_the_same_at_2_and_20_requests(people: Any, key
             assert client.get("/approvals/").status_code == 200
         counts.append(len(captured.captured_queries))
     assert counts[0] == counts[1]
+
+
+def test_preparing_a_download_on_its_page_under_a_policy_leads_back_to_the_key(
+    people: Any, keystore: Any, make_key: Any
+) -> None:
+    from tests.keys.helpers import public_pem
+
+    set_policy(keystore, export=1)
+    key = make_key()
+    response = verified_client(people.bob).post(
+        f"/keys/{key.pk}/prepare-download/", {"public_key": public_pem()}, follow=True
+    )
+    assert response.redirect_chain == [(f"/keys/{key.pk}/", 302)]
+    page = response.content.decode()
+    assert "Preparing the download waits for approval." in page
+    assert "asked to <strong>prepare_download" in page
+    key.refresh_from_db()
+    assert not key.download_prepared
