@@ -27,6 +27,7 @@ from django.utils import timezone
 from accounts.identity import Actor
 from accounts.models import User
 from approvals.models import OPEN_STATES, Approval, ApprovalPolicy, ApprovalRequest, RequestState
+from approvals.serializers import represent
 from audit.services import record, record_refusal
 from byok_portal.aws import AwsError
 from byok_portal.dual_control import ApprovalGroup, ApprovalPending, Approved, Covered, ask, executing
@@ -140,8 +141,6 @@ def gate(actor: Actor, attempt: Covered) -> None:
     if required == 0:
         return
     request = _open_request(actor, attempt, keystore, key, policy, required)
-    from approvals.serializers import represent
-
     raise ApprovalPending(
         f"{attempt.operation} waits for {required} approval(s) from other people holding an approver role "
         f"({', '.join(policy.approver_roles)}) in “{keystore.name}”; it runs once they approve.",
