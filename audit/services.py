@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from audit.chain import GENESIS, event_hash
 from audit.models import AuditEvent, AuditHead
+from byok_portal import dual_control
 from byok_portal.errors import NotFound, ServiceError
 from byok_portal.vocabulary import Outcome
 
@@ -187,8 +188,17 @@ def _values(entry: Entry, seq: int, time: Any) -> dict[str, Any]:
         "state_after": _text(entry.state_after, limit=20),
         "kms_request_ids": [_scrubbed(rid, "kms_request_ids") for rid in entry.kms_request_ids if rid],
         "error": _scrubbed(entry.error, "error"),
-        "details": _json_safe(dict(entry.details or {}), "details"),
+        "details": _json_safe(_with_approval(entry), "details"),
     }
+
+
+def _with_approval(entry: Entry) -> dict[str, Any]:
+    """The entry's details; an approved request's operation also names the request and its approvers."""
+    details = dict(entry.details or {})
+    approved = dual_control.current()
+    if approved is not None and entry.operation == approved.operation:
+        details.setdefault("approval", approved.audit_details())
+    return details
 
 
 def record(

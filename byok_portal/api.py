@@ -171,6 +171,21 @@ LIST_NOT_FOUND = OpenApiResponse(ErrorSerializer, description="`not_found`: the 
 THROTTLED = OpenApiResponse(
     ErrorSerializer, description="`throttled`: too many requests; the `Retry-After` header says when to retry."
 )
+
+
+class ApprovalPendingSerializer(serializers.Serializer[Any]):
+    """``202``: a covered operation waits for approvals instead of running (SPEC §12, §16)."""
+
+    approval_request = serializers.DictField(help_text="The approval request, as `GET /api/v1/approvals/{id}/`.")
+    detail = serializers.CharField()
+    code = serializers.CharField(help_text="`approval_pending`.")
+
+
+APPROVAL_PENDING = OpenApiResponse(
+    ApprovalPendingSerializer,
+    description="The keystore's approval policy covers this operation: an approval request was recorded "
+    "(`approval_request`); the operation runs, as the caller, once enough other people approve.",
+)
 AWS_ERROR = OpenApiResponse(AwsErrorSerializer, description="AWS refused the call or could not be reached.")
 SERVER_ERROR = OpenApiResponse(
     ServerErrorSerializer,

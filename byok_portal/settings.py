@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "keystores",
     "keys",
     "audit",
+    "approvals",
 ]
 
 MIDDLEWARE = [
@@ -377,6 +378,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "keys.tasks.warn_expiring_keys",
         "schedule": crontab(minute=0, hour=env_int("BYOK_EXPIRY_WARNING_HOUR", 6)),
     },
+    "expire-approvals": {"task": "approvals.tasks.expire_approvals", "schedule": 300.0},
 }
 # Keys cleaned per transaction; bounds the cleanup's memory and lock time.
 BYOK_CLEANUP_BATCH_SIZE = env_int("BYOK_CLEANUP_BATCH_SIZE", 500)

@@ -65,6 +65,14 @@ class Operation(StrEnum):
     CREATE_USER = "create_user"
     UPDATE_USER = "update_user"
     UNEXPECTED_ERROR = "unexpected_error"
+    # Dual control (SPEC §12): the policy, and each step of an approval request.
+    UPDATE_APPROVAL_POLICY = "update_approval_policy"
+    REQUEST_APPROVAL = "request_approval"
+    APPROVE = "approve"
+    REJECT = "reject"
+    CANCEL_APPROVAL = "cancel_approval"
+    EXPIRE_APPROVAL = "expire_approval"
+    EXECUTE_APPROVAL = "execute_approval"
 
 
 class Outcome(models.TextChoices):

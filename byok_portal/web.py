@@ -24,6 +24,7 @@ from django.shortcuts import resolve_url
 from django.template.loader import render_to_string
 
 from byok_portal.aws import AwsError
+from byok_portal.dual_control import ApprovalPending
 from byok_portal.errors import NotFound, PermissionRefused, ServiceError
 
 T = TypeVar("T")
@@ -92,8 +93,10 @@ def aws_error_text(exc: AwsError) -> str:
 
 
 def report_error(request: HttpRequest, exc: Exception, *, doing: str) -> None:
-    """Tell the user why ``doing`` (e.g. "Deactivate") did not happen."""
-    if isinstance(exc, AwsError):
+    """Tell the user why ``doing`` (e.g. "Deactivate") did not happen (or not yet: it waits for approvals)."""
+    if isinstance(exc, ApprovalPending):
+        messages.info(request, f"{doing} waits for approval. {exc.detail}", extra_tags="approval")
+    elif isinstance(exc, AwsError):
         messages.error(
             request,
             f"{doing} failed. {aws_error_text(exc)}. Nothing was lost: the portal state is unchanged and you can "
@@ -131,7 +134,8 @@ def service_errors_to_form(form: forms.BaseForm, request: HttpRequest, *, doing:
         apply_validation_error(form, exc)
     except (ServiceError, AwsError) as exc:
         report_error(request, exc, doing=doing)
-        form.add_error(None, f"{doing} did not happen; see the message above.")
+        waits = isinstance(exc, ApprovalPending)
+        form.add_error(None, f"{doing} {'waits for approval' if waits else 'did not happen'}; see the message above.")
 
 
 def fetch_or_404(loader: Callable[[], T]) -> T:

@@ -27,6 +27,7 @@ from rest_framework.throttling import BaseThrottle
 from accounts.identity import actor_from_request
 from byok_portal.api import (
     API_THROTTLES,
+    APPROVAL_PENDING,
     AWS_ERROR,
     LIST_NOT_FOUND,
     VALIDATION_ERROR,
@@ -247,7 +248,8 @@ def _lifecycle_action(entry: KeyOperation) -> Callable[..., Response]:
         request=entry.body,
         ok=status.HTTP_201_CREATED if entry.created else status.HTTP_200_OK,
         ok_response=ok_response,
-        extra={403: OpenApiResponse(ErrorSerializer, description=entry.forbidden)} if entry.forbidden else None,
+        extra=({403: OpenApiResponse(ErrorSerializer, description=entry.forbidden)} if entry.forbidden else {})
+        | ({202: APPROVAL_PENDING} if entry.approval_group is not None else {}),
     )
     documented: Callable[..., Response] = schema(action(detail=True, methods=["post"], url_path=entry.slug)(run))
     return documented

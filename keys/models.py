@@ -70,6 +70,9 @@ class Key(models.Model):
     download_prepared_by_sub = models.CharField(max_length=255, blank=True, default="")
     download_prepared_at = models.DateTimeField(null=True, blank=True)
     expiry_warned_on = models.DateField(null=True, blank=True)
+    # The approval request waiting to act on this key (SPEC §12), kept by the approvals app: the key
+    # resource names it, and a page shows it, without the keys app knowing approvals.
+    pending_approval = models.UUIDField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     created_by = models.ForeignKey(

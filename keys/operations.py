@@ -23,6 +23,8 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from accounts.identity import Actor
+from byok_portal import dual_control
+from byok_portal.dual_control import ApprovalGroup
 from byok_portal.vocabulary import Operation
 from keys import services
 from keys.forms import (
@@ -81,6 +83,9 @@ class KeyOperation:
     forbidden: str = ""
     # An admin bulk action too (buttons only): not for an operation whose input has no default (add_replica's region).
     bulk: bool = True
+    # Dual control (SPEC §12): the keystore's approval policy for this group decides whether it runs at once
+    # or waits for approvals. None: never waits.
+    approval_group: ApprovalGroup | None = None
 
     @property
     def slug(self) -> str:
@@ -102,8 +107,19 @@ class KeyOperation:
         given = data or {}
         return {argument: given[name] for name, argument in self.arguments.items() if name in given}
 
+    def parameters(self, data: Input | None) -> dict[str, Any]:
+        """The input an approval request keeps: the given fields this operation takes, by their input names."""
+        given = data or {}
+        return {name: given[name] for name in self.arguments if name in given}
+
     def _call(self, actor: Actor, target: uuid.UUID, data: Input | None) -> Done | WrappedDownload:
         arguments: dict[str, Any] = {self.target: target, **self.kwargs(data)}
+        if self.approval_group is not None:
+            # The one place every door (pages, API, admin actions, bulk jobs) passes: the approval gate.
+            attempt = dual_control.Covered(
+                self.approval_group, self.operation.value, key_id=target, parameters=self.parameters(data)
+            )
+            dual_control.ask(actor, attempt)
         return self.service(actor=actor, **arguments)
 
     def run(self, actor: Actor, target: uuid.UUID, data: Input | None = None) -> Done:
@@ -171,6 +187,7 @@ REGISTRY: dict[Operation, KeyOperation] = {
             api_action=True,
             danger=True,
             done="Key “{name}” deactivated: the KMS key is disabled and its key material deleted from AWS.",
+            approval_group=ApprovalGroup.DISABLE,
         ),
         KeyOperation(
             Operation.ACTIVATE,
@@ -200,6 +217,7 @@ REGISTRY: dict[Operation, KeyOperation] = {
             api_action=True,
             bulk=False,
             done="“{name}” has a new replica: the same key material is now in that region too.",
+            approval_group=ApprovalGroup.CHANGE_MATERIAL,
         ),
         KeyOperation(
             Operation.RENEW,
@@ -214,6 +232,7 @@ REGISTRY: dict[Operation, KeyOperation] = {
             api_action=True,
             created=True,
             done="Key renewed: this is the new key, “{name}”; the old one is REPLACED and still decrypts.",
+            approval_group=ApprovalGroup.CHANGE_MATERIAL,
         ),
         KeyOperation(
             Operation.ROTATE,
@@ -222,6 +241,7 @@ REGISTRY: dict[Operation, KeyOperation] = {
             button=True,
             api_action=True,
             done="Key material of “{name}” rotated: new ciphertexts use the new version; older ones still decrypt.",
+            approval_group=ApprovalGroup.CHANGE_MATERIAL,
         ),
         KeyOperation(
             Operation.SCHEDULE_DELETION,
@@ -234,6 +254,7 @@ REGISTRY: dict[Operation, KeyOperation] = {
             api_action=True,
             danger=True,
             done="Deletion of “{name}” scheduled. KMS no longer uses the key; you can cancel until the date shown.",
+            approval_group=ApprovalGroup.DESTROY,
         ),
         KeyOperation(
             Operation.CANCEL_DELETION,
@@ -262,6 +283,7 @@ REGISTRY: dict[Operation, KeyOperation] = {
             role_before_input=True,
             api_action=True,
             answer=PreparedKeySerializer,
+            approval_group=ApprovalGroup.EXPORT,
         ),
         KeyOperation(
             Operation.DOWNLOAD,

@@ -87,6 +87,9 @@ class KeySerializer(serializers.ModelSerializer[Key]):
         read_only=True,
         help_text="The replicas of a multi-Region key (the primary is `kms_key_arn`, in the keystore's region).",
     )
+    pending_approval = serializers.UUIDField(
+        read_only=True, allow_null=True, help_text="The approval request waiting to act on this key (SPEC §12), if any."
+    )
     kcv = BlankAsNullField(
         read_only=True,
         allow_null=True,
@@ -138,6 +141,7 @@ class KeySerializer(serializers.ModelSerializer[Key]):
             "replaces",
             "replaced_by",
             "download_prepared",
+            "pending_approval",
             "allowed_operations",
             "created_at",
             "updated_at",
@@ -191,6 +195,7 @@ ROW_COLUMNS = (
     "next_rotation_date",
     "deletion_date",
     "replaces_id",
+    "pending_approval",
     "created_at",
     "updated_at",
 )
@@ -273,6 +278,7 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "replaces": str(row["replaces_id"]) if row["replaces_id"] else None,
             "replaced_by": str(row["replaced_by"]) if row["replaced_by"] else None,
             "download_prepared": bool(row["download_prepared"]),
+            "pending_approval": str(row["pending_approval"]) if row["pending_approval"] else None,
             "allowed_operations": allowed(
                 row["state"], row["key_spec"], bool(row["download_prepared"]), bool(row["multi_region"])
             ),

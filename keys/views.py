@@ -31,6 +31,7 @@ from django.views.decorators.http import require_http_methods
 from accounts.identity import actor_from_request
 from accounts.models import User
 from byok_portal.aws import AwsError
+from byok_portal.dual_control import ApprovalPending
 from byok_portal.errors import NotFound, PermissionRefused, ServiceError
 from byok_portal.vocabulary import KeyState, KmsState, Operation
 from byok_portal.web import (
@@ -394,7 +395,13 @@ def key_prepare_download(request: HttpRequest, key_id: uuid.UUID) -> HttpRespons
     form = PrepareDownloadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         with service_errors_to_form(form, request, doing="Preparing the download"):
-            key = REGISTRY[Operation.PREPARE_DOWNLOAD].run(actor_from_request(request), key.pk, form.cleaned_data).key
+            try:
+                key = (
+                    REGISTRY[Operation.PREPARE_DOWNLOAD].run(actor_from_request(request), key.pk, form.cleaned_data).key
+                )
+            except ApprovalPending as exc:  # the key page shows the request waiting for approvals
+                report_error(request, exc, doing="Preparing the download")
+                return _detail(key)
         if not form.errors:
             hours = settings.BYOK_DOWNLOAD_PREPARE_TTL_SECONDS // 3600
             fingerprint = custody.public_key_fingerprint(key.download_public_key)

@@ -19,6 +19,7 @@ from django.http import HttpRequest
 from accounts.identity import Actor, client_ip
 from byok_portal.admin import admin_site
 from byok_portal.aws import AwsError
+from byok_portal.dual_control import ApprovalPending
 from byok_portal.errors import ServiceError
 from byok_portal.web import aws_error_text, refusal_text
 from keystores import services
@@ -40,7 +41,10 @@ def admin_actor(request: HttpRequest) -> Actor:
 
 
 def report(model_admin: admin.ModelAdmin[Any], request: HttpRequest, exc: Exception, what: str) -> None:
-    """Show a service refusal or an AWS error as an admin message (never a 500)."""
+    """Show a service refusal or an AWS error as an admin message (never a 500); a wait for approvals as a warning."""
+    if isinstance(exc, ApprovalPending):
+        model_admin.message_user(request, f"{what}: waits for approval. {exc.detail}", level=messages.WARNING)
+        return
     if isinstance(exc, AwsError):
         text = aws_error_text(exc)
     elif isinstance(exc, ServiceError):

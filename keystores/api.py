@@ -19,6 +19,7 @@ from rest_framework.throttling import BaseThrottle
 from accounts.identity import actor_from_request
 from byok_portal.api import (
     API_THROTTLES,
+    APPROVAL_PENDING,
     LIST_NOT_FOUND,
     VALIDATION_ERROR,
     BoundedCursorPagination,
@@ -88,9 +89,10 @@ class KeystorePagination(BoundedCursorPagination):
         parameters=[KEYSTORE_ID],
         summary="Delete a keystore (admin)",
         description="Soft delete: state `DELETED`, still readable with its audit trail. Every key must be DELETED; "
-        "deleting a deleted keystore is a no-op.",
+        "deleting a deleted keystore is a no-op. Covered by the `destroy` group of the approval policy.",
         responses={
             200: KeystoreSerializer,
+            202: APPROVAL_PENDING,
             409: invalid_state("`invalid_state`: some keys are not DELETED yet (`live_keys`)."),
         }
         | common_errors(),

@@ -13,8 +13,9 @@ from accounts.identity import Actor
 from accounts.models import User
 from accounts.services import AmbiguousUser, resolve_user
 from audit.services import record, record_refusal
-from byok_portal import aws
+from byok_portal import aws, dual_control
 from byok_portal.aws import AwsError
+from byok_portal.dual_control import ApprovalGroup, Covered
 from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceError
 from byok_portal.vocabulary import KeyState, Operation, Outcome
 from keystores.models import ROLE_ARN_RE, Keystore, KeystoreState, Membership, Role
@@ -126,6 +127,9 @@ def keystore_delete(*, actor: Actor, keystore_id: Any) -> Keystore:
     """Soft-delete a keystore whose keys are all DELETED; it and its audit trail stay readable."""
     keystore = _get(keystore_id)
     _require(actor, keystore, Role.ADMIN, Operation.DELETE_KEYSTORE)
+    if keystore.state != KeystoreState.DELETED and not keystore.keys.exclude(state=KeyState.DELETED).exists():
+        # Only a deletion that would happen waits for approval; a refusal or a no-op is answered at once.
+        dual_control.ask(actor, Covered(ApprovalGroup.DESTROY, Operation.DELETE_KEYSTORE, keystore_id=keystore.pk))
     with transaction.atomic():
         keystore = Keystore.objects.select_for_update().get(pk=keystore.pk)
         before = keystore.state
@@ -326,6 +330,10 @@ def membership_set(*, actor: Actor, keystore_id: Any, user: User, role: Role) ->
     """Give ``user`` ``role`` in the keystore (replacing any role they had)."""
     keystore = _get(keystore_id)
     _require(actor, keystore, Role.ADMIN, Operation.GRANT)
+    change = {"user": user.pk, "username": user.get_username(), "role": str(role)}
+    dual_control.ask(
+        actor, Covered(ApprovalGroup.MEMBERSHIP, Operation.GRANT, keystore_id=keystore.pk, parameters=change)
+    )
     with transaction.atomic():
         membership, _created = Membership.objects.update_or_create(
             keystore=keystore, user=user, defaults={"role": role}
@@ -381,6 +389,11 @@ def membership_remove(*, actor: Actor, keystore_id: Any, user: User) -> None:
     """Remove ``user`` from the keystore. The last admin cannot be removed (someone must be able to manage it)."""
     keystore = _get(keystore_id)
     _require(actor, keystore, Role.ADMIN, Operation.REVOKE)
+    if Membership.objects.filter(keystore=keystore, user=user).exists():
+        change = {"user": user.pk, "username": user.get_username()}
+        dual_control.ask(
+            actor, Covered(ApprovalGroup.MEMBERSHIP, Operation.REVOKE, keystore_id=keystore.pk, parameters=change)
+        )
     with transaction.atomic():
         membership = Membership.objects.select_for_update().filter(keystore=keystore, user=user).first()
         if membership is None:

@@ -15,7 +15,11 @@ from typing import Any
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from approvals.models import ApprovalPolicy
+from byok_portal.dual_control import ApprovalPending
+from byok_portal.vocabulary import Operation
 from keys import services
+from keys.operations import REGISTRY
 from tests.keys.helpers import public_pem
 from tests.web import verified_client
 
@@ -83,6 +87,9 @@ PAGES = {
     "keys:download": "/keys/{key}/download/",
     "keys:action": "/keys/{key}/schedule-deletion/",
     "audit:event-list": "/audit/",
+    "approvals:inbox": "/approvals/",
+    "approvals:detail": "/approvals/{approval}/",
+    "approvals:policy": "/approvals/policy/{keystore}/",
     "api-docs": "/api/v1/docs/",
     "admin:index": "/admin/",
     "admin:accounts_user_changelist": "/admin/accounts/user/",
@@ -92,7 +99,15 @@ PAGES = {
     "admin:keys_key_change": "/admin/keys/key/{key}/change/",
     "admin:audit_auditevent_changelist": "/admin/audit/auditevent/",
 }
-POST_ONLY = {"keystores:test-connection", "keystores:member-set", "keystores:sandbox-create-role", "logout"}
+POST_ONLY = {
+    "keystores:test-connection",
+    "keystores:member-set",
+    "keystores:sandbox-create-role",
+    "logout",
+    "approvals:approve",
+    "approvals:reject",
+    "approvals:cancel",
+}
 # Steps of the login that need a half-finished login in the session; covered through the browser tests.
 LOGIN_STEPS = {"otp_verify", "otp_enrol"}
 # Health probes answer plain text or JSON to load balancers, not pages to people.
@@ -127,7 +142,12 @@ def ids(people: Any, keystore: Any) -> dict[str, Any]:
         actor=people.actor(people.bob), keystore_id=keystore.pk, name="csp", alias="alias/csp", tags={"a": "b"}
     ).key
     services.key_prepare_download(actor=people.actor(people.carol), key_id=key.pk, public_key_pem=public_pem())
-    return {"keystore": keystore.pk, "key": key.pk, "member": people.dan.pk}
+    # A request waiting for approval: the inbox, the request's page and the key page all show it.
+    ApprovalPolicy.objects.create(keystore=keystore, disable=1)
+    with pytest.raises(ApprovalPending) as pending:
+        REGISTRY[Operation.DEACTIVATE].run(people.actor(people.bob), key.pk)
+    approval = pending.value.approval_request["id"]
+    return {"keystore": keystore.pk, "key": key.pk, "member": people.dan.pk, "approval": approval}
 
 
 @pytest.mark.parametrize("name", sorted(PAGES))

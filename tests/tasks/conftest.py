@@ -269,3 +269,20 @@ def celery_client(redis_url: str) -> Iterator[Any]:
     client.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
     yield client
     client.close()
+
+
+@pytest.fixture
+def portal_broker(redis_url: str) -> Iterator[str]:
+    """The portal's own Celery app (what the approval hands the request to) sends to this test's Redis."""
+    from byok_portal.celery import app
+
+    def use(broker: str) -> None:
+        app.conf.update(broker_url=broker)
+        # Celery makes its connection pool and producers for the broker of their first use (private, no API).
+        app._pool = None  # type: ignore[attr-defined]
+        app.amqp._producer_pool = None  # type: ignore[attr-defined]
+
+    previous = app.conf.broker_url
+    use(redis_url)
+    yield redis_url
+    use(previous)

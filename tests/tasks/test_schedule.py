@@ -16,7 +16,12 @@ from django.conf import settings
 
 from tests.tasks.conftest import REPO, Worker
 
-SCHEDULED_TASKS = {"keys.tasks.cleanup_due_keys", "keys.tasks.reconcile_all", "keys.tasks.warn_expiring_keys"}
+SCHEDULED_TASKS = {
+    "keys.tasks.cleanup_due_keys",
+    "keys.tasks.reconcile_all",
+    "keys.tasks.warn_expiring_keys",
+    "approvals.tasks.expire_approvals",
+}
 
 
 def settings_in_subprocess(**env: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.identity import Actor
 from accounts.services import grant_creator, resolve_user
+from byok_portal.dual_control import ApprovalPending
 from byok_portal.errors import ServiceError
 from keystores.models import Membership, Role
 from keystores.services import membership_remove, membership_set
@@ -54,6 +55,9 @@ class Command(BaseCommand):
             else:
                 membership_set(actor=actor, keystore_id=keystore_id, user=user, role=Role(role))
                 self.stdout.write(f"{role} granted to {user.get_username()} in keystore {keystore_id}.")
+        except ApprovalPending as exc:
+            # Dual control holds for the CLI too: the change is asked for, and runs once others approve it.
+            self.stdout.write(f"Waits for approval (request {exc.approval_request['id']}): {exc.detail}")
         except ServiceError as exc:
             raise CommandError(exc.detail) from exc
         except ValidationError as exc:

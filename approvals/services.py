@@ -1,0 +1,552 @@
+"""Dual control (SPEC §12): the gate, and each step of an approval request — approve, reject, cancel, expire, run.
+
+People are counted by ``(iss, sub)``, the identity of the session or token that acts
+(:class:`accounts.identity.Actor`), never by account: a second account of the same
+person is the same person. Every step locks the request row and is audited in the same
+transaction; refusals are audited in a transaction of their own, after the attempt.
+
+At quorum the request is APPROVED and its operation is handed to Celery, which runs it
+as the requester (:func:`execute`): the operation's own service re-checks the key's
+state at that moment, and a refusal ends the request FAILED with the 409's reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.identity import Actor
+from accounts.models import User
+from approvals.models import OPEN_STATES, Approval, ApprovalPolicy, ApprovalRequest, RequestState
+from approvals.serializers import represent
+from audit.services import record, record_refusal
+from byok_portal.aws import AwsError
+from byok_portal.dual_control import ApprovalGroup, ApprovalPending, Approved, Covered, ask, executing
+from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceError
+from byok_portal.vocabulary import Operation, Outcome
+from keys import custody
+from keys import services as key_services
+from keys.lifecycle import InvalidState, decide
+from keys.models import Key
+from keys.operations import REGISTRY
+from keystores import services as keystore_services
+from keystores.models import Keystore, KeystoreState, Role
+from keystores.selectors import keystores_for, require_role, role_in
+
+logger = logging.getLogger("byok.approvals")
+
+POLICY_FIELDS = tuple(group.value for group in ApprovalGroup)
+
+
+class SelfApproval(ServiceError):
+    """The requester (any account of the same person) cannot approve their own request."""
+
+    status = 403
+    code = "self_approval"
+
+
+class AlreadyDecided(ServiceError):
+    """The request has ended (or reached its quorum): nothing more can be decided."""
+
+    status = 409
+    code = "already_decided"
+
+
+# --- reading ------------------------------------------------------------------------
+
+
+def policy_of(keystore: Keystore) -> ApprovalPolicy:
+    """The keystore's policy; a keystore that never had one needs no approvals (an unsaved default)."""
+    return ApprovalPolicy.objects.filter(keystore=keystore).first() or ApprovalPolicy(keystore=keystore)
+
+
+def requests_for(user: Any) -> Any:
+    """The approval requests of the keystores ``user`` holds a role in (superusers: all)."""
+    return ApprovalRequest.objects.filter(keystore__in=keystores_for(user)).select_related("keystore", "key")
+
+
+def get_request_for(user: Any, request_id: Any) -> ApprovalRequest:
+    try:
+        found = requests_for(user).prefetch_related("approvals").filter(pk=uuid.UUID(str(request_id))).first()
+    except ValueError:
+        found = None
+    if found is None:
+        raise NotFound("Approval request not found.")
+    return found
+
+
+def awaiting(user: Any, identity: tuple[str, str]) -> Any:
+    """Open requests ``user`` could approve now: pending, in a keystore where they act, neither theirs nor approved."""
+    iss, sub = identity
+    return (
+        ApprovalRequest.objects.filter(
+            state=RequestState.PENDING, keystore__in=keystores_for(user, min_role=Role.CUSTODIAN)
+        )
+        .exclude(requested_by_iss=iss, requested_by_sub=sub)
+        .exclude(approvals__iss=iss, approvals__sub=sub)
+    )
+
+
+def may_approve(actor: Actor, request: ApprovalRequest, policy: ApprovalPolicy | None = None) -> bool:
+    """Whether ``actor`` holds one of the policy's approver roles in the request's keystore."""
+    if actor.user is None:
+        return False
+    role = role_in(actor.user, request.keystore)
+    roles = (policy or policy_of(request.keystore)).approver_roles
+    return role is not None and role.value in roles
+
+
+def described(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters as the audit trail keeps them: a public key by its fingerprint, never the PEM."""
+    shown = dict(parameters)
+    if shown.get("public_key"):
+        shown["public_key"] = custody.public_key_fingerprint(str(shown["public_key"]))
+    return shown
+
+
+def _json(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters as JSON values (dates as ISO text), as the request row stores them."""
+    return dict(json.loads(json.dumps(dict(parameters), cls=DjangoJSONEncoder)))
+
+
+# --- the gate -------------------------------------------------------------------------
+
+
+def gate(actor: Actor, attempt: Covered) -> None:
+    """Let a covered operation run now (its group needs no approvals here) or record a request and raise."""
+    key: Key | None = None
+    if attempt.key_id is not None:
+        operation = Operation(attempt.operation)
+        # The caller's role first, audited if refused: an outsider cannot even ask.
+        key = key_services.authorize(actor=actor, key_id=attempt.key_id, operation=operation)
+        try:
+            if not decide(operation, key.state, key.key_spec):
+                return  # a no-op: the service answers it at once
+        except InvalidState:
+            return  # refused by the lifecycle table: the service answers (and audits) the 409 at once
+        keystore = key.keystore
+    else:
+        keystore = Keystore.objects.get(pk=str(attempt.keystore_id))
+    policy = policy_of(keystore)
+    required = policy.required(attempt.group)
+    if required == 0:
+        return
+    request = _open_request(actor, attempt, keystore, key, policy, required)
+    raise ApprovalPending(
+        f"{attempt.operation} waits for {required} approval(s) from other people holding an approver role "
+        f"({', '.join(policy.approver_roles)}) in “{keystore.name}”; it runs once they approve.",
+        approval_request=represent(request),
+    )
+
+
+def _open_request(
+    actor: Actor, attempt: Covered, keystore: Keystore, key: Key | None, policy: ApprovalPolicy, required: int
+) -> ApprovalRequest:
+    parameters = _json(attempt.parameters)
+    refusal: ServiceError | None = None
+    with transaction.atomic():
+        if key is not None:
+            # The key's row lock serialises two people asking at once: one request per key is open at a time.
+            Key.objects.select_for_update(of=("self",)).filter(pk=key.pk).first()
+            existing = ApprovalRequest.objects.filter(key=key, state__in=OPEN_STATES).first()
+            if existing is not None:
+                same = (existing.operation, existing.parameters, existing.requester) == (
+                    attempt.operation,
+                    parameters,
+                    actor.identity,
+                )
+                if same:
+                    return existing  # the same person asking again (a retry): the same request
+                refusal = Conflict(
+                    f"Approval request {existing.pk} ({existing.operation}) is already open for this key; "
+                    "it must end before another is made.",
+                    state=key.state,
+                    reason="approval_pending",
+                    approval_request=str(existing.pk),
+                )
+        if refusal is None:
+            request = ApprovalRequest.objects.create(
+                operation=attempt.operation,
+                group=attempt.group.value,
+                keystore=keystore,
+                key=key,
+                parameters=parameters,
+                requested_by=actor.user,
+                requested_by_iss=actor.iss,
+                requested_by_sub=actor.sub,
+                requested_by_name=actor.display_name,
+                required=required,
+                expires_at=timezone.now() + dt.timedelta(hours=policy.expires_hours),
+            )
+            if key is not None:
+                Key.objects.filter(pk=key.pk).update(pending_approval=request.pk)
+            record(
+                actor=actor,
+                operation=Operation.REQUEST_APPROVAL,
+                outcome=Outcome.SUCCESS,
+                keystore=keystore,
+                key=key,
+                state_before=key.state if key else "",
+                state_after=key.state if key else "",
+                details=_event(request, parameters=described(parameters)),
+            )
+            return request
+    record_refusal(
+        actor=actor,
+        operation=Operation(attempt.operation),
+        exc=refusal,
+        keystore=keystore,
+        key=key,
+        state=key.state if key else "",
+    )
+    raise refusal
+
+
+def _audit(
+    actor: Actor, operation: Operation, request: ApprovalRequest, outcome: Outcome = Outcome.SUCCESS, **details: Any
+) -> None:
+    """One step of the request, in the audit trail: on its keystore and key, naming the request."""
+    record(
+        actor=actor,
+        operation=operation,
+        outcome=outcome,
+        keystore=request.keystore,
+        key=request.key,
+        details=_event(request, **details),
+    )
+
+
+def _event(request: ApprovalRequest, **extra: Any) -> dict[str, Any]:
+    return {
+        "request": str(request.pk),
+        "operation": request.operation,
+        "group": request.group,
+        "required": request.required,
+        **extra,
+    }
+
+
+# --- decisions ------------------------------------------------------------------------
+
+
+def _lock(request_id: uuid.UUID) -> ApprovalRequest:
+    return ApprovalRequest.objects.select_for_update(of=("self",)).select_related("keystore", "key").get(pk=request_id)
+
+
+def _end(request: ApprovalRequest, state: RequestState, **changes: Any) -> None:
+    """End the request: its key no longer shows it as pending."""
+    request.state = state
+    request.decided_at = request.decided_at or timezone.now()
+    for name, value in changes.items():
+        setattr(request, name, value)
+    request.save()
+    if request.key_id is not None:
+        Key.objects.filter(pk=request.key_id, pending_approval=request.pk).update(pending_approval=None)
+
+
+def _expire_if_due(request: ApprovalRequest, actor: Actor, now: dt.datetime) -> bool:
+    if request.state != RequestState.PENDING or request.expires_at > now:
+        return False
+    _end(request, RequestState.EXPIRED, decided_at=now)
+    _audit(actor, Operation.EXPIRE_APPROVAL, request, expires_at=request.expires_at.isoformat())
+    return True
+
+
+def _decide(
+    actor: Actor, request_id: Any, operation: Operation, decision: Callable[[ApprovalRequest], ServiceError | None]
+) -> ApprovalRequest:
+    """Lock the request, refuse if it has ended (expiring it if due), else apply ``decision``; audit refusals."""
+    request = get_request_for(actor.user, request_id) if actor.user is not None else None
+    if request is None:
+        raise NotFound("Approval request not found.")
+    with transaction.atomic():
+        request = _lock(request.pk)
+        if _expire_if_due(request, Actor.system("approval-expiry"), timezone.now()) or request.state not in (
+            RequestState.PENDING,
+        ):
+            refusal: ServiceError | None = AlreadyDecided(
+                f"This approval request is {request.state.lower()}: nothing more can be decided.",
+                state=request.state,
+            )
+        else:
+            refusal = decision(request)
+    if refusal is not None:
+        record_refusal(
+            actor=actor,
+            operation=operation,
+            exc=refusal,
+            keystore=request.keystore,
+            key=request.key,
+            details={"request": str(request.pk)},
+        )
+        raise refusal
+    return request
+
+
+def approve(*, actor: Actor, request_id: Any) -> ApprovalRequest:
+    """Approve; the approval that reaches the quorum hands the operation to Celery (after commit)."""
+
+    def decision(request: ApprovalRequest) -> ServiceError | None:
+        if actor.identity == request.requester:
+            return SelfApproval("You asked for this operation: someone else must approve it.")
+        policy = policy_of(request.keystore)
+        if not may_approve(actor, request, policy):
+            return PermissionRefused(
+                f"Approving needs one of these roles in “{request.keystore.name}”: {', '.join(policy.approver_roles)}."
+            )
+        if request.approvals.filter(iss=actor.iss, sub=actor.sub).exists():
+            # The same person again (perhaps through another account): counted once.
+            _audit(actor, Operation.APPROVE, request, outcome=Outcome.NOOP, approvals=request.approvals.count())
+            return None
+        Approval.objects.create(
+            request=request, iss=actor.iss, sub=actor.sub, display_name=actor.display_name, user=actor.user
+        )
+        count = request.approvals.count()
+        if count >= request.required:
+            request.state = RequestState.APPROVED
+            request.decided_at = timezone.now()
+            request.save(update_fields=["state", "decided_at"])
+            # Robust: a broker that is away must not turn a recorded approval into an error; the beat task
+            # hands over approved requests that never started (resume_stalled).
+            transaction.on_commit(lambda: _run_soon(request.pk), robust=True)
+        _audit(actor, Operation.APPROVE, request, approvals=count, quorum=count >= request.required)
+        return None
+
+    return _decide(actor, request_id, Operation.APPROVE, decision)
+
+
+def reject(*, actor: Actor, request_id: Any, reason: str = "") -> ApprovalRequest:
+    """Reject: any one rejection by a would-be approver ends the request."""
+    reason = (reason or "").strip()[:2000]
+
+    def decision(request: ApprovalRequest) -> ServiceError | None:
+        if actor.identity == request.requester:
+            return SelfApproval("You asked for this operation: cancel it instead of rejecting it.")
+        if not may_approve(actor, request):
+            return PermissionRefused("Rejecting needs an approver role in this keystore.")
+        _end(request, RequestState.REJECTED, reason=reason)
+        _audit(actor, Operation.REJECT, request, reason=reason)
+        return None
+
+    return _decide(actor, request_id, Operation.REJECT, decision)
+
+
+def cancel(*, actor: Actor, request_id: Any) -> ApprovalRequest:
+    """Cancel: only the requester (any account of the same person)."""
+
+    def decision(request: ApprovalRequest) -> ServiceError | None:
+        if actor.identity != request.requester:
+            return PermissionRefused("Only the person who asked for this operation can cancel it.")
+        _end(request, RequestState.CANCELLED)
+        _audit(actor, Operation.CANCEL_APPROVAL, request)
+        return None
+
+    return _decide(actor, request_id, Operation.CANCEL_APPROVAL, decision)
+
+
+def expire_due(now: dt.datetime | None = None) -> int:
+    """End every pending request whose time is up (Celery beat); the number ended."""
+    moment = now or timezone.now()
+    actor = Actor.system("approval-expiry")
+    ended = 0
+    due = ApprovalRequest.objects.filter(state=RequestState.PENDING, expires_at__lte=moment)
+    for request_id in due.values_list("pk", flat=True):
+        with transaction.atomic():
+            ended += _expire_if_due(_lock(request_id), actor, moment)
+    return ended
+
+
+def resume_stalled(now: dt.datetime | None = None, *, after: dt.timedelta = dt.timedelta(minutes=1)) -> int:
+    """Hand over again the approved requests whose run never started (their message was lost); the number.
+
+    Running twice is harmless: :func:`execute` claims a request once.
+    """
+    moment = now or timezone.now()
+    stalled = ApprovalRequest.objects.filter(
+        state=RequestState.APPROVED, started_at__isnull=True, decided_at__lte=moment - after
+    ).values_list("pk", flat=True)
+    ids = list(stalled)
+    for request_id in ids:
+        _run_soon(request_id)
+    return len(ids)
+
+
+# --- running an approved operation ------------------------------------------------------
+
+_run_with: list[Callable[[uuid.UUID], None]] = []
+
+
+def run_with(enqueue: Callable[[uuid.UUID], None]) -> None:
+    """How an approved request's operation is started (the Celery task, handed in by ``approvals.tasks``)."""
+    _run_with[:] = [enqueue]
+
+
+def _run_soon(request_id: uuid.UUID) -> None:
+    for enqueue in _run_with:
+        enqueue(request_id)
+
+
+def _key_operation(actor: Actor, request: ApprovalRequest) -> dict[str, Any]:
+    entry = REGISTRY[Operation(request.operation)]
+    data: dict[str, Any] = {}
+    if entry.body is not None:
+        body = entry.body(data=request.parameters)
+        if not body.is_valid():
+            raise ValidationError({name: [str(e) for e in errors] for name, errors in body.errors.items()})
+        data = dict(body.validated_data)
+    assert request.key_id is not None
+    done = entry.run(actor, request.key_id, data)
+    return {"outcome": str(done.outcome), "key": str(done.key.pk), "state": done.key.state}
+
+
+def _delete_keystore(actor: Actor, request: ApprovalRequest) -> dict[str, Any]:
+    keystore = keystore_services.keystore_delete(actor=actor, keystore_id=request.keystore_id)
+    return {"outcome": str(Outcome.SUCCESS), "keystore_state": keystore.state}
+
+
+def _member(request: ApprovalRequest) -> User:
+    user = User.objects.filter(pk=request.parameters.get("user")).first()
+    if user is None:
+        raise Conflict("The person this change names no longer has an account.", state="", reason="unknown_user")
+    return user
+
+
+def _grant(actor: Actor, request: ApprovalRequest) -> dict[str, Any]:
+    role = Role(request.parameters["role"])
+    keystore_services.membership_set(actor=actor, keystore_id=request.keystore_id, user=_member(request), role=role)
+    return {"outcome": str(Outcome.SUCCESS), "role": role.value}
+
+
+def _revoke(actor: Actor, request: ApprovalRequest) -> dict[str, Any]:
+    keystore_services.membership_remove(actor=actor, keystore_id=request.keystore_id, user=_member(request))
+    return {"outcome": str(Outcome.SUCCESS)}
+
+
+def _policy(actor: Actor, request: ApprovalRequest) -> dict[str, Any]:
+    policy = policy_update(actor=actor, keystore_id=request.keystore_id, values=request.parameters)
+    return {"outcome": str(Outcome.SUCCESS), "policy": {name: getattr(policy, name) for name in POLICY_FIELDS}}
+
+
+EXECUTORS: dict[str, Callable[[Actor, ApprovalRequest], dict[str, Any]]] = {
+    **{entry.operation.value: _key_operation for entry in REGISTRY.values() if entry.approval_group is not None},
+    Operation.DELETE_KEYSTORE.value: _delete_keystore,
+    Operation.GRANT.value: _grant,
+    Operation.REVOKE.value: _revoke,
+    Operation.UPDATE_APPROVAL_POLICY.value: _policy,
+}
+
+
+def _failure(exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, AwsError):
+        return {"status": 502, "code": exc.kind, "aws_error_code": exc.code, "detail": exc.message}
+    if isinstance(exc, ServiceError):
+        return {"status": exc.status, **exc.as_dict()}
+    messages = getattr(exc, "message_dict", None) or {"non_field_errors": getattr(exc, "messages", [str(exc)])}
+    return {"status": 400, "code": "invalid", "detail": messages}
+
+
+def execute(request_id: uuid.UUID) -> ApprovalRequest:
+    """Run an APPROVED request's operation, once, as its requester; end it EXECUTED or FAILED.
+
+    Claiming the request (``started_at``) is one conditional UPDATE: of two deliveries of the
+    task, or two workers, exactly one runs the operation.
+    """
+    claimed = ApprovalRequest.objects.filter(
+        pk=request_id, state=RequestState.APPROVED, started_at__isnull=True
+    ).update(started_at=timezone.now())
+    request = ApprovalRequest.objects.select_related("keystore", "key", "requested_by").get(pk=request_id)
+    if not claimed:
+        return request
+    actor = Actor(
+        iss=request.requested_by_iss,
+        sub=request.requested_by_sub,
+        display_name=request.requested_by_name,
+        user=request.requested_by,
+    )
+    approvers = tuple((a.iss, a.sub, a.display_name) for a in request.approvals.all())
+    approved = Approved(request.pk, request.operation, request.keystore_id, request.key_id, approvers)
+    state, result = RequestState.EXECUTED, {}
+    try:
+        with executing(approved):
+            result = EXECUTORS[request.operation](actor, request)
+    except (ServiceError, AwsError, ValidationError) as exc:
+        state, result = RequestState.FAILED, _failure(exc)
+    with transaction.atomic():
+        request = _lock(request.pk)
+        _end(request, state, result=result)
+        record(
+            actor=actor,
+            operation=Operation.EXECUTE_APPROVAL,
+            outcome=Outcome.SUCCESS if state == RequestState.EXECUTED else Outcome.FAILED,
+            keystore=request.keystore,
+            key=request.key,
+            reason=str(result.get("reason") or result.get("code") or "") if state == RequestState.FAILED else "",
+            details=_event(
+                request, result=result, approvers=[{"iss": i, "sub": s, "name": n} for i, s, n in approvers]
+            ),
+        )
+    return request
+
+
+# --- the policy -------------------------------------------------------------------------
+
+
+def policy_update(*, actor: Actor, keystore_id: Any, values: Mapping[str, Any]) -> ApprovalPolicy:
+    """Change the keystore's policy (admins); itself covered by the ``membership`` group of the policy in force."""
+    keystore = Keystore.objects.filter(pk=keystore_id).first()
+    if keystore is None:
+        raise NotFound("Keystore not found.")
+    attempt = {name: values[name] for name in (*POLICY_FIELDS, "approver_roles", "expires_hours") if name in values}
+    if actor.user is not None:
+        try:
+            require_role(actor.user, keystore, Role.ADMIN)
+        except (NotFound, PermissionRefused) as exc:
+            record_refusal(
+                actor=actor, operation=Operation.UPDATE_APPROVAL_POLICY, exc=exc, keystore=keystore, details=attempt
+            )
+            raise
+    if keystore.state == KeystoreState.DELETED:
+        raise Conflict("The keystore is deleted.", state=keystore.state)
+    _validated(keystore, attempt)
+    ask(
+        actor,
+        Covered(
+            ApprovalGroup.MEMBERSHIP, Operation.UPDATE_APPROVAL_POLICY, keystore_id=keystore.pk, parameters=attempt
+        ),
+    )
+    with transaction.atomic():
+        Keystore.objects.select_for_update().filter(pk=keystore.pk).first()
+        policy = policy_of(keystore)
+        before = {name: getattr(policy, name) for name in attempt}
+        for name, value in attempt.items():
+            setattr(policy, name, value)
+        policy.full_clean()
+        policy.save()
+        record(
+            actor=actor,
+            operation=Operation.UPDATE_APPROVAL_POLICY,
+            outcome=Outcome.SUCCESS,
+            keystore=keystore,
+            details={"changed": {name: {"from": before[name], "to": attempt[name]} for name in attempt}},
+        )
+    return policy
+
+
+def _validated(keystore: Keystore, values: Mapping[str, Any]) -> None:
+    """The new values, judged by the model's own validators before anyone is asked to approve them."""
+    candidate = policy_of(keystore)
+    for name, value in values.items():
+        setattr(candidate, name, value)
+    candidate.full_clean(exclude=["keystore"])
+    roles = candidate.approver_roles
+    if not isinstance(roles, list) or not roles or any(role not in Role.values for role in roles):
+        raise ValidationError({"approver_roles": f"A non-empty list of roles among: {', '.join(Role.values)}."})
