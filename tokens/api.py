@@ -13,8 +13,16 @@ from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
 from accounts.identity import actor_from_request
+from accounts.models import User
 from accounts.services import create_service_account
-from byok_portal.api import VALIDATION_ERROR, PortalViewSet, common_errors, id_parameter, validated_body
+from byok_portal.api import (
+    VALIDATION_ERROR,
+    BoundedCursorPagination,
+    PortalViewSet,
+    common_errors,
+    id_parameter,
+    validated_body,
+)
 from byok_portal.errors import PermissionRefused
 from keystores.selectors import is_superuser, restriction
 from tokens import selectors, services
@@ -32,12 +40,20 @@ OWNER = OpenApiParameter(
 )
 
 
+class TokenPagination(BoundedCursorPagination):
+    ordering = ("-created_at", "id")
+
+
+class ServiceAccountPagination(BoundedCursorPagination):
+    ordering = ("username", "id")
+
+
 class TokenViewSet(PortalViewSet):
     """The caller's API tokens (superusers: also a service account's, with ``owner``)."""
 
     serializer_class = TokenSerializer
     queryset = ApiToken.objects.none()
-    pagination_class = None
+    pagination_class = TokenPagination
 
     @extend_schema(
         summary="List your API tokens",
@@ -47,7 +63,8 @@ class TokenViewSet(PortalViewSet):
     def list(self, request: Request) -> Response:
         owner = selectors.owner_for(request.user, request.query_params.get("owner")) or request.user
         tokens: QuerySet[ApiToken] = selectors.tokens_of(owner)  # type: ignore[arg-type]
-        return Response({"results": TokenSerializer(tokens, many=True).data, "next": None})
+        page = self.paginate_queryset(tokens)
+        return self.get_paginated_response(TokenSerializer(page, many=True).data)
 
     @extend_schema(
         summary="Create an API token (the secret is in the answer, once)",
@@ -82,16 +99,16 @@ class ServiceAccountViewSet(PortalViewSet):
     """Service accounts (superusers): non-human, token-only users, listed with their tokens."""
 
     serializer_class = ServiceAccountSerializer
-    queryset = ApiToken.objects.none()
-    pagination_class = None
+    queryset = User.objects.none()
+    pagination_class = ServiceAccountPagination
 
     @extend_schema(
         summary="List service accounts", responses={200: ServiceAccountSerializer(many=True)} | common_errors()
     )
     def list(self, request: Request) -> Response:
         _require_superuser(request)
-        accounts = selectors.service_accounts(request.user)
-        return Response({"results": ServiceAccountSerializer(accounts, many=True).data, "next": None})
+        page = self.paginate_queryset(selectors.service_accounts(request.user))
+        return self.get_paginated_response(ServiceAccountSerializer(page, many=True).data)
 
     @extend_schema(
         summary="Create a service account",

@@ -14,7 +14,12 @@ from tokens.models import ApiToken
 
 def tokens_of(owner: User) -> QuerySet[ApiToken]:
     """An account's tokens, newest first, with their keystores (two queries however many)."""
-    return ApiToken.objects.filter(owner=owner).prefetch_related("keystores").order_by("-created_at", "id")
+    return (
+        ApiToken.objects.filter(owner=owner)
+        .select_related("owner")
+        .prefetch_related("keystores")
+        .order_by("-created_at", "id")
+    )
 
 
 def service_accounts(viewer: Viewer) -> QuerySet[User]:

@@ -68,7 +68,7 @@ class TokenCreateSerializer(StrictSerializer):
 class ServiceAccountSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField(source="pk", read_only=True)
     username = serializers.CharField(read_only=True)
-    email = serializers.EmailField(read_only=True)
+    email = serializers.CharField(read_only=True, help_text="Empty when none was given.")
     is_active = serializers.BooleanField(read_only=True)
     date_joined = serializers.DateTimeField(read_only=True)
     tokens = TokenSerializer(source="api_tokens.all", many=True, read_only=True)
