@@ -228,3 +228,37 @@ def test_service_accounts_are_made_by_superusers_and_get_tokens_from_them(
     page = Client().post("/accounts/login/", {"username": "ci-deploy", "password": "a-password-123-x"})
     assert page.status_code == 400
     assert "This is a service account" in page.content.decode()
+
+
+def test_the_token_list_takes_a_fixed_number_of_queries(
+    api_as: Any, people: Any, django_assert_max_num_queries: Any
+) -> None:
+    make_token(api_as, people.bob)
+    api = api_as(people.bob)
+    api.get("/api/v1/tokens/")
+    with django_assert_max_num_queries(20) as few:
+        api.get("/api/v1/tokens/", expect=200)
+    # Counted now: the next request empties the connection's query log.
+    one_token = len(few.captured_queries)
+    for n in range(5):
+        make_token(api_as, people.bob, name=f"t{n}")
+    with django_assert_max_num_queries(one_token):
+        assert len(api.get("/api/v1/tokens/", expect=200).json()["results"]) == 6
+
+
+def test_a_token_request_reads_the_token_twice_and_writes_its_last_use_once_a_minute(
+    api_as: Any, people: Any, keystore: Any, django_assert_max_num_queries: Any
+) -> None:
+    made = make_token(api_as, people.bob)
+    client = bearer(made["token"])
+    client.get("/api/v1/keystores/")
+    with django_assert_max_num_queries(20) as queries:
+        assert client.get("/api/v1/keystores/").status_code == 200
+    on_tokens = [q["sql"] for q in queries.captured_queries if "tokens_apitoken" in q["sql"]]
+    assert len(on_tokens) == 2, on_tokens  # the token with its owner, then its keystores
+    assert not any(sql.startswith("UPDATE") for sql in on_tokens), "last use was written less than a minute ago"
+    later_time = time_machine.travel(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2))
+    with later_time, django_assert_max_num_queries(20) as later:
+        assert client.get("/api/v1/keystores/").status_code == 200
+    updates = [q["sql"] for q in later.captured_queries if q["sql"].startswith('UPDATE "tokens_apitoken"')]
+    assert len(updates) == 1
