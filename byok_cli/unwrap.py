@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives import cmac, hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -105,13 +107,13 @@ class Opened:
         return self.current.ok and all(checked.ok for _, checked in self.versions)
 
 
-def open_download(download: dict[str, object], private_key: rsa.RSAPrivateKey) -> Opened:
+def open_download(download: Mapping[str, Any], private_key: rsa.RSAPrivateKey) -> Opened:
     """Unwrap every material of ``download`` and compute its check value next to the portal's."""
     key_spec = str(download.get("key_spec") or "SYMMETRIC_DEFAULT")
     algorithm = str(download["wrapping_algorithm"])
     field = "kcv" if key_spec == "SYMMETRIC_DEFAULT" or key_spec in HMAC_HASHES else "public_key_sha256"
 
-    def checked(entry: dict[str, object]) -> Checked:
+    def checked(entry: Mapping[str, Any]) -> Checked:
         material = unwrap(algorithm, str(entry["wrapped_key_material"]), private_key)
         return Checked(check_value(key_spec, material), str(entry.get(field) or entry.get("kcv") or ""), material)
 
