@@ -126,7 +126,7 @@ class Command(BaseCommand):
         )
         for pk, role, keystore_name, keystore_id in held:
             roles_of.setdefault(pk, []).append(f"{role}@{keystore_name} ({keystore_id})")
-        header = ("USERNAME", "ISSUER", "SUBJECT", "SUPERUSER", "STAFF", "ACTIVE", "SERVICE", "CREATOR", "ROLES")
+        header = ("USERNAME", "ISSUER", "SUBJECT", "SUPERUSER", "STAFF", "ACTIVE", "CREATOR", "SERVICE", "ROLES")
         rows: list[tuple[str, ...]] = [header]
         for user in users:
             iss, sub = user.identity
@@ -139,8 +139,8 @@ class Command(BaseCommand):
                     _yes(user.is_superuser),
                     _yes(user.is_staff),
                     _yes(user.is_active),
-                    _yes(user.is_service_account),
                     _yes(user.has_perm("keystores.add_keystore")),
+                    _yes(user.is_service_account),
                     roles or "-",
                 )
             )
