@@ -97,3 +97,17 @@ def test_the_token_list_takes_a_fixed_number_of_queries(people: Any, django_asse
     token_create(actor=Actor.for_user(people.bob), name="more", scope="read", expires_in_days=5)
     with django_assert_max_num_queries(eight_tokens):
         client.get("/tokens/")
+
+
+def test_the_audit_page_names_the_token_an_event_was_made_with(people: Any, keystore: Any) -> None:
+    from accounts.identity import Actor
+    from tokens.services import token_create
+
+    made = token_create(actor=Actor.for_user(people.bob), name="deploy-pipeline", scope="write", expires_in_days=5)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {made.secret}")
+    created = api.post("/api/v1/keys/", {"keystore": str(keystore.pk), "name": "via-token"}, format="json")
+    assert created.status_code == 201, created.content
+    page = verified_client(people.bob).get("/audit/").content.decode()
+    assert f"Via API token: <strong>deploy-pipeline ({made.token.pk})</strong>" in page
+    assert made.secret not in page
