@@ -64,9 +64,8 @@ def authenticate(secret: str, *, ip: str | None) -> tuple[User, TokenGrant]:
     One indexed read per request (no cache), so a revocation or expiry holds at the very
     next request in every process. The digests are compared in constant time.
     """
-    _, _, rest = secret.partition(TOKEN_PREFIX)
-    prefix = rest.split("_", 1)[0]
-    if not secret.startswith(TOKEN_PREFIX) or not prefix or "_" not in rest:
+    prefix, separator, random_part = secret.removeprefix(TOKEN_PREFIX).partition("_")
+    if not secret.startswith(TOKEN_PREFIX) or not prefix or not separator or not random_part:
         raise InvalidToken("Malformed API token: expected byok_<prefix>_<secret>.")
     token = ApiToken.objects.select_related("owner").filter(prefix=prefix).first()
     # The digest is computed whether or not the prefix exists, so timing says nothing either way.
