@@ -23,11 +23,22 @@ class PortalUserAdmin(UserAdmin):
     who made it (see ``User.save``).
     """
 
-    list_display = ("username", "oidc_subject", "oidc_issuer", "email", "is_staff", "is_superuser", "is_active")
+    list_display = (
+        "username",
+        "oidc_subject",
+        "oidc_issuer",
+        "email",
+        "is_service_account",
+        "is_staff",
+        "is_superuser",
+        "is_active",
+    )
+    list_filter = (*UserAdmin.list_filter, "is_service_account")
     search_fields = ("username", "email", "first_name", "last_name", "oidc_subject")
     fieldsets = (
         *(UserAdmin.fieldsets or ()),
         ("Identity (issuer, subject), fixed for the person", {"fields": ("oidc_issuer", "oidc_subject")}),
+        ("Service account (API tokens only, no login)", {"fields": ("is_service_account",)}),
     )
 
     def save_model(self, request: HttpRequest, obj: User, form: ModelForm, change: bool) -> None:

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+
+
+class LocalLoginForm(AuthenticationForm):
+    """The password step; service accounts never log in (SPEC §13: they use API tokens only).
+
+    They have no usable password; this holds even if someone sets one in the admin.
+    """
+
+    def confirm_login_allowed(self, user: Any) -> None:
+        super().confirm_login_allowed(user)
+        if getattr(user, "is_service_account", False):
+            raise forms.ValidationError(
+                "This is a service account: it uses API tokens and cannot log in here.", code="service_account"
+            )
 
 
 class TOTPCodeForm(forms.Form):

@@ -21,6 +21,21 @@ SYSTEM_ISSUER = "system"
 
 
 @dataclass(frozen=True)
+class TokenGrant:
+    """What an API token authorises for one request (``request.auth`` of a token-authenticated call).
+
+    The token app's authentication builds it; this layer only reads it, so that the acting
+    identity stays the owner's (same roles, same person for the two-person rule) while the
+    trail can say which token acted.
+    """
+
+    id: str
+    name: str
+    scope: str
+    keystore_ids: frozenset[uuid.UUID] | None = None
+
+
+@dataclass(frozen=True)
 class Actor:
     """The acting identity of one request or background job."""
 
@@ -30,6 +45,8 @@ class Actor:
     user: User | None = None
     source_ip: str | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # The API token a request authenticated with, if any: the audit trail names it on every event.
+    via_token: TokenGrant | None = None
 
     @property
     def identity(self) -> tuple[str, str]:
@@ -73,6 +90,18 @@ def actor_from_request(request: HttpRequest) -> Actor:
     user: Any = request.user
     request_id = request.META.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex
     claims = getattr(request, "auth", None)
+    if isinstance(claims, TokenGrant):
+        # A token acts as its owner: the account's own identity, with the token named for the trail.
+        iss, sub = user.identity
+        return Actor(
+            iss=iss,
+            sub=sub,
+            display_name=user.display_name,
+            user=user,
+            source_ip=client_ip(request),
+            request_id=request_id,
+            via_token=claims,
+        )
     if isinstance(claims, dict) and claims.get("iss") and claims.get("sub"):
         return Actor(
             iss=str(claims["iss"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import AbstractUser
@@ -33,6 +34,16 @@ class User(AbstractUser):
 
     oidc_issuer = models.CharField(max_length=255, blank=True, default="")
     oidc_subject = models.CharField(max_length=255, blank=True, default="")
+    # A non-human account (a CI job, a pipeline): no password, no login page, no OIDC; it acts
+    # only through the API tokens an administrator makes for it (SPEC §13).
+    is_service_account = models.BooleanField(
+        default=False, help_text="Non-human: authenticates with API tokens only, never through the login pages."
+    )
+
+    # Not a column: set for one request by a credential that reaches only some keystores (an API
+    # token restricted to them). ``keystores.selectors`` narrows every scoped read by it, so each
+    # page, endpoint and service that starts from there honours it without knowing tokens exist.
+    keystore_restriction: frozenset[uuid.UUID] | None = None
 
     class Meta:
         constraints = [

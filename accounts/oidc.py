@@ -100,7 +100,9 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
         return bool(claims.get("iss") and claims.get("sub"))
 
     def filter_users_by_claims(self, claims: dict[str, Any]) -> QuerySet[User]:
-        return User.objects.filter(oidc_issuer=str(claims["iss"]), oidc_subject=str(claims["sub"]))
+        return User.objects.filter(
+            oidc_issuer=str(claims["iss"]), oidc_subject=str(claims["sub"]), is_service_account=False
+        )
 
     def create_user(self, claims: dict[str, Any]) -> User | None:
         return user_for_claims(claims, create=True)

@@ -257,12 +257,8 @@ def new_one_time_password() -> str:
     return secrets.token_urlsafe(15)
 
 
-def create_local_user(*, actor: Actor, username: str, email: str = "", superuser: bool = False) -> tuple[User, str]:
-    """A local account with a random password (returned, to be shown once); audited.
-
-    It has no TOTP device: the first login enrols one (``accounts.views.otp_enrol_view``),
-    exactly like the administrator ``byok_bootstrap`` creates.
-    """
+def _unused_username(username: str, email: str, *, hint: str = "") -> str:
+    """``username`` stripped, if it and ``email`` are valid and no account has the name yet."""
     username = username.strip()
     try:
         User.username_validator(username)
@@ -271,7 +267,17 @@ def create_local_user(*, actor: Actor, username: str, email: str = "", superuser
     except ValidationError as exc:
         raise InvalidUserInput(" ".join(exc.messages)) from exc
     if User.objects.filter(username__iexact=username).exists():
-        raise UserExists(f"A user named {username!r} exists already; reset its password with reset-password.")
+        raise UserExists(f"A user named {username!r} exists already{hint}.")
+    return username
+
+
+def create_local_user(*, actor: Actor, username: str, email: str = "", superuser: bool = False) -> tuple[User, str]:
+    """A local account with a random password (returned, to be shown once); audited.
+
+    It has no TOTP device: the first login enrols one (``accounts.views.otp_enrol_view``),
+    exactly like the administrator ``byok_bootstrap`` creates.
+    """
+    username = _unused_username(username, email, hint="; reset its password with reset-password")
     password = new_one_time_password()
     with transaction.atomic():
         if superuser:
@@ -287,6 +293,27 @@ def create_local_user(*, actor: Actor, username: str, email: str = "", superuser
     return user, password
 
 
+def create_service_account(*, actor: Actor, username: str, email: str = "") -> User:
+    """A non-human account (SPEC §13): no password and no login, it acts through API tokens only; audited.
+
+    It gets roles like anyone (``byok_grant``, the keystore pages). Its identity is the
+    local one fixed at creation, so the two-person rule tells it apart from the people
+    who made its tokens.
+    """
+    username = _unused_username(username, email)
+    with transaction.atomic():
+        user = User(username=username, email=email, is_service_account=True)
+        user.set_unusable_password()
+        user.save()
+        record(
+            actor=actor,
+            operation=Operation.CREATE_USER,
+            outcome=Outcome.SUCCESS,
+            details={"user": username, "identity": list(user.identity), "service_account": True},
+        )
+    return user
+
+
 def reset_local_password(*, actor: Actor, user: User, reset_totp: bool = False) -> str:
     """Give a local account a new random password (returned, to be shown once); audited.
 
@@ -296,6 +323,8 @@ def reset_local_password(*, actor: Actor, user: User, reset_totp: bool = False) 
     is helping its owner back in) and its sessions end (Django ties a session to the
     password hash).
     """
+    if user.is_service_account:
+        raise InvalidUserInput(f"{user.get_username()} is a service account: it has API tokens, never a password.")
     if not user.is_local:
         raise InvalidUserInput(
             f"{user.get_username()} logs in with OpenID Connect; its password is kept by the identity provider."

@@ -21,7 +21,6 @@ from axes.handlers.proxy import AxesProxyHandler
 from django.conf import settings
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import logout as auth_logout
-from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.signals import user_login_failed
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render, resolve_url
@@ -35,7 +34,7 @@ from django.views.decorators.http import require_http_methods
 from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts.forms import TOTPCodeForm
+from accounts.forms import LocalLoginForm, TOTPCodeForm
 from accounts.identity import SESSION_IDENTITY_KEY, actor_from_request
 from accounts.models import User
 from accounts.oidc import oidc_enabled
@@ -70,11 +69,11 @@ def login_view(request: HttpRequest) -> HttpResponse:
     """The login page: the OIDC button and/or the local form (password step)."""
     local = _local_login_enabled()
     next_url = _safe_next(request, request.POST.get("next") or request.GET.get("next"))
-    form = AuthenticationForm(request) if local else None
+    form = LocalLoginForm(request) if local else None
     if request.method == "POST":
         if not local:
             raise Http404("Local login is turned off.")
-        form = AuthenticationForm(request, data=request.POST)
+        form = LocalLoginForm(request, data=request.POST)
         # is_valid() calls authenticate(request=...), through django-axes, which
         # counts the failure or refuses a locked-out client.
         if form.is_valid():

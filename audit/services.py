@@ -188,7 +188,7 @@ def _values(entry: Entry, seq: int, time: Any) -> dict[str, Any]:
         "state_after": _text(entry.state_after, limit=20),
         "kms_request_ids": [_scrubbed(rid, "kms_request_ids") for rid in entry.kms_request_ids if rid],
         "error": _scrubbed(entry.error, "error"),
-        "details": _json_safe(_with_approval(entry), "details"),
+        "details": _json_safe(_with_credential(actor, _with_approval(entry)), "details"),
     }
 
 
@@ -199,6 +199,19 @@ def _with_approval(entry: Entry) -> dict[str, Any]:
     if approved is not None and entry.operation == approved.operation:
         details.setdefault("approval", approved.audit_details())
     return details
+
+
+def _with_credential(actor: Actor, details: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The event's details, naming the API token the actor used, if any (SPEC §13).
+
+    Under ``api_client`` (an entry named "token" would be redacted as a secret): the token's
+    id and its owner-given name, never the token itself.
+    """
+    merged = dict(details or {})
+    grant = getattr(actor, "via_token", None)
+    if grant is not None:
+        merged["api_client"] = {"kind": "api_token", "id": str(grant.id), "name": str(grant.name)}
+    return merged
 
 
 def record(

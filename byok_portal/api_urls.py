@@ -15,4 +15,5 @@ urlpatterns = [
     path("", include("keys.api")),
     path("", include("audit.api")),
     path("", include("approvals.api")),
+    path("", include("tokens.api")),
 ]

@@ -37,6 +37,8 @@ DEPLOYMENT_NAMES = (
     "BYOK_KEK_FILE",
     "BYOK_AUDIT_KEY",
     "BYOK_AUDIT_KEY_FILE",
+    "BYOK_TOKEN_KEY",
+    "BYOK_TOKEN_KEY_FILE",
 )
 _HEADER = "# Written by `make run` (scripts/run.sh) for manage.py in this checkout only; see README.\n"
 

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "keys",
     "audit",
     "approvals",
+    "tokens",
 ]
 
 MIDDLEWARE = [
@@ -254,6 +255,8 @@ REST_FRAMEWORK = {
     # Every JSON body in the API goes through one parser that answers 400 to what json.loads lets through.
     "DEFAULT_PARSER_CLASSES": ["byok_portal.parsers.StrictJSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Before the ID-token class: both read "Bearer", and only this one knows the byok_ prefix.
+        "tokens.authentication.ApiTokenAuthentication",
         "accounts.authentication.BearerIDTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
@@ -422,6 +425,9 @@ if not DEBUG and not (BYOK_KEK or BYOK_KEK_FILE):
     _missing.append("BYOK_KEK")
 BYOK_KEK_PREVIOUS = env_str("BYOK_KEK_PREVIOUS")
 BYOK_AUDIT_KEY = _required("BYOK_AUDIT_KEY", "development-audit-key")
+# Keys the HMAC-SHA-256 under which API tokens are stored (tokens.models.ApiToken): a database
+# dump without it cannot test guessed tokens. Changing it invalidates every token.
+BYOK_TOKEN_KEY = _required("BYOK_TOKEN_KEY", "development-token-key")
 
 LOGGING = {
     "version": 1,

@@ -21,6 +21,7 @@ urlpatterns = [
     path("api/v1/", include("byok_portal.api_urls")),
     path("audit/", include("audit.urls")),
     path("approvals/", include("approvals.urls")),
+    path("tokens/", include("tokens.urls")),
 ]
 
 # JSON under /api/, pages elsewhere; a database outage answers 503 (byok_portal.middleware).

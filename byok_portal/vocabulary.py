@@ -64,6 +64,8 @@ class Operation(StrEnum):
     ROTATE_KEK = "rotate_kek"
     CREATE_USER = "create_user"
     UPDATE_USER = "update_user"
+    CREATE_TOKEN = "create_token"  # noqa: S105 - an operation's name, not a secret
+    REVOKE_TOKEN = "revoke_token"  # noqa: S105 - an operation's name, not a secret
     UNEXPECTED_ERROR = "unexpected_error"
     # Dual control (SPEC §12): the policy, and each step of an approval request.
     UPDATE_APPROVAL_POLICY = "update_approval_policy"

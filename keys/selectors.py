@@ -29,7 +29,7 @@ from keys.lifecycle import due_for_cleanup_q, expiring_q, needs_attention_q
 from keys.models import Key, PendingCreation
 from keys.serializers import ROW_COLUMNS
 from keystores.models import ROLE_RANK, Keystore, Membership, Role
-from keystores.selectors import Viewer, is_superuser, keystores_for, require_role
+from keystores.selectors import Viewer, is_superuser, keystores_for, require_role, within_restriction
 
 _Row = TypeVar("_Row")
 
@@ -49,7 +49,7 @@ def keys_for(user: Viewer, within: QuerySet[Key, Any] | None = None) -> QuerySet
     keystore ids directly: the same rows as ``keystore__in=keystores_for(user)`` with
     one subquery instead of two nested ones, which every key list compiles per request.
     """
-    keys = Key.objects.all() if within is None else within.all()
+    keys = within_restriction(user, Key.objects.all() if within is None else within.all(), "keystore_id")
     if is_superuser(user):
         return keys
     if isinstance(user, AnonymousUser) or not user.is_authenticated:

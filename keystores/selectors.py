@@ -29,19 +29,38 @@ def is_superuser(user: Viewer) -> bool:
     return bool(getattr(user, "is_authenticated", False) and getattr(user, "is_superuser", False))
 
 
+def restriction(user: Viewer) -> frozenset[uuid.UUID] | None:
+    """The only keystores this request may reach, when its credential says so (an API token limited to some).
+
+    Applied here, once, by every scoped read below and by ``keys.selectors``: outside the
+    list a keystore is as unknown as one the user has no role in (superusers included).
+    """
+    restricted: frozenset[uuid.UUID] | None = getattr(user, "keystore_restriction", None)
+    return restricted
+
+
+def within_restriction(user: Viewer, queryset: QuerySet[Any], field: str = "pk") -> QuerySet[Any]:
+    """``queryset`` narrowed to the request's keystore restriction (``field`` names the keystore id)."""
+    restricted = restriction(user)
+    return queryset if restricted is None else queryset.filter(**{f"{field}__in": restricted})
+
+
 def keystores_for(user: Viewer, *, min_role: Role = Role.AUDITOR) -> QuerySet[Keystore]:
-    """Keystores ``user`` holds at least ``min_role`` in (superusers: all)."""
+    """Keystores ``user`` holds at least ``min_role`` in (superusers: all), within the request's restriction."""
     if is_superuser(user):
-        return Keystore.objects.all()
+        return within_restriction(user, Keystore.objects.all())
     if isinstance(user, AnonymousUser) or not user.is_authenticated:
         return Keystore.objects.none()
     roles = [role for role, rank in ROLE_RANK.items() if rank >= ROLE_RANK[min_role]]
     member = Membership.objects.filter(keystore=OuterRef("pk"), user=user, role__in=roles)
-    return Keystore.objects.filter(Exists(member))
+    return within_restriction(user, Keystore.objects.filter(Exists(member)))
 
 
 def role_in(user: Viewer, keystore: Keystore) -> Role | None:
-    """The user's role in ``keystore`` (superusers act as admins everywhere)."""
+    """The user's role in ``keystore`` (superusers act as admins everywhere); none outside the restriction."""
+    restricted = restriction(user)
+    if restricted is not None and keystore.pk not in restricted:
+        return None
     if is_superuser(user):
         return Role.ADMIN
     if isinstance(user, AnonymousUser) or not user.is_authenticated:
@@ -88,6 +107,9 @@ def members_of(keystore: Keystore) -> QuerySet[Membership]:
 
 
 def can_create_keystores(user: Viewer) -> bool:
+    # A credential limited to some keystores cannot make new ones: they would lie outside its limit.
+    if restriction(user) is not None:
+        return False
     return bool(getattr(user, "is_authenticated", False) and user.has_perm("keystores.add_keystore"))
 
 
@@ -97,6 +119,6 @@ def audit_scope(user: AbstractBaseUser | AnonymousUser) -> Scope:
 
     if not isinstance(user, User):  # anonymous: no role anywhere
         return Scope(everything=False)
-    if is_superuser(user):
+    if is_superuser(user) and restriction(user) is None:
         return Scope(everything=True)
     return Scope(everything=False, keystore_ids=tuple(keystores_for(user).values_list("pk", flat=True)))

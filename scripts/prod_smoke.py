@@ -428,6 +428,7 @@ def smoke(args: argparse.Namespace, stack: Stack, steps: Steps) -> None:
             "CACHE_URL": args.redis_url,
             "BYOK_KEK": base64.b64encode(os.urandom(32)).decode(),
             "BYOK_AUDIT_KEY": secrets.token_urlsafe(32),
+            "BYOK_TOKEN_KEY": secrets.token_urlsafe(32),
             "BYOK_SANDBOX": "true",
             "BYOK_SANDBOX_URL": sandbox_url,
             "BYOK_AWS_PRINCIPAL_ARN": "arn:aws:iam::000000000000:role/byok-portal",

@@ -9,6 +9,7 @@ os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 os.environ.setdefault("BYOK_KEK", base64.b64encode(b"k" * 32).decode())
 os.environ.setdefault("BYOK_AUDIT_KEY", "test-audit-key")
+os.environ.setdefault("BYOK_TOKEN_KEY", "test-token-key")
 os.environ.setdefault("BYOK_SANDBOX", "true")
 # Tasks the suite sends without a worker go nowhere; the worker tests bring their own Redis.
 # Given through the environment only for the import below: Celery lets CELERY_BROKER_URL

@@ -33,5 +33,10 @@ def detail_items(details: Any) -> list[tuple[str, str]]:
         pairs.append(("User", user))
     if "role" in items:
         pairs.append(("Role", _text(items.pop("role"))))
+    client = items.get("api_client")
+    if isinstance(client, Mapping) and client.get("kind") == "api_token":
+        # Recorded for calls made with an API token (audit.services): which of the actor's tokens acted.
+        items.pop("api_client")
+        pairs.append(("Via API token", f"{_text(client.get('name'))} ({_text(client.get('id'))})"))
     pairs.extend((name.replace("_", " ").capitalize(), _text(value)) for name, value in items.items())
     return pairs

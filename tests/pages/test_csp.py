@@ -98,6 +98,10 @@ PAGES = {
     "admin:keys_key_changelist": "/admin/keys/key/",
     "admin:keys_key_change": "/admin/keys/key/{key}/change/",
     "admin:audit_auditevent_changelist": "/admin/audit/auditevent/",
+    "admin:tokens_apitoken_changelist": "/admin/tokens/apitoken/",
+    "tokens:list": "/tokens/",
+    "tokens:service-accounts": "/tokens/service-accounts/",
+    "tokens:service-account-token": "/tokens/service-accounts/{robot}/tokens/new/",
 }
 POST_ONLY = {
     "keystores:test-connection",
@@ -107,7 +111,10 @@ POST_ONLY = {
     "approvals:approve",
     "approvals:reject",
     "approvals:cancel",
+    "tokens:revoke",
 }
+# Pages for superusers only.
+SUPERUSER_PAGES = ("admin:", "tokens:service-account")
 # Steps of the login that need a half-finished login in the session; covered through the browser tests.
 LOGIN_STEPS = {"otp_verify", "otp_enrol"}
 # Health probes answer plain text or JSON to load balancers, not pages to people.
@@ -147,13 +154,19 @@ def ids(people: Any, keystore: Any) -> dict[str, Any]:
     with pytest.raises(ApprovalPending) as pending:
         REGISTRY[Operation.DEACTIVATE].run(people.actor(people.bob), key.pk)
     approval = pending.value.approval_request["id"]
-    return {"keystore": keystore.pk, "key": key.pk, "member": people.dan.pk, "approval": approval}
+    from accounts.services import create_service_account
+    from tokens.services import token_create
+
+    robot = create_service_account(actor=people.actor(people.root), username="csp-robot")
+    token_create(actor=people.actor(people.root), owner=robot, name="robot", scope="read", expires_in_days=1)
+    token_create(actor=people.actor(people.alice), name="mine", scope="write", expires_in_days=1)
+    return {"keystore": keystore.pk, "key": key.pk, "member": people.dan.pk, "approval": approval, "robot": robot.pk}
 
 
 @pytest.mark.parametrize("name", sorted(PAGES))
 def test_each_page_carries_the_policy_and_no_inline_code(name: str, people: Any, ids: dict[str, Any]) -> None:
     path = PAGES[name].format(**ids)
-    client = verified_client(people.root if name.startswith("admin:") else people.alice)
+    client = verified_client(people.root if name.startswith(SUPERUSER_PAGES) else people.alice)
     if name == "login":
         client.logout()
     response = client.get(path)

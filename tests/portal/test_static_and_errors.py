@@ -61,6 +61,7 @@ def test_the_web_application_refuses_to_start_naming_collectstatic_when_static_w
         "ALLOWED_HOSTS": "byok.example.com",
         "BYOK_KEK": "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=",
         "BYOK_AUDIT_KEY": "audit",
+        "BYOK_TOKEN_KEY": "token",
         "CELERY_BROKER_URL": "memory://",
         "STATIC_ROOT": str(tmp_path / "never-collected"),
     }

@@ -2,6 +2,7 @@
 
     manage.py byok_users [list]
     manage.py byok_users create USERNAME [--email EMAIL] [--superuser]
+    manage.py byok_users create USERNAME --service     (a service account: API tokens only, no password)
     manage.py byok_users reset-password USERNAME [--reset-totp]
 
 New passwords are random and printed once; the account enrols TOTP at its first
@@ -17,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.identity import Actor
 from accounts.models import User
-from accounts.services import create_local_user, reset_local_password, resolve_user
+from accounts.services import create_local_user, create_service_account, reset_local_password, resolve_user
 from byok_portal.errors import ServiceError
 
 LOGIN_URL = "http://127.0.0.1:8000/accounts/login/"
@@ -52,6 +53,11 @@ class Command(BaseCommand):
         create.add_argument("username")
         create.add_argument("--email", default="")
         create.add_argument("--superuser", action="store_true", help="also a superuser (and staff)")
+        create.add_argument(
+            "--service",
+            action="store_true",
+            help="a service account: no password, no login; it acts through API tokens an administrator makes",
+        )
         reset = actions.add_parser("reset-password", help="give a local user a new password, printed once")
         reset.add_argument("username")
         reset.add_argument(
@@ -65,7 +71,16 @@ class Command(BaseCommand):
         action = options.get("action") or "list"
         actor = Actor.system("cli")
         try:
-            if action == "create":
+            if action == "create" and options["service"]:
+                if options["superuser"]:
+                    raise CommandError("A service account cannot be a superuser: grant it roles with byok_grant.")
+                user = create_service_account(actor=actor, username=options["username"], email=options["email"])
+                self.stdout.write(
+                    f"Created the service account {user.get_username()} (no roles yet: see byok_grant). "
+                    "It has no password; an administrator makes its API tokens on the Service accounts page, "
+                    'or with POST /api/v1/tokens/ and "owner".'
+                )
+            elif action == "create":
                 user, password = create_local_user(
                     actor=actor, username=options["username"], email=options["email"], superuser=options["superuser"]
                 )
@@ -111,7 +126,7 @@ class Command(BaseCommand):
         )
         for pk, role, keystore_name, keystore_id in held:
             roles_of.setdefault(pk, []).append(f"{role}@{keystore_name} ({keystore_id})")
-        header = ("USERNAME", "ISSUER", "SUBJECT", "SUPERUSER", "STAFF", "ACTIVE", "CREATOR", "ROLES")
+        header = ("USERNAME", "ISSUER", "SUBJECT", "SUPERUSER", "STAFF", "ACTIVE", "CREATOR", "SERVICE", "ROLES")
         rows: list[tuple[str, ...]] = [header]
         for user in users:
             iss, sub = user.identity
@@ -125,6 +140,7 @@ class Command(BaseCommand):
                     _yes(user.is_staff),
                     _yes(user.is_active),
                     _yes(user.has_perm("keystores.add_keystore")),
+                    _yes(user.is_service_account),
                     roles or "-",
                 )
             )
