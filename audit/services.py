@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -54,6 +54,29 @@ class Key(Protocol):
 
 
 logger = logging.getLogger("byok.audit")
+
+# Told about every recorded event once its transaction has committed (notifications, installed from above
+# the trail at start-up by ``NotificationsConfig.ready``): events of a rolled-back transaction never leave.
+AfterCommit = Callable[[Sequence[AuditEvent]], None]
+_after_commit: AfterCommit | None = None
+
+
+def after_commit_call(hook: AfterCommit) -> None:
+    """Install the one hook that sees recorded events after their transaction commits."""
+    global _after_commit  # set once, at start-up
+    _after_commit = hook
+
+
+def _hand_on(events: Sequence[AuditEvent]) -> None:
+    hook = _after_commit
+    if hook is None:
+        return
+    try:
+        hook(events)
+    except Exception:
+        # The events are committed: a failing subscriber must not turn a done operation into an error.
+        logger.exception("the after-commit audit hook failed", extra={"seqs": [event.seq for event in events]})
+
 
 REDACTED = "[redacted]"
 # Names of ``details`` entries whose values are never stored, whatever they hold.
@@ -262,6 +285,8 @@ def record_many(entries: Sequence[Entry]) -> list[AuditEvent]:
         AuditEvent.objects.bulk_create(events)
         head.seq, head.hash, head.time = seq, previous_hash, previous_time
         head.save(update_fields=["seq", "hash", "time"])
+    if _after_commit is not None:
+        transaction.on_commit(lambda: _hand_on(events))
     for event in events:
         logger.info(
             "audit event",

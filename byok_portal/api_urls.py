@@ -14,4 +14,6 @@ urlpatterns = [
     path("", include("keystores.api")),
     path("", include("keys.api")),
     path("", include("audit.api")),
+    path("", include("notifications.api")),
+    path("", include("reports.api")),
 ]

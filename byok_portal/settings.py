@@ -63,6 +63,8 @@ INSTALLED_APPS = [
     "keystores",
     "keys",
     "audit",
+    "notifications",
+    "reports",
 ]
 
 MIDDLEWARE = [
@@ -411,6 +413,29 @@ if not DEBUG and not (BYOK_KEK or BYOK_KEK_FILE):
     _missing.append("BYOK_KEK")
 BYOK_KEK_PREVIOUS = env_str("BYOK_KEK_PREVIOUS")
 BYOK_AUDIT_KEY = _required("BYOK_AUDIT_KEY", "development-audit-key")
+
+# --- Notifications and reports (SPEC §15) --------------------------------------
+# Email through Django's backends: SMTP from the environment in production; in debug mode (`make run`)
+# the console backend prints each email. Webhooks must be https:// unless debugging (or the tests say so).
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "byok-portal@localhost")
+BYOK_WEBHOOK_ALLOW_HTTP = env_bool("BYOK_WEBHOOK_ALLOW_HTTP", DEBUG)
+BYOK_WEBHOOK_TIMEOUT_SECONDS = env_int("BYOK_WEBHOOK_TIMEOUT_SECONDS", 10)
+BYOK_WEBHOOK_MAX_ATTEMPTS = env_int("BYOK_WEBHOOK_MAX_ATTEMPTS", 8)
+BYOK_WEBHOOK_BACKOFF_SECONDS = env_int("BYOK_WEBHOOK_BACKOFF_SECONDS", 30)
+BYOK_WEBHOOK_BACKOFF_CAP_SECONDS = env_int("BYOK_WEBHOOK_BACKOFF_CAP_SECONDS", 3600)
+# The rotation policy reports measure keys against until keys carry their own (issue 15).
+BYOK_DEFAULT_ROTATION_DAYS = env_int("BYOK_DEFAULT_ROTATION_DAYS", 365)
 
 LOGGING = {
     "version": 1,

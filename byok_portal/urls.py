@@ -20,6 +20,8 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("api/v1/", include("byok_portal.api_urls")),
     path("audit/", include("audit.urls")),
+    path("reports/", include("reports.urls")),
+    path("notifications/", include("notifications.urls")),
 ]
 
 # JSON under /api/, pages elsewhere; a database outage answers 503 (byok_portal.middleware).

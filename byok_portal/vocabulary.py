@@ -63,6 +63,10 @@ class Operation(StrEnum):
     CREATE_USER = "create_user"
     UPDATE_USER = "update_user"
     UNEXPECTED_ERROR = "unexpected_error"
+    # Notification channels of a keystore (SPEC §15).
+    CREATE_WEBHOOK = "create_webhook"
+    DELETE_WEBHOOK = "delete_webhook"
+    TEST_WEBHOOK = "test_webhook"
 
 
 class Outcome(models.TextChoices):
