@@ -191,7 +191,11 @@ def test_a_second_fan_out_of_the_same_event_sends_and_delivers_nothing_more(
 
 
 def test_a_webhook_gets_only_the_event_types_it_asked_for(
-    addressed: Any, make_key: Any, make_due_key: Any, keystore: Any, in_process: Any,
+    addressed: Any,
+    make_key: Any,
+    make_due_key: Any,
+    keystore: Any,
+    in_process: Any,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     services.webhook_create(
