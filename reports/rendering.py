@@ -27,7 +27,9 @@ PAGE = landscape(A4)
 MARGIN = 28.0
 FONT, BOLD = "Helvetica", "Helvetica-Bold"
 SIZE = 7.5
-ROW = 11.0
+LINE = 9.0  # one line of a cell
+ROW_GAP = 4.0
+MAX_LINES = 3
 # Kept in memory up to this size, then spilled to a temporary file.
 SPOOL_BYTES = 8 * 1024 * 1024
 
@@ -78,6 +80,27 @@ def _fit(text: str, width: float, font: str = FONT) -> str:
     return text + "..."
 
 
+def _wrap(text: str, width: float, font: str = FONT) -> list[str]:
+    """``text`` in lines that fit ``width`` (broken after a space, hyphen or slash where possible), at most
+    MAX_LINES; a longer text ends in "..."."""
+    lines: list[str] = []
+    while text and len(lines) < MAX_LINES:
+        if stringWidth(text, font, SIZE) <= width:
+            lines.append(text)
+            return lines
+        cut = len(text)
+        while cut > 1 and stringWidth(text[:cut], font, SIZE) > width:
+            cut -= 1
+        soft = max(text.rfind(" ", 0, cut), text.rfind("-", 0, cut), text.rfind("/", 0, cut))
+        if soft > cut // 2:
+            cut = soft + 1
+        lines.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    if text:
+        lines[-1] = _fit(lines[-1] + text, width, font)
+    return lines or [""]
+
+
 class _Pages:
     """Draws rows top to bottom, starting a new page (with the report's heading) when one is full."""
 
@@ -112,23 +135,30 @@ class _Pages:
         c.drawString(MARGIN, top - 37, f"Built from audit head: sequence {report.head_seq}, hash {report.head_hash}")
         self.y = top - 54
         c.setFont(BOLD, SIZE)
-        for column, (x, width) in zip(report.columns, self.x, strict=True):
-            c.drawString(x, self.y, _fit(column.title, width, BOLD))
+        titles = [_wrap(column.title, width, BOLD) for column, (_, width) in zip(report.columns, self.x, strict=True)]
+        for lines, (x, _) in zip(titles, self.x, strict=True):
+            for number, line in enumerate(lines):
+                c.drawString(x, self.y - number * LINE, line)
+        self.y -= (max(len(lines) for lines in titles) - 1) * LINE
         c.setLineWidth(0.8)
         c.line(MARGIN, self.y - 3, PAGE[0] - MARGIN, self.y - 3)
         c.setLineWidth(0.25)
         c.setFont(FONT, SIZE)
-        self.y -= ROW
+        self.y -= LINE + ROW_GAP
 
     def row(self, values: Sequence[Any]) -> None:
-        if self.page == 0 or self.y < MARGIN + ROW:
+        cells = [_wrap(_text(value), width) for value, (_, width) in zip(values, self.x, strict=True)]
+        height = max(len(lines) for lines in cells) * LINE
+        if self.page == 0 or self.y - height < MARGIN + LINE:
             if self.page:
                 self.canvas.showPage()
             self._heading()
-        for value, (x, width) in zip(values, self.x, strict=True):
-            self.canvas.drawString(x, self.y, _fit(_text(value), width))
-        self.canvas.line(MARGIN, self.y - 3, PAGE[0] - MARGIN, self.y - 3)
-        self.y -= ROW
+        for lines, (x, _) in zip(cells, self.x, strict=True):
+            for number, line in enumerate(lines):
+                self.canvas.drawString(x, self.y - number * LINE, line)
+        bottom = self.y - height + LINE - 3
+        self.canvas.line(MARGIN, bottom, PAGE[0] - MARGIN, bottom)
+        self.y -= height + ROW_GAP
 
     def finish(self, rows: int) -> None:
         if self.page == 0:

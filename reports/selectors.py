@@ -70,20 +70,20 @@ def age_days(since: dt.datetime | None, now: dt.datetime) -> int | None:
 # --- inventory ---------------------------------------------------------------------------
 
 INVENTORY = (
-    Column("keystore", "Keystore", 0.09),
-    Column("name", "Name", 0.09),
+    Column("keystore", "Keystore", 0.075),
+    Column("name", "Name", 0.075),
     Column("alias", "Alias", 0.10),
-    Column("key_id", "Key ID", 0.13),
-    Column("key_spec", "Spec", 0.07),
-    Column("regions", "Regions", 0.06),
-    Column("state", "State", 0.07),
-    Column("kms_state", "KMS state", 0.06),
+    Column("key_id", "Key ID", 0.12),
+    Column("key_spec", "Spec", 0.115),
+    Column("regions", "Regions", 0.055),
+    Column("state", "State", 0.085),
+    Column("kms_state", "KMS state", 0.07),
     Column("check_value", "Check value", 0.06),
-    Column("material_versions", "Versions", 0.04),
-    Column("material_age_days", "Age (days)", 0.04),
+    Column("material_versions", "Versions", 0.045),
+    Column("material_age_days", "Age (days)", 0.045),
     Column("expires", "Expires", 0.06),
-    Column("last_operation", "Last operation", 0.07),
-    Column("last_operation_at", "Last operation at", 0.06),
+    Column("last_operation", "Last operation", 0.065),
+    Column("last_operation_at", "Last operation at", 0.065),
 )
 
 
