@@ -13,7 +13,8 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from byok_portal.api import VALIDATION_ERROR, common_errors
+from byok_portal.api import VALIDATION_ERROR, ErrorSerializer, common_errors
+from byok_portal.errors import NotFound
 from reports import building, rendering
 
 
@@ -52,14 +53,18 @@ class ReportView(APIView):
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV with a header row."),
             (200, "application/pdf"): OpenApiResponse(OpenApiTypes.BINARY, description="PDF."),
             400: VALIDATION_ERROR,
+            404: OpenApiResponse(ErrorSerializer, description="`not_found`: no report of that name."),
         }
         | common_errors(auth_only=True),
     )
     def get(self, request: Request, kind: str) -> StreamingHttpResponse | FileResponse:
+        if kind not in building.KINDS:
+            raise NotFound("No report of that name.")
         params = building.parse(request.user, kind, request.query_params)
         return rendering.response(building.build(request.user, params), params.format)
 
 
 urlpatterns: list[URLPattern | URLResolver] = [
-    path("reports/<slug:kind>/", ReportView.as_view(), name="api-report"),
+    # Any segment reaches the view, which answers a JSON 404 for a report that does not exist.
+    path("reports/<str:kind>/", ReportView.as_view(), name="api-report"),
 ]
