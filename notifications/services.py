@@ -49,11 +49,11 @@ from notifications.models import Delivery, DeliveryAttempt, DeliveryState, Email
 logger = logging.getLogger("byok.notifications")
 
 # Handed in by NotificationsConfig.ready (the task module imports this one).
-_queue_fan_out: Callable[[int], None] | None = None
-_queue_delivery: Callable[[uuid.UUID], None] | None = None
+_queue_fan_out: Callable[[int], object] | None = None
+_queue_delivery: Callable[[uuid.UUID], object] | None = None
 
 
-def queue_with(*, fan_out: Callable[[int], None], delivery: Callable[[uuid.UUID], None]) -> None:
+def queue_with(*, fan_out: Callable[[int], object], delivery: Callable[[uuid.UUID], object]) -> None:
     global _queue_fan_out, _queue_delivery  # set once, at start-up
     _queue_fan_out, _queue_delivery = fan_out, delivery
 

@@ -96,7 +96,8 @@ def test_a_scheduled_deletion_is_emailed_with_its_date_and_the_person_who_did_it
     assert "Operation: schedule_deletion (success)" in message.body
     assert "State:     INACTIVE -> PENDING_DELETION" in message.body
     assert "By:        bob" in message.body
-    assert "deletion_date: " + key.deletion_date.isoformat()[:10] in message.body
+    assert key.deletion_date is not None
+    assert f"deletion_date: {key.deletion_date:%Y-%m-%d}" in str(message.body)
 
 
 def test_a_deleted_key_is_emailed(
