@@ -127,7 +127,7 @@ def _report(fmt: str, scope: str) -> dict[str, Any]:
     from accounts.models import User
     from keystores.models import Keystore
 
-    client = Client()
+    client: Any = Client()  # a streaming response: django-stubs types it as a plain one
     client.force_login(User.objects.get(username=ROOT), backend="django.contrib.auth.backends.ModelBackend")
     url = f"/api/v1/reports/inventory/?format={fmt}"
     if scope == "one-keystore":
