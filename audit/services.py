@@ -86,12 +86,14 @@ _SECRET_NAME = re.compile(
     re.IGNORECASE,
 )
 # Values that look like key material, tokens or keys, wherever they appear in free text:
-# PEM blocks, JWTs, 256-bit values in hex or base64, and long base64 blobs (wrapped keys,
-# import tokens). A digest written as "SHA256:<hex>" (how custody prints public-key
-# fingerprints) says what it is and is kept.
+# PEM blocks, JWTs, the portal's tokens and webhook secrets, 256-bit values in hex or base64,
+# and long base64 blobs (wrapped keys, import tokens). A digest written as "SHA256:<hex>" (how
+# custody prints public-key fingerprints) says what it is and is kept.
 _SECRET_VALUE = re.compile(
     r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|\Z)"
     r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
+    # The portal's own secrets by their prefixes: API tokens (byok_…) and webhook signing secrets (whsec_…).
+    r"|\b(?:byok|whsec)_[A-Za-z0-9_-]{32,}"
     r"|(?<![0-9A-Fa-f])(?<!SHA256:)[0-9A-Fa-f]{64,}(?![0-9A-Fa-f])"
     r"|(?<![A-Za-z0-9+/])(?<!SHA256:)(?:[A-Za-z0-9+/]{43}=|[A-Za-z0-9+/]{64,}={0,2})(?![A-Za-z0-9+/=])",
     re.DOTALL,
