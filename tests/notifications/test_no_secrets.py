@@ -51,7 +51,9 @@ def test_no_notification_carries_material_tokens_or_the_webhook_secret(
         key = key_services.key_create(
             actor=bob, keystore_id=keystore.pk, name="Canary", alias="alias/canary", expires=timezone.localdate()
         ).key
-        assert custody.unseal(key.pk, Key.objects.get(pk=key.pk).material_sealed) == CANARY
+        sealed = Key.objects.get(pk=key.pk).material_sealed
+        assert sealed is not None
+        assert custody.unseal(key.pk, sealed) == CANARY
         warn_expiring_keys(actor=Actor.system("expiry"))
         backdoor(keystore).disable_key(KeyId=key.kms_key_arn)
         reconcile_key(key.pk, actor=Actor.system("reconcile"))
