@@ -72,12 +72,22 @@ def _text(value: Any) -> str:
     return str(value).replace("→", "->").encode("latin-1", "replace").decode("latin-1")
 
 
+def _fitting(text: str, width: float, font: str) -> int:
+    """How many leading characters of ``text`` fit ``width`` (binary search: widths only grow with length)."""
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if stringWidth(text[:middle], font, SIZE) <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def _fit(text: str, width: float, font: str = FONT) -> str:
     if stringWidth(text, font, SIZE) <= width:
         return text
-    while text and stringWidth(text + "...", font, SIZE) > width:
-        text = text[:-1]
-    return text + "..."
+    return text[: _fitting(text, width - stringWidth("...", font, SIZE), font)] + "..."
 
 
 def _wrap(text: str, width: float, font: str = FONT) -> list[str]:
@@ -88,9 +98,7 @@ def _wrap(text: str, width: float, font: str = FONT) -> list[str]:
         if stringWidth(text, font, SIZE) <= width:
             lines.append(text)
             return lines
-        cut = len(text)
-        while cut > 1 and stringWidth(text[:cut], font, SIZE) > width:
-            cut -= 1
+        cut = max(1, _fitting(text, width, font))
         soft = max(text.rfind(" ", 0, cut), text.rfind("-", 0, cut), text.rfind("/", 0, cut))
         if soft > cut // 2:
             cut = soft + 1
