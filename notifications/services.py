@@ -267,8 +267,12 @@ def webhook_send_test(*, actor: Actor, keystore_id: Any, webhook_id: Any) -> Del
 
 
 def _secret(webhook: Webhook) -> str:
-    secret = custody.unseal(webhook.pk, webhook.secret_sealed)
+    sealed = bytes(webhook.secret_sealed)
+    secret = custody.unseal(webhook.pk, sealed)
     try:
+        if not custody.sealed_with_current_kek(sealed):
+            # Sealed under the previous KEK (a KEK rotation re-wraps key material, not these): re-seal now.
+            Webhook.objects.filter(pk=webhook.pk).update(secret_sealed=custody.seal(webhook.pk, secret))
         return secret.decode()
     finally:
         custody.wipe(secret)

@@ -253,3 +253,29 @@ def test_the_documented_schema_lists_every_event_type_and_field() -> None:
         assert f"`{field}`" in doc
     assert KeyState.PENDING_DELETION in doc
     assert json.loads(doc.split("```json", 1)[1].split("```", 1)[0])["schema_version"] == 1
+
+
+def test_a_webhook_secret_sealed_under_the_previous_kek_is_resealed_when_used(
+    people: Any, keystore: Any, settings: Any
+) -> None:
+    import base64
+
+    from keys import custody
+    from notifications.models import Webhook
+
+    created = services.webhook_create(
+        actor=people.actor(people.alice), keystore_id=keystore.pk, url="https://hooks.example.com/k", events=[]
+    )
+    settings.BYOK_KEK_PREVIOUS, settings.BYOK_KEK = settings.BYOK_KEK, base64.b64encode(b"n" * 32).decode()
+    custody.current_kek.cache_clear()
+    custody.previous_keks.cache_clear()
+    try:
+        assert services._secret(Webhook.objects.get()) == created.secret
+        resealed = bytes(Webhook.objects.get().secret_sealed)
+        assert custody.sealed_with_current_kek(resealed)
+        settings.BYOK_KEK_PREVIOUS = ""
+        custody.previous_keks.cache_clear()
+        assert services._secret(Webhook.objects.get()) == created.secret
+    finally:
+        custody.current_kek.cache_clear()
+        custody.previous_keks.cache_clear()
