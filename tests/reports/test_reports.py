@@ -184,3 +184,25 @@ def test_a_system_actor_name_shows_as_who_in_activity(people: Any, estate: dict[
         "BYOK Portal (cleanup)",
         "system",
     )
+
+
+def test_the_inventory_s_queries_do_not_grow_with_the_keys(people: Any, make_key: Any) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries() -> int:
+        client = verified_client(people.dan)
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get("/reports/inventory/download/", {"format": "csv"})
+            rows = b"".join(response.streaming_content).count(b"\n") - 1
+        return len(captured.captured_queries), rows
+
+    for _ in range(3):
+        make_key()
+    few = queries()
+    for _ in range(30):
+        make_key()
+    many = queries()
+
+    assert (few[1], many[1]) == (3, 33)
+    assert few[0] == many[0]
