@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC
 from typing import Any
 
@@ -148,8 +148,8 @@ def _cell(value: Any) -> str:
     return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
 
 
-def csv_lines(queryset: QuerySet[AuditEvent]) -> Iterator[bytes]:
-    """A header and one flat row per event; lists and dicts as JSON, formula-looking cells defused."""
+def csv_stream(header: Sequence[str], records: Iterable[Sequence[Any]]) -> Iterator[bytes]:
+    """A header and one CSV row per record, streamed; lists and dicts as JSON, formula-looking cells defused."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
 
@@ -160,10 +160,15 @@ def csv_lines(queryset: QuerySet[AuditEvent]) -> Iterator[bytes]:
         return data
 
     def lines() -> Iterator[bytes]:
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(header)
         yield flush()
-        for row in rows(queryset):
-            writer.writerow([_cell(row[name]) for name in CSV_COLUMNS])
+        for record in records:
+            writer.writerow([_cell(value) for value in record])
             yield flush()
 
     return _chunked(lines())
+
+
+def csv_lines(queryset: QuerySet[AuditEvent]) -> Iterator[bytes]:
+    """A header and one flat row per event (see :func:`csv_stream`)."""
+    return csv_stream(CSV_COLUMNS, ([row[name] for name in CSV_COLUMNS] for row in rows(queryset)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,6 +56,29 @@ class Key(Protocol):
 
 logger = logging.getLogger("byok.audit")
 
+# Told about every recorded event once its transaction has committed (notifications, installed from above
+# the trail at start-up by ``NotificationsConfig.ready``): events of a rolled-back transaction never leave.
+AfterCommit = Callable[[Sequence[AuditEvent]], None]
+_after_commit: AfterCommit | None = None
+
+
+def after_commit_call(hook: AfterCommit) -> None:
+    """Install the one hook that sees recorded events after their transaction commits."""
+    global _after_commit  # set once, at start-up
+    _after_commit = hook
+
+
+def _hand_on(events: Sequence[AuditEvent]) -> None:
+    hook = _after_commit
+    if hook is None:
+        return
+    try:
+        hook(events)
+    except Exception:
+        # The events are committed: a failing subscriber must not turn a done operation into an error.
+        logger.exception("the after-commit audit hook failed", extra={"seqs": [event.seq for event in events]})
+
+
 REDACTED = "[redacted]"
 # Names of ``details`` entries whose values are never stored, whatever they hold.
 _SECRET_NAME = re.compile(
@@ -64,12 +87,14 @@ _SECRET_NAME = re.compile(
     re.IGNORECASE,
 )
 # Values that look like key material, tokens or keys, wherever they appear in free text:
-# PEM blocks, JWTs, 256-bit values in hex or base64, and long base64 blobs (wrapped keys,
-# import tokens). A digest written as "SHA256:<hex>" (how custody prints public-key
-# fingerprints) says what it is and is kept.
+# PEM blocks, JWTs, the portal's tokens and webhook secrets, 256-bit values in hex or base64,
+# and long base64 blobs (wrapped keys, import tokens). A digest written as "SHA256:<hex>" (how
+# custody prints public-key fingerprints) says what it is and is kept.
 _SECRET_VALUE = re.compile(
     r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|\Z)"
     r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
+    # The portal's own secrets by their prefixes: API tokens (byok_…) and webhook signing secrets (whsec_…).
+    r"|\b(?:byok|whsec)_[A-Za-z0-9_-]{32,}"
     r"|(?<![0-9A-Fa-f])(?<!SHA256:)[0-9A-Fa-f]{64,}(?![0-9A-Fa-f])"
     r"|(?<![A-Za-z0-9+/])(?<!SHA256:)(?:[A-Za-z0-9+/]{43}=|[A-Za-z0-9+/]{64,}={0,2})(?![A-Za-z0-9+/=])",
     re.DOTALL,
@@ -285,6 +310,8 @@ def record_many(entries: Sequence[Entry]) -> list[AuditEvent]:
         AuditEvent.objects.bulk_create(events)
         head.seq, head.hash, head.time = seq, previous_hash, previous_time
         head.save(update_fields=["seq", "hash", "time"])
+    if _after_commit is not None:
+        transaction.on_commit(lambda: _hand_on(events))
     for event in events:
         logger.info(
             "audit event",

@@ -16,4 +16,6 @@ urlpatterns = [
     path("", include("audit.api")),
     path("", include("approvals.api")),
     path("", include("tokens.api")),
+    path("", include("notifications.api")),
+    path("", include("reports.api")),
 ]

@@ -65,6 +65,8 @@ INSTALLED_APPS = [
     "audit",
     "approvals",
     "tokens",
+    "notifications",
+    "reports",
 ]
 
 MIDDLEWARE = [
@@ -428,6 +430,29 @@ BYOK_AUDIT_KEY = _required("BYOK_AUDIT_KEY", "development-audit-key")
 # Keys the HMAC-SHA-256 under which API tokens are stored (tokens.models.ApiToken): a database
 # dump without it cannot test guessed tokens. Changing it invalidates every token.
 BYOK_TOKEN_KEY = _required("BYOK_TOKEN_KEY", "development-token-key")
+
+# --- Notifications and reports (SPEC §15) --------------------------------------
+# Email through Django's backends: SMTP from the environment in production; in debug mode (`make run`)
+# the console backend prints each email. Webhooks must be https:// unless debugging (or the tests say so).
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "byok-portal@localhost")
+BYOK_WEBHOOK_ALLOW_HTTP = env_bool("BYOK_WEBHOOK_ALLOW_HTTP", DEBUG)
+BYOK_WEBHOOK_TIMEOUT_SECONDS = env_int("BYOK_WEBHOOK_TIMEOUT_SECONDS", 10)
+BYOK_WEBHOOK_MAX_ATTEMPTS = env_int("BYOK_WEBHOOK_MAX_ATTEMPTS", 8)
+BYOK_WEBHOOK_BACKOFF_SECONDS = env_int("BYOK_WEBHOOK_BACKOFF_SECONDS", 30)
+BYOK_WEBHOOK_BACKOFF_CAP_SECONDS = env_int("BYOK_WEBHOOK_BACKOFF_CAP_SECONDS", 3600)
+# The rotation policy reports measure keys against until keys carry their own (issue 15).
+BYOK_DEFAULT_ROTATION_DAYS = env_int("BYOK_DEFAULT_ROTATION_DAYS", 365)
 
 LOGGING = {
     "version": 1,

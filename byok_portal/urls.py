@@ -22,6 +22,8 @@ urlpatterns = [
     path("audit/", include("audit.urls")),
     path("approvals/", include("approvals.urls")),
     path("tokens/", include("tokens.urls")),
+    path("reports/", include("reports.urls")),
+    path("notifications/", include("notifications.urls")),
 ]
 
 # JSON under /api/, pages elsewhere; a database outage answers 503 (byok_portal.middleware).

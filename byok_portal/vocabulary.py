@@ -75,6 +75,10 @@ class Operation(StrEnum):
     CANCEL_APPROVAL = "cancel_approval"
     EXPIRE_APPROVAL = "expire_approval"
     EXECUTE_APPROVAL = "execute_approval"
+    # Notification channels of a keystore (SPEC §15).
+    CREATE_WEBHOOK = "create_webhook"
+    DELETE_WEBHOOK = "delete_webhook"
+    TEST_WEBHOOK = "test_webhook"
 
 
 class Outcome(models.TextChoices):

@@ -19,7 +19,7 @@ from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseForbidden
 from django.shortcuts import resolve_url
 from django.template.loader import render_to_string
 
@@ -28,7 +28,7 @@ from byok_portal.dual_control import ApprovalPending
 from byok_portal.errors import NotFound, PermissionRefused, ServiceError
 
 T = TypeVar("T")
-ViewFunc = Callable[..., HttpResponse]
+ViewFunc = Callable[..., HttpResponseBase]
 
 PAGE_SIZE = 25
 
@@ -57,7 +57,7 @@ def portal_login_required(view: ViewFunc) -> ViewFunc:
     """Like ``login_required``, but a local login must also have passed TOTP."""
 
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if session_is_verified(request):
             return view(request, *args, **kwargs)
         return redirect_to_login(request.get_full_path(), resolve_url(settings.LOGIN_URL))

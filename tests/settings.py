@@ -28,3 +28,6 @@ if _BROKER_FROM_US:
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 CELERY_TASK_ALWAYS_EAGER = False
+# The suite's webhook receivers listen on http://127.0.0.1 (production insists on https://).
+BYOK_WEBHOOK_ALLOW_HTTP = True
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

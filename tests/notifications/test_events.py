@@ -1,0 +1,281 @@
+"""Audit events become notifications: which ones, the email each person gets, and the webhook payloads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from accounts.identity import Actor
+from audit.models import AuditEvent
+from byok_portal.vocabulary import KeyState, Outcome
+from keys import services as key_services
+from keys.jobs.cleanup import cleanup_due_keys
+from keys.jobs.expiry import warn_expiring_keys
+from keys.jobs.reconcile import reconcile_key
+from keystores.services import keystore_create, keystore_test_connection
+from notifications import services
+from notifications.events import EventType, event_type_of
+from notifications.models import Delivery, EmailSent
+from tests.conftest import REGION, new_account_id
+
+pytestmark = pytest.mark.django_db
+
+EXPIRY = Actor.system("expiry")
+PAYLOAD_FIELDS = {
+    "id",
+    "type",
+    "schema_version",
+    "occurred_at",
+    "summary",
+    "keystore",
+    "key",
+    "operation",
+    "outcome",
+    "reason",
+    "state_before",
+    "state_after",
+    "actor",
+    "error",
+    "data",
+    "audit",
+}
+
+
+def recipients_of(message: Any) -> list[str]:
+    return sorted(message.to)
+
+
+def test_an_expiry_warning_is_emailed_to_every_member_with_an_address(
+    addressed: Any, make_key: Any, in_process: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    key = make_key(alias="alias/payments-2026", expires=timezone.localdate() + dt.timedelta(days=5))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        warn_expiring_keys(actor=EXPIRY)
+
+    event = AuditEvent.objects.get(operation="expiry_warning")
+    # Eve holds no role in the keystore: she has an address but is told nothing.
+    assert sorted(to for m in mail.outbox for to in m.to) == [
+        "alice@example.com",
+        "bob@example.com",
+        "carol@example.com",
+        "dan@example.com",
+    ]
+    message = mail.outbox[0]
+    assert message.subject == "[BYOK] alias/payments-2026 in Payments expires in 5 day(s)"
+    body = message.body
+    assert "Key expires soon: alias/payments-2026 in Payments expires in 5 day(s)" in body
+    assert f"alias/payments-2026 ({key.pk})" in body
+    assert f"Payments ({key.keystore_id})" in body
+    assert f"expires: {key.expires.isoformat()}" in body
+    assert "days_left: 5" in body
+    assert f"Audit event #{event.seq} (hash {event.hash})" in body
+
+
+def test_a_scheduled_deletion_is_emailed_with_its_date_and_the_person_who_did_it(
+    addressed: Any, keystore: Any, in_process: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    bob = addressed.actor(addressed.bob)
+    key = key_services.key_create(actor=bob, keystore_id=keystore.pk, name="Ledger", alias="alias/ledger").key
+    mail.outbox.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        key_services.key_deactivate(actor=bob, key_id=key.pk)
+        key_services.key_schedule_deletion(actor=bob, key_id=key.pk, pending_window_days=7)
+
+    # Deactivating is no notification; scheduling the deletion is, for each of the four members.
+    assert len(mail.outbox) == 4
+    message = mail.outbox[0]
+    assert message.subject == "[BYOK] Deletion scheduled: alias/ledger in Payments"
+    key.refresh_from_db()
+    assert "Operation: schedule_deletion (success)" in message.body
+    assert "State:     INACTIVE -> PENDING_DELETION" in message.body
+    assert "By:        bob" in message.body
+    assert key.deletion_date is not None
+    assert f"deletion_date: {key.deletion_date:%Y-%m-%d}" in str(message.body)
+
+
+def test_a_deleted_key_is_emailed(
+    addressed: Any, make_due_key: Any, in_process: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    key = make_due_key(alias="alias/old")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        cleanup_due_keys(actor=Actor.system("cleanup"))
+
+    assert len(mail.outbox) == 4
+    assert mail.outbox[0].subject == "[BYOK] Key deleted: alias/old in Payments"
+    assert "State:     PENDING_DELETION -> DELETED" in mail.outbox[0].body
+    assert str(key.pk) in mail.outbox[0].body
+
+
+def test_drift_found_by_reconciliation_is_emailed_with_what_differs(
+    addressed: Any, keystore: Any, backdoor: Any, in_process: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    bob = addressed.actor(addressed.bob)
+    key = key_services.key_create(actor=bob, keystore_id=keystore.pk, name="Cards", alias="alias/cards").key
+    backdoor(keystore).disable_key(KeyId=key.kms_key_arn)  # someone disables it in the AWS console
+    mail.outbox.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        reconcile_key(key.pk, actor=Actor.system("reconcile"))
+
+    assert len(mail.outbox) == 4
+    message = mail.outbox[0]
+    assert message.subject == "[BYOK] KMS drift found: alias/cards in Payments"
+    assert "Operation: reconcile (success, drift_found)" in message.body
+    assert "kms_state: DISABLED" in message.body
+    assert "drift: [" in message.body
+
+
+def test_a_failed_operation_is_emailed_with_aws_s_error(
+    addressed: Any, aws_sandbox: str, in_process: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    account = new_account_id()
+    alice = addressed.actor(addressed.alice)
+    # Its role was never created in the sandbox: AssumeRole fails, as AWS answers for a missing role.
+    store = keystore_create(
+        actor=alice, name="Unready", aws_account_id=account, region=REGION, role_arn=f"arn:aws:iam::{account}:role/x"
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        keystore_test_connection(actor=alice, keystore_id=store.pk)
+
+    assert [m.to for m in mail.outbox] == [["alice@example.com"]]
+    message = mail.outbox[0]
+    assert message.subject == "[BYOK] test_connection failed on keystore Unready in Unready"
+    assert "Error:     " in message.body
+    assert "AccessDenied" in message.body
+
+
+def test_a_person_who_muted_an_event_type_is_not_emailed_it(
+    addressed: Any, make_key: Any, keystore: Any, in_process: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    services.set_email_preference(
+        user=addressed.bob, keystore=keystore, wanted=[str(EventType.KEY_DELETED), str(EventType.DRIFT_FOUND)]
+    )
+    make_key(expires=timezone.localdate())
+
+    with django_capture_on_commit_callbacks(execute=True):
+        warn_expiring_keys(actor=EXPIRY)
+
+    assert "bob@example.com" not in [to for m in mail.outbox for to in m.to]
+    assert len(mail.outbox) == 3
+
+
+def test_a_second_fan_out_of_the_same_event_sends_and_delivers_nothing_more(
+    addressed: Any, make_key: Any, keystore: Any, in_process: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    created = services.webhook_create(
+        actor=addressed.actor(addressed.alice), keystore_id=keystore.pk, url="https://hooks.example.com/byok", events=[]
+    )
+    make_key(expires=timezone.localdate())
+    with django_capture_on_commit_callbacks(execute=True):
+        warn_expiring_keys(actor=EXPIRY)
+    seq = AuditEvent.objects.get(operation="expiry_warning").seq
+    assert (len(mail.outbox), Delivery.objects.count(), len(in_process)) == (4, 1, 1)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.fan_out(seq) == 0
+
+    assert (len(mail.outbox), Delivery.objects.count(), EmailSent.objects.count(), len(in_process)) == (4, 1, 4, 1)
+    delivery = Delivery.objects.get()
+    assert delivery.webhook == created.webhook
+    assert set(delivery.payload) == PAYLOAD_FIELDS
+    assert delivery.payload["type"] == "key.expiry_warning"
+    assert delivery.payload["audit"] == {"seq": seq, "hash": AuditEvent.objects.get(seq=seq).hash}
+
+
+def test_a_webhook_gets_only_the_event_types_it_asked_for(
+    addressed: Any,
+    make_key: Any,
+    make_due_key: Any,
+    keystore: Any,
+    in_process: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    services.webhook_create(
+        actor=addressed.actor(addressed.alice),
+        keystore_id=keystore.pk,
+        url="https://hooks.example.com/deleted-only",
+        events=[str(EventType.KEY_DELETED)],
+    )
+    make_key(expires=timezone.localdate())
+    make_due_key()
+    with django_capture_on_commit_callbacks(execute=True):
+        warn_expiring_keys(actor=EXPIRY)
+        cleanup_due_keys(actor=Actor.system("cleanup"))
+
+    assert list(Delivery.objects.values_list("event_type", flat=True)) == ["key.deleted"]
+
+
+@pytest.mark.parametrize(
+    ("operation", "outcome", "reason", "expected"),
+    [
+        ("expiry_warning", Outcome.SUCCESS, "expires_soon", EventType.EXPIRY_WARNING),
+        ("schedule_deletion", Outcome.SUCCESS, "", EventType.DELETION_SCHEDULED),
+        ("schedule_deletion", Outcome.NOOP, "", None),
+        ("schedule_deletion", Outcome.REFUSED, "invalid_state", None),
+        ("cleanup", Outcome.SUCCESS, "", EventType.KEY_DELETED),
+        ("reconcile", Outcome.SUCCESS, "drift_found", EventType.DRIFT_FOUND),
+        ("reconcile", Outcome.SUCCESS, "drift_changed", EventType.DRIFT_FOUND),
+        ("reconcile", Outcome.SUCCESS, "drift_resolved", None),
+        ("reconcile", Outcome.FAILED, "connection_failed", EventType.OPERATION_FAILED),
+        ("activate", Outcome.FAILED, "", EventType.OPERATION_FAILED),
+        ("activate", Outcome.SUCCESS, "", None),
+        ("update", Outcome.SUCCESS, "", None),
+        # Named by the branches that add them (native rotation, quorum approvals).
+        ("rotate", Outcome.SUCCESS, "", EventType.ROTATION_DONE),
+        ("rotation_due", Outcome.SUCCESS, "", EventType.ROTATION_DUE),
+        ("approval_request", Outcome.SUCCESS, "", EventType.APPROVAL_REQUESTED),
+        ("approve", Outcome.SUCCESS, "", EventType.APPROVAL_DECIDED),
+        ("reject", Outcome.SUCCESS, "", EventType.APPROVAL_DECIDED),
+    ],
+)
+def test_which_audit_events_are_notifications(
+    operation: str, outcome: str, reason: str, expected: EventType | None
+) -> None:
+    assert event_type_of(AuditEvent(operation=operation, outcome=outcome, reason=reason)) == expected
+
+
+def test_the_documented_schema_lists_every_event_type_and_field() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "notifications.md").read_text()
+    for kind in EventType:
+        assert f"`{kind}`" in doc
+    for field in PAYLOAD_FIELDS:
+        assert f"`{field}`" in doc
+    assert KeyState.PENDING_DELETION in doc
+    assert json.loads(doc.split("```json", 1)[1].split("```", 1)[0])["schema_version"] == 1
+
+
+def test_a_webhook_secret_sealed_under_the_previous_kek_is_resealed_when_used(
+    people: Any, keystore: Any, settings: Any
+) -> None:
+    import base64
+
+    from keys import custody
+    from notifications.models import Webhook
+
+    created = services.webhook_create(
+        actor=people.actor(people.alice), keystore_id=keystore.pk, url="https://hooks.example.com/k", events=[]
+    )
+    settings.BYOK_KEK_PREVIOUS, settings.BYOK_KEK = settings.BYOK_KEK, base64.b64encode(b"n" * 32).decode()
+    custody.current_kek.cache_clear()
+    custody.previous_keks.cache_clear()
+    try:
+        assert services._secret(Webhook.objects.get()) == created.secret
+        resealed = bytes(Webhook.objects.get().secret_sealed)
+        assert custody.sealed_with_current_kek(resealed)
+        settings.BYOK_KEK_PREVIOUS = ""
+        custody.previous_keks.cache_clear()
+        assert services._secret(Webhook.objects.get()) == created.secret
+    finally:
+        custody.current_kek.cache_clear()
+        custody.previous_keks.cache_clear()
