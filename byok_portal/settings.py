@@ -7,6 +7,7 @@ every production value must be given explicitly; a missing one fails at start.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dj_database_url
@@ -14,7 +15,7 @@ from celery.schedules import crontab
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from byok_portal.env import env_bool, env_int, env_list, env_str
+from byok_portal.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("BYOK_VAR_DIR", str(BASE_DIR / "var")))
@@ -383,6 +384,16 @@ BYOK_RECONCILE_KMS_CALLS_PER_SECOND = env_int("BYOK_RECONCILE_KMS_CALLS_PER_SECO
 BYOK_RECONCILE_CHUNK = env_int("BYOK_RECONCILE_CHUNK", 200)
 
 # --- AWS and key custody ------------------------------------------------------
+# KMS request quotas (SPEC §14; byok_portal/kms_quotas.py): every KMS call waits for a slot
+# of its (account, region, operation) schedule at AWS's default rate times this share,
+# leaving the rest to the customer's own workloads. Overrides: JSON {"Operation": calls/s}.
+BYOK_KMS_QUOTA_SHARE = env_float("BYOK_KMS_QUOTA_SHARE", 0.5)
+BYOK_KMS_QUOTA_OVERRIDES: dict[str, float] = json.loads(env_str("BYOK_KMS_QUOTA_OVERRIDES") or "{}")
+# Where the schedules live, shared by every process; empty: in each process's memory.
+BYOK_KMS_QUOTA_REDIS_URL = env_str(
+    "BYOK_KMS_QUOTA_REDIS_URL",
+    next((url for url in (CACHE_URL, CELERY_BROKER_URL) if url.startswith(("redis://", "rediss://"))), ""),
+)
 BYOK_SANDBOX = env_bool("BYOK_SANDBOX", False)
 BYOK_SANDBOX_URL = env_str("BYOK_SANDBOX_URL", "http://127.0.0.1:4566")
 # The portal's own principal, as customers must name it in their role trust policy.
