@@ -14,4 +14,5 @@ urlpatterns = [
     path("", include("keystores.api")),
     path("", include("keys.api")),
     path("", include("audit.api")),
+    path("", include("jobs.api")),
 ]

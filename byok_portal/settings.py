@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "keystores",
     "keys",
     "audit",
+    "jobs",
 ]
 
 MIDDLEWARE = [
@@ -379,6 +380,11 @@ BYOK_CLEANUP_BATCH_SIZE = env_int("BYOK_CLEANUP_BATCH_SIZE", 500)
 # KMS calls per second per keystore during reconciliation (0: unlimited); KMS
 # request quotas are shared with the customer's own workloads in that account.
 BYOK_RECONCILE_KMS_CALLS_PER_SECOND = env_int("BYOK_RECONCILE_KMS_CALLS_PER_SECOND", 10)
+# Bulk jobs (jobs/): tasks working each keystore's items side by side (the quotas keep them within
+# the account's share together), and how long a claimed item may run before another task may
+# take it, having checked the audit trail (a worker that died mid-item).
+BYOK_JOB_TASKS_PER_LANE = env_int("BYOK_JOB_TASKS_PER_LANE", 2)
+BYOK_JOB_ITEM_LEASE_SECONDS = env_int("BYOK_JOB_ITEM_LEASE_SECONDS", 600)
 # Keys one reconcile_keystore task checks before handing the rest to a new task,
 # so no task runs anywhere near the broker's visibility timeout.
 BYOK_RECONCILE_CHUNK = env_int("BYOK_RECONCILE_CHUNK", 200)

@@ -63,6 +63,8 @@ class Operation(StrEnum):
     CREATE_USER = "create_user"
     UPDATE_USER = "update_user"
     UNEXPECTED_ERROR = "unexpected_error"
+    BULK_JOB = "bulk_job"
+    CANCEL_BULK_JOB = "cancel_bulk_job"
 
 
 class Outcome(models.TextChoices):
