@@ -55,7 +55,7 @@ class JobViewSet(PortalViewSet):
                 operation=body["operation"],
                 keys=body.get("keys"),
                 filter=body.get("filter"),
-                keystore=body.get("keystore"),
+                keystores=body.get("keystores"),
                 names=body.get("names"),
                 parameters=body.get("parameters") or {},
             ),

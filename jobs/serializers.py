@@ -12,12 +12,14 @@ from jobs.services import BULK_OPERATIONS, eta_seconds
 
 
 class JobCreateSerializer(StrictSerializer):
-    """``POST /jobs/``: an operation and key ids, a key filter, or (create) a keystore and names."""
+    """``POST /jobs/``: an operation and key ids, a key filter, or (create) keystores and names (each name in each)."""
 
     operation = serializers.ChoiceField(choices=[op.value for op in BULK_OPERATIONS])
     keys = serializers.ListField(child=serializers.UUIDField(), required=False, max_length=10_000)
     filter = serializers.DictField(required=False, help_text='The key list\'s filters, e.g. {"state": "ACTIVE"}.')
-    keystore = serializers.UUIDField(required=False, help_text="create: the keystore to create the keys in.")
+    keystores = serializers.ListField(
+        child=serializers.UUIDField(), required=False, max_length=100, help_text="create: keystores to create in."
+    )
     names = serializers.ListField(
         child=serializers.CharField(max_length=200), required=False, max_length=10_000, help_text="create: key names."
     )

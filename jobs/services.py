@@ -115,31 +115,36 @@ def _validated(entry: KeyOperation, data: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class JobRequest:
-    """What a door asks for: an operation and keys (ids), a key filter, or (create) a keystore and names."""
+    """What a door asks for: an operation and keys (ids), a key filter, or (create) keystores and names."""
 
     operation: str
     keys: Sequence[uuid.UUID] | None = None
     filter: Mapping[str, Any] | None = None
-    keystore: uuid.UUID | None = None
+    keystores: Sequence[uuid.UUID] | None = None  # create: each name is created in each keystore
     names: Sequence[str] | None = None
     parameters: Mapping[str, Any] | None = None
 
 
 def _create_items(actor: Actor, request: JobRequest, parameters: Mapping[str, Any]) -> list[JobItem]:
-    if request.keystore is None or not request.names:
-        raise ValidationError({"names": "A create job needs a keystore and the names of the keys to create."})
+    if not request.keystores or not request.names:
+        raise ValidationError({"names": "A create job needs keystores and the names of the keys to create."})
     names = [str(n).strip() for n in request.names]
     if len(set(names)) != len(names) or not all(names):
         raise ValidationError({"names": "Names must be given, and distinct within a job."})
-    if len(names) > MAX_KEYS:
+    if len(names) * len(request.keystores) > MAX_KEYS:
         raise ValidationError({"names": f"At most {MAX_KEYS} keys per job."})
     assert actor.user is not None  # job_create refuses jobs without a person
-    keystore = keystores_for(actor.user).filter(pk=request.keystore, state=KeystoreState.ACTIVE).first()
-    if keystore is None:
+    wanted = list(dict.fromkeys(request.keystores))
+    found = set(
+        keystores_for(actor.user).filter(pk__in=wanted, state=KeystoreState.ACTIVE).values_list("pk", flat=True)
+    )
+    if len(found) != len(wanted):
         raise NotFound("Keystore not found.")
-    for name in names[:1]:  # one key's input stands for all: only the name differs
-        _validated(REGISTRY[Operation.CREATE], {**parameters, "keystore": str(keystore.pk), "name": name})
-    return [JobItem(position=i, lane=keystore.pk, name=name) for i, name in enumerate(names)]
+    # One key's input stands for all: only the keystore and the name differ.
+    _validated(REGISTRY[Operation.CREATE], {**parameters, "keystore": str(wanted[0]), "name": names[0]})
+    # Interleaved, so that every keystore's lane has work from the start.
+    pairs = [(keystore, name) for name in names for keystore in wanted]
+    return [JobItem(position=i, lane=keystore, name=name) for i, (keystore, name) in enumerate(pairs)]
 
 
 def _key_items(actor: Actor, request: JobRequest) -> list[JobItem]:
@@ -186,7 +191,7 @@ def job_create(*, actor: Actor, request: JobRequest) -> Job:
         _validated(entry, parameters)
         items = _key_items(actor, request)
     selection: dict[str, Any] = (
-        {"keystore": str(request.keystore), "names": list(request.names or [])}
+        {"keystores": [str(k) for k in request.keystores or []], "names": list(request.names or [])}
         if operation == Operation.CREATE
         else {"keys": [str(k) for k in request.keys]}
         if request.keys is not None
