@@ -384,6 +384,8 @@ BYOK_RECONCILE_KMS_CALLS_PER_SECOND = env_int("BYOK_RECONCILE_KMS_CALLS_PER_SECO
 # the account's share together), and how long a claimed item may run before another task may
 # take it, having checked the audit trail (a worker that died mid-item).
 BYOK_JOB_TASKS_PER_LANE = env_int("BYOK_JOB_TASKS_PER_LANE", 2)
+# Items one lane task works before it goes back in the queue (workers then rotate between lanes).
+BYOK_JOB_ITEMS_PER_TASK = env_int("BYOK_JOB_ITEMS_PER_TASK", 10)
 BYOK_JOB_ITEM_LEASE_SECONDS = env_int("BYOK_JOB_ITEM_LEASE_SECONDS", 600)
 # Keys one reconcile_keystore task checks before handing the rest to a new task,
 # so no task runs anywhere near the broker's visibility timeout.

@@ -6,11 +6,13 @@ policies apply per key exactly as when a person clicks the button.
 
 Running: a job has a *lane* per keystore (one AWS account and region, one set of
 quotas). :func:`run_lane` claims the lane's next item, runs it and records its outcome,
-until the lane is empty, the job is cancelled or the task's time budget is spent.
-Claims are conditional updates, so a key is claimed by one task at a time; an item
-left ``RUNNING`` by a worker that died is taken again only when its task is redelivered
-(the same task id) or its lease ran out, and first checked against the audit trail:
-if the operation already succeeded, the item is recorded done without running again.
+until the lane is empty, the job is cancelled or the task's share of work is done.
+Claims are row-locked conditional updates, so a key is claimed by one run at a time; an
+item left ``RUNNING`` by a worker that died is taken again once its lease
+(``BYOK_JOB_ITEM_LEASE_SECONDS``, longer than any task may run) ran out — by the task
+redelivered to another worker, or by any other of the lane's tasks — and is first checked
+against the audit trail: if the operation already succeeded, the item is recorded done
+without running again. So each key is done once.
 """
 
 from __future__ import annotations
@@ -271,18 +273,14 @@ def visible_jobs(actor: Actor) -> Any:
 # --- running ------------------------------------------------------------------------
 
 
-def _claim(job: Job, lane: uuid.UUID, task_id: str) -> JobItem | None:
-    """The lane's next item, claimed for ``task_id``: pending, or abandoned by a worker that died."""
+def _claim(job: Job, lane: uuid.UUID, run_id: str) -> JobItem | None:
+    """The lane's next item, claimed for this run: pending, or abandoned (its lease ran out) by a worker that died."""
     lease = timezone.now() - dt.timedelta(seconds=settings.BYOK_JOB_ITEM_LEASE_SECONDS)
     with transaction.atomic():
         item = (
             JobItem.objects.select_for_update(skip_locked=True)
             .filter(job=job, lane=lane)
-            .filter(
-                Q(state=ItemState.PENDING)
-                | Q(state=ItemState.RUNNING, claimed_by=task_id)
-                | Q(state=ItemState.RUNNING, claimed_at__lt=lease)
-            )
+            .filter(Q(state=ItemState.PENDING) | Q(state=ItemState.RUNNING, claimed_at__lt=lease))
             .order_by("position")
             .first()
         )
@@ -291,9 +289,9 @@ def _claim(job: Job, lane: uuid.UUID, task_id: str) -> JobItem | None:
         interrupted = item.state == ItemState.RUNNING
         item.state = ItemState.RUNNING
         item.attempts += 1
-        if not interrupted:
+        if not interrupted:  # an abandoned item keeps its first claim's time: the audit trail is searched from it
             item.claimed_at = timezone.now()
-        item.claimed_by = task_id
+        item.claimed_by = run_id
         item.save(update_fields=["state", "attempts", "claimed_by", "claimed_at"])
     return item
 
@@ -337,10 +335,10 @@ def _run_item(job: Job, item: JobItem) -> tuple[ItemState, uuid.UUID | None, str
     return ItemState.DONE, done.key.pk, str(done.outcome).upper(), ""
 
 
-def _finish(job: Job, item: JobItem, task_id: str, result: tuple[ItemState, uuid.UUID | None, str, str]) -> None:
+def _finish(job: Job, item: JobItem, run_id: str, result: tuple[ItemState, uuid.UUID | None, str, str]) -> None:
     state, key_id, outcome, message = result
     with transaction.atomic():
-        settled = JobItem.objects.filter(pk=item.pk, state=ItemState.RUNNING, claimed_by=task_id).update(
+        settled = JobItem.objects.filter(pk=item.pk, state=ItemState.RUNNING, claimed_by=run_id).update(
             state=state, key_id=key_id, outcome=outcome[:32], message=message[:2000], finished_at=timezone.now()
         )
         if settled:  # counted once, with the item's state
@@ -367,23 +365,28 @@ class LaneResult:
     more: bool = False
 
 
-def run_lane(job_id: uuid.UUID, lane: uuid.UUID, *, task_id: str, until: float) -> LaneResult:
-    """Work the lane's items one after the other until none is left, the job is cancelled or ``until`` passes."""
+def run_lane(job_id: uuid.UUID, lane: uuid.UUID, *, until: float, limit: int) -> LaneResult:
+    """Work the lane's items one after the other until none is left, the job is cancelled, ``until`` passes
+    or ``limit`` items are done (then the lane goes back in the queue, behind other lanes' tasks, so that
+    workers move between lanes instead of staying with the first ones they took)."""
     result = LaneResult()
+    # Claims name this run, not the Celery task: a message redelivered while its first delivery still
+    # runs (a visibility timeout shorter than the task) must not take over that delivery's item.
+    run_id = uuid.uuid4().hex
     Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(state=JobState.RUNNING, started_at=timezone.now())
     while True:
         job = Job.objects.select_related("requested_by").filter(pk=job_id).first()
         if job is None or job.state != JobState.RUNNING:
             return result
-        if time.monotonic() >= until:
+        if time.monotonic() >= until or result.done + result.failed >= limit:
             result.more = True
             return result
-        item = _claim(job, lane, task_id)
+        item = _claim(job, lane, run_id)
         if item is None:
             _close_if_finished(job_id)
             return result
         outcome = _run_item(job, item)
-        _finish(job, item, task_id, outcome)
+        _finish(job, item, run_id, outcome)
         if outcome[0] == ItemState.DONE:
             result.done += 1
         else:

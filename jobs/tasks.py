@@ -7,24 +7,24 @@ import uuid
 from dataclasses import asdict
 from typing import Any
 
-from celery import Task, shared_task
+from celery import shared_task
 from django.conf import settings
 
 from jobs import services
 
 
-@shared_task(bind=True, acks_late=True)
-def run_lane(self: Task[Any, Any], job_id: str, lane: str) -> dict[str, Any]:
+@shared_task(acks_late=True)
+def run_lane(job_id: str, lane: str) -> dict[str, Any]:
     """Work one lane of a job within the task's time budget; what is left goes to a new task.
 
-    A worker killed mid-item leaves the message unacknowledged: it comes back with the same
-    task id, which lets the lane take its interrupted item again at once (see ``services``).
+    A worker killed mid-item leaves the message unacknowledged: it comes back to another
+    worker, which goes on with the lane and takes the interrupted item once its lease is over.
     """
     result = services.run_lane(
         uuid.UUID(job_id),
         uuid.UUID(lane),
-        task_id=str(self.request.id or uuid.uuid4()),
         until=time.monotonic() + settings.BYOK_TASK_BUDGET_SECONDS,
+        limit=settings.BYOK_JOB_ITEMS_PER_TASK,
     )
     if result.more:
         run_lane.delay(job_id, lane)
