@@ -20,6 +20,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("api/v1/", include("byok_portal.api_urls")),
     path("audit/", include("audit.urls")),
+    path("jobs/", include("jobs.urls")),
 ]
 
 # JSON under /api/, pages elsewhere; a database outage answers 503 (byok_portal.middleware).

@@ -38,7 +38,7 @@ from audit.services import record
 from byok_portal import kms_quotas
 from byok_portal.aws import AwsError
 from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceError
-from byok_portal.vocabulary import Operation, Outcome
+from byok_portal.vocabulary import KeyState, Operation, Outcome
 from jobs.models import FINISHED_ITEM_STATES, FINISHED_JOB_STATES, ItemState, Job, JobItem, JobState
 from keys import selectors
 from keys.filters import KeyFilter
@@ -54,6 +54,14 @@ BULK_OPERATIONS: tuple[Operation, ...] = tuple(
     op
     for op in REGISTRY
     if op not in (Operation.PREPARE_DOWNLOAD, Operation.DOWNLOAD, Operation.WITHDRAW_DOWNLOAD, Operation.CLEANUP)
+)
+
+# What the key list page offers in bulk: operations that need no input beyond the keys.
+PAGE_OPERATIONS: tuple[Operation, ...] = tuple(
+    op
+    for op in BULK_OPERATIONS
+    if (op != Operation.CREATE and (REGISTRY[op].body is None or op == Operation.RENEW))
+    or op == Operation.SCHEDULE_DELETION
 )
 
 # The KMS calls one item makes, for the ETA: the slowest schedule among them sets the lane's pace.
@@ -160,7 +168,9 @@ def _key_items(actor: Actor, request: JobRequest) -> list[JobItem]:
             raise ValidationError({"keys": f"Not found: {', '.join(missing[:10])}"})
         rows = [(k, found[k]) for k in wanted]
     elif request.filter is not None:
-        keys = KeyFilter(data=dict(request.filter), queryset=visible)
+        # As on the key list page: DELETED keys only when that state is asked for.
+        scoped = visible if request.filter.get("state") else visible.exclude(state=KeyState.DELETED)
+        keys = KeyFilter(data=dict(request.filter), queryset=scoped)
         if not keys.is_valid():
             raise ValidationError({f"filter.{name}": str(errors[0]) for name, errors in keys.errors.items()})
         rows = list(
