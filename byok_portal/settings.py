@@ -381,8 +381,9 @@ BYOK_CLEANUP_BATCH_SIZE = env_int("BYOK_CLEANUP_BATCH_SIZE", 500)
 # request quotas are shared with the customer's own workloads in that account.
 BYOK_RECONCILE_KMS_CALLS_PER_SECOND = env_int("BYOK_RECONCILE_KMS_CALLS_PER_SECOND", 10)
 # Bulk jobs (jobs/): tasks working each keystore's items side by side (the quotas keep them within
-# the account's share together), and how long a claimed item may run before another task may
-# take it, having checked the audit trail (a worker that died mid-item).
+# the account's share together). On PostgreSQL a claimed item's lease is a session advisory lock
+# (free the moment its worker dies); without one (SQLite) an item claimed longer ago than this
+# counts as abandoned and is taken over, having checked the audit trail.
 BYOK_JOB_TASKS_PER_LANE = env_int("BYOK_JOB_TASKS_PER_LANE", 2)
 # Items one lane task works before it goes back in the queue (workers then rotate between lanes).
 BYOK_JOB_ITEMS_PER_TASK = env_int("BYOK_JOB_ITEMS_PER_TASK", 10)

@@ -7,12 +7,12 @@ policies apply per key exactly as when a person clicks the button.
 Running: a job has a *lane* per keystore (one AWS account and region, one set of
 quotas). :func:`run_lane` claims the lane's next item, runs it and records its outcome,
 until the lane is empty, the job is cancelled or the task's share of work is done.
-Claims are row-locked conditional updates, so a key is claimed by one run at a time; an
-item left ``RUNNING`` by a worker that died is taken again once its lease
-(``BYOK_JOB_ITEM_LEASE_SECONDS``, longer than any task may run) ran out — by the task
-redelivered to another worker, or by any other of the lane's tasks — and is first checked
-against the audit trail: if the operation already succeeded, the item is recorded done
-without running again. So each key is done once.
+Claims are row-locked conditional updates, and a run holds each claimed item's lease (a
+PostgreSQL session advisory lock, as creations do) while it works on it. An item left
+``RUNNING`` by a worker that died has a free lease — PostgreSQL dropped it with the
+connection — and is taken over by the next claim of its lane (the redelivered task, or
+any other of the lane's tasks), after a look at the audit trail: if the operation already
+succeeded, the item is recorded done without running again. So each key is done once.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import DatabaseError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.identity import Actor
@@ -283,20 +283,51 @@ def visible_jobs(actor: Actor) -> Any:
 # --- running ------------------------------------------------------------------------
 
 
+# The key space of the items' advisory locks (two int4 keys: apart from the creations' bigint locks).
+_LOCK_SPACE = 0x4A4F4253  # "JOBS"
+
+
+def _try_item_lock(item_id: int) -> bool:
+    """Take the item's lease: a session advisory lock, held while this process works on the item.
+
+    PostgreSQL drops it the moment the process dies or loses its connection, so an item
+    whose lock is free while it says ``RUNNING`` was abandoned, and is taken over at once.
+    """
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_SPACE, item_id % 2**31])
+        return bool(cursor.fetchone()[0])
+
+
+def _release_item_lock(item_id: int) -> None:
+    if connection.vendor != "postgresql":
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_SPACE, item_id % 2**31])
+    except DatabaseError:
+        logger.warning("could not release a job item's lease", extra={"job_item": item_id})
+
+
 def _claim(job: Job, lane: uuid.UUID, run_id: str) -> JobItem | None:
-    """The lane's next item, claimed for this run: pending, or abandoned (its lease ran out) by a worker that died."""
-    lease = timezone.now() - dt.timedelta(seconds=settings.BYOK_JOB_ITEM_LEASE_SECONDS)
+    """The lane's next item, claimed (and its lease taken) for this run: abandoned by a dead worker, or pending.
+
+    Where the database has no session locks (SQLite, for development) an item counts as
+    abandoned once claimed longer than ``BYOK_JOB_ITEM_LEASE_SECONDS`` ago.
+    """
     with transaction.atomic():
-        item = (
-            JobItem.objects.select_for_update(skip_locked=True)
-            .filter(job=job, lane=lane)
-            .filter(Q(state=ItemState.PENDING) | Q(state=ItemState.RUNNING, claimed_at__lt=lease))
-            .order_by("position")
-            .first()
-        )
+        candidates = JobItem.objects.select_for_update(skip_locked=True).filter(job=job, lane=lane)
+        running = candidates.filter(state=ItemState.RUNNING).order_by("position")
+        if connection.vendor != "postgresql":
+            lease = timezone.now() - dt.timedelta(seconds=settings.BYOK_JOB_ITEM_LEASE_SECONDS)
+            running = running.filter(claimed_at__lt=lease)
+        item = next((i for i in running if _try_item_lock(i.pk)), None)
+        interrupted = item is not None
         if item is None:
-            return None
-        interrupted = item.state == ItemState.RUNNING
+            item = candidates.filter(state=ItemState.PENDING).order_by("position").first()
+            if item is None or not _try_item_lock(item.pk):
+                return None
         item.state = ItemState.RUNNING
         item.attempts += 1
         if not interrupted:  # an abandoned item keeps its first claim's time: the audit trail is searched from it
@@ -342,6 +373,9 @@ def _run_item(job: Job, item: JobItem) -> tuple[ItemState, uuid.UUID | None, str
         return ItemState.FAILED, item.key_id, exc.code, exc.message
     except ValidationError as exc:
         return ItemState.FAILED, item.key_id, "validation_error", "; ".join(exc.messages)
+    except Exception as exc:  # one key's surprise must not stop the others; its lease would hold it forever
+        logger.exception("a bulk job's key failed unexpectedly", extra={"job": str(job.pk), "position": item.position})
+        return ItemState.FAILED, item.key_id, "unexpected_error", type(exc).__name__
     return ItemState.DONE, done.key.pk, str(done.outcome).upper(), ""
 
 
@@ -395,8 +429,11 @@ def run_lane(job_id: uuid.UUID, lane: uuid.UUID, *, until: float, limit: int) ->
         if item is None:
             _close_if_finished(job_id)
             return result
-        outcome = _run_item(job, item)
-        _finish(job, item, run_id, outcome)
+        try:
+            outcome = _run_item(job, item)
+            _finish(job, item, run_id, outcome)
+        finally:
+            _release_item_lock(item.pk)
         if outcome[0] == ItemState.DONE:
             result.done += 1
         else:

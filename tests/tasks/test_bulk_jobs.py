@@ -64,14 +64,12 @@ def second_keystore(people: Any, keystore: Any) -> Any:
 def paced_worker(start_worker: Callable[..., Any], redis_url: str) -> Callable[..., Any]:
     """``paced_worker(visibility_timeout)``: a worker sharing the quota schedules in Redis.
 
-    An item abandoned by a killed worker is taken up again 5 s after it was claimed. The
-    broker redelivers a message after ``visibility_timeout`` s: short to see a killed worker's
+    The broker redelivers a message after ``visibility_timeout`` s: short to see a killed worker's
     task come back soon; as in production (longer than a task) to measure the pace.
     """
     return lambda visibility_timeout=120: start_worker(
         BYOK_KMS_QUOTA_SHARE=str(SHARE),
         BYOK_KMS_QUOTA_REDIS_URL=redis_url,
-        BYOK_JOB_ITEM_LEASE_SECONDS="5",
         CELERY_VISIBILITY_TIMEOUT=str(visibility_timeout),
     )
 
