@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditEvent
 from byok_portal.vocabulary import KeyState
@@ -103,3 +105,16 @@ def test_bad_requests_name_the_field(api_as: Any, people: Any, keystore: Any, bo
     _keys(people, keystore, 1)
     refused = api_as(people.bob).post("/api/v1/jobs/", body, expect=400).data
     assert field in str(refused)
+
+
+def test_a_job_costs_the_same_queries_however_many_keys(api_as: Any, people: Any, keystore: Any) -> None:
+    api = api_as(people.bob)
+    keys = _keys(people, keystore, 4)
+    small = api.post("/api/v1/jobs/", {"operation": "deactivate", "keys": [str(k.pk) for k in keys[:1]]}).data
+    large = api.post("/api/v1/jobs/", {"operation": "deactivate", "keys": [str(k.pk) for k in keys]}).data
+    counts = []
+    for job in (small, large):
+        with CaptureQueriesContext(connection) as queries:
+            assert len(api.get(f"/api/v1/jobs/{job['id']}/", expect=200).data["results"]) == job["total"]
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
