@@ -56,13 +56,8 @@ BULK_OPERATIONS: tuple[Operation, ...] = tuple(
     if op not in (Operation.PREPARE_DOWNLOAD, Operation.DOWNLOAD, Operation.WITHDRAW_DOWNLOAD, Operation.CLEANUP)
 )
 
-# What the key list page offers in bulk: operations that need no input beyond the keys.
-PAGE_OPERATIONS: tuple[Operation, ...] = tuple(
-    op
-    for op in BULK_OPERATIONS
-    if (op != Operation.CREATE and (REGISTRY[op].body is None or op == Operation.RENEW))
-    or op == Operation.SCHEDULE_DELETION
-)
+# What the key list page offers in bulk: the key page's buttons, each with its input's defaults.
+PAGE_OPERATIONS: tuple[Operation, ...] = tuple(op for op in BULK_OPERATIONS if REGISTRY[op].button)
 
 # The KMS calls one item makes, for the ETA: the slowest schedule among them sets the lane's pace.
 _IMPORT = ("GetParametersForImport", "ImportKeyMaterial")
