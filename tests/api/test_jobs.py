@@ -32,12 +32,15 @@ def _run(job_id: str) -> None:
         services.run_lane(job.pk, lane, until=time.monotonic() + 60, limit=1000)
 
 
-def test_a_bulk_deactivation_runs_every_key_through_the_operation(api_as: Any, people: Any, keystore: Any) -> None:
+def test_a_bulk_deactivation_runs_every_key_through_the_operation(
+    api_as: Any, people: Any, keystore: Any, settings: Any
+) -> None:
     keys = _keys(people, keystore, 3)
+    settings.BYOK_KMS_QUOTA_SHARE = 0.5  # DisableKey at 2.5/s: 0.4 s per key
     api = api_as(people.bob)
     job = api.post("/api/v1/jobs/", {"operation": "deactivate", "keys": [str(k.pk) for k in keys[:2]]}, expect=201)
     assert (job.data["state"], job.data["total"], job.data["done"], job.data["failed"]) == ("QUEUED", 2, 0, 0)
-    assert job.data["eta_seconds"] > 0
+    assert job.data["eta_seconds"] == 0.8
 
     _run(job.data["id"])
     done = api.get(f"/api/v1/jobs/{job.data['id']}/", expect=200).data
