@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from jobs.services import JobRequest, job_create
 from keys import services
 from tests.keys.helpers import public_pem
 from tests.web import verified_client
@@ -83,6 +84,8 @@ PAGES = {
     "keys:download": "/keys/{key}/download/",
     "keys:action": "/keys/{key}/schedule-deletion/",
     "audit:event-list": "/audit/",
+    "jobs:list": "/jobs/",
+    "jobs:detail": "/jobs/{job}/",
     "api-docs": "/api/v1/docs/",
     "admin:index": "/admin/",
     "admin:accounts_user_changelist": "/admin/accounts/user/",
@@ -92,7 +95,14 @@ PAGES = {
     "admin:keys_key_change": "/admin/keys/key/{key}/change/",
     "admin:audit_auditevent_changelist": "/admin/audit/auditevent/",
 }
-POST_ONLY = {"keystores:test-connection", "keystores:member-set", "keystores:sandbox-create-role", "logout"}
+POST_ONLY = {
+    "keystores:test-connection",
+    "keystores:member-set",
+    "keystores:sandbox-create-role",
+    "logout",
+    "jobs:start",
+    "jobs:cancel",
+}
 # Steps of the login that need a half-finished login in the session; covered through the browser tests.
 LOGIN_STEPS = {"otp_verify", "otp_enrol"}
 # Health probes answer plain text or JSON to load balancers, not pages to people.
@@ -127,7 +137,8 @@ def ids(people: Any, keystore: Any) -> dict[str, Any]:
         actor=people.actor(people.bob), keystore_id=keystore.pk, name="csp", alias="alias/csp", tags={"a": "b"}
     ).key
     services.key_prepare_download(actor=people.actor(people.carol), key_id=key.pk, public_key_pem=public_pem())
-    return {"keystore": keystore.pk, "key": key.pk, "member": people.dan.pk}
+    job = job_create(actor=people.actor(people.alice), request=JobRequest(operation="deactivate", keys=[key.pk]))
+    return {"keystore": keystore.pk, "key": key.pk, "member": people.dan.pk, "job": job.pk}
 
 
 @pytest.mark.parametrize("name", sorted(PAGES))
