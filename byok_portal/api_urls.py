@@ -18,4 +18,5 @@ urlpatterns = [
     path("", include("tokens.api")),
     path("", include("notifications.api")),
     path("", include("reports.api")),
+    path("", include("jobs.api")),
 ]

@@ -10,6 +10,7 @@ user and the audit trail see what AWS said. Key material passes through
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 
-from byok_portal import wrapping
+from byok_portal import kms_quotas, wrapping
 from byok_portal.vocabulary import KmsState
 
 if TYPE_CHECKING:
@@ -83,7 +84,9 @@ def _botocore_config() -> Config:
     return Config(
         connect_timeout=settings.BYOK_AWS_CONNECT_TIMEOUT,
         read_timeout=settings.BYOK_AWS_READ_TIMEOUT,
-        retries={"mode": "adaptive", "max_attempts": settings.BYOK_AWS_MAX_ATTEMPTS},
+        # Standard mode: jittered exponential backoff on throttling and transient errors. (Adaptive
+        # mode's per-client rate guess is replaced by the shared quota schedules, see _pace_kms.)
+        retries={"mode": "standard", "max_attempts": settings.BYOK_AWS_MAX_ATTEMPTS},
         user_agent_extra="byok-portal",
     )
 
@@ -569,6 +572,56 @@ def _wrap_for_import(material: bytes | bytearray, wrapping_public_key_der: bytes
     return wrapping.wrap(algorithm, public_key, material)
 
 
+_pacers_lock = threading.Lock()
+_pacers: dict[str, kms_quotas.Pacer] = {}
+
+
+def kms_pacer() -> kms_quotas.Pacer:
+    """The quota schedules of this process (one per ``BYOK_KMS_QUOTA_REDIS_URL``)."""
+    url = str(settings.BYOK_KMS_QUOTA_REDIS_URL)
+    with _pacers_lock:
+        pacer = _pacers.get(url)
+        if pacer is None:
+            pacer = _pacers[url] = kms_quotas.Pacer(url)
+        return pacer
+
+
+def _pace_kms(account: str, region: str, event_name: str, **kwargs: Any) -> None:
+    """botocore ``before-send``: wait for this call's slot in its (account, region, operation) schedule.
+
+    Every HTTP attempt passes here, botocore's own retries included, so every KMS call the
+    portal makes — whichever method of :class:`KmsSession` or other branch adds it — is paced.
+    """
+    operation = event_name.rsplit(".", 1)[-1]
+    rate = kms_quotas.portal_rate(operation, settings.BYOK_KMS_QUOTA_SHARE, settings.BYOK_KMS_QUOTA_OVERRIDES)
+    kms_pacer().acquire(f"{account}:{region}:{operation}", rate)
+
+
+def _never_retry_hard_limits(response: Any = None, **kwargs: Any) -> bool | None:
+    """botocore ``needs-retry``: ``LimitExceededException`` is a hard KMS limit (e.g. 25 rotations), not a throttle.
+
+    botocore's retry modes count it as throttling and would retry it; ``False`` from the
+    first handler stops that (any other answer leaves the decision to the retry mode).
+    """
+    if response is not None and response[1].get("Error", {}).get("Code") == "LimitExceededException":
+        return False
+    return None
+
+
+def _paced_kms_client(account: str, region: str, **kwargs: Any) -> KMSClient:
+    """A boto3 KMS client whose every call waits for its quota slot and never retries hard limits."""
+    client = boto3.client("kms", region_name=region, config=_botocore_config(), **kwargs)
+    client.meta.events.register("before-send.kms", functools.partial(_pace_kms, account, region))
+    client.meta.events.register_first("needs-retry.kms", _never_retry_hard_limits)  # type: ignore[arg-type]
+    return client
+
+
+def account_of(role_arn: str) -> str:
+    """The account id in an IAM role ARN (``arn:aws:iam::<account>:role/...``)."""
+    parts = role_arn.split(":")
+    return parts[4] if len(parts) > 5 else ""
+
+
 _clients_lock = threading.Lock()
 _clients: dict[tuple[str, str, str], KMSClient] = {}
 
@@ -604,7 +657,7 @@ def _kms_client(keystore: Keystore, region: str) -> KMSClient:
             aws_secret_access_key=creds.secret_access_key,
             aws_session_token=creds.session_token,
         )
-        client = boto3.client("kms", region_name=region, config=_botocore_config(), **kwargs)
+        client = _paced_kms_client(account_of(keystore.role_arn), region, **kwargs)
         with _clients_lock:
             if len(_clients) > 1000:  # expired credentials' clients: drop them all, rebuilding is cheap enough
                 _clients.clear()

@@ -7,6 +7,7 @@ every production value must be given explicitly; a missing one fails at start.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dj_database_url
@@ -14,7 +15,7 @@ from celery.schedules import crontab
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from byok_portal.env import env_bool, env_int, env_list, env_str
+from byok_portal.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("BYOK_VAR_DIR", str(BASE_DIR / "var")))
@@ -67,6 +68,7 @@ INSTALLED_APPS = [
     "tokens",
     "notifications",
     "reports",
+    "jobs",
 ]
 
 MIDDLEWARE = [
@@ -390,11 +392,29 @@ BYOK_CLEANUP_BATCH_SIZE = env_int("BYOK_CLEANUP_BATCH_SIZE", 500)
 # KMS calls per second per keystore during reconciliation (0: unlimited); KMS
 # request quotas are shared with the customer's own workloads in that account.
 BYOK_RECONCILE_KMS_CALLS_PER_SECOND = env_int("BYOK_RECONCILE_KMS_CALLS_PER_SECOND", 10)
+# Bulk jobs (jobs/): tasks working each keystore's items side by side (the quotas keep them within
+# the account's share together). On PostgreSQL a claimed item's lease is a session advisory lock
+# (free the moment its worker dies); without one (SQLite) an item claimed longer ago than this
+# counts as abandoned and is taken over, having checked the audit trail.
+BYOK_JOB_TASKS_PER_LANE = env_int("BYOK_JOB_TASKS_PER_LANE", 2)
+# Items one lane task works before it goes back in the queue (workers then rotate between lanes).
+BYOK_JOB_ITEMS_PER_TASK = env_int("BYOK_JOB_ITEMS_PER_TASK", 10)
+BYOK_JOB_ITEM_LEASE_SECONDS = env_int("BYOK_JOB_ITEM_LEASE_SECONDS", 600)
 # Keys one reconcile_keystore task checks before handing the rest to a new task,
 # so no task runs anywhere near the broker's visibility timeout.
 BYOK_RECONCILE_CHUNK = env_int("BYOK_RECONCILE_CHUNK", 200)
 
 # --- AWS and key custody ------------------------------------------------------
+# KMS request quotas (SPEC §14; byok_portal/kms_quotas.py): every KMS call waits for a slot
+# of its (account, region, operation) schedule at AWS's default rate times this share,
+# leaving the rest to the customer's own workloads. Overrides: JSON {"Operation": calls/s}.
+BYOK_KMS_QUOTA_SHARE = env_float("BYOK_KMS_QUOTA_SHARE", 0.5)
+BYOK_KMS_QUOTA_OVERRIDES: dict[str, float] = json.loads(env_str("BYOK_KMS_QUOTA_OVERRIDES") or "{}")
+# Where the schedules live, shared by every process; empty: in each process's memory.
+BYOK_KMS_QUOTA_REDIS_URL = env_str(
+    "BYOK_KMS_QUOTA_REDIS_URL",
+    next((url for url in (CACHE_URL, CELERY_BROKER_URL) if url.startswith(("redis://", "rediss://"))), ""),
+)
 BYOK_SANDBOX = env_bool("BYOK_SANDBOX", False)
 BYOK_SANDBOX_URL = env_str("BYOK_SANDBOX_URL", "http://127.0.0.1:4566")
 # The portal's own principal, as customers must name it in their role trust policy.

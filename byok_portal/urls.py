@@ -24,6 +24,7 @@ urlpatterns = [
     path("tokens/", include("tokens.urls")),
     path("reports/", include("reports.urls")),
     path("notifications/", include("notifications.urls")),
+    path("jobs/", include("jobs.urls")),
 ]
 
 # JSON under /api/, pages elsewhere; a database outage answers 503 (byok_portal.middleware).

@@ -79,6 +79,8 @@ class Operation(StrEnum):
     CREATE_WEBHOOK = "create_webhook"
     DELETE_WEBHOOK = "delete_webhook"
     TEST_WEBHOOK = "test_webhook"
+    BULK_JOB = "bulk_job"
+    CANCEL_BULK_JOB = "cancel_bulk_job"
 
 
 class Outcome(models.TextChoices):

@@ -2,7 +2,8 @@
 
 Without ``--state`` everything is forgotten when the process ends. With it, the sandbox
 starts from that file and writes every change back to it (see :mod:`sandbox_aws.state`);
-``--reset`` forgets the file's content first.
+``--reset`` forgets the file's content first. ``--quota-scale N`` (or
+``BYOK_SANDBOX_QUOTA_SCALE``) enforces AWS's default KMS quotas times N (see :mod:`sandbox_aws.quotas`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from sandbox_aws import quotas
 from sandbox_aws.server import SandboxServer
 from sandbox_aws.state import StateFileError
 
@@ -29,6 +31,13 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the state (keys, their material, roles, sessions) in FILE across restarts",
     )
     parser.add_argument("--reset", action="store_true", help="with --state: start from nothing, forgetting FILE")
+    parser.add_argument(
+        "--quota-scale",
+        type=float,
+        default=None,
+        metavar="N",
+        help="enforce AWS's default KMS quotas times N (ThrottlingException above them); 0: off",
+    )
     args = parser.parse_args(argv)
     if args.reset and args.state is None:
         parser.error("--reset needs --state")
@@ -41,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
+    if args.quota_scale is not None:
+        quotas.set_scale(args.quota_scale)
     server = SandboxServer(host=args.host, port=args.port, state_path=args.state, reset=args.reset)
     try:
         url = server.start()

@@ -11,7 +11,10 @@ Endpoints (JSON in and out):
 - ``POST /_sandbox/kms/<account>/<region>/keys/<key_id>/purge`` → ``{"key_id": ..., "purged": true}``
 - ``POST /_sandbox/reset`` → ``{"reset": true}`` (the state file, if any, is emptied too)
 - ``GET  /_sandbox/calls`` → ``{"KMS.CreateKey": 1, "STS.AssumeRole": 2, ...}``
-- ``POST /_sandbox/calls/reset`` → ``{}``
+- ``POST /_sandbox/calls/reset`` → ``{}`` (the KMS call log too)
+- ``GET  /_sandbox/calls/log`` → ``{"calls": [{"at", "account", "region", "operation", "throttled"}, ...]}`` (KMS)
+- ``POST /_sandbox/quota/<scale>`` → ``{"scale": ...}``: KMS quota mode at ``scale`` × AWS's rates, 0 = off
+  (see :mod:`sandbox_aws.quotas`)
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ from moto.core.responses import BaseResponse
 from moto.kms.models import kms_backends
 from moto.moto_api._internal.models import moto_api_backend
 
-from sandbox_aws import state
+from sandbox_aws import quotas, state
 from sandbox_aws.kms import SandboxKey, SandboxKmsBackend, material_fingerprint
 from sandbox_aws.locking import SANDBOX_LOCK
 
 PREFIX = "/_sandbox/"
+QUOTA_PATH = re.compile(r"^/_sandbox/quota/(?P<scale>\d+(\.\d+)?)$")
 KEY_PATH = re.compile(
     r"^/_sandbox/kms/(?P<account>\d{12})/(?P<region>[a-z0-9-]+)/keys/(?P<key_id>[^/]+)(?P<purge>/purge)?$"
 )
@@ -62,7 +66,10 @@ def _counting_call_action(original: Callable[[BaseResponse], Any]) -> Callable[[
         with SANDBOX_LOCK:
             action = self._get_action()
             # Counted before running, so refused calls count too: they are AWS round trips.
-            _calls[f"{_service_id(self.boto3_service_name)}.{action}"] += 1
+            service = _service_id(self.boto3_service_name)
+            _calls[f"{service}.{action}"] += 1
+            if service == "KMS" and not quotas.admit(self.current_account, self.region, action):
+                return quotas.throttled_response()
             try:
                 return original(self)
             finally:
@@ -87,9 +94,10 @@ def call_counts() -> dict[str, int]:
 
 
 def reset_call_counts() -> None:
-    """Start counting from zero."""
+    """Start counting (and logging KMS calls) from zero."""
     with SANDBOX_LOCK:
         _calls.clear()
+        quotas.reset()
 
 
 def reset_everything() -> None:
@@ -185,7 +193,12 @@ def _reset_calls() -> dict[str, Any]:
     return {}
 
 
+def _call_log() -> dict[str, Any]:
+    return {"calls": quotas.call_log()}
+
+
 ROUTES: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
+    ("GET", "/_sandbox/calls/log"): _call_log,
     ("POST", "/_sandbox/reset"): _reset,
     ("GET", "/_sandbox/calls"): call_counts,
     ("POST", "/_sandbox/calls/reset"): _reset_calls,
@@ -193,6 +206,10 @@ ROUTES: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
 
 
 def _dispatch(method: str, path: str) -> dict[str, Any]:
+    quota = QUOTA_PATH.match(path)
+    if quota and method == "POST":
+        quotas.set_scale(float(quota["scale"]))
+        return {"scale": quotas.scale()}
     match = KEY_PATH.match(path)
     if match:
         return _handle_key(method, match["account"], match["region"], match["key_id"], bool(match["purge"]))

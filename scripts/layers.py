@@ -1,7 +1,8 @@
 """Count the imports that run against the layers of STYLE.md, import cycles, and imports of other apps' views.
 
 Layers, from the ground up (an app may import its own layer and the ones below):
-``byok_portal`` (kernel) < ``audit`` < ``accounts`` < ``keystores`` < ``keys`` < ``approvals`` < ``tokens`` < ``notifications`` < ``reports``.
+``byok_portal`` (kernel) < ``audit`` < ``accounts`` < ``keystores`` < ``keys`` < ``approvals`` < ``tokens``
+< ``notifications`` < ``reports`` < ``jobs``.
 Every ``import``/``from … import`` statement in app code counts (module level, inside
 functions and under ``TYPE_CHECKING`` alike), except migrations. Each (module, imported
 module) pair counts once. The project's composition roots, which Django loads by name
@@ -25,7 +26,18 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ("byok_portal", "audit", "accounts", "keystores", "keys", "approvals", "tokens", "notifications", "reports")
+LAYERS = (
+    "byok_portal",
+    "audit",
+    "accounts",
+    "keystores",
+    "keys",
+    "approvals",
+    "tokens",
+    "notifications",
+    "reports",
+    "jobs",
+)
 RANK = {app: rank for rank, app in enumerate(LAYERS)}
 COMPOSITION_ROOTS = {f"byok_portal.{name}" for name in ("urls", "api_urls", "settings", "celery", "asgi", "wsgi")}
 TOP = len(LAYERS)

@@ -10,6 +10,8 @@ names, injects a fault:
 - ``refuse``: answer ``500 KMSInternalException`` without forwarding (AWS does nothing).
 - ``deny``: answer ``400 AccessDeniedException`` without forwarding, as for a
   least-privilege role that may not touch the key.
+- ``throttle``: answer ``400 ThrottlingException`` without forwarding (over AWS's request quota).
+- ``limit``: answer ``400 LimitExceededException`` without forwarding (a hard limit, e.g. 25 rotations).
 
 :meth:`FaultProxy.when_answered` runs a callback after AWS acted and before the
 answer goes back: e.g. take the portal's database away at exactly that moment.
@@ -27,6 +29,14 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+# Faults answered without forwarding: mode -> (HTTP status, AWS error code).
+_ANSWERS = {
+    "refuse": (500, "KMSInternalException"),
+    "deny": (400, "AccessDeniedException"),
+    "throttle": (400, "ThrottlingException"),
+    "limit": (400, "LimitExceededException"),
+}
 
 # Hop-by-hop headers a proxy must not pass on (RFC 9110 §7.6.1).
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
@@ -112,10 +122,10 @@ class FaultProxy:
                     if operation
                     else None
                 )
-                if mode in ("refuse", "deny"):
-                    error = "KMSInternalException" if mode == "refuse" else "AccessDeniedException"
+                if mode in _ANSWERS:
+                    status, error = _ANSWERS[mode]
                     payload = b'{"__type": "%s", "message": "injected by the fault proxy"}' % error.encode()
-                    self.send_response(500 if mode == "refuse" else 400)
+                    self.send_response(status)
                     self.send_header("Content-Type", "application/x-amz-json-1.1")
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()

@@ -19,6 +19,9 @@ os.environ.setdefault("CELERY_BROKER_URL", "memory://")
 # The sandbox generates a fresh wrapping key per import, as KMS does; RSA-4096 costs ~0.5 s
 # each, so the suite imports with RSA-2048 and one test covers the production default.
 os.environ.setdefault("BYOK_IMPORT_WRAPPING_KEY_SPEC", "RSA_2048")
+# The sandbox enforces no KMS quotas unless a test turns its quota mode on, so the portal's
+# pacing is out of the way (1000 × AWS's rates); the quota tests set their own share.
+os.environ.setdefault("BYOK_KMS_QUOTA_SHARE", "1000")
 
 from byok_portal.settings import *  # noqa: E402,F403 - the environment above must come first
 

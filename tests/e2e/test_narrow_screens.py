@@ -53,6 +53,7 @@ def test_every_column_of_the_key_list_is_reachable_on_a_phone(
     headers = region.get_by_role("columnheader")
     names = [h.strip() for h in headers.all_inner_texts()]
     assert [n.lower() for n in names] == [
+        "select",  # the bulk action's checkbox column (visually hidden header)
         "name / alias",
         "keystore",
         "spec / usage",

@@ -18,6 +18,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from approvals.models import ApprovalPolicy
 from byok_portal.dual_control import ApprovalPending
 from byok_portal.vocabulary import Operation
+from jobs.services import JobRequest, job_create
 from keys import services
 from keys.operations import REGISTRY
 from tests.keys.helpers import public_pem
@@ -93,6 +94,8 @@ PAGES = {
     "reports:index": "/reports/",
     "notifications:preferences": "/notifications/preferences/",
     "notifications:webhooks": "/notifications/keystores/{keystore}/webhooks/",
+    "jobs:list": "/jobs/",
+    "jobs:detail": "/jobs/{job}/",
     "api-docs": "/api/v1/docs/",
     "admin:index": "/admin/",
     "admin:accounts_user_changelist": "/admin/accounts/user/",
@@ -115,6 +118,8 @@ POST_ONLY = {
     "approvals:reject",
     "approvals:cancel",
     "tokens:revoke",
+    "jobs:start",
+    "jobs:cancel",
 }
 # Pages for superusers only.
 SUPERUSER_PAGES = ("admin:", "tokens:service-account")
@@ -154,6 +159,7 @@ def ids(people: Any, keystore: Any) -> dict[str, Any]:
         actor=people.actor(people.bob), keystore_id=keystore.pk, name="csp", alias="alias/csp", tags={"a": "b"}
     ).key
     services.key_prepare_download(actor=people.actor(people.carol), key_id=key.pk, public_key_pem=public_pem())
+    job = job_create(actor=people.actor(people.alice), request=JobRequest(operation="deactivate", keys=[key.pk]))
     # A request waiting for approval: the inbox, the request's page and the key page all show it.
     ApprovalPolicy.objects.create(keystore=keystore, disable=1)
     with pytest.raises(ApprovalPending) as pending:
@@ -165,7 +171,14 @@ def ids(people: Any, keystore: Any) -> dict[str, Any]:
     robot = create_service_account(actor=people.actor(people.root), username="csp-robot")
     token_create(actor=people.actor(people.root), owner=robot, name="robot", scope="read", expires_in_days=1)
     token_create(actor=people.actor(people.alice), name="mine", scope="write", expires_in_days=1)
-    return {"keystore": keystore.pk, "key": key.pk, "member": people.dan.pk, "approval": approval, "robot": robot.pk}
+    return {
+        "keystore": keystore.pk,
+        "key": key.pk,
+        "member": people.dan.pk,
+        "approval": approval,
+        "robot": robot.pk,
+        "job": job.pk,
+    }
 
 
 @pytest.mark.parametrize("name", sorted(PAGES))
