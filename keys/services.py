@@ -186,7 +186,7 @@ def _operate(
                     state_after=before,
                 )
                 return Done(key, Outcome.NOOP)
-            kms = aws.kms_for(key.keystore) if needs_kms else None
+            kms = aws.kms_for(key.keystore, operation=operation, acting=actor) if needs_kms else None
             if kms is not None:
                 request_ids = kms.request_ids
             details = step(key, kms)  # type: ignore[arg-type]
@@ -883,7 +883,7 @@ def key_create(
 
     key_id = uuid.uuid4()
     material = custody.generate_material(key_spec)
-    kms = aws.kms_for(keystore)
+    kms = aws.kms_for(keystore, operation=Operation.CREATE, acting=actor)
     try:
         with _creation_journal(keystore, key_id, Operation.CREATE) as creation:
             arn = _provision_kms_key(
@@ -1145,7 +1145,7 @@ def _resolve_journal(actor: Actor, journal: PendingCreation) -> int:
     if Key.objects.filter(pk=journal.key_id).exists():
         journal.delete()
         return 1
-    kms = aws.kms_for(journal.keystore)
+    kms = aws.kms_for(journal.keystore, operation=Operation.CLEANUP, acting=actor)
     arns = [journal.kms_key_arn] if journal.kms_key_arn else []
     arns += [a for a in kms.find_keys_tagged(settings.BYOK_TAG_KEY, str(journal.key_id)) if a not in arns]
     for arn in arns:

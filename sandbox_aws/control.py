@@ -11,7 +11,9 @@ Endpoints (JSON in and out):
 - ``POST /_sandbox/kms/<account>/<region>/keys/<key_id>/purge`` → ``{"key_id": ..., "purged": true}``
 - ``POST /_sandbox/reset`` → ``{"reset": true}`` (the state file, if any, is emptied too)
 - ``GET  /_sandbox/calls`` → ``{"KMS.CreateKey": 1, "STS.AssumeRole": 2, ...}``
-- ``POST /_sandbox/calls/reset`` → ``{}``
+- ``POST /_sandbox/calls/reset`` → ``{}`` (the recorded STS sessions are forgotten too)
+- ``GET  /_sandbox/sts/sessions`` → ``{"sessions": [{"role_arn", "role_session_name", "source_identity",
+  "access_key_id", "time"}, ...]}``: every AssumeRole granted, as CloudTrail would show it
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from moto.core.responses import BaseResponse
 from moto.kms.models import kms_backends
 from moto.moto_api._internal.models import moto_api_backend
 
-from sandbox_aws import state
+from sandbox_aws import state, sts
 from sandbox_aws.kms import SandboxKey, SandboxKmsBackend, material_fingerprint
 from sandbox_aws.locking import SANDBOX_LOCK
 
@@ -90,6 +92,7 @@ def reset_call_counts() -> None:
     """Start counting from zero."""
     with SANDBOX_LOCK:
         _calls.clear()
+    sts.reset_sessions()
 
 
 def reset_everything() -> None:
@@ -97,6 +100,7 @@ def reset_everything() -> None:
     with SANDBOX_LOCK:
         moto_api_backend.reset()
         _calls.clear()
+        sts.reset_sessions()
         state.after_change()
 
 
@@ -185,6 +189,7 @@ ROUTES: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
     ("POST", "/_sandbox/reset"): _reset,
     ("GET", "/_sandbox/calls"): call_counts,
     ("POST", "/_sandbox/calls/reset"): _reset_calls,
+    ("GET", "/_sandbox/sts/sessions"): lambda: {"sessions": sts.sessions()},
 }
 
 

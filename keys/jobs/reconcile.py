@@ -328,7 +328,7 @@ def reconcile_key(
     key = live_key_for_reconciliation(key_id)
     if key is None or not key.kms_key_arn:
         return KeyResult.SKIPPED
-    kms = kms or aws.kms_for(key.keystore)
+    kms = kms or aws.kms_for(key.keystore, operation=Operation.RECONCILE, acting=actor)
     limiter = limiter or default_rate_limiter()
     observation = observe(key, kms, limiter)
     repair = MATERIAL_MISSING in observation.codes and auto_reupload_enabled(key.keystore)
@@ -374,7 +374,7 @@ def reconcile_keystore(
         # A fresh AssumeRole per run proves the role still works (a cached session may outlive it).
         aws.credential_cache.clear_for(keystore)
     try:
-        kms = aws.kms_for(keystore)
+        kms = aws.kms_for(keystore, operation=Operation.RECONCILE, acting=actor)
     except AwsError as exc:
         # Nothing could be checked: say so where people look (the keystore's connection), not "in step".
         _note_connection(actor, keystore, f"{exc.operation}: {exc.code}: {exc.message}")
@@ -489,7 +489,7 @@ def sweep_untracked_kms_keys(
     keystore = Keystore.objects.filter(pk=keystore_id, state=KeystoreState.ACTIVE).first()
     if keystore is None:
         return result
-    kms = kms or aws.kms_for(keystore)
+    kms = kms or aws.kms_for(keystore, operation=Operation.RECONCILE, acting=actor)
     limiter = limiter or default_rate_limiter()
     owned = portal_kms_arns(keystore)
     aliases: dict[str, list[str]] | None = None
