@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 
-from byok_portal import wrapping
+from byok_portal import metrics, wrapping
 from byok_portal.vocabulary import KmsState
 
 if TYPE_CHECKING:
@@ -292,6 +292,7 @@ class KmsSession:
             response: dict[str, Any] = method(**kwargs)
         except _CALL_ERRORS as exc:
             error = _translate(exc, operation=operation, kind="kms_error")
+            metrics.count_kms_error(operation, error.code)
             if error.request_id:
                 self.request_ids.append(error.request_id)
             raise error from exc
@@ -487,6 +488,18 @@ def _wrap_for_import(material: bytes | bytearray, wrapping_public_key_der: bytes
     return wrapping.wrap(algorithm, public_key, material)
 
 
+def _count_kms_attempt(response: Any = None, operation: Any = None, **kwargs: Any) -> None:
+    """botocore's ``needs-retry`` event, after every attempt: counts calls and ThrottlingExceptions.
+
+    Per attempt, not per call: botocore retries throttles itself, and each throttle
+    is AWS saying the account+region's quota is spent (what quota pacing needs to know).
+    """
+    if response is None or operation is None:
+        return  # no answer (connection error): not a KMS call AWS counted
+    code = response[1].get("Error", {}).get("Code") if isinstance(response[1], dict) else None
+    metrics.count_kms_attempt(str(operation.name), code)
+
+
 _clients_lock = threading.Lock()
 _clients: dict[tuple[str, str, str], KMSClient] = {}
 
@@ -511,6 +524,7 @@ def kms_for(keystore: Keystore, *, operation: str = "", acting: Acting | None = 
             aws_session_token=creds.session_token,
         )
         client = boto3.client("kms", region_name=keystore.region, config=_botocore_config(), **kwargs)
+        client.meta.events.register("needs-retry.kms", _count_kms_attempt)
         with _clients_lock:
             if len(_clients) > 1000:  # expired credentials' clients: drop them all, rebuilding is cheap enough
                 _clients.clear()

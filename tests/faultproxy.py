@@ -10,6 +10,8 @@ names, injects a fault:
 - ``refuse``: answer ``500 KMSInternalException`` without forwarding (AWS does nothing).
 - ``deny``: answer ``400 AccessDeniedException`` without forwarding, as for a
   least-privilege role that may not touch the key.
+- ``throttle``: answer ``400 ThrottlingException`` without forwarding, as AWS does
+  when the account and region's request quota is spent (botocore retries it).
 
 :meth:`FaultProxy.when_answered` runs a callback after AWS acted and before the
 answer goes back: e.g. take the portal's database away at exactly that moment.
@@ -28,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+# The faults answered without forwarding: mode -> AWS error code (HTTP 500 for KMSInternalException, else 400).
+_ANSWERS = {"refuse": "KMSInternalException", "deny": "AccessDeniedException", "throttle": "ThrottlingException"}
 # Hop-by-hop headers a proxy must not pass on (RFC 9110 §7.6.1).
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
@@ -97,8 +101,8 @@ class FaultProxy:
                 amz_target = self.headers.get("X-Amz-Target", "")
                 operation = amz_target.rsplit(".", 1)[-1] if amz_target else _query_action(body)
                 mode = proxy._fault_for(operation) if operation else None
-                if mode in ("refuse", "deny"):
-                    error = "KMSInternalException" if mode == "refuse" else "AccessDeniedException"
+                if mode in _ANSWERS:
+                    error = _ANSWERS[mode]
                     payload = b'{"__type": "%s", "message": "injected by the fault proxy"}' % error.encode()
                     self.send_response(500 if mode == "refuse" else 400)
                     self.send_header("Content-Type", "application/x-amz-json-1.1")
