@@ -359,8 +359,11 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 # The default keeps beat's state in a file (`make run` passes --schedule); set
-# "django_celery_beat.schedulers:DatabaseScheduler" to edit schedules in the admin.
-CELERY_BEAT_SCHEDULER = env_str("CELERY_BEAT_SCHEDULER", "celery.beat:PersistentScheduler")
+# "byok_portal.beat:LockedDatabaseScheduler" to edit schedules in the admin. Both send only
+# while holding a lock in Redis, so a second beat started by mistake stays a standby (byok_portal/beat.py).
+CELERY_BEAT_SCHEDULER = env_str("CELERY_BEAT_SCHEDULER", "byok_portal.beat:LockedPersistentScheduler")
+BYOK_BEAT_LOCK_URL = env_str("BYOK_BEAT_LOCK_URL")  # empty: the broker's Redis
+BYOK_BEAT_LOCK_SECONDS = env_int("BYOK_BEAT_LOCK_SECONDS", 30)  # a dead beat's standby takes over within this
 CELERY_BEAT_SCHEDULE = {
     "daily-cleanup": {
         "task": "keys.tasks.cleanup_due_keys",
