@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from rest_framework.test import APIClient
 from audit.models import AuditHead
 from byok_portal import aws
 from keys import services
-from tests.faultproxy import FaultProxy, fault_proxy
+from tests.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.django_db
 
@@ -96,15 +95,6 @@ def test_a_key_operation_moves_its_counters(
     assert len(latency) == 1
     assert dict(latency[0])["status"] == "200"
     assert value(after, "byok_audit_head_sequence") == AuditHead.objects.get().seq
-
-
-@pytest.fixture
-def proxy(aws_sandbox: str, settings: Any) -> Iterator[FaultProxy]:
-    with fault_proxy(aws_sandbox) as running:
-        settings.BYOK_SANDBOX_URL = running.url
-        aws.credential_cache.clear()
-        yield running
-    aws.credential_cache.clear()
 
 
 def test_kms_throttles_and_errors_are_counted_by_operation(
