@@ -462,7 +462,10 @@ def smoke(args: argparse.Namespace, stack: Stack, steps: Steps) -> None:
         worker = [PYTHON, "-m", "celery", "-A", "byok_portal", "worker", "--concurrency", "2", "--loglevel", "INFO"]
         celery_worker = stack.start("celery-worker", worker)
         beats = [
-            stack.start(name, [PYTHON, "-m", "celery", "-A", "byok_portal", "beat", "-s", str(stack.workdir / name)])
+            stack.start(
+                name,
+                [PYTHON, "-m", "celery", "-A", "byok_portal", "beat", "-l", "INFO", "-s", str(stack.workdir / name)],
+            )
             for name in ("celery-beat", "celery-beat-2")
         ]
         wait_for(

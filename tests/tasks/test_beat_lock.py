@@ -85,7 +85,8 @@ def test_a_second_beat_stands_by_and_takes_over_when_the_first_dies(
     queued_while_both_ran = broker.llen("celery") - queued
 
     assert second.sent() == 0
-    assert first.sent() - sent_by_first == queued_while_both_ran
+    # What reached Redis is what the first beat logged (one may be in flight between the two readings).
+    assert abs(first.sent() - sent_by_first - queued_while_both_ran) <= 1
     # One beat's rate (a task every 0.5 s), not two beats' rate.
     assert 3 * LOCK_SECONDS * 2 - 3 <= queued_while_both_ran <= 3 * LOCK_SECONDS * 2 + 2
     assert broker.get(LOCK_NAME) == f"{os.uname().nodename}:{first.process.pid}".encode()
