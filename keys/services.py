@@ -521,7 +521,7 @@ class _Creation:
 
 
 @contextmanager
-def _creation_journal(keystore: Keystore, key_id: uuid.UUID, operation: Operation) -> Iterator[_Creation]:
+def _creation_journal(keystore: Keystore, key_id: uuid.UUID, operation: Operation, actor: Actor) -> Iterator[_Creation]:
     """Record the intent to create a KMS key before CreateKey, and forget it once the Key row commits.
 
     Must be entered outside any transaction, so the journal row is committed first.
@@ -538,7 +538,7 @@ def _creation_journal(keystore: Keystore, key_id: uuid.UUID, operation: Operatio
             if not creation.create_attempted:
                 creation.journal.delete()
             else:
-                _undo_creation(keystore, creation)
+                _undo_creation(keystore, creation, actor)
             raise
         creation.journal.delete()
 
@@ -675,10 +675,10 @@ def _abandoned(journal: PendingCreation, older_than: dt.timedelta | None) -> Ite
             cursor.execute("SELECT pg_advisory_unlock(%s)", [lock])
 
 
-def _undo_creation(keystore: Keystore, creation: _Creation) -> None:
+def _undo_creation(keystore: Keystore, creation: _Creation, actor: Actor) -> None:
     """Best effort: schedule the half-created KMS key for deletion so no orphan is left behind."""
     try:
-        kms = aws.kms_for(keystore)
+        kms = aws.kms_for(keystore, operation=creation.journal.operation, acting=actor)
         if creation.alias_created:
             kms.delete_alias(creation.alias_created)
         # The CreateKey response may have been lost (a timeout after AWS acted): find the key by its tag.
@@ -885,7 +885,7 @@ def key_create(
     material = custody.generate_material(key_spec)
     kms = aws.kms_for(keystore, operation=Operation.CREATE, acting=actor)
     try:
-        with _creation_journal(keystore, key_id, Operation.CREATE) as creation:
+        with _creation_journal(keystore, key_id, Operation.CREATE, actor) as creation:
             arn = _provision_kms_key(
                 kms, creation, name=name, tags=clean_tags, material=material, key_spec=key_spec, key_usage=key_usage
             )
@@ -954,9 +954,9 @@ def _point_alias_back(kms: KmsSession, alias: str, old: Key) -> None:
         logger.warning("could not move an alias back after a failed renew", extra={"key_id": str(old.pk)})
 
 
-def _give_alias_back(old: Key, alias: str) -> None:
+def _give_alias_back(old: Key, alias: str, actor: Actor) -> None:
     try:
-        kms = aws.kms_for(old.keystore)
+        kms = aws.kms_for(old.keystore, operation=Operation.RENEW, acting=actor)
     except AwsError:
         logger.warning("could not move an alias back after a failed renew", extra={"key_id": str(old.pk)})
         return  # reconciliation's KMS scan moves it back to the key that owns it
@@ -1097,7 +1097,7 @@ def key_renew(
     try:
         # The journal is committed before the locked transaction starts, so that a
         # crash after CreateKey still leaves a trace of the new KMS key.
-        with _creation_journal(current.keystore, new_id, Operation.RENEW) as creation:
+        with _creation_journal(current.keystore, new_id, Operation.RENEW, actor) as creation:
             try:
                 _operate(actor, key_id, Operation.RENEW, step)
             except DatabaseError:
@@ -1105,7 +1105,7 @@ def key_renew(
                 # old key is still the alias's owner, so it gets the alias back now, before the
                 # journal schedules the new KMS key for deletion.
                 for alias in moved:
-                    _give_alias_back(current, alias)
+                    _give_alias_back(current, alias, actor)
                 raise
     finally:
         custody.wipe(material)
