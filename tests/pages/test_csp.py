@@ -95,8 +95,8 @@ PAGES = {
 POST_ONLY = {"keystores:test-connection", "keystores:member-set", "keystores:sandbox-create-role", "logout"}
 # Steps of the login that need a half-finished login in the session; covered through the browser tests.
 LOGIN_STEPS = {"otp_verify", "otp_enrol"}
-# Health probes answer plain text or JSON to load balancers, not pages to people.
-PROBES = {"healthz", "readyz"}
+# Health probes and /metrics answer JSON or Prometheus text to machines, not pages to people.
+PROBES = {"healthz", "readyz", "metrics"}
 
 
 def _page_route_names() -> set[str]:
