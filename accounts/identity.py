@@ -11,6 +11,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from accounts.models import LOCAL_ISSUER
+
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
@@ -55,6 +57,20 @@ class Actor:
     @property
     def is_system(self) -> bool:
         return self.iss == SYSTEM_ISSUER
+
+    @property
+    def source_identity(self) -> str:
+        """How the customer's CloudTrail names this identity (AWS SourceIdentity, made valid by the AWS layer).
+
+        The subject, which never changes for a person (names and emails do); local
+        accounts and the portal's own jobs are prefixed so they cannot pass for an
+        OIDC subject. The audit trail, joined by request id, has the full ``(iss, sub)``.
+        """
+        if self.is_system:
+            return f"byok-portal.{self.sub}"
+        if self.iss == LOCAL_ISSUER:
+            return f"local.{self.sub}"
+        return self.sub
 
     @classmethod
     def for_user(cls, user: User, *, source_ip: str | None = None, request_id: str | None = None) -> Actor:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from audit.chain import GENESIS, event_hash
 from audit.models import AuditEvent, AuditHead
-from byok_portal import dual_control
+from byok_portal import dual_control, metrics
 from byok_portal.errors import NotFound, ServiceError
 from byok_portal.vocabulary import Outcome
 
@@ -310,6 +310,9 @@ def record_many(entries: Sequence[Entry]) -> list[AuditEvent]:
         AuditEvent.objects.bulk_create(events)
         head.seq, head.hash, head.time = seq, previous_hash, previous_time
         head.save(update_fields=["seq", "hash", "time"])
+    # Counted once the events are for real: a rolled-back operation did not happen.
+    counted = [(event.operation, event.outcome) for event in events]
+    transaction.on_commit(lambda: metrics.count_operations(counted))
     if _after_commit is not None:
         transaction.on_commit(lambda: _hand_on(events))
     for event in events:

@@ -1,7 +1,10 @@
 """The one thin layer in front of boto3: every AWS call the portal makes is here.
 
 Each keystore is reached by assuming its role with its ExternalId; the temporary
-credentials are cached per keystore until shortly before they expire. AWS errors
+credentials are cached per keystore, operation and acting identity until shortly
+before they expire. Every AssumeRole names the portal operation (``RoleSessionName``)
+and the person or job acting (``SourceIdentity``), so the customer's CloudTrail shows
+who did what through the portal (SPEC §14, docs/operations.md). AWS errors
 become :class:`AwsError`, which keeps AWS's own code, message and request id so the
 user and the audit trail see what AWS said. Key material passes through
 :meth:`KmsSession.import_material` only, wrapped before it leaves the process.
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -24,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 
-from byok_portal import kms_quotas, wrapping
+from byok_portal import kms_quotas, metrics, wrapping
 from byok_portal.vocabulary import KmsState
 
 if TYPE_CHECKING:
@@ -35,6 +40,11 @@ if TYPE_CHECKING:
 # multi-step operation never starts with credentials about to lapse.
 CREDENTIAL_REFRESH_MARGIN = dt.timedelta(minutes=5)
 SESSION_NAME = "byok-portal"
+# AWS's rules for RoleSessionName and SourceIdentity: 2-64 of [\w+=,.@-] (ASCII), and a
+# SourceIdentity may not start with "aws:" (moot while ":" is refused, checked anyway).
+_AWS_NAME_REFUSED = re.compile(r"[^\w+=,.@-]", re.ASCII)
+AWS_NAME_MIN, AWS_NAME_MAX = 2, 64
+_NAME_DIGEST_CHARS = 8
 
 _AWS_STATE_TO_KMS_STATE = {
     "Enabled": KmsState.ENABLED,
@@ -62,6 +72,41 @@ class Keystore(Protocol):
     def external_id(self) -> str: ...
     @property
     def region(self) -> str: ...
+
+
+class Acting(Protocol):
+    """Who acts, as CloudTrail should name them: ``accounts.identity.Actor`` fits it."""
+
+    @property
+    def source_identity(self) -> str: ...
+
+
+def aws_name(text: str) -> str:
+    """``text`` as a valid RoleSessionName/SourceIdentity: itself when it already is one.
+
+    Otherwise refused characters become ``_`` and a digest of the original is appended
+    (cut to fit 64), so two different identities never end up with the same name.
+    """
+    clean = _AWS_NAME_REFUSED.sub("_", text)
+    if clean == text and AWS_NAME_MIN <= len(clean) <= AWS_NAME_MAX and not clean.lower().startswith("aws:"):
+        return clean
+    digest = hashlib.sha256(text.encode()).hexdigest()[:_NAME_DIGEST_CHARS]
+    return f"{clean[: AWS_NAME_MAX - _NAME_DIGEST_CHARS - 1]}.{digest}"
+
+
+@dataclass(frozen=True)
+class SessionTag:
+    """What one AssumeRole tells CloudTrail: the portal operation and the acting identity (already valid)."""
+
+    session_name: str = SESSION_NAME
+    source_identity: str = ""
+
+    @classmethod
+    def of(cls, operation: str, acting: Acting | None) -> SessionTag:
+        return cls(
+            session_name=aws_name(f"byok-{operation}") if operation else SESSION_NAME,
+            source_identity=aws_name(acting.source_identity) if acting is not None else "",
+        )
 
 
 class AwsError(Exception):
@@ -136,20 +181,27 @@ class _CachedCredentials:
 
 
 class _CredentialCache:
-    """Assumed-role credentials per keystore; a cache, so losing it costs one AssumeRole."""
+    """Assumed-role credentials per keystore, operation and identity; a cache, so losing it costs one AssumeRole.
+
+    The session tag is part of the key: a session carries its SourceIdentity for its
+    whole life, so handing it to anyone else would show them in CloudTrail as the
+    first identity. The price is one AssumeRole per (keystore, operation, identity)
+    per session lifetime instead of one per keystore (bench/correlation_bench.py).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[tuple[str, str, str, str], _CachedCredentials] = {}
+        self._entries: dict[tuple[str, str, str, str, SessionTag], _CachedCredentials] = {}
 
-    def get(self, keystore: Keystore) -> _CachedCredentials:
-        cache_key = (str(keystore.pk), keystore.role_arn, keystore.external_id, keystore.region)
+    def get(self, keystore: Keystore, tag: SessionTag | None = None) -> _CachedCredentials:
+        tag = tag or SessionTag()
+        cache_key = (str(keystore.pk), keystore.role_arn, keystore.external_id, keystore.region, tag)
         now = dt.datetime.now(dt.UTC)
         with self._lock:
             cached = self._entries.get(cache_key)
             if cached and cached.expires_at - CREDENTIAL_REFRESH_MARGIN > now:
                 return cached
-        fresh = self._assume(keystore)
+        fresh = self._assume(keystore, tag)
         with self._lock:
             self._entries[cache_key] = fresh
         return fresh
@@ -165,13 +217,15 @@ class _CredentialCache:
                 del self._entries[cache_key]
 
     @staticmethod
-    def _assume(keystore: Keystore) -> _CachedCredentials:
+    def _assume(keystore: Keystore, tag: SessionTag) -> _CachedCredentials:
+        extra: dict[str, Any] = {"SourceIdentity": tag.source_identity} if tag.source_identity else {}
         try:
             response = _sts_client(keystore.region).assume_role(
                 RoleArn=keystore.role_arn,
-                RoleSessionName=SESSION_NAME,
+                RoleSessionName=tag.session_name,
                 ExternalId=keystore.external_id,
                 DurationSeconds=settings.BYOK_AWS_SESSION_SECONDS,
+                **extra,
             )
         except _CALL_ERRORS as exc:
             raise _translate(exc, operation="AssumeRole", kind="aws_connection_error") from exc
@@ -203,6 +257,24 @@ def role_admits_without_external_id(keystore: Keystore) -> bool:
         raise _translate(exc, operation="AssumeRole", kind="aws_connection_error") from exc
     except botocore.exceptions.BotoCoreError as exc:
         raise _translate(exc, operation="AssumeRole", kind="aws_connection_error") from exc
+    return True
+
+
+def role_refuses_source_identity(keystore: Keystore) -> bool:
+    """Whether the role admits the portal only *without* a SourceIdentity: a trust policy from before SPEC §14.
+
+    Asked after an AccessDenied, to tell the customer the one thing to change (allow
+    ``sts:SetSourceIdentity``) rather than "access denied"; the session is dropped unused.
+    """
+    try:
+        _sts_client(keystore.region).assume_role(
+            RoleArn=keystore.role_arn,
+            RoleSessionName=f"{SESSION_NAME}-source-identity-check",
+            ExternalId=keystore.external_id,
+            DurationSeconds=900,
+        )
+    except _CALL_ERRORS:
+        return False
     return True
 
 
@@ -275,6 +347,7 @@ class KmsSession:
         except _CALL_ERRORS as exc:
             error = _translate(exc, operation=operation, kind="kms_error")
             error.region = self.region
+            metrics.count_kms_error(operation, error.code)
             if error.request_id:
                 self.request_ids.append(error.request_id)
             raise error from exc
@@ -622,31 +695,42 @@ def account_of(role_arn: str) -> str:
     return parts[4] if len(parts) > 5 else ""
 
 
+def _count_kms_attempt(response: Any = None, operation: Any = None, **kwargs: Any) -> None:
+    """botocore's ``needs-retry`` event, after every attempt: counts calls and ThrottlingExceptions.
+
+    Per attempt, not per call: botocore retries throttles itself, and each throttle
+    is AWS saying the account+region's quota is spent (what quota pacing needs to know).
+    """
+    if response is None or operation is None:
+        return  # no answer (connection error): not a KMS call AWS counted
+    code = response[1].get("Error", {}).get("Code") if isinstance(response[1], dict) else None
+    metrics.count_kms_attempt(str(operation.name), code)
+
+
 _clients_lock = threading.Lock()
 _clients: dict[tuple[str, str, str], KMSClient] = {}
 
 
-def kms_for(keystore: Keystore, region: str = "") -> KmsSession:
+def kms_for(keystore: Keystore, region: str = "", *, operation: str = "", acting: Acting | None = None) -> KmsSession:
     """A KMS session in the keystore's account and region (or ``region``), through its assumed role.
 
-    Clients are reused while the credentials last: building a boto3 client costs
-    more than most KMS calls, and clients are thread-safe. The assumed role's
-    credentials are global; only the client is per region.
+    ``operation`` and ``acting`` name the AssumeRole session for CloudTrail (SPEC §14);
+    without them the session is the anonymous ``byok-portal``. Clients are reused while
+    the credentials last: building a boto3 client costs more than most KMS calls, and
+    clients are thread-safe. The assumed role's credentials are global; only the client
+    is per region.
     """
-    home = _home_session(keystore)
+    tag = SessionTag.of(operation, acting)
+    home = KmsSession(
+        client=_kms_client(keystore, keystore.region, tag),
+        region=keystore.region,
+        client_for=lambda other: _kms_client(keystore, other, tag),
+    )
     return home.in_region(region or keystore.region)
 
 
-def _home_session(keystore: Keystore) -> KmsSession:
-    return KmsSession(
-        client=_kms_client(keystore, keystore.region),
-        region=keystore.region,
-        client_for=lambda region: _kms_client(keystore, region),
-    )
-
-
-def _kms_client(keystore: Keystore, region: str) -> KMSClient:
-    creds = credential_cache.get(keystore)
+def _kms_client(keystore: Keystore, region: str, tag: SessionTag) -> KMSClient:
+    creds = credential_cache.get(keystore, tag)
     kwargs = _endpoint_kwargs()
     cache_key = (creds.access_key_id, region, str(kwargs.get("endpoint_url", "")))
     with _clients_lock:
@@ -658,6 +742,7 @@ def _kms_client(keystore: Keystore, region: str) -> KMSClient:
             aws_session_token=creds.session_token,
         )
         client = _paced_kms_client(account_of(keystore.role_arn), region, **kwargs)
+        client.meta.events.register("needs-retry.kms", _count_kms_attempt)
         with _clients_lock:
             if len(_clients) > 1000:  # expired credentials' clients: drop them all, rebuilding is cheap enough
                 _clients.clear()

@@ -84,6 +84,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Request latency for /metrics (SPEC §14): after everything that may answer early but the handlers.
+    "byok_portal.metrics.RequestLatencyMiddleware",
     # Audits an exception that escapes a page view (the API's handler does the same for the API).
     "byok_portal.unexpected.UnexpectedErrorMiddleware",
     # Last, as django-axes requires: it inspects the response of the login views.
@@ -151,7 +153,7 @@ LOGOUT_REDIRECT_URL = "login"
 # --- Security -----------------------------------------------------------------
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 # Load balancers probe the processes directly over plain HTTP (byok_portal/health.py).
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BYOK_BEHIND_TLS_PROXY", False) else None
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
@@ -366,8 +368,11 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 # The default keeps beat's state in a file (`make run` passes --schedule); set
-# "django_celery_beat.schedulers:DatabaseScheduler" to edit schedules in the admin.
-CELERY_BEAT_SCHEDULER = env_str("CELERY_BEAT_SCHEDULER", "celery.beat:PersistentScheduler")
+# "byok_portal.beat:LockedDatabaseScheduler" to edit schedules in the admin. Both send only
+# while holding a lock in Redis, so a second beat started by mistake stays a standby (byok_portal/beat.py).
+CELERY_BEAT_SCHEDULER = env_str("CELERY_BEAT_SCHEDULER", "byok_portal.beat:LockedPersistentScheduler")
+BYOK_BEAT_LOCK_URL = env_str("BYOK_BEAT_LOCK_URL")  # empty: the broker's Redis
+BYOK_BEAT_LOCK_SECONDS = env_int("BYOK_BEAT_LOCK_SECONDS", 30)  # a dead beat's standby takes over within this
 CELERY_BEAT_SCHEDULE = {
     "daily-cleanup": {
         "task": "keys.tasks.cleanup_due_keys",
@@ -424,6 +429,10 @@ BYOK_AWS_CONNECT_TIMEOUT = env_int("BYOK_AWS_CONNECT_TIMEOUT", 5)
 BYOK_AWS_READ_TIMEOUT = env_int("BYOK_AWS_READ_TIMEOUT", 20)
 BYOK_AWS_MAX_ATTEMPTS = env_int("BYOK_AWS_MAX_ATTEMPTS", 4)
 BYOK_AWS_SESSION_SECONDS = env_int("BYOK_AWS_SESSION_SECONDS", 3600)
+# Who may scrape /metrics (byok_portal/metrics.py): a bearer token, and/or addresses (CIDRs) scraping
+# gunicorn directly. Both empty by default: /metrics answers 404 to everyone.
+BYOK_METRICS_TOKEN = env_str("BYOK_METRICS_TOKEN")
+BYOK_METRICS_ALLOWED_IPS = env_list("BYOK_METRICS_ALLOWED_IPS", [])
 # The RSA key KMS wraps imported material with: RSA_4096 by default (the strongest KMS offers).
 BYOK_IMPORT_WRAPPING_KEY_SPEC = env_str("BYOK_IMPORT_WRAPPING_KEY_SPEC", "RSA_4096")
 if BYOK_IMPORT_WRAPPING_KEY_SPEC not in ("RSA_2048", "RSA_3072", "RSA_4096"):

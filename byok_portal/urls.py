@@ -5,13 +5,14 @@ The root of the routes composes every app, so it sits above them all (the dashbo
 
 from django.urls import include, path
 
-from byok_portal import health
+from byok_portal import health, metrics
 from byok_portal.admin import admin_site
 from keys.views import dashboard
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("", dashboard, name="dashboard"),
     path("keystores/", include("keystores.urls")),
     path("keys/", include("keys.urls")),

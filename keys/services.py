@@ -201,7 +201,7 @@ def _operate(
                     state_after=before,
                 )
                 return Done(key, Outcome.NOOP)
-            kms = aws.kms_for(key.keystore) if needs_kms else None
+            kms = aws.kms_for(key.keystore, operation=operation, acting=actor) if needs_kms else None
             if kms is not None:
                 request_ids = kms.request_ids
             details = step(key, kms)  # type: ignore[arg-type]
@@ -819,7 +819,7 @@ class _Creation:
 
 
 @contextmanager
-def _creation_journal(keystore: Keystore, key_id: uuid.UUID, operation: Operation) -> Iterator[_Creation]:
+def _creation_journal(keystore: Keystore, key_id: uuid.UUID, operation: Operation, actor: Actor) -> Iterator[_Creation]:
     """Record the intent to create a KMS key before CreateKey, and forget it once the Key row commits.
 
     Must be entered outside any transaction, so the journal row is committed first.
@@ -836,7 +836,7 @@ def _creation_journal(keystore: Keystore, key_id: uuid.UUID, operation: Operatio
             if not creation.create_attempted:
                 creation.journal.delete()
             else:
-                _undo_creation(keystore, creation)
+                _undo_creation(keystore, creation, actor)
             raise
         creation.journal.delete()
 
@@ -986,10 +986,10 @@ def lease_if_free(key_id: uuid.UUID) -> Iterator[bool]:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [lock])
 
 
-def _undo_creation(keystore: Keystore, creation: _Creation) -> None:
+def _undo_creation(keystore: Keystore, creation: _Creation, actor: Actor) -> None:
     """Best effort: schedule the half-created KMS key for deletion so no orphan is left behind."""
     try:
-        kms = aws.kms_for(keystore)
+        kms = aws.kms_for(keystore, operation=creation.journal.operation, acting=actor)
         if creation.alias_created:
             for region in creation.alias_regions or [keystore.region]:
                 kms.in_region(region).delete_alias(creation.alias_created)
@@ -1306,9 +1306,9 @@ def key_create(
 
     key_id = uuid.uuid4()
     material = custody.generate_material(key_spec)
-    kms = aws.kms_for(keystore)
+    kms = aws.kms_for(keystore, operation=Operation.CREATE, acting=actor)
     try:
-        with _creation_journal(keystore, key_id, Operation.CREATE) as creation:
+        with _creation_journal(keystore, key_id, Operation.CREATE, actor) as creation:
             arn, material_id = _provision_kms_key(
                 kms,
                 creation,
@@ -1393,9 +1393,9 @@ def _point_alias_back(kms: KmsSession, alias: str, old: Key, region: str = "") -
         logger.warning("could not move an alias back after a failed renew", extra={"key_id": str(old.pk)})
 
 
-def _give_alias_back(old: Key, alias: str) -> None:
+def _give_alias_back(old: Key, alias: str, actor: Actor) -> None:
     try:
-        kms = aws.kms_for(old.keystore)
+        kms = aws.kms_for(old.keystore, operation=Operation.RENEW, acting=actor)
     except AwsError:
         logger.warning("could not move an alias back after a failed renew", extra={"key_id": str(old.pk)})
         return  # reconciliation's KMS scan moves it back to the key that owns it
@@ -1550,7 +1550,7 @@ def key_renew(
     try:
         # The journal is committed before the locked transaction starts, so that a
         # crash after CreateKey still leaves a trace of the new KMS key.
-        with _creation_journal(current.keystore, new_id, Operation.RENEW) as creation:
+        with _creation_journal(current.keystore, new_id, Operation.RENEW, actor) as creation:
             try:
                 _operate(actor, key_id, Operation.RENEW, step)
             except DatabaseError:
@@ -1558,7 +1558,7 @@ def key_renew(
                 # old key is still the alias's owner, so it gets the alias back now, before the
                 # journal schedules the new KMS key for deletion.
                 for alias in moved:
-                    _give_alias_back(current, alias)
+                    _give_alias_back(current, alias, actor)
                 raise
     finally:
         custody.wipe(material)
@@ -1598,7 +1598,7 @@ def _resolve_journal(actor: Actor, journal: PendingCreation) -> int:
     if Key.objects.filter(pk=journal.key_id).exists():
         journal.delete()
         return 1
-    kms = aws.kms_for(journal.keystore)
+    kms = aws.kms_for(journal.keystore, operation=Operation.CLEANUP, acting=actor)
     arns = [journal.kms_key_arn] if journal.kms_key_arn else []
     arns += [a for a in kms.find_keys_tagged(settings.BYOK_TAG_KEY, str(journal.key_id)) if a not in arns]
     for arn in arns:

@@ -174,7 +174,7 @@ def keystore_test_connection(*, actor: Actor, keystore_id: Any) -> Keystore:
     request_ids: list[str] = []
     try:
         aws.credential_cache.clear_for(keystore)
-        kms = aws.kms_for(keystore)
+        kms = aws.kms_for(keystore, operation=Operation.TEST_CONNECTION, acting=actor)
         request_ids = kms.request_ids
         kms.probe()
         if aws.role_admits_without_external_id(keystore):
@@ -185,6 +185,12 @@ def keystore_test_connection(*, actor: Actor, keystore_id: Any) -> Keystore:
             )
     except AwsError as exc:
         error = f"{exc.operation}: {exc.code}: {exc.message}"
+        if exc.operation == "AssumeRole" and exc.code == "AccessDenied" and aws.role_refuses_source_identity(keystore):
+            error = (
+                f"AssumeRole: SourceIdentityNotAllowed: the trust policy of {keystore.role_arn} does not allow "
+                "sts:SetSourceIdentity, which the portal needs to name who acts in your CloudTrail. Use the trust "
+                "policy of the IAM setup guide."
+            )
     with transaction.atomic():
         Keystore.objects.filter(pk=keystore.pk).update(
             last_check_at=timezone.now(), last_check_ok=not error, last_check_error=error
@@ -239,7 +245,8 @@ def iam_policies(keystore: Keystore, replica_regions: list[str] | None = None) -
                 "Sid": "BYOKPortalAssumeRole",
                 "Effect": "Allow",
                 "Principal": {"AWS": aws.portal_principal_arn()},
-                "Action": "sts:AssumeRole",
+                # SetSourceIdentity: each session names who acts through the portal, for CloudTrail (SPEC §14).
+                "Action": ["sts:AssumeRole", "sts:SetSourceIdentity"],
                 "Condition": {"StringEquals": {"sts:ExternalId": keystore.external_id}},
             }
         ],

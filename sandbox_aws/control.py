@@ -11,10 +11,12 @@ Endpoints (JSON in and out):
 - ``POST /_sandbox/kms/<account>/<region>/keys/<key_id>/purge`` → ``{"key_id": ..., "purged": true}``
 - ``POST /_sandbox/reset`` → ``{"reset": true}`` (the state file, if any, is emptied too)
 - ``GET  /_sandbox/calls`` → ``{"KMS.CreateKey": 1, "STS.AssumeRole": 2, ...}``
-- ``POST /_sandbox/calls/reset`` → ``{}`` (the KMS call log too)
+- ``POST /_sandbox/calls/reset`` → ``{}`` (the KMS call log and the recorded STS sessions too)
 - ``GET  /_sandbox/calls/log`` → ``{"calls": [{"at", "account", "region", "operation", "throttled"}, ...]}`` (KMS)
 - ``POST /_sandbox/quota/<scale>`` → ``{"scale": ...}``: KMS quota mode at ``scale`` × AWS's rates, 0 = off
   (see :mod:`sandbox_aws.quotas`)
+- ``GET  /_sandbox/sts/sessions`` → ``{"sessions": [{"role_arn", "role_session_name", "source_identity",
+  "access_key_id", "time"}, ...]}``: every AssumeRole granted, as CloudTrail would show it
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from moto.core.responses import BaseResponse
 from moto.kms.models import kms_backends
 from moto.moto_api._internal.models import moto_api_backend
 
-from sandbox_aws import quotas, state
+from sandbox_aws import quotas, state, sts
 from sandbox_aws.kms import SandboxKey, SandboxKmsBackend, material_fingerprint
 from sandbox_aws.locking import SANDBOX_LOCK
 
@@ -98,6 +100,7 @@ def reset_call_counts() -> None:
     with SANDBOX_LOCK:
         _calls.clear()
         quotas.reset()
+        sts.reset_sessions()
 
 
 def reset_everything() -> None:
@@ -105,6 +108,7 @@ def reset_everything() -> None:
     with SANDBOX_LOCK:
         moto_api_backend.reset()
         _calls.clear()
+        sts.reset_sessions()
         state.after_change()
 
 
@@ -202,6 +206,7 @@ ROUTES: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
     ("POST", "/_sandbox/reset"): _reset,
     ("GET", "/_sandbox/calls"): call_counts,
     ("POST", "/_sandbox/calls/reset"): _reset_calls,
+    ("GET", "/_sandbox/sts/sessions"): lambda: {"sessions": sts.sessions()},
 }
 
 

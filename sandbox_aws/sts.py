@@ -1,4 +1,4 @@
-"""STS AssumeRole as AWS answers it: only an existing role, only as its trust policy allows.
+r"""STS AssumeRole as AWS answers it: only an existing role, only as its trust policy allows.
 
 moto lets anyone assume any role ARN, even one that was never created. The sandbox does
 what AWS does instead: AssumeRole is refused with ``AccessDenied`` unless the role exists
@@ -7,6 +7,12 @@ in the sandbox's IAM and its trust policy has an ``Allow`` statement for
 connection" in the portal fails until the role is created with the trust policy the
 portal generates, exactly as it would against AWS. Principals, other condition keys and
 Deny statements are not evaluated: the sandbox is not an IAM policy engine.
+
+``RoleSessionName`` and ``SourceIdentity`` are validated as AWS does (2-64 characters of
+``[\w+=,.@-]``; a SourceIdentity may not start with ``aws:``), and a SourceIdentity is
+refused unless the trust policy also allows ``sts:SetSourceIdentity``. Every granted
+session is recorded (:func:`sessions`, ``GET /_sandbox/sts/sessions``): what the
+customer's CloudTrail would show of it.
 
 To create roles at all, every account has a role :data:`ACCOUNT_ADMIN_ROLE` that anyone
 may assume, standing in for the account's administrator (on AWS: the role AWS
@@ -19,8 +25,10 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import threading
 import urllib.parse
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from moto.core.exceptions import AccessDeniedError, InvalidClientTokenIdError, JsonRESTError
@@ -29,20 +37,24 @@ from moto.iam.exceptions import NotFoundException
 from moto.iam.models import iam_backends
 from moto.sts.exceptions import STSValidationError
 from moto.sts.models import STSBackend
+from moto.sts.responses import TokenResponse
 
 ROLE_ARN = re.compile(r"^arn:(?P<partition>aws[a-z-]*):iam::(?P<account>\d{12}):role/.+$")
 EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 EXTERNAL_ID_CONDITION_KEY = "sts:externalid"
 ASSUME_ROLE_ACTIONS = {"sts:assumerole", "sts:*", "*"}
+SET_SOURCE_IDENTITY_ACTIONS = {"sts:setsourceidentity", "sts:*", "*"}
+SESSION_NAME_PATTERN = r"[\w+=,.@-]*"
+_SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,64}$", re.ASCII)
 ACCOUNT_ADMIN_ROLE = "OrganizationAccountAccessRole"
 
 
 class AccessDenied(AccessDeniedError):
     """AWS's answer (HTTP 403) when the trust policy does not let the caller in."""
 
-    def __init__(self, role_arn: str) -> None:
+    def __init__(self, role_arn: str, action: str = "sts:AssumeRole") -> None:
         # The backend does not know the caller's ARN; AWS would name it here.
-        super().__init__(user_arn="the caller", action=f"sts:AssumeRole on resource: {role_arn}")
+        super().__init__(user_arn="the caller", action=f"{action} on resource: {role_arn}")
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -83,14 +95,14 @@ def _statement_allows(statement: dict[str, Any], external_id: str | None) -> boo
     return True
 
 
-def trust_policy_admits(document: str, external_id: str | None) -> bool:
-    """Whether a role's trust policy lets AssumeRole through, judged on ExternalId only."""
+def trust_policy_admits(document: str, external_id: str | None, actions: set[str] = ASSUME_ROLE_ACTIONS) -> bool:
+    """Whether a role's trust policy allows one of ``actions`` (AssumeRole by default), judged on ExternalId only."""
     statements = [
         statement
         for statement in _as_list(_load_policy(document).get("Statement", []))
         if isinstance(statement, dict)
         and statement.get("Effect") == "Allow"
-        and any(str(action).lower() in ASSUME_ROLE_ACTIONS for action in _as_list(statement.get("Action", [])))
+        and any(str(action).lower() in actions for action in _as_list(statement.get("Action", [])))
     ]
     # Nothing allows AssumeRole: denied, as IAM denies whatever no statement allows.
     return any(_statement_allows(statement, external_id) for statement in statements)
@@ -109,8 +121,28 @@ def _existing_role(match: re.Match[str], role_arn: str) -> Any | None:
         return None
 
 
-def check_assume_role(role_arn: str, external_id: str | None) -> None:
-    """Refuse AssumeRole like AWS: a role that does not exist, or whose trust policy does not admit the call."""
+def _check_name(field: str, value: str) -> None:
+    """AWS's constraints on RoleSessionName and SourceIdentity, with its validation messages."""
+    if not _SESSION_NAME.match(value):
+        constraint = (
+            f"Member must have length {'greater than or equal to 2' if len(value) < 2 else 'less than or equal to 64'}"
+            if not 2 <= len(value) <= 64
+            else f"Member must satisfy regular expression pattern: {SESSION_NAME_PATTERN}"
+        )
+        raise STSValidationError(
+            f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {constraint}"
+        )
+
+
+def check_assume_role(
+    role_arn: str, external_id: str | None, session_name: str = "sandbox", source_identity: str | None = None
+) -> None:
+    """Refuse AssumeRole like AWS: bad names, a role that does not exist, or a trust policy that does not admit it."""
+    _check_name("roleSessionName", session_name)
+    if source_identity is not None:
+        _check_name("sourceIdentity", source_identity)
+        if source_identity.lower().startswith("aws:"):
+            raise STSValidationError("SourceIdentity cannot start with the reserved prefix 'aws:'")
     if external_id is not None and not EXTERNAL_ID.match(external_id):
         raise STSValidationError(
             f"1 validation error detected: Value '{external_id}' at 'externalId' failed to satisfy constraint: "
@@ -125,8 +157,55 @@ def check_assume_role(role_arn: str, external_id: str | None) -> None:
         if role_arn.split(":role/", 1)[1] == ACCOUNT_ADMIN_ROLE:
             return
         raise AccessDenied(role_arn)
-    if not trust_policy_admits(role.assume_role_policy_document, external_id):
+    document = role.assume_role_policy_document
+    if not trust_policy_admits(document, external_id):
         raise AccessDenied(role_arn)
+    # AWS evaluates sts:SetSourceIdentity as a second action of the same request.
+    if source_identity is not None and not trust_policy_admits(document, external_id, SET_SOURCE_IDENTITY_ACTIONS):
+        raise AccessDenied(role_arn, action="sts:SetSourceIdentity")
+
+
+# -- the sessions granted: what CloudTrail would record of each AssumeRole ----------------
+
+_sessions_lock = threading.Lock()
+_sessions: list[dict[str, Any]] = []
+
+
+def sessions() -> list[dict[str, Any]]:
+    """Every AssumeRole granted since start or the last reset, oldest first."""
+    with _sessions_lock:
+        return [dict(entry) for entry in _sessions]
+
+
+def reset_sessions() -> None:
+    with _sessions_lock:
+        _sessions.clear()
+
+
+def _wrap_assume_role_response(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Check the request's names (moto ignores SourceIdentity), then record the granted session."""
+
+    def assume_role(self: TokenResponse) -> Any:
+        role_arn = self._get_param("RoleArn") or ""
+        session_name = self._get_param("RoleSessionName") or ""
+        source_identity = self._get_param("SourceIdentity")
+        check_assume_role(role_arn, self._get_param("ExternalId"), session_name, source_identity)
+        result = original(self)
+        granted: Any = result.result
+        with _sessions_lock:
+            _sessions.append(
+                {
+                    "role_arn": role_arn,
+                    "role_session_name": session_name,
+                    "source_identity": source_identity,
+                    "access_key_id": granted["Credentials"].access_key_id,
+                    "time": datetime.now(UTC).isoformat(),
+                }
+            )
+        return result
+
+    assume_role.sandbox_wrapped = True  # type: ignore[attr-defined]  # marker that makes install() idempotent
+    return assume_role
 
 
 def _wrap_assume_role(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -182,6 +261,8 @@ def install() -> None:
     authenticate = BaseResponse._authenticate_and_authorize_normal_action
     if not getattr(authenticate, "sandbox_wrapped", False):
         BaseResponse._authenticate_and_authorize_normal_action = _wrap_authenticate(authenticate)  # type: ignore[method-assign]
+    if not getattr(TokenResponse.assume_role, "sandbox_wrapped", False):
+        TokenResponse.assume_role = _wrap_assume_role_response(TokenResponse.assume_role)  # type: ignore[method-assign]
     if getattr(STSBackend.assume_role, "sandbox_wrapped", False):
         return
     STSBackend.assume_role = _wrap_assume_role(STSBackend.assume_role)  # type: ignore[method-assign]

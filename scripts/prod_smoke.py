@@ -7,15 +7,19 @@ It starts, each as its own process and with ``DJANGO_DEBUG=false``:
 - the sandbox AWS (STS + KMS) and a real OpenID provider (``tests/oidc_provider/provider.mjs``,
   needs Node.js and ``npm ci``) standing in for AWS and the company's IdP;
 - the README's steps: ``migrate``, ``collectstatic``, ``check --deploy``;
-- gunicorn with two workers, one Celery worker and one Celery beat on Redis, PostgreSQL in a
-  database of its own (dropped and created again on every run).
+- gunicorn with two workers and ``deploy/gunicorn.conf.py``, one Celery worker and *two* Celery
+  beats (the mistake the beat lock makes harmless) on Redis, PostgreSQL in a database of its own
+  (dropped and created again on every run); web and worker count their metrics into one
+  ``PROMETHEUS_MULTIPROC_DIR``, as deploy/'s units do.
 
 Then, through the REST API with a bearer ID token from the provider's authorization code
 flow: one key's lifecycle (create keystore, create key, deactivate, activate, schedule
 deletion, cancel deletion), checked against the sandbox's KMS after each step, and one
 periodic task executed by the worker: beat sends the reconciliation, which finds a key
 disabled behind the portal's back and records it (the key's ``kms_state`` and a
-``reconcile``/``drift_found`` audit event). Any failure ends the run with
+``reconcile``/``drift_found`` audit event). Then ``/readyz`` says why it is ready, and
+``/metrics``, refused without the token, serves with it the counts of what the run did:
+requests, operations, KMS calls, the worker's task outcomes and the audit head. Any failure ends the run with
 ``PRODUCTION SMOKE TEST FAILED``, the step, the reason and the tail of every process' log.
 
     python scripts/prod_smoke.py [--redis-url redis://127.0.0.1:6379/13]
@@ -53,6 +57,7 @@ PYTHON = sys.executable
 HTTP_TIMEOUT = 15
 READY_TIMEOUT = 60
 RECONCILE_INTERVAL = 3
+METRICS_TOKEN = secrets.token_urlsafe(24)
 REGION = "eu-west-1"
 ACCOUNT = "210987654321"
 
@@ -404,6 +409,8 @@ class Steps:
 
 def smoke(args: argparse.Namespace, stack: Stack, steps: Steps) -> None:
     web_port = free_port()
+    metrics_dir = stack.workdir / "metrics"
+    metrics_dir.mkdir()
     base = f"http://127.0.0.1:{web_port}"
     with steps.step("PostgreSQL and Redis"):
         fresh_database(args.database_url)
@@ -436,6 +443,12 @@ def smoke(args: argparse.Namespace, stack: Stack, steps: Steps) -> None:
             "BYOK_RECONCILE_INTERVAL_SECONDS": str(RECONCILE_INTERVAL),
             "STATIC_ROOT": str(stack.workdir / "static"),
             "BYOK_VAR_DIR": str(stack.workdir / "var"),
+            # deploy/byok-portal.env.example's settings for gunicorn, /metrics and beat.
+            "BYOK_BIND": f"127.0.0.1:{web_port}",
+            "WEB_CONCURRENCY": "2",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "BYOK_METRICS_TOKEN": METRICS_TOKEN,
+            "BYOK_BEAT_LOCK_SECONDS": "6",
             **{k: v for k, v in oidc.items() if k != "REDIRECT_URI"},
         }
     )
@@ -445,13 +458,17 @@ def smoke(args: argparse.Namespace, stack: Stack, steps: Steps) -> None:
         stack.run("collectstatic", [PYTHON, "manage.py", "collectstatic", "--noinput"])
         stack.run("check --deploy", [PYTHON, "manage.py", "check", "--deploy", "--fail-level", "WARNING"])
 
-    with steps.step("gunicorn (2 workers), Celery worker, Celery beat; wait for /readyz"):
-        gunicorn = [PYTHON, "-m", "gunicorn", "byok_portal.wsgi", "--bind", f"127.0.0.1:{web_port}", "--workers", "2"]
-        stack.start("gunicorn", gunicorn)
+    with steps.step("gunicorn (deploy/gunicorn.conf.py, 2 workers), Celery worker, two Celery beats; /readyz"):
+        stack.start("gunicorn", [PYTHON, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py")])
         worker = [PYTHON, "-m", "celery", "-A", "byok_portal", "worker", "--concurrency", "2", "--loglevel", "INFO"]
         celery_worker = stack.start("celery-worker", worker)
-        beat_schedule = str(stack.workdir / "beat-schedule")
-        stack.start("celery-beat", [PYTHON, "-m", "celery", "-A", "byok_portal", "beat", "-s", beat_schedule])
+        beats = [
+            stack.start(
+                name,
+                [PYTHON, "-m", "celery", "-A", "byok_portal", "beat", "-l", "INFO", "-s", str(stack.workdir / name)],
+            )
+            for name in ("celery-beat", "celery-beat-2")
+        ]
         wait_for(
             "/readyz to answer 200",
             lambda: Browser().request("GET", f"{base}/readyz").status == 200,
@@ -527,9 +544,58 @@ def smoke(args: argparse.Namespace, stack: Stack, steps: Steps) -> None:
         if not any(reason == "drift_found" for _, reason, _ in reasons):
             raise SmokeFailure(f"no reconcile/drift_found audit event for the key; events: {reasons}")
 
+    with steps.step("only one beat sent periodic tasks; the other stood by"):
+        sending = [beat.name for beat in beats if "Sending due task" in beat.log.read_text()]
+        standing_by = [beat.name for beat in beats if "another beat holds the lock" in beat.log.read_text()]
+        if len(sending) != 1 or len(standing_by) != 1 or sending == standing_by:
+            raise SmokeFailure(f"beats sending: {sending}, standing by: {standing_by}: expected one of each")
+
+    with steps.step("/readyz names its checks; /metrics is refused without the token, counts the run with it"):
+        ready = Browser().request("GET", f"{base}/readyz").json()
+        if ready != {"ready": True, "checks": {"database": "ok", "migrations": "ok", "broker": "ok"}}:
+            raise SmokeFailure(f"/readyz answered {ready}")
+        check_metrics(base)
+
     with steps.step("audit chain verifies"):
         stack.run("audit_verify", [PYTHON, "manage.py", "audit_verify"])
         stack.check_alive()
+
+
+def scrape(base: str, **headers: str) -> Answer:
+    return Browser().request("GET", f"{base}/metrics", headers={"X-Forwarded-Proto": "https", **headers})
+
+
+def check_metrics(base: str) -> None:
+    """/metrics as Prometheus scrapes it through the proxy: the token, and what the run did counted across processes."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if (refused := scrape(base)).status != 404:
+        raise SmokeFailure(f"/metrics without the token answered {refused.status}, not 404")
+    answer = scrape(base, Authorization=f"Bearer {METRICS_TOKEN}")
+    if answer.status != 200:
+        raise SmokeFailure(f"/metrics with the token answered {answer.status}")
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(answer.body.decode())
+        for sample in family.samples
+    }
+
+    def total(name: str, **labels: str) -> float:
+        return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
+
+    expected = {
+        "requests answered (byok_http_request_duration_seconds)": total("byok_http_request_duration_seconds_count"),
+        "keys created (byok_operations_total)": total("byok_operations_total", operation="create", outcome="success"),
+        "CreateKey calls (byok_kms_calls_total)": total("byok_kms_calls_total", operation="CreateKey"),
+        "worker's reconciliations (byok_celery_tasks_total)": total(
+            "byok_celery_tasks_total", task="keys.tasks.reconcile_all", outcome="success"
+        ),
+        "audit head (byok_audit_head_sequence)": total("byok_audit_head_sequence"),
+    }
+    missing = [what for what, value in expected.items() if value < 1]
+    if missing:
+        raise SmokeFailure(f"/metrics lacks: {', '.join(missing)}")
+    print(f"smoke: /metrics: {', '.join(f'{what} = {value:g}' for what, value in expected.items())}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

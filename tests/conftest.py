@@ -132,3 +132,16 @@ def keystore(people: People, aws_sandbox: str) -> Any:
     for user, role in ((people.bob, Role.CUSTODIAN), (people.carol, Role.CUSTODIAN), (people.dan, Role.AUDITOR)):
         membership_set(actor=people.actor(people.alice), keystore_id=store.pk, user=user, role=role)
     return create_sandbox_role(store)
+
+
+@pytest.fixture
+def proxy(aws_sandbox: str, settings: Any) -> Iterator[Any]:
+    """The portal's AWS endpoint is a fault proxy (tests/faultproxy.py) in front of the sandbox."""
+    from byok_portal import aws
+    from tests.faultproxy import fault_proxy
+
+    with fault_proxy(aws_sandbox) as running:
+        settings.BYOK_SANDBOX_URL = running.url
+        aws.credential_cache.clear()
+        yield running
+    aws.credential_cache.clear()

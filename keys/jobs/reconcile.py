@@ -479,7 +479,7 @@ def reconcile_key(
         # A rotation left half-done: finished or withdrawn first, so what it changed is not reported as drift.
         services.resolve_staged_rotation(actor=actor, key_id=key.pk)
         key = live_key_for_reconciliation(key_id) or key
-    kms = kms or aws.kms_for(key.keystore)
+    kms = kms or aws.kms_for(key.keystore, operation=Operation.RECONCILE, acting=actor)
     limiter = limiter or default_rate_limiter()
     observation = observe(key, kms, limiter)
     repair = MATERIAL_MISSING in observation.codes and auto_reupload_enabled(key.keystore)
@@ -525,7 +525,7 @@ def reconcile_keystore(
         # A fresh AssumeRole per run proves the role still works (a cached session may outlive it).
         aws.credential_cache.clear_for(keystore)
     try:
-        kms = aws.kms_for(keystore)
+        kms = aws.kms_for(keystore, operation=Operation.RECONCILE, acting=actor)
     except AwsError as exc:
         # Nothing could be checked: say so where people look (the keystore's connection), not "in step".
         _note_connection(actor, keystore, f"{exc.operation}: {exc.code}: {exc.message}")
@@ -640,7 +640,7 @@ def sweep_untracked_kms_keys(
     keystore = Keystore.objects.filter(pk=keystore_id, state=KeystoreState.ACTIVE).first()
     if keystore is None:
         return result
-    kms = kms or aws.kms_for(keystore)
+    kms = kms or aws.kms_for(keystore, operation=Operation.RECONCILE, acting=actor)
     limiter = limiter or default_rate_limiter()
     owned = portal_kms_arns(keystore)
     aliases: dict[str, list[str]] | None = None

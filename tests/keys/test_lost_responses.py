@@ -7,7 +7,6 @@ own retry runs exactly as it would after a lost response on the internet.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,20 +19,10 @@ from byok_portal.vocabulary import KeyState
 from keys import services
 from keys.jobs import reconcile
 from keys.models import Key
-from tests.faultproxy import FaultProxy, fault_proxy
+from tests.faultproxy import FaultProxy
 from tests.keys.helpers import kms_client, live_portal_kms_keys, sandbox_view
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def proxy(aws_sandbox: str, settings: Any) -> Iterator[FaultProxy]:
-    """The portal's AWS endpoint is the fault proxy in front of the sandbox."""
-    with fault_proxy(aws_sandbox) as running:
-        settings.BYOK_SANDBOX_URL = running.url
-        aws.credential_cache.clear()
-        yield running
-    aws.credential_cache.clear()
 
 
 def owned_arns(keystore: Any) -> set[str]:

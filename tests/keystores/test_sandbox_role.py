@@ -156,7 +156,9 @@ def test_a_role_that_does_not_require_the_external_id_fails_the_connection_test(
     keystore = new_keystore(people)
     open_policy = {
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": ["sts:AssumeRole", "sts:SetSourceIdentity"]}
+        ],
     }
     iam = account_admin_iam(aws_sandbox, keystore.aws_account_id, "eu-west-1")
     iam.create_role(RoleName="byok-portal", AssumeRolePolicyDocument=json.dumps(open_policy))

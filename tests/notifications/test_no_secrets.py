@@ -23,7 +23,7 @@ from keys import services as key_services
 from keys.jobs.cleanup import cleanup_due_keys
 from keys.jobs.expiry import warn_expiring_keys
 from keys.jobs.reconcile import reconcile_key
-from keys.models import Key
+from keys.models import Key, KeyMaterial
 from notifications import services
 from notifications.models import Delivery
 from tests.test_canary import CANARY, forms_of
@@ -51,9 +51,9 @@ def test_no_notification_carries_material_tokens_or_the_webhook_secret(
         key = key_services.key_create(
             actor=bob, keystore_id=keystore.pk, name="Canary", alias="alias/canary", expires=timezone.localdate()
         ).key
-        sealed = Key.objects.get(pk=key.pk).material_sealed
+        sealed = KeyMaterial.objects.get(key=key, version=1).material_sealed
         assert sealed is not None
-        assert custody.unseal(key.pk, sealed) == CANARY
+        assert custody.unseal(key.pk, sealed, version=1) == CANARY
         warn_expiring_keys(actor=Actor.system("expiry"))
         backdoor(keystore).disable_key(KeyId=key.kms_key_arn)
         reconcile_key(key.pk, actor=Actor.system("reconcile"))

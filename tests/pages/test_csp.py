@@ -125,8 +125,8 @@ POST_ONLY = {
 SUPERUSER_PAGES = ("admin:", "tokens:service-account")
 # Steps of the login that need a half-finished login in the session; covered through the browser tests.
 LOGIN_STEPS = {"otp_verify", "otp_enrol"}
-# Health probes answer plain text or JSON to load balancers, not pages to people.
-PROBES = {"healthz", "readyz"}
+# Health probes and /metrics answer JSON or Prometheus text to machines, not pages to people.
+PROBES = {"healthz", "readyz", "metrics"}
 # File downloads (CSV, PDF), not HTML.
 FILES = {"reports:download"}
 

@@ -274,7 +274,7 @@ def test_a_keystore_kms_cannot_be_reached_for_is_reported(key: Key, monkeypatch:
     from byok_portal import aws
     from byok_portal.aws import AwsError
 
-    def refuse(keystore: Any) -> Any:
+    def refuse(keystore: Any, **session: Any) -> Any:
         raise AwsError(kind="aws_connection_error", operation="AssumeRole", code="AccessDenied", message="no")
 
     monkeypatch.setattr(aws, "kms_for", refuse)
