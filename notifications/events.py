@@ -1,9 +1,7 @@
 """Notification events: which audit events become which notification, and the JSON each one is.
 
 The audit trail is the source: every branch's operations are audited, so mapping audit
-operations to event types here is the only thing a new kind of notification needs.
-Operations that other work adds (rotation, approvals) are mapped by their audit names
-below and become notifications as soon as they are audited. The payload is documented
+operations to event types here is the only thing a new kind of notification needs. The payload is documented
 in ``docs/notifications.md`` (``schema_version`` 1) and never carries key material or
 tokens: it is built from the audit event (which never holds them either) and copies
 only the ``details`` entries each type names.
@@ -54,33 +52,34 @@ LABELS: dict[EventType, str] = {
 # What people and webhooks may subscribe to (the test event is sent on request only).
 SUBSCRIBABLE = tuple(event for event in EventType if event is not EventType.TEST)
 
-# Successful audit operations that are events, by audit operation name. "rotate" and "rotation_due" come with
-# native rotation (issue 15), the approval names with quorum approvals (issue 17).
+# Successful audit operations that are events, by audit operation name (``byok_portal.vocabulary.Operation``).
+# An approved request's run (``execute_approval``) is not one: the operation it ran is audited (and notifies)
+# itself, and a failed run is an ``operation.failed``. A withdrawn request (``cancel_approval``) is not news.
 _BY_OPERATION: dict[str, EventType] = {
     "expiry_warning": EventType.EXPIRY_WARNING,
-    "rotation_due": EventType.ROTATION_DUE,
     "rotate": EventType.ROTATION_DONE,
     "schedule_deletion": EventType.DELETION_SCHEDULED,
     "cleanup": EventType.KEY_DELETED,
-    "approval_request": EventType.APPROVAL_REQUESTED,
     "request_approval": EventType.APPROVAL_REQUESTED,
-    "approval_requested": EventType.APPROVAL_REQUESTED,
-    "approve": EventType.APPROVAL_DECIDED,
     "reject": EventType.APPROVAL_DECIDED,
-    "approval_decided": EventType.APPROVAL_DECIDED,
+    "expire_approval": EventType.APPROVAL_DECIDED,
 }
+# What an ``approval.decided`` event's ``data.decision`` says, by audit operation.
+_DECISIONS = {"approve": "approved", "reject": "rejected", "expire_approval": "expired"}
+# The scheduled rotation (keys/jobs/rotation.py) flags a due key it may not rotate or renew with this refusal.
+_ROTATION_DUE_REASON = "rotation_due_cannot_rotate"
 # Reconciliation audits every change of drift; a new or changed disagreement is news, its end is not.
 _DRIFT_REASONS = frozenset({"drift_found", "drift_changed"})
 # The audit ``details`` entries each type copies into ``data`` (nothing else leaves the trail).
 _DATA: dict[EventType, tuple[str, ...]] = {
     EventType.EXPIRY_WARNING: ("expires", "days_left"),
-    EventType.ROTATION_DUE: ("rotation_period_days", "next_rotation_date", "material_version"),
-    EventType.ROTATION_DONE: ("material_version", "kms_key_material_id", "kcv", "rotations"),
+    EventType.ROTATION_DUE: ("next_rotation_date", "why"),
+    EventType.ROTATION_DONE: ("version", "previous_version", "kms_key_material_id", "kcv", "rotations", "approval"),
     EventType.DRIFT_FOUND: ("drift", "kms_state", "aws_state"),
-    EventType.APPROVAL_REQUESTED: ("approval_request", "required", "approval_group", "target_operation"),
-    EventType.APPROVAL_DECIDED: ("approval_request", "decision", "approvals", "required", "target_operation"),
+    EventType.APPROVAL_REQUESTED: ("request", "operation", "group", "required"),
+    EventType.APPROVAL_DECIDED: ("request", "operation", "group", "required", "approvals", "reason", "expires_at"),
     EventType.OPERATION_FAILED: ("aws_code",),
-    EventType.DELETION_SCHEDULED: ("deletion_date", "pending_window_days"),
+    EventType.DELETION_SCHEDULED: ("deletion_date", "pending_window_days", "approval"),
     EventType.KEY_DELETED: (),
     EventType.TEST: (),
 }
@@ -90,10 +89,14 @@ def event_type_of(event: AuditEvent) -> EventType | None:
     """The notification an audit event is, if any (no queries: it runs for every recorded event)."""
     if event.outcome == Outcome.FAILED:
         return EventType.OPERATION_FAILED
+    if event.outcome == Outcome.REFUSED and event.operation == "rotate" and event.reason == _ROTATION_DUE_REASON:
+        return EventType.ROTATION_DUE
     if event.outcome != Outcome.SUCCESS:
         return None
     if event.operation == "reconcile":
         return EventType.DRIFT_FOUND if event.reason in _DRIFT_REASONS else None
+    if event.operation == "approve":  # one approval among several is not a decision; the one reaching quorum is
+        return EventType.APPROVAL_DECIDED if (event.details or {}).get("quorum") is True else None
     return _BY_OPERATION.get(event.operation)
 
 
@@ -116,7 +119,19 @@ def summary_of(kind: EventType, event: AuditEvent) -> str:
         return f"{subject}{where} {when}"
     if kind is EventType.OPERATION_FAILED:
         return f"{event.operation} failed on {subject}{where}"
+    if kind is EventType.APPROVAL_DECIDED:
+        decision = _DECISIONS.get(event.operation, event.operation)
+        return f"Approval {decision}: {details.get('operation', '')} of {subject}{where}"
+    if kind is EventType.APPROVAL_REQUESTED:
+        return f"Approval requested: {details.get('operation', '')} of {subject}{where}"
     return f"{LABELS[kind]}: {subject}{where}"
+
+
+def _data_of(kind: EventType, operation: str, details: dict[str, Any]) -> dict[str, Any]:
+    data = {name: details[name] for name in _DATA[kind] if name in details}
+    if kind is EventType.APPROVAL_DECIDED:
+        data["decision"] = _DECISIONS.get(operation, operation)
+    return data
 
 
 def payload_of(kind: EventType, event: AuditEvent) -> dict[str, Any]:
@@ -137,7 +152,7 @@ def payload_of(kind: EventType, event: AuditEvent) -> dict[str, Any]:
         "state_after": event.state_after,
         "actor": {"name": event.actor_name, "iss": event.actor_iss, "sub": event.actor_sub},
         "error": event.error,
-        "data": {name: details[name] for name in _DATA[kind] if name in details},
+        "data": _data_of(kind, event.operation, details),
         "audit": {"seq": event.seq, "hash": event.hash},
     }
 

@@ -38,7 +38,8 @@ class ReportView(APIView):
         description=(
             "`inventory`: every key you can see with spec, regions, state, KMS state, check value, material versions "
             "and age, expiry and last operation. `rotation-compliance`: live keys whose current material is older "
-            "than their rotation policy are `OVERDUE`. `activity`: audit events in `[since, until]` (default: the "
+            "than their rotation policy (`rotation_period_days`) are `OVERDUE`; keys without a policy are not checked "
+            "(`NO POLICY`). `activity`: audit events in `[since, until]` (default: the "
             "last 30 days) with who approved them. CSV is streamed; the audit head the report was built from is in "
             "the `X-BYOK-Audit-Head` header (`<seq>:<hash>`) and printed on every PDF page."
         ),

@@ -12,15 +12,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
-from django.db.models import F, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models import Count, DateTimeField, F, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from audit import export
 from audit.models import AuditEvent
 from audit.selectors import events_for
 from byok_portal.vocabulary import KeyState, Outcome
-from keys.models import Key
+from keys.models import Key, KeyMaterial, MaterialState
 from keys.selectors import keys_for
 from keystores.selectors import Viewer
 
@@ -39,17 +39,29 @@ class Column:
 def material_facts(keys: QuerySet[Key]) -> QuerySet[Key]:
     """Annotate keys with their material facts: ``material_versions``, ``material_since``, ``rotation_policy_days``.
 
-    The one place that knows where a key's material history lives. Until keys carry
-    material versions and a rotation period (issue 15), every key has one material,
-    made when the key was created (a renewal makes a new key, so its ``created_at`` is
-    the renewal), and is measured against ``BYOK_DEFAULT_ROTATION_DAYS``. With material
-    versions, ``material_since`` becomes the current version's ``imported_at`` and the
-    policy the key's ``rotation_period_days`` (falling back to the default).
+    The one place that knows where a key's material history lives (issue 15's
+    ``KeyMaterial``): ``material_versions`` counts the key's versions (a rotation in
+    progress not included), ``material_since`` is when the CURRENT version became current
+    (its ``rotated_at``, or for version 1 its ``imported_at``; None before any material
+    was imported), and ``rotation_policy_days`` is the key's own ``rotation_period_days``
+    (None: the key has no rotation policy, and no default is assumed). Subqueries, so
+    the report's query count does not grow with the keys.
     """
+    versions = (
+        KeyMaterial.objects.filter(key_id=OuterRef("pk"))
+        .exclude(state=MaterialState.PENDING_ROTATION)
+        .order_by()
+        .values("key_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    current = KeyMaterial.objects.filter(key_id=OuterRef("pk"), state=MaterialState.CURRENT).annotate(
+        since=Coalesce("rotated_at", "imported_at")
+    )
     return keys.annotate(
-        material_versions=Value(1, output_field=IntegerField()),
-        material_since=F("created_at"),
-        rotation_policy_days=Value(settings.BYOK_DEFAULT_ROTATION_DAYS, output_field=IntegerField()),
+        material_versions=Coalesce(Subquery(versions, output_field=IntegerField()), Value(0)),
+        material_since=Subquery(current.values("since")[:1], output_field=DateTimeField()),
+        rotation_policy_days=F("rotation_period_days"),
     )
 
 
@@ -161,6 +173,9 @@ ROTATION = (
     Column("status", "Status", 0.06),
 )
 ROTATION_CSV = tuple(column.name for column in ROTATION)
+# Statuses of keys the compliance check does not cover (no policy to check against, no material to age).
+NO_POLICY = "NO POLICY"
+NO_MATERIAL = "NO MATERIAL"
 
 
 def rotation_compliance(
@@ -168,14 +183,17 @@ def rotation_compliance(
 ) -> Iterator[dict[str, Any]]:
     """Live keys with their current material's age against their rotation policy, oldest material first.
 
-    ``status`` is ``OVERDUE`` when the material is older than the policy (the check AWS
-    Config cannot make for imported material), otherwise ``COMPLIANT``.
+    ``status`` is ``OVERDUE`` when the current material is older than the key's
+    ``rotation_period_days`` (the check AWS Config cannot make for imported material),
+    otherwise ``COMPLIANT``. A key without a rotation policy is not covered by the check:
+    it is listed as ``NO POLICY`` (no due date), and one with no imported material yet as
+    ``NO MATERIAL``; neither is counted as compliant or overdue.
     """
     now = now or timezone.now()
     keys = (
         material_facts(_scoped_keys(user, keystore_id).filter(state__in=LIVE_STATES))
         .annotate(keystore_name=F("keystore__name"))
-        .order_by("material_since", "id")
+        .order_by(F("material_since").asc(nulls_last=True), "id")
         .values(
             "id",
             "name",
@@ -188,7 +206,14 @@ def rotation_compliance(
         )
     )
     for row in keys.iterator(chunk_size=CHUNK):
-        due = row["material_since"] + dt.timedelta(days=row["rotation_policy_days"])
+        since, policy = row["material_since"], row["rotation_policy_days"]
+        due = since + dt.timedelta(days=policy) if since is not None and policy is not None else None
+        if policy is None:
+            status = NO_POLICY
+        elif due is None:
+            status = NO_MATERIAL
+        else:
+            status = "OVERDUE" if due < now else "COMPLIANT"
         yield {
             "keystore": row["keystore_name"],
             "name": row["name"],
@@ -196,11 +221,11 @@ def rotation_compliance(
             "key_id": str(row["id"]),
             "state": row["state"],
             "material_versions": row["material_versions"],
-            "material_since": row["material_since"].date(),
-            "material_age_days": age_days(row["material_since"], now),
-            "rotation_policy_days": row["rotation_policy_days"],
-            "rotation_due": due.date(),
-            "status": "OVERDUE" if due < now else "COMPLIANT",
+            "material_since": since.date() if since is not None else None,
+            "material_age_days": age_days(since, now),
+            "rotation_policy_days": policy,
+            "rotation_due": due.date() if due is not None else None,
+            "status": status,
         }
 
 
@@ -238,15 +263,19 @@ ACTIVITY_CSV = (
 
 
 def approvals_of(details: Mapping[str, Any]) -> str:
-    """Who approved an operation (dual-control evidence), as quorum approvals (issue 17) record it."""
-    for name in ("approvals", "approved_by", "approvers"):
-        value = details.get(name)
-        if isinstance(value, list):
-            names = [
-                str(item.get("name") or item.get("sub")) if isinstance(item, Mapping) else str(item) for item in value
-            ]
-            return ", ".join(names)
-    return ""
+    """Who approved an operation (dual-control evidence): ``details.approval.approvers`` (issue 17).
+
+    The audit trail adds ``approval = {"request": id, "approvers": [{"iss", "sub", "name"}]}``
+    to the event of an operation run on an approved request; ``execute_approval`` events
+    carry the same ``approvers`` list at the top of their details.
+    """
+    approval = details.get("approval")
+    approvers = approval.get("approvers") if isinstance(approval, Mapping) else details.get("approvers")
+    if not isinstance(approvers, list):
+        return ""
+    return ", ".join(
+        str(item.get("name") or item.get("sub") or "") if isinstance(item, Mapping) else str(item) for item in approvers
+    )
 
 
 def activity(

@@ -215,32 +215,45 @@ def test_a_webhook_gets_only_the_event_types_it_asked_for(
 
 
 @pytest.mark.parametrize(
-    ("operation", "outcome", "reason", "expected"),
+    ("operation", "outcome", "reason", "details", "expected"),
     [
-        ("expiry_warning", Outcome.SUCCESS, "expires_soon", EventType.EXPIRY_WARNING),
-        ("schedule_deletion", Outcome.SUCCESS, "", EventType.DELETION_SCHEDULED),
-        ("schedule_deletion", Outcome.NOOP, "", None),
-        ("schedule_deletion", Outcome.REFUSED, "invalid_state", None),
-        ("cleanup", Outcome.SUCCESS, "", EventType.KEY_DELETED),
-        ("reconcile", Outcome.SUCCESS, "drift_found", EventType.DRIFT_FOUND),
-        ("reconcile", Outcome.SUCCESS, "drift_changed", EventType.DRIFT_FOUND),
-        ("reconcile", Outcome.SUCCESS, "drift_resolved", None),
-        ("reconcile", Outcome.FAILED, "connection_failed", EventType.OPERATION_FAILED),
-        ("activate", Outcome.FAILED, "", EventType.OPERATION_FAILED),
-        ("activate", Outcome.SUCCESS, "", None),
-        ("update", Outcome.SUCCESS, "", None),
-        # Named by the branches that add them (native rotation, quorum approvals).
-        ("rotate", Outcome.SUCCESS, "", EventType.ROTATION_DONE),
-        ("rotation_due", Outcome.SUCCESS, "", EventType.ROTATION_DUE),
-        ("approval_request", Outcome.SUCCESS, "", EventType.APPROVAL_REQUESTED),
-        ("approve", Outcome.SUCCESS, "", EventType.APPROVAL_DECIDED),
-        ("reject", Outcome.SUCCESS, "", EventType.APPROVAL_DECIDED),
+        ("expiry_warning", Outcome.SUCCESS, "expires_soon", None, EventType.EXPIRY_WARNING),
+        ("schedule_deletion", Outcome.SUCCESS, "", None, EventType.DELETION_SCHEDULED),
+        ("schedule_deletion", Outcome.NOOP, "", None, None),
+        ("schedule_deletion", Outcome.REFUSED, "invalid_state", None, None),
+        ("cleanup", Outcome.SUCCESS, "", None, EventType.KEY_DELETED),
+        ("reconcile", Outcome.SUCCESS, "drift_found", None, EventType.DRIFT_FOUND),
+        ("reconcile", Outcome.SUCCESS, "drift_changed", None, EventType.DRIFT_FOUND),
+        ("reconcile", Outcome.SUCCESS, "drift_resolved", None, None),
+        ("reconcile", Outcome.FAILED, "connection_failed", None, EventType.OPERATION_FAILED),
+        ("activate", Outcome.FAILED, "", None, EventType.OPERATION_FAILED),
+        ("activate", Outcome.SUCCESS, "", None, None),
+        ("update", Outcome.SUCCESS, "", None, None),
+        # Native rotation (issue 15): a rotation, and a due key the scheduled rotation may not rotate (flagged).
+        ("rotate", Outcome.SUCCESS, "", None, EventType.ROTATION_DONE),
+        ("rotate", Outcome.REFUSED, "rotation_due_cannot_rotate", None, EventType.ROTATION_DUE),
+        ("rotate", Outcome.REFUSED, "rotation_limit", None, None),
+        # Quorum approvals (issue 17): asked, and decided (the approval reaching quorum, a rejection, an expiry).
+        ("request_approval", Outcome.SUCCESS, "", None, EventType.APPROVAL_REQUESTED),
+        ("approve", Outcome.SUCCESS, "", {"approvals": 1, "quorum": False}, None),
+        ("approve", Outcome.SUCCESS, "", {"approvals": 2, "quorum": True}, EventType.APPROVAL_DECIDED),
+        ("approve", Outcome.NOOP, "", {"approvals": 2}, None),
+        ("reject", Outcome.SUCCESS, "", None, EventType.APPROVAL_DECIDED),
+        ("expire_approval", Outcome.SUCCESS, "", None, EventType.APPROVAL_DECIDED),
+        ("cancel_approval", Outcome.SUCCESS, "", None, None),
+        ("execute_approval", Outcome.SUCCESS, "", None, None),
+        ("execute_approval", Outcome.FAILED, "invalid_state", None, EventType.OPERATION_FAILED),
+        # Names guessed before those existed are not audit operations.
+        ("rotation_due", Outcome.SUCCESS, "", None, None),
+        ("approval_request", Outcome.SUCCESS, "", None, None),
+        ("approval_decided", Outcome.SUCCESS, "", None, None),
     ],
 )
 def test_which_audit_events_are_notifications(
-    operation: str, outcome: str, reason: str, expected: EventType | None
+    operation: str, outcome: str, reason: str, details: dict[str, Any] | None, expected: EventType | None
 ) -> None:
-    assert event_type_of(AuditEvent(operation=operation, outcome=outcome, reason=reason)) == expected
+    event = AuditEvent(operation=operation, outcome=outcome, reason=reason, details=details or {})
+    assert event_type_of(event) == expected
 
 
 def test_the_documented_schema_lists_every_event_type_and_field() -> None:

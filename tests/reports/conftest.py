@@ -10,14 +10,16 @@ import pytest
 from django.utils import timezone
 
 from byok_portal.vocabulary import KeyState, KmsState
-from keys.models import Key
+from keys.models import Key, KeyMaterial, MaterialState
 from keystores.models import Keystore
 from tests.tasks.conftest import make_key  # noqa: F401 - shared with the task tests
 
 
 def aged(key: Key, days: int) -> Key:
-    """Make the key's material ``days`` old (created then: the material is as old as the key)."""
-    Key.objects.filter(pk=key.pk).update(created_at=timezone.now() - dt.timedelta(days=days, hours=1))
+    """Make the key and its current material ``days`` old (created and imported then, never rotated)."""
+    then = timezone.now() - dt.timedelta(days=days, hours=1)
+    Key.objects.filter(pk=key.pk).update(created_at=then)
+    KeyMaterial.objects.filter(key=key, state=MaterialState.CURRENT).update(imported_at=then)
     key.refresh_from_db()
     return key
 
@@ -26,8 +28,8 @@ def aged(key: Key, days: int) -> Key:
 def estate(make_key: Any) -> dict[str, Key]:  # noqa: F811 - the fixture imported above
     """Keys of the ``keystore`` fixture in every state, of several ages, plus one in a keystore nobody here sees."""
     keys = {
-        "fresh": aged(make_key(name="Fresh", alias="alias/fresh", kcv="A1B2C3", expires=dt.date(2027, 3, 1)), 10),
-        "old": aged(make_key(name="Old", alias="alias/old", kcv="D4E5F6"), 400),
+        "fresh": aged(make_key(name="Fresh", alias="alias/fresh", expires=dt.date(2027, 3, 1)), 10),
+        "old": aged(make_key(name="Old", alias="alias/old"), 400),
         "inactive": aged(
             make_key(name="Parked", alias="alias/parked", state=KeyState.INACTIVE, kms_state=KmsState.EMPTY), 200
         ),

@@ -16,6 +16,7 @@ from audit.chain import current_head
 from audit.models import AuditEvent
 from keys import services as key_services
 from keys.models import Key
+from tests.reports.conftest import aged
 from tests.web import verified_client
 
 pytestmark = pytest.mark.django_db
@@ -42,9 +43,10 @@ def pdf_text(response: Any) -> str:
 def test_the_inventory_csv_is_every_key_the_reader_sees_as_the_database_has_it(
     people: Any, keystore: Any, estate: dict[str, Key]
 ) -> None:
-    created = key_services.key_create(
-        actor=people.actor(people.bob), keystore_id=keystore.pk, name="Live", alias="alias/live"
-    ).key
+    bob = people.actor(people.bob)
+    created = key_services.key_create(actor=bob, keystore_id=keystore.pk, name="Live", alias="alias/live").key
+    key_services.key_rotate(actor=bob, key_id=created.pk)
+    key_services.key_rotate(actor=bob, key_id=created.pk)
 
     rows = csv_rows(download(people.dan, "inventory"))
 
@@ -62,36 +64,59 @@ def test_the_inventory_csv_is_every_key_the_reader_sees_as_the_database_has_it(
         )
         assert (row["key_spec"], row["key_usage"], row["regions"]) == (key.key_spec, key.key_usage, "eu-west-1")
         assert row["check_value"] == key.kcv
-        assert row["material_versions"] == "1"
-        assert int(row["material_age_days"]) == (now - key.created_at).days
+        current = key.materials.get(state="CURRENT")
+        since = current.rotated_at or current.imported_at
+        assert since is not None
+        assert row["material_versions"] == str(key.materials.count())
+        assert int(row["material_age_days"]) == (now - since).days
         assert row["expires"] == (key.expires.isoformat() if key.expires else "")
         assert row["kms_key_arn"] == key.kms_key_arn
     by_id = {row["key_id"]: row for row in rows}
     assert by_id[str(estate["old"].pk)]["material_age_days"] == "400"
     last = AuditEvent.objects.filter(key_id=created.pk).order_by("-seq").first()
     assert last is not None
-    assert by_id[str(created.pk)]["last_operation"] == last.operation == "create"
+    assert by_id[str(created.pk)]["last_operation"] == last.operation == "rotate"
+    assert by_id[str(created.pk)]["material_versions"] == "3"
+    assert by_id[str(estate["fresh"].pk)]["material_versions"] == "1"
     assert by_id[str(created.pk)]["last_operation_at"] == last.time.isoformat()
     assert str(estate["hidden"].pk) not in by_id
 
 
-def test_the_rotation_compliance_csv_flags_material_older_than_the_policy(
-    people: Any, estate: dict[str, Key], settings: Any
+def test_the_rotation_compliance_csv_measures_the_current_material_against_each_key_s_policy(
+    people: Any, keystore: Any, estate: dict[str, Key]
 ) -> None:
-    settings.BYOK_DEFAULT_ROTATION_DAYS = 180
+    bob = people.actor(people.bob)
+    Key.objects.filter(pk__in=[estate["old"].pk, estate["inactive"].pk]).update(rotation_period_days=180)
+    # A key rotated today: old as a key, new as material, so compliant against a 90-day policy.
+    rotated = aged(key_services.key_create(actor=bob, keystore_id=keystore.pk, name="Rotated").key, 400)
+    key_services.key_update(actor=bob, key_id=rotated.pk, rotation_period_days=90)
+    key_services.key_rotate(actor=bob, key_id=rotated.pk)
 
     rows = csv_rows(download(people.dan, "rotation-compliance"))
 
-    # Live keys only (active and inactive), oldest material first.
+    # Live keys only (active and inactive), oldest material first; "Fresh" has no policy: not checked.
     assert [(row["name"], row["status"]) for row in rows] == [
         ("Old", "OVERDUE"),
         ("Parked", "OVERDUE"),
-        ("Fresh", "COMPLIANT"),
+        ("Fresh", "NO POLICY"),
+        ("Rotated", "COMPLIANT"),
     ]
-    old = estate["old"]
-    assert rows[0]["rotation_policy_days"] == "180"
-    assert rows[0]["material_since"] == old.created_at.date().isoformat()
-    assert rows[0]["rotation_due"] == (old.created_at + dt.timedelta(days=180)).date().isoformat()
+    old = estate["old"].materials.get(state="CURRENT")
+    assert old.imported_at is not None
+    assert (rows[0]["rotation_policy_days"], rows[0]["material_versions"]) == ("180", "1")
+    assert rows[0]["material_since"] == old.imported_at.date().isoformat()
+    assert rows[0]["rotation_due"] == (old.imported_at + dt.timedelta(days=180)).date().isoformat()
+    assert (rows[2]["rotation_policy_days"], rows[2]["rotation_due"]) == ("", "")
+    current = Key.objects.get(pk=rotated.pk).materials.get(state="CURRENT")
+    assert current.version == 2
+    assert current.rotated_at is not None
+    assert (rows[3]["material_versions"], rows[3]["material_age_days"], rows[3]["rotation_policy_days"]) == (
+        "2",
+        "0",
+        "90",
+    )
+    assert rows[3]["material_since"] == current.rotated_at.date().isoformat()
+    assert rows[3]["rotation_due"] == (current.rotated_at + dt.timedelta(days=90)).date().isoformat()
 
 
 def test_the_activity_csv_is_the_period_s_events_the_reader_may_see(
@@ -134,7 +159,7 @@ def test_the_inventory_pdf_lists_the_keys_and_the_audit_head_it_was_built_from(
         assert estate[name].alias in text
         assert str(estate[name].pk) in joined
         assert estate[name].key_spec in joined
-    assert "D4E5F6" in text
+    assert estate["old"].kcv in text
     assert "alias/hidden" not in text
     assert f"sequence {seq}, hash {digest}" in text
     assert response["X-BYOK-Audit-Head"] == f"{seq}:{digest}"
