@@ -17,6 +17,7 @@ from keys import services as key_services
 from keys.jobs.cleanup import cleanup_due_keys
 from keys.jobs.expiry import warn_expiring_keys
 from keys.jobs.reconcile import reconcile_key
+from keys.jobs.rotation import rotate_due_keys
 from keystores.services import keystore_create, keystore_test_connection
 from notifications import services
 from notifications.events import EventType, event_type_of
@@ -292,3 +293,76 @@ def test_a_webhook_secret_sealed_under_the_previous_kek_is_resealed_when_used(
     finally:
         custody.current_kek.cache_clear()
         custody.previous_keks.cache_clear()
+
+
+def test_a_rotation_and_a_flagged_due_key_are_emailed_with_the_real_material_facts(
+    addressed: Any, keystore: Any, in_process: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    bob = addressed.actor(addressed.bob)
+    rotated = key_services.key_create(actor=bob, keystore_id=keystore.pk, name="Orders", alias="alias/orders").key
+    flagged = key_services.key_create(
+        actor=bob, keystore_id=keystore.pk, name="Mac", alias="alias/mac", key_spec="HMAC_256", rotation_period_days=90
+    ).key
+    mail.outbox.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        key_services.key_rotate(actor=bob, key_id=rotated.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        rotate_due_keys(
+            actor=Actor.system("rotation"), today=timezone.localdate() + dt.timedelta(days=91), pace_seconds=0
+        )
+
+    done = AuditEvent.objects.get(key_id=rotated.pk, operation="rotate", outcome=Outcome.SUCCESS)
+    due = AuditEvent.objects.get(key_id=flagged.pk, operation="rotate", outcome=Outcome.REFUSED)
+    assert (event_type_of(done), event_type_of(due)) == (EventType.ROTATION_DONE, EventType.ROTATION_DUE)
+    subjects = sorted({m.subject for m in mail.outbox})
+    assert subjects == ["[BYOK] Key rotated: alias/orders in Payments", "[BYOK] Rotation due: alias/mac in Payments"]
+    assert len(mail.outbox) == 8  # each of the four members, twice
+    current = rotated.materials.get(state="CURRENT")
+    body = next(m.body for m in mail.outbox if "alias/orders" in m.subject)
+    assert (current.version, done.details["version"], done.details["previous_version"]) == (2, 2, 1)
+    assert "version: 2" in body
+    assert "previous_version: 1" in body
+    assert f"kcv: {current.kcv}" in body
+    assert "rotations: 1" in body
+    flagged_body = next(m.body for m in mail.outbox if "alias/mac" in m.subject)
+    assert "why: not symmetric" in flagged_body
+    assert "Operation: rotate (refused, rotation_due_cannot_rotate)" in flagged_body
+
+
+def test_an_approval_request_and_its_quorum_are_emailed(
+    addressed: Any, keystore: Any, in_process: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from approvals import services as approvals
+    from approvals.models import ApprovalPolicy, ApprovalRequest
+    from byok_portal.dual_control import ApprovalPending
+    from byok_portal.vocabulary import Operation
+    from keys.operations import REGISTRY
+
+    bob = addressed.actor(addressed.bob)
+    key = key_services.key_create(actor=bob, keystore_id=keystore.pk, name="Ledger", alias="alias/ledger").key
+    ApprovalPolicy.objects.update_or_create(keystore=keystore, defaults={"disable": 2})
+    mail.outbox.clear()
+
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(ApprovalPending):
+        REGISTRY[Operation.DEACTIVATE].run(bob, key.pk)  # the operations' one door, where the gate is
+    request = ApprovalRequest.objects.get()
+    assert sorted({m.subject for m in mail.outbox}) == [
+        "[BYOK] Approval requested: deactivate of alias/ledger in Payments"
+    ]
+    mail.outbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        approvals.approve(actor=addressed.actor(addressed.carol), request_id=request.pk)
+    assert mail.outbox == []  # one approval of two is no decision
+    with django_capture_on_commit_callbacks(execute=True):
+        approvals.approve(actor=addressed.actor(addressed.alice), request_id=request.pk)
+
+    decided = AuditEvent.objects.get(operation="approve", details__quorum=True)
+    assert event_type_of(decided) is EventType.APPROVAL_DECIDED
+    assert sorted({m.subject for m in mail.outbox}) == [
+        "[BYOK] Approval approved: deactivate of alias/ledger in Payments"
+    ]
+    body = mail.outbox[0].body
+    assert "decision: approved" in body
+    assert f"request: {request.pk}" in body
+    assert "approvals: 2" in body

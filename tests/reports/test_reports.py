@@ -146,6 +146,37 @@ def test_the_activity_csv_is_the_period_s_events_the_reader_may_see(
     assert {row["hash"] for row in rows} == {event.hash for event in expected}
 
 
+def test_the_activity_csv_names_who_approved_an_approved_operation(people: Any, keystore: Any) -> None:
+    from approvals import services as approvals
+    from approvals.models import ApprovalPolicy, ApprovalRequest
+    from byok_portal.dual_control import ApprovalPending
+    from byok_portal.vocabulary import Operation
+    from keys.operations import REGISTRY
+
+    bob = people.actor(people.bob)
+    key = key_services.key_create(actor=bob, keystore_id=keystore.pk, name="Ledger").key
+    ApprovalPolicy.objects.update_or_create(keystore=keystore, defaults={"disable": 2})
+    with pytest.raises(ApprovalPending):
+        REGISTRY[Operation.DEACTIVATE].run(bob, key.pk)
+    request = ApprovalRequest.objects.get()
+    approvals.approve(actor=people.actor(people.carol), request_id=request.pk)
+    approvals.approve(actor=people.actor(people.alice), request_id=request.pk)
+    approvals.execute(request.pk)
+
+    rows = csv_rows(download(people.dan, "activity"))
+
+    by_operation = {row["operation"]: row for row in rows if row["key_id"] == str(key.pk)}
+    deactivated = AuditEvent.objects.get(key_id=key.pk, operation="deactivate", outcome="success")
+    approvers = deactivated.details["approval"]["approvers"]
+    assert [a["sub"] for a in approvers] == ["carol", "alice"]
+    names = ", ".join(a["name"] for a in approvers)  # display names, as the trail recorded them
+    assert names == f"carol, {people.alice.email}"
+    assert by_operation["deactivate"]["approvals"] == names
+    assert by_operation["execute_approval"]["approvals"] == names
+    assert by_operation["request_approval"]["approvals"] == ""
+    assert by_operation["create"]["approvals"] == ""
+
+
 def test_the_inventory_pdf_lists_the_keys_and_the_audit_head_it_was_built_from(
     people: Any, estate: dict[str, Key]
 ) -> None:
