@@ -35,7 +35,7 @@ from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceErr
 from byok_portal.vocabulary import Operation, Outcome
 from keys import custody
 from keys import services as key_services
-from keys.lifecycle import InvalidState, decide
+from keys.lifecycle import InvalidState, UnsupportedForKeySpec, decide
 from keys.models import Key
 from keys.operations import REGISTRY
 from keystores import services as keystore_services
@@ -131,7 +131,7 @@ def gate(actor: Actor, attempt: Covered) -> None:
         try:
             if not decide(operation, key.state, key.key_spec):
                 return  # a no-op: the service answers it at once
-        except InvalidState:
+        except (InvalidState, UnsupportedForKeySpec):
             return  # refused by the lifecycle table: the service answers (and audits) the 409 at once
         keystore = key.keystore
     else:

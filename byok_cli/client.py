@@ -53,6 +53,9 @@ class Portal:
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", path, json=body if body is not None else {})
 
+    def put(self, path: str, body: Any) -> Any:
+        return self.request("PUT", path, json=body)
+
     def pages(self, path: str, *, limit: int | None, **params: Any) -> Iterator[dict[str, Any]]:
         """Every result of a list endpoint, following ``next`` links, at most ``limit``."""
         page = self.get(path, **params)

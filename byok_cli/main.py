@@ -166,6 +166,32 @@ def keystore_iam_policy(app: State, keystore_id: str) -> None:
     click.echo(json.dumps(app.portal.get(f"/keystores/{keystore_id}/iam-policy/"), indent=2))
 
 
+@keystore.command("approval-policy")
+@click.argument("keystore_id")
+@click.option("--destroy", type=click.IntRange(0, 5), help="Approvals for schedule deletion and keystore deletion.")
+@click.option("--disable", type=click.IntRange(0, 5), help="Approvals for deactivate.")
+@click.option("--change-material", type=click.IntRange(0, 5), help="Approvals for renew, rotate, add-replica.")
+@click.option("--export", type=click.IntRange(0, 5), help="Approvals for prepare-download.")
+@click.option("--membership", type=click.IntRange(0, 5), help="Approvals for grants, revokes and policy changes.")
+@click.option("--approver-role", "approver_roles", multiple=True, help="Roles that may approve (repeat).")
+@click.option("--expires-hours", type=int, help="How long a request waits for approvals.")
+@pass_state
+def keystore_approval_policy(app: State, keystore_id: str, approver_roles: tuple[str, ...], **counts: Any) -> None:
+    """Show the keystore's approval policy (SPEC §12), or change the values given.
+
+    A change is itself covered by the ``membership`` group of the policy in force: it may
+    answer "waits for approval" (exit code 11) instead of taking effect.
+    """
+    path = f"/keystores/{keystore_id}/approval-policy/"
+    policy = app.portal.get(path)
+    changes: dict[str, Any] = {name: value for name, value in counts.items() if value is not None}
+    if approver_roles:
+        changes["approver_roles"] = list(approver_roles)
+    if changes:
+        policy = app.portal.put(path, {**policy, **changes})
+    app.emit(policy)
+
+
 # --- keys -----------------------------------------------------------------------------------
 
 

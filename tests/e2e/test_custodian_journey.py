@@ -196,8 +196,13 @@ def test_a_key_lives_its_life_in_the_browser(
         "kcv",
         "public_key_sha256",
         "public_key_fingerprint",
+        "material_version",
+        "materials",
     }
     assert document["key_id"] == str(new_key.pk)
+    # SPEC §16: every material version, wrapped; a key that never rotated has just its first, current one.
+    assert document["material_version"] == 1
+    assert [(m["version"], m["state"]) for m in document["materials"]] == [(1, "CURRENT")]
     assert document["wrapping_algorithm"] == "RSAES_OAEP_SHA_256"
     material = rsa_private_key().decrypt(
         base64.b64decode(document["wrapped_key_material"]),

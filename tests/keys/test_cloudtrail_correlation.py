@@ -116,7 +116,8 @@ def test_audit_events_keep_the_kms_request_ids(people: Any, keystore: Any, aws_s
     REGISTRY[Operation.DEACTIVATE].run(bob, key.pk)
 
     event = AuditEvent.objects.filter(key_id=key.pk, operation="deactivate").get()
-    assert len(event.kms_request_ids) == 2  # DisableKey + DeleteImportedKeyMaterial: CloudTrail's requestID
+    # ListKeyRotations (which materials KMS holds) + DisableKey + DeleteImportedKeyMaterial: CloudTrail's requestIDs
+    assert len(event.kms_request_ids) == 3
 
 
 # --- the sandbox's STS, as AWS validates and authorises ------------------------------------

@@ -20,6 +20,7 @@ SCHEDULED_TASKS = {
     "keys.tasks.cleanup_due_keys",
     "keys.tasks.reconcile_all",
     "keys.tasks.warn_expiring_keys",
+    "keys.tasks.rotate_due_keys",
     "approvals.tasks.expire_approvals",
 }
 
