@@ -60,6 +60,7 @@ def test_one_custodian_asks_for_a_deletion_and_another_approves_it_in_the_inbox(
     carol_page = new_context().new_page()
     log_in(carol_page, base, "carol", "carol-password-123")
     expect(carol_page.locator("#nav-approvals")).to_contain_text("1")
+    carol_page.locator(".menu-toggle").click()  # at 1366 px the menu is folded behind "Menu"
     carol_page.locator("#nav-approvals").click()
     carol_page.locator("#awaiting").get_by_role("link", name="schedule_deletion").click()
     content = carol_page.locator("#request-content")
