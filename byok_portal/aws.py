@@ -205,6 +205,16 @@ class KmsKeyInfo:
     origin: str
 
 
+class WrapsForImport(Protocol):
+    """Material that wraps itself for ImportKeyMaterial (custody in an HSM, SPEC §13)."""
+
+    def import_wrapping_algorithm(self, requested: str) -> str:
+        """The WrappingAlgorithm to ask GetParametersForImport for, given the one the key spec calls for."""
+
+    def wrap_for_import(self, public_key_der: bytes, algorithm: str) -> bytes:
+        """The material wrapped under KMS's wrapping public key (DER SubjectPublicKeyInfo) with ``algorithm``."""
+
+
 @dataclass
 class KmsSession:
     """KMS calls for one keystore, collecting AWS request ids for the audit trail."""
@@ -262,7 +272,10 @@ class KmsSession:
         )
 
     def import_material(
-        self, key_id: str, material: bytes | bytearray, wrapping_algorithm: str = wrapping.RSAES_OAEP_SHA_256
+        self,
+        key_id: str,
+        material: bytes | bytearray | WrapsForImport,
+        wrapping_algorithm: str = wrapping.RSAES_OAEP_SHA_256,
     ) -> None:
         """GetParametersForImport (a fresh pair every time: they are single-use, 24 h) + ImportKeyMaterial.
 
@@ -270,7 +283,13 @@ class KmsSession:
         RSA_AES_KEY_WRAP_SHA_256 for a PKCS#8 private key (SPEC §9). ``ImportType``,
         ``KeyMaterialId`` and ``KeyMaterialDescription`` are not sent: AWS rejects them
         for HMAC and asymmetric keys, and a symmetric key's first import defaults right.
+
+        ``material`` is plaintext (wrapped here) or a :class:`WrapsForImport` that wraps
+        itself (an HSM's material: the plaintext never reaches this process). Its wrap runs
+        between the two calls, so an HSM session is never held across a KMS call.
         """
+        if not isinstance(material, bytes | bytearray):
+            wrapping_algorithm = material.import_wrapping_algorithm(wrapping_algorithm)
         params = self._call(
             "GetParametersForImport",
             KeyId=key_id,
@@ -281,7 +300,9 @@ class KmsSession:
             "ImportKeyMaterial",
             KeyId=key_id,
             ImportToken=params["ImportToken"],
-            EncryptedKeyMaterial=_wrap_for_import(material, params["PublicKey"], wrapping_algorithm),
+            EncryptedKeyMaterial=_wrap_for_import(material, params["PublicKey"], wrapping_algorithm)
+            if isinstance(material, bytes | bytearray)
+            else material.wrap_for_import(bytes(params["PublicKey"]), wrapping_algorithm),
             # The portal is the system of record and re-imports on demand; an expiring
             # copy in KMS would silently break customers' workloads.
             ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",

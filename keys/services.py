@@ -817,7 +817,7 @@ def _provision_kms_key(
     *,
     name: str,
     tags: dict[str, str],
-    material: bytearray,
+    material: custody.Material,
     key_spec: str,
     key_usage: str,
 ) -> str:
@@ -837,7 +837,7 @@ def _provision_kms_key(
     return arn
 
 
-def _material_fields(key_id: uuid.UUID, key_spec: str, material: bytearray) -> dict[str, Any]:
+def _material_fields(key_id: uuid.UUID, key_spec: str, material: custody.Material) -> dict[str, Any]:
     """A new key row's material columns: the sealed material and its check values (SPEC §9)."""
     checks = custody.check_values(key_spec, material)
     return {

@@ -1,9 +1,20 @@
-"""KEK rotation: re-seal every key's material under the current KEK.
+"""KEK rotation: re-seal every key's material under the current KEK, within a backend or between them.
 
-Rotation: set ``BYOK_KEK`` (or ``BYOK_KEK_FILE``) to the new KEK and
-``BYOK_KEK_PREVIOUS`` to the old one(s), restart, run ``byok_rotate_kek``, then drop
-the old KEK from ``BYOK_KEK_PREVIOUS``. Each row is re-sealed under a row lock in its
-own transaction, so the rotation can be interrupted and run again.
+- ``software``: set ``BYOK_KEK`` (or ``BYOK_KEK_FILE``) to the new KEK and
+  ``BYOK_KEK_PREVIOUS`` to the old one(s), restart, run ``byok_rotate_kek``, then drop
+  the old KEK from ``BYOK_KEK_PREVIOUS``.
+- ``pkcs11``: set ``BYOK_PKCS11_KEK_LABEL`` to a new label, run ``byok_custody init``
+  (a new KEK in the token) and ``byok_rotate_kek``: each blob names the KEK that wrapped
+  it, so the HSM unwraps it under the old KEK and wraps it under the new one; the
+  plaintext never leaves the token. Delete the old KEK from the token afterwards.
+- ``software`` → ``pkcs11`` (migrating an installation): keep ``BYOK_KEK`` set, switch
+  to ``BYOK_CUSTODY=pkcs11``, ``byok_custody init``, ``byok_rotate_kek``: each
+  software-sealed material is opened one last time and moved into the HSM. RSA and EC
+  keys cannot move (see :func:`keys.hsm.check_spec`): the run refuses before it starts.
+  The way back (pkcs11 → software) would take the material out of the HSM: refused.
+
+Each row is re-sealed under a row lock in its own transaction, so the rotation can be
+interrupted and run again.
 """
 
 from __future__ import annotations
@@ -16,8 +27,9 @@ from django.db import transaction
 from accounts.identity import Actor
 from audit.services import record
 from byok_portal.vocabulary import Operation, Outcome
-from keys import custody
+from keys import custody, hsm
 from keys.models import Key
+from keys.specs import Family, spec_of
 
 
 @dataclass(frozen=True)
@@ -26,11 +38,55 @@ class KekRotation:
 
     rewrapped: int
     already_current: int
+    moved_into_hsm: int = 0
+
+
+def _refuse_impossible_moves() -> None:
+    """Refuse, before touching any row, a rotation that cannot finish (see the module docstring)."""
+    sealed = Key.objects.exclude(material_sealed=None)
+    if custody.backend() == custody.SOFTWARE:
+        if any(
+            not custody.is_software_sealed(bytes(blob or b""))
+            for blob in sealed.values_list("material_sealed", flat=True)
+        ):
+            raise custody.CustodyError(
+                "Some material is held by the HSM: BYOK_CUSTODY=software cannot take it out (set BYOK_CUSTODY=pkcs11)"
+            )
+        return
+    stuck = [
+        spec
+        for spec, blob in sealed.values_list("key_spec", "material_sealed")
+        if custody.is_software_sealed(bytes(blob or b""))
+        and spec_of(spec).family not in (Family.SYMMETRIC, Family.HMAC)
+    ]
+    if stuck:
+        raise custody.CustodyError(
+            f"{len(stuck)} RSA/EC key(s) are sealed under the software KEK and cannot move into the HSM "
+            f"({', '.join(sorted(set(stuck)))}); nothing was changed"
+        )
+
+
+def reseal(key_id: uuid.UUID, key_spec: str, blob: bytes) -> tuple[bytes, bool]:
+    """``blob`` sealed under the current KEK of the configured backend, and whether it moved into the HSM."""
+    if custody.backend() == custody.PKCS11 and custody.is_software_sealed(blob):
+        plaintext = custody.unseal_software(key_id, blob)
+        try:
+            return custody.seal(key_id, hsm.import_plaintext(key_spec, plaintext)), True
+        finally:
+            custody.wipe(plaintext)
+    material = custody.unseal(key_id, blob)
+    try:
+        if isinstance(material, hsm.HsmMaterial):
+            return custody.seal(key_id, hsm.rewrap(material)), False
+        return custody.seal(key_id, material), False
+    finally:
+        custody.wipe(material)
 
 
 def rotate_kek(*, actor: Actor, batch_size: int = 500) -> KekRotation:
     """Re-seal every sealed material not yet under the current KEK, and audit the run."""
-    rewrapped = already = 0
+    _refuse_impossible_moves()
+    rewrapped = already = moved = 0
     last_pk: uuid.UUID | None = None
     while True:
         page = Key.objects.exclude(material_sealed=None).order_by("pk")
@@ -48,18 +104,15 @@ def rotate_kek(*, actor: Actor, batch_size: int = 500) -> KekRotation:
                 if custody.sealed_with_current_kek(bytes(key.material_sealed)):
                     already += 1
                     continue
-                material = custody.unseal(key.pk, key.material_sealed)
-                try:
-                    key.material_sealed = custody.seal(key.pk, material)
-                finally:
-                    custody.wipe(material)
+                key.material_sealed, into_hsm = reseal(key.pk, key.key_spec, bytes(key.material_sealed))
                 key.save(update_fields=["material_sealed"])
                 rewrapped += 1
+                moved += into_hsm
     with transaction.atomic():
         record(
             actor=actor,
             operation=Operation.ROTATE_KEK,
             outcome=Outcome.SUCCESS,
-            details={"rewrapped": rewrapped, "already_current": already},
+            details={"rewrapped": rewrapped, "already_current": already, "moved_into_hsm": moved},
         )
-    return KekRotation(rewrapped=rewrapped, already_current=already)
+    return KekRotation(rewrapped=rewrapped, already_current=already, moved_into_hsm=moved)
