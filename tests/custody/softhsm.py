@@ -83,12 +83,16 @@ def pkcs11_custody(softhsm_token: SoftHsmToken, settings: Any) -> Iterator[SoftH
     yield softhsm_token
 
 
-@pytest.fixture
-def custody_backend(request: pytest.FixtureRequest, settings: Any) -> str:
-    """Parametrise with ``indirect=["custody_backend"]`` (or ``params``): the backend the test runs on."""
-    backend = str(getattr(request, "param", "software"))
+def select_backend(request: pytest.FixtureRequest, settings: Any, backend: str) -> str:
+    """Put the portal on ``backend`` for this test (the session's SoftHSM2 token for ``pkcs11``)."""
     if backend == "pkcs11":
         use_pkcs11(settings, request.getfixturevalue("softhsm_token"))
     else:
         settings.BYOK_CUSTODY = "software"
     return backend
+
+
+@pytest.fixture
+def custody_backend(request: pytest.FixtureRequest, settings: Any) -> str:
+    """Parametrise with ``indirect=["custody_backend"]``: the backend the test runs on (default software)."""
+    return select_backend(request, settings, str(getattr(request, "param", "software")))

@@ -17,12 +17,13 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from byok_portal.errors import Conflict
 from byok_portal.vocabulary import KeyState, Operation
-from keys import services
+from byok_portal import wrapping
+from keys import custody, services
 from keys.lifecycle import InvalidState
 from keys.models import Key
 from keys.operations import REGISTRY
 from keys.services import Done
-from tests.keys.helpers import public_pem, sandbox_view
+from tests.keys.helpers import public_pem, rsa_private_key, sandbox_view
 
 pytestmark = pytest.mark.django_db
 
@@ -130,7 +131,16 @@ def last_event(key: Key) -> AuditEvent:
     return event
 
 
-CELLS = [(op, state, kind) for kind in KINDS for op in SPEC_TABLE for state in (A, I, R, P, D)]
+# SPEC §13: the table runs on both custody backends. BYOK_CUSTODY=pkcs11 keeps symmetric and HMAC
+# material only (keys.hsm.check_spec); its RSA/EC refusal is tested in tests/custody/test_pkcs11.py.
+HSM_KINDS = [kind for kind in KINDS if not kind[0].startswith(("RSA", "ECC"))]
+CELLS = [
+    (op, state, kind, backend)
+    for backend in ("software", "pkcs11")
+    for kind in (KINDS if backend == "software" else HSM_KINDS)
+    for op in SPEC_TABLE
+    for state in (A, I, R, P, D)
+]
 
 
 def check_value(holder: dict[str, Any]) -> Any:
@@ -139,14 +149,25 @@ def check_value(holder: dict[str, Any]) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("operation", "state", "kind"), CELLS, ids=[f"{kind[0]}-{kind[1]}-{op}-{state}" for op, state, kind in CELLS]
+    ("operation", "state", "kind", "custody_backend"),
+    CELLS,
+    ids=[f"{backend}-{kind[0]}-{kind[1]}-{op}-{state}" for op, state, kind, backend in CELLS],
+    indirect=["custody_backend"],
 )
 def test_lifecycle_cell(
-    operation: str, state: str, kind: tuple[str, str], people: Any, keystore: Any, aws_sandbox: str
+    operation: str,
+    state: str,
+    kind: tuple[str, str],
+    custody_backend: str,
+    people: Any,
+    keystore: Any,
+    aws_sandbox: str,
 ) -> None:
     allowed, noop = SPEC_TABLE[operation]
     key = key_in_state(state, people, keystore, kind)
     assert (key.key_spec, key.key_usage) == kind
+    if key.material_sealed:  # sealed by the backend under test: format byte 1 software, 2 HSM (keys.custody)
+        assert bytes(key.material_sealed)[:1] == (b"\x02" if custody_backend == "pkcs11" else b"\x01")
     if state != D:  # KMS holds (or held) exactly the portal's material
         assert sandbox_view(aws_sandbox, key)["key_spec"] == kind[0]
     if operation in ("download", "withdraw_download") and state in allowed:
@@ -180,7 +201,7 @@ def test_lifecycle_cell(
     if isinstance(result, Done):
         result = result.key
     assert (event.state_before, event.state_after) == (state, after["portal"]["state"])
-    check_effect(operation, state, before, after, key, result, aws_sandbox, kind)
+    check_effect(operation, state, before, after, key, result, aws_sandbox, kind, custody_backend)
 
 
 def check_effect(
@@ -192,6 +213,7 @@ def check_effect(
     result: Any,
     url: str,
     kind: tuple[str, str],
+    backend: str,
 ) -> None:
     portal, kms = after["portal"], after["kms"]
     if operation == "deactivate" or operation == "cancel_deletion":
@@ -225,7 +247,13 @@ def check_effect(
         assert result.kcv == portal["kcv"]
         assert result.public_key_sha256 == portal["public_key_sha256"]
         expected_wrapping = "RSA_AES_KEY_WRAP_SHA_256" if kind[0].startswith(("RSA", "ECC")) else "RSAES_OAEP_SHA_256"
+        if backend == "pkcs11":  # wrapped inside SoftHSM2, whose CKM_RSA_PKCS_OAEP offers SHA-1 only
+            expected_wrapping = "RSAES_OAEP_SHA_1"
         assert result.wrapping_algorithm == expected_wrapping
+        # What the second person receives unwraps, with the prepared key, to the key's own material.
+        released = wrapping.unwrap(result.wrapping_algorithm, rsa_private_key(), result.wrapped_key_material)
+        checks = custody.check_values(kind[0], bytearray(released))
+        assert check_value({"kcv": checks.kcv, "public_key_sha256": checks.public_key_sha256}) == check_value(portal)
         assert kms == before["kms"]
         creator = key.keystore.created_by
         assert creator is not None
