@@ -13,7 +13,6 @@ import os
 import secrets
 import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,10 +76,10 @@ def use_pkcs11(settings: Any, token: SoftHsmToken, kek_label: str = KEK_LABEL) -
 
 
 @pytest.fixture
-def pkcs11_custody(softhsm_token: SoftHsmToken, settings: Any) -> Iterator[SoftHsmToken]:
+def pkcs11_custody(softhsm_token: SoftHsmToken, settings: Any) -> SoftHsmToken:
     """The portal on BYOK_CUSTODY=pkcs11 with the session's SoftHSM2 token."""
     use_pkcs11(settings, softhsm_token)
-    yield softhsm_token
+    return softhsm_token
 
 
 def select_backend(request: pytest.FixtureRequest, settings: Any, backend: str) -> str:

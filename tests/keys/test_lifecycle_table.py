@@ -15,9 +15,9 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from byok_portal import wrapping
 from byok_portal.errors import Conflict
 from byok_portal.vocabulary import KeyState, Operation
-from byok_portal import wrapping
 from keys import custody, services
 from keys.lifecycle import InvalidState
 from keys.models import Key
