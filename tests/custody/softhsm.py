@@ -37,7 +37,7 @@ def init_token(directory: Path, label: str) -> SoftHsmToken:
     """A fresh token in ``directory`` (and SOFTHSM2_CONF pointing at it), as the README's setup does."""
     util = shutil.which("softhsm2-util")
     if util is None or not Path(MODULE).exists():
-        pytest.fail("BYOK_CUSTODY=pkcs11 tests need SoftHSM2: apt-get install softhsm2")
+        raise RuntimeError("BYOK_CUSTODY=pkcs11 tests and benchmarks need SoftHSM2: apt-get install softhsm2")
     tokens = directory / "tokens"
     tokens.mkdir(parents=True)
     conf = directory / "softhsm2.conf"
@@ -58,6 +58,18 @@ def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> SoftHsmToken:
     if label and os.environ.get("SOFTHSM2_CONF"):
         return SoftHsmToken(MODULE, label, os.environ["BYOK_TEST_PKCS11_PIN"])
     return init_token(tmp_path_factory.mktemp("softhsm"), "byok-test")
+
+
+def pkcs11_environment(token: SoftHsmToken, kek_label: str = KEK_LABEL) -> dict[str, str]:
+    """The settings of :func:`use_pkcs11` as environment variables (for a process of its own: the benchmark)."""
+    return {
+        "BYOK_CUSTODY": "pkcs11",
+        "BYOK_PKCS11_MODULE": token.module,
+        "BYOK_PKCS11_TOKEN_LABEL": token.label,
+        "BYOK_PKCS11_PIN": token.pin,
+        "BYOK_PKCS11_KEK_LABEL": kek_label,
+        "BYOK_PKCS11_OAEP_HASH": "SHA1",
+    }
 
 
 def use_pkcs11(settings: Any, token: SoftHsmToken, kek_label: str = KEK_LABEL) -> None:
