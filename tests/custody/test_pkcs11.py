@@ -10,11 +10,12 @@ import threading
 import time
 import uuid
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap_with_padding
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management import CommandError, call_command
 from pkcs11 import Attribute, ObjectClass
 
@@ -269,3 +270,19 @@ def test_migration_refuses_before_changing_anything_when_an_asymmetric_key_canno
         call_command("byok_rotate_kek")
     assert {k.pk: bytes(k.material_sealed or b"") for k in Key.objects.all()} == before
     assert sym.pk in before
+
+
+def test_the_pin_file_must_be_readable_by_its_owner_only(
+    softhsm_token: SoftHsmToken, settings: Any, tmp_path: Path
+) -> None:
+    use_pkcs11(settings, softhsm_token)
+    pin = tmp_path / "pin"
+    pin.write_text(softhsm_token.pin + "\n")
+    pin.chmod(0o640)
+    settings.BYOK_PKCS11_PIN, settings.BYOK_PKCS11_PIN_FILE = "", str(pin)
+    with pytest.raises(ImproperlyConfigured, match="must not be readable by group or others"):
+        hsm.generate("SYMMETRIC_DEFAULT")
+    pin.chmod(0o600)
+    assert hsm.pool().config.pin == softhsm_token.pin
+    assert softhsm_token.pin not in repr(hsm.pool().config)
+    assert isinstance(hsm.generate("SYMMETRIC_DEFAULT"), hsm.HsmMaterial)
