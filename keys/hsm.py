@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import os
 import queue
 import secrets
 import struct
@@ -170,9 +171,11 @@ def _read_pin_file(path: Path) -> str:
 @cache
 def _lib(module: str) -> Any:
     try:
-        return pkcs11.lib(module)
+        loaded = pkcs11.lib(module)
     except RuntimeError as exc:
         raise ImproperlyConfigured(f"BYOK_PKCS11_MODULE={module} cannot be loaded: {exc}") from exc
+    _loaded_modules.add(module)
+    return loaded
 
 
 class SessionPool:
@@ -232,7 +235,8 @@ class SessionPool:
                     session = self._idle.get_nowait()
                 except queue.Empty:
                     session = self._open()
-                self.in_use += 1
+                with self._lock:
+                    self.in_use += 1
                 try:
                     result = operation(session)
                 except _SESSION_ERRORS as exc:
@@ -245,8 +249,10 @@ class SessionPool:
                     self._idle.put(session)
                     raise
                 finally:
-                    self.in_use -= 1
-                self.uses += 1
+                    with self._lock:
+                        self.in_use -= 1
+                with self._lock:
+                    self.uses += 1
                 self._idle.put(session)
                 return result
             raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
@@ -280,6 +286,24 @@ def close_pools() -> None:
         for each in _pools.values():
             each.close()
         _pools.clear()
+
+
+def _after_fork_in_child() -> None:
+    """A forked process (a Celery prefork worker) inherits no usable PKCS#11 state: start afresh.
+
+    PKCS#11 requires C_Initialize again in the child; the parent's sessions are not the
+    child's to use or close, so they are forgotten, not closed.
+    """
+    global _pools_lock
+    _pools_lock = threading.Lock()
+    _pools.clear()
+    if _lib.cache_info().currsize:
+        for module in _loaded_modules:
+            _lib(module).reinitialize()
+
+
+_loaded_modules: set[str] = set()
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # --- the KEK ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ no plaintext reaches the portal process are in test_plaintext_never.py.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -286,3 +287,21 @@ def test_the_pin_file_must_be_readable_by_its_owner_only(
     assert hsm.pool().config.pin == softhsm_token.pin
     assert softhsm_token.pin not in repr(hsm.pool().config)
     assert isinstance(hsm.generate("SYMMETRIC_DEFAULT"), hsm.HsmMaterial)
+
+
+def test_a_forked_worker_gets_its_own_pkcs11_state(softhsm_token: SoftHsmToken, settings: Any) -> None:
+    """Celery's prefork workers fork after the parent may have used the token: the child initialises again."""
+    use_pkcs11(settings, softhsm_token)
+    material = hsm.generate("SYMMETRIC_DEFAULT")
+    kcv = hsm.check_value(material)
+    pid = os.fork()
+    if pid == 0:  # the child: exit at once, reporting only whether the HSM answered as in the parent
+        try:
+            # Its own pool: one session lent and one login of its own, none of the parent's handles.
+            same = hsm.check_value(material) == kcv and (hsm.pool().uses, hsm.pool().logins) == (1, 1)
+        except BaseException:
+            same = False
+        os._exit(0 if same else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert hsm.check_value(material) == kcv  # the parent's sessions still work
