@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import pkcs11
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
@@ -195,6 +196,7 @@ class SessionPool:
         self.uses = 0
         self.in_use = 0
         self.logins = 0
+        self.kwp_exact: bool | None = None  # see _kwp_is_exact
 
     def token(self) -> pkcs11.Token:
         try:
@@ -484,18 +486,57 @@ class HsmMaterial:
 
 
 def check_spec(key_spec: str) -> None:
-    """Refuse a spec whose material this backend cannot keep: asymmetric material (RSA, EC).
+    """Refuse a spec whose material this backend cannot keep.
 
-    A private key would need ``CKM_RSA_AES_KEY_WRAP`` (or an exact ``CKM_AES_KEY_WRAP_PAD``
-    of its PKCS#8 encoding) to reach KMS; SoftHSM2 2.6 has the first not at all and pads
-    the second with zeros, which KMS refuses. Until a token proves both, RSA and EC keys
-    stay with the software backend.
+    - Asymmetric material (RSA, EC): a private key would need ``CKM_RSA_AES_KEY_WRAP`` (or
+      an exact ``CKM_AES_KEY_WRAP_PAD`` of its PKCS#8 encoding) to reach KMS; SoftHSM2 2.6
+      has the first not at all and pads the second with zeros, which KMS refuses. RSA and
+      EC keys stay with the software backend.
+    - Material whose length is not a multiple of 8 bytes (HMAC_224's 28) on a token whose
+      ``CKM_AES_KEY_WRAP_PAD`` gives such a key back zero-padded (SoftHSM2 2.6 does; found
+      by :func:`_kwp_is_exact` once per pool): it would come back 4 bytes too long.
     """
-    if spec_of(key_spec).family not in (Family.SYMMETRIC, Family.HMAC):
+    spec = spec_of(key_spec)
+    if spec.family not in (Family.SYMMETRIC, Family.HMAC):
         raise UnsupportedSpec(
             f"{key_spec} material cannot be kept by BYOK_CUSTODY=pkcs11: a private key needs CKM_RSA_AES_KEY_WRAP, "
             "which this backend does not use yet; only symmetric and HMAC keys are held in the HSM."
         )
+    if spec.size % 8 and not _kwp_is_exact():
+        raise UnsupportedSpec(
+            f"{key_spec} material cannot be kept by this HSM: its CKM_AES_KEY_WRAP_PAD returns a {spec.size}-byte key "
+            "zero-padded to a multiple of 8 bytes (a SoftHSM2 2.6 defect)."
+        )
+
+
+def _kwp_is_exact() -> bool:
+    """Whether the token's AES-KWP gives a 28-byte key back as 28 bytes: tried once per pool on throwaway keys.
+
+    Neither key is material: both are generated for the test, readable, and destroyed.
+    """
+    current = pool()
+    if current.kwp_exact is None:
+
+        def step(session: pkcs11.Session) -> bool:
+            transport: P11Key = session.generate_key(
+                KeyType.AES,
+                _AES_256_BITS,
+                store=False,
+                capabilities=MechanismFlag.WRAP,
+                template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
+            )
+            probe: P11Key = session.generate_key(
+                KeyType.GENERIC_SECRET, 28 * 8, store=False, template={Attribute.EXTRACTABLE: True}
+            )
+            try:
+                wrapped = transport.wrap_key(probe, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+                return len(aes_key_unwrap_with_padding(bytes(transport[Attribute.VALUE]), bytes(wrapped))) == 28
+            finally:
+                probe.destroy()
+                transport.destroy()
+
+        current.kwp_exact = current.run(step)
+    return current.kwp_exact
 
 
 def _secret_template() -> dict[Attribute, Any]:

@@ -9,8 +9,9 @@
   plaintext never leaves the token. Delete the old KEK from the token afterwards.
 - ``software`` → ``pkcs11`` (migrating an installation): keep ``BYOK_KEK`` set, switch
   to ``BYOK_CUSTODY=pkcs11``, ``byok_custody init``, ``byok_rotate_kek``: each
-  software-sealed material is opened one last time and moved into the HSM. RSA and EC
-  keys cannot move (see :func:`keys.hsm.check_spec`): the run refuses before it starts.
+  software-sealed material is opened one last time and moved into the HSM. Keys of a
+  spec the HSM cannot hold (RSA and EC; see :func:`keys.hsm.check_spec`) cannot move:
+  the run refuses before it starts.
   The way back (pkcs11 → software) would take the material out of the HSM: refused.
 
 Each row is re-sealed under a row lock in its own transaction, so the rotation can be
@@ -29,7 +30,6 @@ from audit.services import record
 from byok_portal.vocabulary import Operation, Outcome
 from keys import custody, hsm
 from keys.models import Key
-from keys.specs import Family, spec_of
 
 
 @dataclass(frozen=True)
@@ -53,16 +53,17 @@ def _refuse_impossible_moves() -> None:
                 "Some material is held by the HSM: BYOK_CUSTODY=software cannot take it out (set BYOK_CUSTODY=pkcs11)"
             )
         return
-    stuck = [
-        spec
-        for spec, blob in sealed.values_list("key_spec", "material_sealed")
-        if custody.is_software_sealed(bytes(blob or b""))
-        and spec_of(spec).family not in (Family.SYMMETRIC, Family.HMAC)
-    ]
+    stuck: dict[str, str] = {}
+    for spec, blob in sealed.values_list("key_spec", "material_sealed"):
+        if custody.is_software_sealed(bytes(blob or b"")) and spec not in stuck:
+            try:
+                hsm.check_spec(spec)
+            except hsm.UnsupportedSpec as exc:
+                stuck[spec] = str(exc)
     if stuck:
         raise custody.CustodyError(
-            f"{len(stuck)} RSA/EC key(s) are sealed under the software KEK and cannot move into the HSM "
-            f"({', '.join(sorted(set(stuck)))}); nothing was changed"
+            f"Keys of {', '.join(sorted(stuck))} are sealed under the software KEK and cannot move into this HSM "
+            f"({' '.join(stuck.values())}); nothing was changed"
         )
 
 

@@ -20,11 +20,11 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management import CommandError, call_command
 from pkcs11 import Attribute, ObjectClass
 
-from byok_portal import aws
+from byok_portal import aws, wrapping
 from keys import custody, hsm, services
 from keys.models import Key
 from tests.custody.softhsm import KEK_LABEL, SoftHsmToken, use_pkcs11
-from tests.keys.helpers import public_pem, sandbox_view
+from tests.keys.helpers import public_pem, rsa_private_key, sandbox_view
 
 SOFTWARE_KEK = b"k" * 32  # tests/settings.py's BYOK_KEK
 
@@ -76,7 +76,7 @@ def test_software_backend_has_nothing_to_initialise(settings: Any) -> None:
 
 
 @pytest.mark.usefixtures("pkcs11_custody")
-@pytest.mark.parametrize("key_spec", ["SYMMETRIC_DEFAULT", "HMAC_224", "HMAC_256", "HMAC_384", "HMAC_512"])
+@pytest.mark.parametrize("key_spec", ["SYMMETRIC_DEFAULT", "HMAC_256", "HMAC_384", "HMAC_512"])
 def test_hsm_material_is_only_a_wrapped_handle_bound_to_its_row(key_spec: str) -> None:
     material = custody.generate_material(key_spec)
     assert isinstance(material, hsm.HsmMaterial)
@@ -267,7 +267,10 @@ def test_migration_refuses_before_changing_anything_when_an_asymmetric_key_canno
     services.key_create(actor=bob, keystore_id=keystore.pk, name="e", key_spec="ECC_NIST_P256", key_usage="SIGN_VERIFY")
     before = {k.pk: bytes(k.material_sealed or b"") for k in Key.objects.all()}
     use_pkcs11(settings, softhsm_token)
-    with pytest.raises(custody.CustodyError, match=r"1 RSA/EC key\(s\) .*ECC_NIST_P256.*nothing was changed"):
+    with pytest.raises(
+        custody.CustodyError,
+        match=r"Keys of ECC_NIST_P256 are sealed under the software KEK.*CKM_RSA_AES_KEY_WRAP.*nothing was changed",
+    ):
         call_command("byok_rotate_kek")
     assert {k.pk: bytes(k.material_sealed or b"") for k in Key.objects.all()} == before
     assert sym.pk in before
@@ -305,3 +308,31 @@ def test_a_forked_worker_gets_its_own_pkcs11_state(softhsm_token: SoftHsmToken, 
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert hsm.check_value(material) == kcv  # the parent's sessions still work
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("pkcs11_custody")
+@pytest.mark.parametrize(("key_spec", "length"), [("HMAC_384", 48), ("HMAC_512", 64), ("SYMMETRIC_DEFAULT", 32)])
+def test_material_keeps_its_length_through_the_hsm(
+    key_spec: str, length: int, people: Any, keystore: Any, aws_sandbox: str
+) -> None:
+    """What KMS and the downloader receive is exactly the key's bytes, after a round trip through the KEK."""
+    bob = people.actor(people.bob)
+    key = services.key_create(actor=bob, keystore_id=keystore.pk, name="k", key_spec=key_spec).key
+    assert sandbox_view(aws_sandbox, key)["kcv"] == key.kcv  # KMS holds what the HSM generated
+    services.key_prepare_download(actor=bob, key_id=key.pk, public_key_pem=public_pem())
+    released = services.key_download(actor=people.actor(people.carol), key_id=key.pk)
+    material = wrapping.unwrap(released.wrapping_algorithm, rsa_private_key(), released.wrapped_key_material)
+    assert len(material) == length
+    assert custody.check_values(key_spec, bytearray(material)).kcv == key.kcv
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("pkcs11_custody")
+def test_a_28_byte_key_is_refused_where_the_tokens_key_wrap_pads_it(people: Any, keystore: Any) -> None:
+    """SoftHSM2 2.6's CKM_AES_KEY_WRAP_PAD gives a 28-byte key back as 32 bytes: HMAC_224 cannot be kept there."""
+    assert hsm._kwp_is_exact() is False
+    with pytest.raises(ValidationError) as refused:
+        services.key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name="k", key_spec="HMAC_224")
+    assert "zero-padded to a multiple of 8 bytes" in str(refused.value.message_dict["key_spec"])
+    assert not Key.objects.exists()
