@@ -28,6 +28,7 @@ from accounts.identity import actor_from_request
 from byok_portal.api import (
     API_THROTTLES,
     AWS_ERROR,
+    HSM_ERROR,
     LIST_NOT_FOUND,
     VALIDATION_ERROR,
     BoundedCursorPagination,
@@ -100,6 +101,7 @@ def _action_schema(
             400: VALIDATION_ERROR,
             409: invalid_state("`invalid_state`: not allowed in the key's state; `allowed_states` lists where it is."),
             502: AWS_ERROR,
+            503: HSM_ERROR,
         }
         | common_errors()
         | (extra or {}),
@@ -126,6 +128,7 @@ def _action_schema(
             400: VALIDATION_ERROR,
             409: invalid_state("`invalid_state`: the keystore is deleted."),
             502: AWS_ERROR,
+            503: HSM_ERROR,
         }
         | common_errors(),
     ),
