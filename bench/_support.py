@@ -80,6 +80,30 @@ def sandbox_keystore(actor: Any) -> tuple[Any, Any]:
     return server, keystore
 
 
+def keystore_with_two_people() -> tuple[Any, Any, Any, Any]:
+    """``(server, keystore, alice, bob)``: after migrating, alice creates a sandbox keystore, bob is its custodian."""
+    from django.contrib.auth.models import Permission
+    from django.core.management import call_command
+
+    from accounts.identity import Actor
+    from accounts.models import User
+    from keystores.models import Role
+    from keystores.services import membership_set
+
+    call_command("migrate", verbosity=0)
+
+    def person(name: str) -> Actor:
+        user = User.objects.create_user(name, password=f"{name}-password-123")
+        user.user_permissions.add(Permission.objects.get(codename="add_keystore"))
+        return Actor.for_user(User.objects.get(pk=user.pk))
+
+    alice, bob = person("alice"), person("bob")
+    server, keystore = sandbox_keystore(alice)
+    assert bob.user is not None
+    membership_set(actor=alice, keystore_id=keystore.pk, user=bob.user, role=Role.CUSTODIAN)
+    return server, keystore, alice, bob
+
+
 def time_kms_calls() -> list[float]:
     """Patch the AWS layer so every KMS call adds its seconds to the one-element list returned (reset it at will)."""
     import time

@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-from bench._support import recreate_database, run_phase, sandbox_keystore, time_kms_calls
+from bench._support import keystore_with_two_people, recreate_database, run_phase, time_kms_calls
 
 DATABASE = "byok_bench_key_specs"
 ROUNDS = int(os.environ.get("BENCH_SPEC_ROUNDS", "5"))
@@ -94,29 +94,13 @@ def _worker() -> dict[str, Any]:
     import django
 
     django.setup()
-    from django.contrib.auth.models import Permission
-    from django.core.management import call_command
     from django.db import DatabaseError, connection, transaction
 
-    from accounts.identity import Actor
-    from accounts.models import User
     from keys import custody, services
     from keys.models import Key
-    from keystores.models import Role
-    from keystores.services import membership_set
     from tests.keys.helpers import public_pem
 
-    call_command("migrate", verbosity=0)
-
-    def person(name: str) -> Actor:
-        user = User.objects.create_user(name, password=f"{name}-password-123")
-        user.user_permissions.add(Permission.objects.get(codename="add_keystore"))
-        return Actor.for_user(User.objects.get(pk=user.pk))
-
-    alice, bob = person("alice"), person("bob")
-    server, keystore = sandbox_keystore(alice)
-    assert bob.user is not None
-    membership_set(actor=alice, keystore_id=keystore.pk, user=bob.user, role=Role.CUSTODIAN)
+    server, keystore, alice, bob = keystore_with_two_people()
     kms_seconds = time_kms_calls()
     pem = public_pem(3072)
 

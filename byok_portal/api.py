@@ -187,6 +187,11 @@ APPROVAL_PENDING = OpenApiResponse(
     "(`approval_request`); the operation runs, as the caller, once enough other people approve.",
 )
 AWS_ERROR = OpenApiResponse(AwsErrorSerializer, description="AWS refused the call or could not be reached.")
+HSM_ERROR = OpenApiResponse(
+    ErrorSerializer,
+    description="With `BYOK_CUSTODY=pkcs11`: `hsm_error` (the HSM could not be reached or refused) or "
+    "`hsm_mechanism_missing` (the token lacks a mechanism, named in `detail`; nothing falls back to software).",
+)
 SERVER_ERROR = OpenApiResponse(
     ServerErrorSerializer,
     description="`server_error`: an unexpected failure. It is audited (outcome `failed`) and logged under the "

@@ -309,6 +309,16 @@ class KmsMaterialInfo:
     valid_to: dt.datetime | None = None
 
 
+class WrapsForImport(Protocol):
+    """Material that wraps itself for ImportKeyMaterial (custody in an HSM, SPEC §13)."""
+
+    def import_wrapping_algorithm(self, requested: str) -> str:
+        """The WrappingAlgorithm to ask GetParametersForImport for, given the one the key spec calls for."""
+
+    def wrap_for_import(self, public_key_der: bytes, algorithm: str) -> bytes:
+        """The material wrapped under KMS's wrapping public key (DER SubjectPublicKeyInfo) with ``algorithm``."""
+
+
 @dataclass
 class KmsSession:
     """KMS calls for one keystore, collecting AWS request ids for the audit trail.
@@ -437,7 +447,7 @@ class KmsSession:
     def import_material(
         self,
         key_id: str,
-        material: bytes | bytearray,
+        material: bytes | bytearray | WrapsForImport,
         wrapping_algorithm: str = wrapping.RSAES_OAEP_SHA_256,
         *,
         import_type: str | None = None,
@@ -452,7 +462,13 @@ class KmsSession:
         ``description`` are for symmetric keys only: AWS rejects them for HMAC and
         asymmetric keys, so they are sent only when given. Returns the KeyMaterialId
         AWS answers with (empty for HMAC and asymmetric keys).
+
+        ``material`` is plaintext (wrapped here) or a :class:`WrapsForImport` that wraps
+        itself (an HSM's material: the plaintext never reaches this process). Its wrap runs
+        between the two calls, so an HSM session is never held across a KMS call.
         """
+        if not isinstance(material, bytes | bytearray):
+            wrapping_algorithm = material.import_wrapping_algorithm(wrapping_algorithm)
         params = self._call(
             "GetParametersForImport",
             KeyId=key_id,
@@ -470,7 +486,9 @@ class KmsSession:
             "ImportKeyMaterial",
             KeyId=key_id,
             ImportToken=params["ImportToken"],
-            EncryptedKeyMaterial=_wrap_for_import(material, params["PublicKey"], wrapping_algorithm),
+            EncryptedKeyMaterial=_wrap_for_import(material, params["PublicKey"], wrapping_algorithm)
+            if isinstance(material, bytes | bytearray)
+            else material.wrap_for_import(bytes(params["PublicKey"]), wrapping_algorithm),
             # The portal is the system of record and re-imports on demand; an expiring
             # copy in KMS would silently break customers' workloads.
             ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",

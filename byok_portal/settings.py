@@ -448,11 +448,31 @@ BYOK_ROTATION_CONFIRM_SECONDS = env_int("BYOK_ROTATION_CONFIRM_SECONDS", 10)
 # Seconds between scheduled rotations: each spends a GetParametersForImport of AWS's 0.25/s (per account+region).
 BYOK_ROTATION_PACE_SECONDS = env_int("BYOK_ROTATION_PACE_SECONDS", 4)
 
+# Custody backend (SPEC §13): "software" seals material under BYOK_KEK; "pkcs11" keeps the KEK
+# in an HSM and generates, wraps and checks material there (keys/hsm.py, README "Custody in an HSM").
+BYOK_CUSTODY = env_str("BYOK_CUSTODY", "software")
+if BYOK_CUSTODY not in ("software", "pkcs11"):
+    raise ImproperlyConfigured("BYOK_CUSTODY must be software or pkcs11")
+BYOK_PKCS11_MODULE = env_str("BYOK_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
+BYOK_PKCS11_TOKEN_LABEL = env_str("BYOK_PKCS11_TOKEN_LABEL")
+BYOK_PKCS11_PIN = env_str("BYOK_PKCS11_PIN")
+BYOK_PKCS11_PIN_FILE = env_str("BYOK_PKCS11_PIN_FILE")
+BYOK_PKCS11_KEK_LABEL = env_str("BYOK_PKCS11_KEK_LABEL", "byok-portal-kek")
+# RSA-OAEP's hash for wrapping inside the HSM: SHA256 (KMS's RSAES_OAEP_SHA_256), or SHA1 for tokens
+# whose CKM_RSA_PKCS_OAEP only offers SHA-1 (SoftHSM2 2.6): KMS then gets RSAES_OAEP_SHA_1.
+BYOK_PKCS11_OAEP_HASH = env_str("BYOK_PKCS11_OAEP_HASH", "SHA256")
+if BYOK_PKCS11_OAEP_HASH not in ("SHA256", "SHA1"):
+    raise ImproperlyConfigured("BYOK_PKCS11_OAEP_HASH must be SHA256 or SHA1")
+BYOK_PKCS11_POOL_SIZE = env_int("BYOK_PKCS11_POOL_SIZE", 4)
+BYOK_PKCS11_WAIT_SECONDS = env_int("BYOK_PKCS11_WAIT_SECONDS", 10)
+if BYOK_CUSTODY == "pkcs11" and not BYOK_PKCS11_TOKEN_LABEL:
+    raise ImproperlyConfigured("BYOK_CUSTODY=pkcs11 needs BYOK_PKCS11_TOKEN_LABEL")
 # The KEK wraps every key's material; losing it loses every key. In debug mode a
 # development KEK is generated once under var/ so that restarts keep working.
 BYOK_KEK = env_str("BYOK_KEK")
 BYOK_KEK_FILE = env_str("BYOK_KEK_FILE", str(VAR_DIR / "dev-kek.b64") if DEBUG else "")
-if not DEBUG and not (BYOK_KEK or BYOK_KEK_FILE):
+# With pkcs11 the KEK is in the HSM; BYOK_KEK is then only needed to migrate software-sealed rows.
+if not DEBUG and BYOK_CUSTODY == "software" and not (BYOK_KEK or BYOK_KEK_FILE):
     _missing.append("BYOK_KEK")
 BYOK_KEK_PREVIOUS = env_str("BYOK_KEK_PREVIOUS")
 BYOK_AUDIT_KEY = _required("BYOK_AUDIT_KEY", "development-audit-key")

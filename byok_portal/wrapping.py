@@ -23,7 +23,9 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding, 
 
 RSAES_OAEP_SHA_256 = "RSAES_OAEP_SHA_256"
 RSA_AES_KEY_WRAP_SHA_256 = "RSA_AES_KEY_WRAP_SHA_256"
-WRAPPING_ALGORITHMS = (RSAES_OAEP_SHA_256, RSA_AES_KEY_WRAP_SHA_256)
+# SHA-1 OAEP: what an HSM whose CKM_RSA_PKCS_OAEP lacks SHA-256 produces (SoftHSM2 2.6); KMS accepts it.
+RSAES_OAEP_SHA_1 = "RSAES_OAEP_SHA_1"
+WRAPPING_ALGORITHMS = (RSAES_OAEP_SHA_256, RSA_AES_KEY_WRAP_SHA_256, RSAES_OAEP_SHA_1)
 _AES_KEY_BYTES = 32
 
 
@@ -31,10 +33,16 @@ def _oaep_sha256() -> padding.OAEP:
     return padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
+def _oaep_sha1() -> padding.OAEP:
+    return padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None)  # noqa: S303 - OAEP needs no collision resistance; KMS offers it
+
+
 def wrap(algorithm: str, public_key: rsa.RSAPublicKey, material: bytes | bytearray) -> bytes:
     """``material`` wrapped under ``public_key`` with ``algorithm`` (one of :data:`WRAPPING_ALGORITHMS`)."""
     if algorithm == RSAES_OAEP_SHA_256:
         return public_key.encrypt(bytes(material), _oaep_sha256())
+    if algorithm == RSAES_OAEP_SHA_1:
+        return public_key.encrypt(bytes(material), _oaep_sha1())
     if algorithm == RSA_AES_KEY_WRAP_SHA_256:
         aes_key = bytearray(secrets.token_bytes(_AES_KEY_BYTES))
         try:
@@ -49,6 +57,8 @@ def unwrap(algorithm: str, private_key: rsa.RSAPrivateKey, wrapped: bytes) -> by
     """The inverse of :func:`wrap` (used by tests and by whoever holds the private key)."""
     if algorithm == RSAES_OAEP_SHA_256:
         return private_key.decrypt(wrapped, _oaep_sha256())
+    if algorithm == RSAES_OAEP_SHA_1:
+        return private_key.decrypt(wrapped, _oaep_sha1())
     if algorithm == RSA_AES_KEY_WRAP_SHA_256:
         split = private_key.key_size // 8
         aes_key = private_key.decrypt(wrapped[:split], _oaep_sha256())

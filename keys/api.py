@@ -29,6 +29,7 @@ from byok_portal.api import (
     API_THROTTLES,
     APPROVAL_PENDING,
     AWS_ERROR,
+    HSM_ERROR,
     LIST_NOT_FOUND,
     VALIDATION_ERROR,
     BoundedCursorPagination,
@@ -104,6 +105,7 @@ def _action_schema(
             400: VALIDATION_ERROR,
             409: invalid_state("`invalid_state`: not allowed in the key's state; `allowed_states` lists where it is."),
             502: AWS_ERROR,
+            503: HSM_ERROR,
         }
         | common_errors()
         | (extra or {}),
@@ -130,6 +132,7 @@ def _action_schema(
             400: VALIDATION_ERROR,
             409: invalid_state("`invalid_state`: the keystore is deleted."),
             502: AWS_ERROR,
+            503: HSM_ERROR,
         }
         | common_errors(),
     ),

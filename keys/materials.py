@@ -68,7 +68,7 @@ def current_version(key: Key) -> KeyMaterial | None:
     return KeyMaterial.objects.filter(key=key, state=MaterialState.CURRENT).first()
 
 
-def _unsealed(key: Key, version: KeyMaterial) -> bytearray:
+def _unsealed(key: Key, version: KeyMaterial) -> custody.Material:
     if not version.material_sealed:
         raise _not_held(key, version.version)
     return custody.unseal(key.pk, version.material_sealed, version.version)
@@ -80,7 +80,9 @@ def _not_held(key: Key, version: int) -> Conflict:
     )
 
 
-def first_import(kms: KmsSession, arn: str, key_id: uuid.UUID, key_spec: str, material: bytes | bytearray) -> str:
+def first_import(
+    kms: KmsSession, arn: str, key_id: uuid.UUID, key_spec: str, material: bytes | custody.Material
+) -> str:
     """Import a new KMS key's first material; its KeyMaterialId (empty for HMAC and asymmetric keys).
 
     For a symmetric key ImportType is sent explicitly (NEW_KEY_MATERIAL), as NOTES.md advises.
@@ -210,7 +212,7 @@ def delete_all_materials(kms: KmsSession, arn: str, key: Key) -> list[str]:
     return deleted
 
 
-def seal_version(key: Key, material: bytes | bytearray, *, version: int, state: MaterialState) -> KeyMaterial:
+def seal_version(key: Key, material: bytes | custody.Material, *, version: int, state: MaterialState) -> KeyMaterial:
     """A new (unsaved) version row holding ``material`` sealed for exactly this key and version."""
     return KeyMaterial(
         key=key,

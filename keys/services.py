@@ -394,7 +394,7 @@ def key_recreate(*, actor: Actor, key_id: uuid.UUID) -> Done:
     return _operate(actor, key_id, Operation.RECREATE, step)
 
 
-def _stage_rotation(actor: Actor, key_id: uuid.UUID, material: bytearray) -> None:
+def _stage_rotation(actor: Actor, key_id: uuid.UUID, material: custody.Material) -> None:
     """Commit the new material as a PENDING_ROTATION version *before* any KMS call of the rotation.
 
     From the moment AWS could make the material current, the portal must hold it: a
@@ -1144,7 +1144,7 @@ def _provision_kms_key(
     *,
     name: str,
     tags: dict[str, str],
-    material: bytearray,
+    material: custody.Material,
     key_spec: str,
     key_usage: str,
     multi_region: bool = False,
@@ -1221,7 +1221,7 @@ def _claim_alias_everywhere(kms: KmsSession, creation: _Creation, keystore: Keys
         creation.alias_regions.append(region)
 
 
-def _check_fields(key_spec: str, material: bytearray) -> dict[str, Any]:
+def _check_fields(key_spec: str, material: custody.Material) -> dict[str, Any]:
     """A new key row's check values (SPEC §9); the material itself goes into its version 1."""
     checks = custody.check_values(key_spec, material)
     return {"kcv": checks.kcv, "public_key": checks.public_key, "public_key_sha256": checks.public_key_sha256}
@@ -1250,7 +1250,7 @@ def _set_next_rotation(key: Key) -> None:
     Key.objects.filter(pk=key.pk).update(next_rotation_date=key.next_rotation_date)
 
 
-def _add_first_version(key: Key, material: bytearray, kms_key_material_id: str) -> None:
+def _add_first_version(key: Key, material: custody.Material, kms_key_material_id: str) -> None:
     """Version 1 of a new key's material: sealed, current, and just imported."""
     version = materials.seal_version(key, material, version=1, state=MaterialState.CURRENT)
     version.kms_key_material_id = kms_key_material_id

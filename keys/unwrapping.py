@@ -75,8 +75,24 @@ openssl pkey -inform DER -in private-key.der -pubout -outform DER | openssl dgst
 )
 
 
-def unwrap_commands(key_spec: str, *, file: str = DOWNLOAD_FILE, private_key: str = PRIVATE_KEY_FILE) -> str:
-    """The shell commands that unwrap a download of a ``key_spec`` key and print its check value."""
+# An HSM whose RSA-OAEP offers SHA-1 only wraps with RSAES_OAEP_SHA_1 (BYOK_CUSTODY=pkcs11, README).
+_SHA1_OAEP = (
+    (
+        "RSAES_OAEP_SHA_256: RSA-OAEP with SHA-256 and MGF1-SHA-256",
+        "RSAES_OAEP_SHA_1: RSA-OAEP with SHA-1 and MGF1-SHA-1",
+    ),
+    ("rsa_oaep_md:sha256 -pkeyopt rsa_mgf1_md:sha256", "rsa_oaep_md:sha1 -pkeyopt rsa_mgf1_md:sha1"),
+)
+
+
+def unwrap_commands(
+    key_spec: str, *, file: str = DOWNLOAD_FILE, private_key: str = PRIVATE_KEY_FILE, algorithm: str = ""
+) -> str:
+    """The shell commands that unwrap a download of a ``key_spec`` key and print its check value.
+
+    ``algorithm``: the download's wrapping algorithm when it is not the spec's usual one
+    (``RSAES_OAEP_SHA_1`` from an HSM that has no SHA-256 OAEP).
+    """
     spec = spec_of(key_spec)
     if spec.family == Family.SYMMETRIC:
         template = SYMMETRIC
@@ -84,4 +100,8 @@ def unwrap_commands(key_spec: str, *, file: str = DOWNLOAD_FILE, private_key: st
         template = HMAC.replace("{hash}", spec.detail)
     else:
         template = ASYMMETRIC
-    return template.format(file=file, private_key=private_key)
+    commands = template.format(file=file, private_key=private_key)
+    if algorithm == "RSAES_OAEP_SHA_1":
+        for usual, sha1 in _SHA1_OAEP:
+            commands = commands.replace(usual, sha1)
+    return commands

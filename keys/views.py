@@ -332,9 +332,10 @@ def _download_context(request: HttpRequest, key: Key) -> dict[str, Any]:
 
 def _unwrap_context(key: Key) -> dict[str, str]:
     """How a download of this key is wrapped and the commands that unwrap it (keys.unwrapping, as in the README)."""
+    algorithm = custody.download_wrapping_algorithm(key.key_spec)
     return {
-        "wrapping_algorithm": custody.download_wrapping_algorithm(key.key_spec),
-        "unwrap_commands": unwrap_commands(key.key_spec, file=f"byok-{key.pk}-wrapped.json"),
+        "wrapping_algorithm": algorithm,
+        "unwrap_commands": unwrap_commands(key.key_spec, file=f"byok-{key.pk}-wrapped.json", algorithm=algorithm),
     }
 
 

@@ -221,7 +221,7 @@ def webhook_create(*, actor: Actor, keystore_id: Any, url: str, events: Sequence
             keystore=keystore,
             url=url,
             events=wanted,
-            secret_sealed=custody.seal(webhook_id, secret.encode()),
+            secret_sealed=custody.seal_software(webhook_id, secret.encode()),
             created_by=actor.user,
         )
         record(
@@ -268,11 +268,12 @@ def webhook_send_test(*, actor: Actor, keystore_id: Any, webhook_id: Any) -> Del
 
 def _secret(webhook: Webhook) -> str:
     sealed = bytes(webhook.secret_sealed)
-    secret = custody.unseal(webhook.pk, sealed)
+    # Webhook secrets are not key material: the software KEK seals them whatever BYOK_CUSTODY says.
+    secret = custody.unseal_software(webhook.pk, sealed)
     try:
-        if not custody.sealed_with_current_kek(sealed):
+        if not custody.software_sealed_with_current_kek(sealed):
             # Sealed under the previous KEK (a KEK rotation re-wraps key material, not these): re-seal now.
-            Webhook.objects.filter(pk=webhook.pk).update(secret_sealed=custody.seal(webhook.pk, secret))
+            Webhook.objects.filter(pk=webhook.pk).update(secret_sealed=custody.seal_software(webhook.pk, secret))
         return secret.decode()
     finally:
         custody.wipe(secret)

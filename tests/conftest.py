@@ -14,7 +14,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # Transactional tests end with a TRUNCATE of every table, which the append-only audit
 # triggers refuse: this plugin lets exactly that flush past them.
-pytest_plugins = ["tests.audit.flush"]
+pytest_plugins = ["tests.audit.flush", "tests.custody.softhsm"]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:

@@ -27,6 +27,7 @@ from rest_framework.test import APIClient
 from byok_portal.aws import AwsError, KmsSession
 from keys import custody, services, tasks
 from keys.jobs import reconcile
+from tests.custody.memscan import forms_of
 from tests.keys.helpers import current_sealed, public_pem
 from tests.web import verified_client
 
@@ -39,16 +40,6 @@ EC_CANARY = _EC_CANARY.private_bytes(
     serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
 )
 CANARIES = {"SYMMETRIC_DEFAULT": (CANARY,), "ECC_NIST_P256": (EC_CANARY, bytes.fromhex("c0ffee01" * 8))}
-
-
-def forms_of(secret: bytes) -> list[bytes]:
-    return [
-        secret,
-        secret.hex().encode(),
-        secret.hex().upper().encode(),
-        base64.b64encode(secret),
-        base64.urlsafe_b64encode(secret).rstrip(b"="),
-    ]
 
 
 SECRETS: list[bytes] = [CANARY]  # the canaries of the test running now

@@ -1,10 +1,23 @@
-"""KEK rotation: re-seal every key's material (every version of it) under the current KEK.
+"""KEK rotation: re-seal every key's material (every version of it) under the current KEK, within a backend or
+between them.
 
-Rotation: set ``BYOK_KEK`` (or ``BYOK_KEK_FILE``) to the new KEK and
-``BYOK_KEK_PREVIOUS`` to the old one(s), restart, run ``byok_rotate_kek``, then drop
-the old KEK from ``BYOK_KEK_PREVIOUS``. Each row is re-sealed under a row lock in its
-own transaction, so the rotation can be interrupted and run again. Blobs sealed before
-material versions existed are brought to the current format on the way.
+- ``software``: set ``BYOK_KEK`` (or ``BYOK_KEK_FILE``) to the new KEK and
+  ``BYOK_KEK_PREVIOUS`` to the old one(s), restart, run ``byok_rotate_kek``, then drop
+  the old KEK from ``BYOK_KEK_PREVIOUS``. Blobs sealed before material versions existed
+  are brought to the current format on the way.
+- ``pkcs11``: set ``BYOK_PKCS11_KEK_LABEL`` to a new label, run ``byok_custody init``
+  (a new KEK in the token) and ``byok_rotate_kek``: each blob names the KEK that wrapped
+  it, so the HSM unwraps it under the old KEK and wraps it under the new one; the
+  plaintext never leaves the token. Delete the old KEK from the token afterwards.
+- ``software`` → ``pkcs11`` (migrating an installation): keep ``BYOK_KEK`` set, switch
+  to ``BYOK_CUSTODY=pkcs11``, ``byok_custody init``, ``byok_rotate_kek``: each
+  software-sealed material version is opened one last time and moved into the HSM. Keys
+  of a spec the HSM cannot hold (RSA and EC; see :func:`keys.hsm.check_spec`) cannot move:
+  the run refuses before it starts.
+  The way back (pkcs11 → software) would take the material out of the HSM: refused.
+
+Each key's versions are re-sealed under the key's row lock in its own transaction, so the
+rotation can be interrupted and run again.
 """
 
 from __future__ import annotations
@@ -17,7 +30,7 @@ from django.db import transaction
 from accounts.identity import Actor
 from audit.services import record
 from byok_portal.vocabulary import Operation, Outcome
-from keys import custody
+from keys import custody, hsm
 from keys.models import Key, KeyMaterial
 
 
@@ -27,11 +40,57 @@ class KekRotation:
 
     rewrapped: int
     already_current: int
+    moved_into_hsm: int = 0
+
+
+def _refuse_impossible_moves() -> None:
+    """Refuse, before touching any row, a rotation that cannot finish (see the module docstring)."""
+    sealed = KeyMaterial.objects.exclude(material_sealed=None)
+    if custody.backend() == custody.SOFTWARE:
+        if any(
+            not custody.is_software_sealed(bytes(blob or b""))
+            for blob in sealed.values_list("material_sealed", flat=True).iterator()
+        ):
+            raise custody.CustodyError(
+                "Some material is held by the HSM: BYOK_CUSTODY=software cannot take it out (set BYOK_CUSTODY=pkcs11)"
+            )
+        return
+    stuck: dict[str, str] = {}
+    for spec, blob in sealed.values_list("key__key_spec", "material_sealed").iterator():
+        if custody.is_software_sealed(bytes(blob or b"")) and spec not in stuck:
+            try:
+                hsm.check_spec(spec)
+            except hsm.UnsupportedSpec as exc:
+                stuck[spec] = str(exc)
+    if stuck:
+        raise custody.CustodyError(
+            f"Keys of {', '.join(sorted(stuck))} are sealed under the software KEK and cannot move into this HSM "
+            f"({' '.join(stuck.values())}); nothing was changed"
+        )
+
+
+def reseal(key_id: uuid.UUID, key_spec: str, blob: bytes, version: int = 1) -> tuple[bytes, bool]:
+    """Version ``version``'s ``blob`` sealed under the current KEK of the configured backend, and whether it moved
+    into the HSM."""
+    if custody.backend() == custody.PKCS11 and custody.is_software_sealed(blob):
+        plaintext = custody.unseal_software(key_id, blob, version)
+        try:
+            return custody.seal(key_id, hsm.import_plaintext(key_spec, plaintext), version), True
+        finally:
+            custody.wipe(plaintext)
+    material = custody.unseal(key_id, blob, version)
+    try:
+        if isinstance(material, hsm.HsmMaterial):
+            return custody.seal(key_id, hsm.rewrap(material), version), False
+        return custody.seal(key_id, material, version), False
+    finally:
+        custody.wipe(material)
 
 
 def rotate_kek(*, actor: Actor, batch_size: int = 500) -> KekRotation:
     """Re-seal every sealed material not yet under the current KEK, and audit the run."""
-    rewrapped = already = 0
+    _refuse_impossible_moves()
+    rewrapped = already = moved = 0
     last_pk: uuid.UUID | None = None
     while True:
         page = Key.objects.filter(materials__material_sealed__isnull=False).distinct().order_by("pk")
@@ -50,18 +109,15 @@ def rotate_kek(*, actor: Actor, batch_size: int = 500) -> KekRotation:
                     if custody.sealed_with_current_kek(sealed):
                         already += 1
                         continue
-                    material = custody.unseal(key.pk, sealed, version.version)
-                    try:
-                        version.material_sealed = custody.seal(key.pk, material, version.version)
-                    finally:
-                        custody.wipe(material)
+                    version.material_sealed, into_hsm = reseal(key.pk, key.key_spec, sealed, version.version)
                     version.save(update_fields=["material_sealed"])
                     rewrapped += 1
+                    moved += into_hsm
     with transaction.atomic():
         record(
             actor=actor,
             operation=Operation.ROTATE_KEK,
             outcome=Outcome.SUCCESS,
-            details={"rewrapped": rewrapped, "already_current": already},
+            details={"rewrapped": rewrapped, "already_current": already, "moved_into_hsm": moved},
         )
-    return KekRotation(rewrapped=rewrapped, already_current=already)
+    return KekRotation(rewrapped=rewrapped, already_current=already, moved_into_hsm=moved)

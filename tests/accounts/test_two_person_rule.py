@@ -41,7 +41,8 @@ from keys.services import key_create
 from keystores.models import Keystore, Role
 from keystores.services import membership_set
 from tests.accounts.conftest import current_code
-from tests.keys.helpers import public_pem, rsa_private_key
+from tests.custody.softhsm import BACKENDS, select_backend
+from tests.keys.helpers import current_sealed, public_pem, rsa_private_key
 from tests.oidc_provider.fixtures import OIDCProvider
 
 pytestmark = [pytest.mark.oidc, pytest.mark.django_db(transaction=True)]
@@ -214,8 +215,10 @@ def portal(oidc_settings: OIDCProvider, live_server: Any, keystore: Keystore) ->
     return Portal(oidc_settings, live_server.url, keystore)
 
 
-@pytest.fixture
-def key(keystore: Keystore, people: Any) -> Key:
+@pytest.fixture(params=BACKENDS)
+def key(request: pytest.FixtureRequest, settings: Any, keystore: Keystore, people: Any) -> Key:
+    """The key downloaded, its material held by each custody backend in turn (SPEC §13)."""
+    select_backend(request, settings, request.param)
     return key_create(actor=people.actor(people.alice), keystore_id=keystore.pk, name="payments-2026").key
 
 
@@ -282,10 +285,16 @@ def expect(response: requests.Response, status: int, code: str | None = None, **
 
 
 def assert_unwraps_to_the_key(document: dict[str, Any], key: Key) -> None:
-    """RSA-OAEP-SHA256 with the test's private key gives 256-bit material whose KCV is the key's."""
+    """RSA-OAEP with the test's private key gives 256-bit material whose KCV is the key's.
+
+    SHA-256 OAEP from software custody; SHA-1 OAEP from SoftHSM2 2.6, which offers no other.
+    """
     assert document["key_id"] == str(key.pk)
-    assert document["wrapping_algorithm"] == "RSAES_OAEP_SHA_256"
-    oaep = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    key.refresh_from_db()
+    expected = "RSAES_OAEP_SHA_1" if (current_sealed(key) or b"").startswith(b"\x03") else "RSAES_OAEP_SHA_256"
+    assert document["wrapping_algorithm"] == expected
+    hash_ = hashes.SHA1() if expected == "RSAES_OAEP_SHA_1" else hashes.SHA256()  # noqa: S303 - SoftHSM2's OAEP
+    oaep = padding.OAEP(mgf=padding.MGF1(algorithm=hash_), algorithm=hash_, label=None)
     material = rsa_private_key().decrypt(base64.b64decode(document["wrapped_key_material"]), oaep)
     assert len(material) == 32
     key.refresh_from_db()

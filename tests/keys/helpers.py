@@ -99,4 +99,6 @@ def current_material(key: Any) -> bytearray:
     from keys.models import KeyMaterial, MaterialState
 
     version = KeyMaterial.objects.get(key_id=key.pk, state=MaterialState.CURRENT)
-    return custody.unseal(key.pk, version.material_sealed or b"", version.version)
+    material = custody.unseal(key.pk, version.material_sealed or b"", version.version)
+    assert isinstance(material, bytearray), "material held by the HSM has no plaintext here"
+    return material

@@ -57,13 +57,13 @@ def test_kcv_is_the_first_three_bytes_of_aes_cmac_over_a_zero_block(material: by
 
 
 def test_generated_material_is_256_bits_and_never_repeats() -> None:
-    samples = {bytes(custody.generate_material()) for _ in range(64)}
+    samples = {bytes(custody.generate_software_material()) for _ in range(64)}
     assert len(samples) == 64
     assert {len(s) for s in samples} == {32}
 
 
 def test_sealed_material_opens_only_in_its_own_row() -> None:
-    material, mine, other = custody.generate_material(), uuid.uuid4(), uuid.uuid4()
+    material, mine, other = custody.generate_software_material(), uuid.uuid4(), uuid.uuid4()
     blob = custody.seal(mine, material)
     assert bytes(material) not in blob
     assert custody.unseal(mine, blob) == material
@@ -90,7 +90,7 @@ def test_material_sealed_under_an_unknown_kek_is_refused(settings: Any) -> None:
 
 @pytest.mark.parametrize("bits", [2048, 3072, 4096])
 def test_download_wrapping_is_rsa_oaep_sha256(bits: int) -> None:
-    material = custody.generate_material()
+    material = custody.generate_software_material()
     wrapped = custody.wrap_for_download(material, public_pem(bits))
     oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
     assert rsa_private_key(bits).decrypt(wrapped, oaep) == bytes(material)

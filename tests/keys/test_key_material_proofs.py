@@ -132,9 +132,21 @@ def _openssl() -> str:
     return found
 
 
-@pytest.mark.parametrize("key_spec", ["SYMMETRIC_DEFAULT", "HMAC_224", "RSA_2048", "ECC_NIST_P521"])
+@pytest.mark.parametrize(
+    ("key_spec", "custody_backend"),
+    [
+        ("SYMMETRIC_DEFAULT", "software"),
+        ("HMAC_224", "software"),
+        ("RSA_2048", "software"),
+        ("ECC_NIST_P521", "software"),
+        # Material wrapped inside SoftHSM2 (RSAES_OAEP_SHA_1).
+        ("SYMMETRIC_DEFAULT", "pkcs11"),
+        ("HMAC_384", "pkcs11"),
+    ],
+    indirect=["custody_backend"],
+)
 def test_the_pages_openssl_commands_unwrap_a_real_download_and_print_its_check_value(
-    people: Any, keystore: Any, aws_sandbox: str, tmp_path: Path, key_spec: str
+    people: Any, keystore: Any, aws_sandbox: str, tmp_path: Path, key_spec: str, custody_backend: str
 ) -> None:
     _openssl()
     key = create(people, keystore, key_spec)
@@ -145,7 +157,8 @@ def test_the_pages_openssl_commands_unwrap_a_real_download_and_print_its_check_v
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
-    commands = unwrap_commands(key_spec, file=f"byok-{key.pk}-wrapped.json")
+    commands = unwrap_commands(key_spec, file=f"byok-{key.pk}-wrapped.json", algorithm=document["wrapping_algorithm"])
+    assert (custody_backend == "pkcs11") == (document["wrapping_algorithm"] == "RSAES_OAEP_SHA_1")
     # The key page (where the download's confirmation points) shows exactly these commands.
     page = verified_client(people.bob).get(f"/keys/{key.pk}/")
     assert page.status_code == 200

@@ -53,7 +53,7 @@ def test_renew_generates_the_new_material_while_the_key_is_not_locked(
     generate = custody.generate_material
     seen: list[tuple[str, bool]] = []
 
-    def watched(key_spec: str = "SYMMETRIC_DEFAULT") -> bytearray:
+    def watched(key_spec: str = "SYMMETRIC_DEFAULT") -> custody.Material:
         seen.append((key_spec, lockable_from_elsewhere(key.pk)))
         return generate(key_spec)
 

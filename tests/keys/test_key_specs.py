@@ -73,7 +73,7 @@ def test_without_a_usage_a_spec_gets_awss_default(key_spec: str, default_usage: 
 @pytest.mark.parametrize(("key_spec", "length"), [("SYMMETRIC_DEFAULT", 32), ("HMAC_224", 28), ("HMAC_256", 32),
                                                    ("HMAC_384", 48), ("HMAC_512", 64)])  # fmt: skip
 def test_symmetric_and_hmac_material_is_random_bytes_of_the_specs_length(key_spec: str, length: int) -> None:
-    samples = {bytes(custody.generate_material(key_spec)) for _ in range(8)}
+    samples = {bytes(custody.generate_software_material(key_spec)) for _ in range(8)}
     assert {len(s) for s in samples} == {length}
     assert len(samples) == 8
 
@@ -91,7 +91,7 @@ def test_symmetric_and_hmac_material_is_random_bytes_of_the_specs_length(key_spe
     ],
 )
 def test_asymmetric_material_is_a_pkcs8_der_private_key_of_the_spec(key_spec: str, expected: Any) -> None:
-    material = bytes(custody.generate_material(key_spec))
+    material = bytes(custody.generate_software_material(key_spec))
     private_key = serialization.load_der_private_key(material, password=None)
     # PKCS#8 exactly (not PKCS#1 or SEC1): re-encoding it as PKCS#8 gives the same bytes.
     assert (
@@ -114,14 +114,14 @@ def test_asymmetric_material_is_a_pkcs8_der_private_key_of_the_spec(key_spec: st
      ("HMAC_512", hashlib.sha512)],
 )  # fmt: skip
 def test_the_hmac_kcv_is_an_hmac_of_sixteen_zero_bytes_under_the_keys_own_hash(key_spec: str, digest: Any) -> None:
-    material = custody.generate_material(key_spec)
+    material = custody.generate_software_material(key_spec)
     checks = custody.check_values(key_spec, material)
     assert checks.kcv == hmac.new(bytes(material), bytes(16), digest).digest()[:3].hex().upper()
     assert (checks.public_key, checks.public_key_sha256) == ("", "")
 
 
 def test_an_asymmetric_keys_check_values_are_its_public_key_and_its_digest() -> None:
-    material = custody.generate_material("ECC_NIST_P256")
+    material = custody.generate_software_material("ECC_NIST_P256")
     checks = custody.check_values("ECC_NIST_P256", material)
     private_key = serialization.load_der_private_key(bytes(material), password=None)
     der = private_key.public_key().public_bytes(

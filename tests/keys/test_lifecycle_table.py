@@ -18,14 +18,15 @@ import time_machine
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from byok_portal import wrapping
 from byok_portal.errors import Conflict
 from byok_portal.vocabulary import KeyState, Operation
-from keys import services
+from keys import custody, services
 from keys.lifecycle import InvalidState, UnsupportedForKeySpec
 from keys.models import Key
 from keys.operations import REGISTRY
 from keys.services import Done
-from tests.keys.helpers import public_pem, sandbox_view
+from tests.keys.helpers import public_pem, rsa_private_key, sandbox_view
 
 pytestmark = pytest.mark.django_db
 
@@ -165,14 +166,22 @@ def last_event(key: Key) -> AuditEvent:
     return event
 
 
+# SPEC §13: the table runs on both custody backends. BYOK_CUSTODY=pkcs11 keeps symmetric and HMAC
+# material only (keys.hsm.check_spec); its RSA/EC refusal is tested in tests/custody/test_pkcs11.py.
+# The multi-Region kind runs on software only (CI time; its custody is the symmetric kind's).
+HSM_KINDS = [kind for kind in KINDS if not kind[0].startswith(("RSA", "ECC")) and not kind[2]]
 CELLS = [
-    (op, state, kind)
-    for kind in KINDS
+    (op, state, kind, backend)
+    for backend in ("software", "pkcs11")
+    for kind in (KINDS if backend == "software" else HSM_KINDS)
     for op in SPEC_TABLE
     for state in (A, I, R, P, D)
     if op not in SYMMETRIC_ONLY or kind[0] == "SYMMETRIC_DEFAULT"
 ]
-CELL_IDS = [f"{kind[0]}-{kind[1]}{'-multi-region' if kind[2] else ''}-{op}-{state}" for op, state, kind in CELLS]
+CELL_IDS = [
+    f"{backend}-{kind[0]}-{kind[1]}{'-multi-region' if kind[2] else ''}-{op}-{state}"
+    for op, state, kind, backend in CELLS
+]
 UNSUPPORTED = [(op, kind) for kind in KINDS if kind[0] != "SYMMETRIC_DEFAULT" for op in sorted(SYMMETRIC_ONLY)]
 
 
@@ -180,8 +189,6 @@ UNSUPPORTED = [(op, kind) for kind in KINDS if kind[0] != "SYMMETRIC_DEFAULT" fo
 def test_rotate_is_refused_for_keys_that_are_not_symmetric_whatever_their_state(
     operation: str, kind: tuple[str, str, bool], people: Any, keystore: Any, aws_sandbox: str
 ) -> None:
-    from keys.lifecycle import UnsupportedForKeySpec
-
     key = key_in_state(A, people, keystore, kind)
     before = snapshot(key, aws_sandbox)
     with pytest.raises(UnsupportedForKeySpec) as refused:
@@ -196,13 +203,24 @@ def check_value(holder: dict[str, Any]) -> Any:
     return holder["kcv"] or holder["public_key_sha256"]
 
 
-@pytest.mark.parametrize(("operation", "state", "kind"), CELLS, ids=CELL_IDS)
+@pytest.mark.parametrize(
+    ("operation", "state", "kind", "custody_backend"), CELLS, ids=CELL_IDS, indirect=["custody_backend"]
+)
 def test_lifecycle_cell(
-    operation: str, state: str, kind: tuple[str, str, bool], people: Any, keystore: Any, aws_sandbox: str
+    operation: str,
+    state: str,
+    kind: tuple[str, str, bool],
+    custody_backend: str,
+    people: Any,
+    keystore: Any,
+    aws_sandbox: str,
 ) -> None:
     allowed, noop = SPEC_TABLE[operation]
     key = key_in_state(state, people, keystore, kind)
     assert (key.key_spec, key.key_usage, key.multi_region) == kind
+    # Every sealed version is sealed by the backend under test: format byte 2 software, 3 HSM (keys.custody).
+    for sealed in key.materials.exclude(material_sealed=None).values_list("material_sealed", flat=True):
+        assert bytes(sealed or b"")[:1] == (b"\x03" if custody_backend == "pkcs11" else b"\x02")
     if state != D:  # KMS holds (or held) exactly the portal's material
         assert sandbox_view(aws_sandbox, key)["key_spec"] == kind[0]
     if operation == "rotate" and kind[0] != "SYMMETRIC_DEFAULT":
@@ -255,7 +273,7 @@ def test_lifecycle_cell(
     if isinstance(result, Done):
         result = result.key
     assert (event.state_before, event.state_after) == (state, after["portal"]["state"])
-    check_effect(operation, state, before, after, key, result, aws_sandbox, kind)
+    check_effect(operation, state, before, after, key, result, aws_sandbox, kind, custody_backend)
 
 
 def check_effect(
@@ -267,6 +285,7 @@ def check_effect(
     result: Any,
     url: str,
     kind: tuple[str, str, bool],
+    backend: str,
 ) -> None:
     portal, kms = after["portal"], after["kms"]
     replica = after["replicas"][REPLICA_REGION]
@@ -313,7 +332,13 @@ def check_effect(
         assert result.kcv == portal["kcv"]
         assert result.public_key_sha256 == portal["public_key_sha256"]
         expected_wrapping = "RSA_AES_KEY_WRAP_SHA_256" if kind[0].startswith(("RSA", "ECC")) else "RSAES_OAEP_SHA_256"
+        if backend == "pkcs11":  # wrapped inside SoftHSM2, whose CKM_RSA_PKCS_OAEP offers SHA-1 only
+            expected_wrapping = "RSAES_OAEP_SHA_1"
         assert result.wrapping_algorithm == expected_wrapping
+        # What the second person receives unwraps, with the prepared key, to the key's own material.
+        released = wrapping.unwrap(result.wrapping_algorithm, rsa_private_key(), result.wrapped_key_material)
+        checks = custody.check_values(kind[0], bytearray(released))
+        assert check_value({"kcv": checks.kcv, "public_key_sha256": checks.public_key_sha256}) == check_value(portal)
         assert kms == before["kms"]
         creator = key.keystore.created_by
         assert creator is not None

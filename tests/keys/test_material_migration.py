@@ -48,7 +48,7 @@ def test_a_key_from_before_versions_migrates_to_version_1_and_keeps_working(
 ) -> None:
     bob = people.actor(people.bob)
     key = services.key_create(actor=bob, keystore_id=keystore.pk, name="legacy").key
-    material = custody.unseal(key.pk, KeyMaterial.objects.get(key=key).material_sealed or b"", 1)
+    material = custody.unseal_software(key.pk, KeyMaterial.objects.get(key=key).material_sealed or b"", 1)
     # The key as it was stored before this change: a format-1 blob, no KeyMaterialId known.
     KeyMaterial.objects.filter(key=key).update(
         material_sealed=sealed_as_before_versions(key.pk, bytes(material)), kms_key_material_id=""

@@ -54,7 +54,7 @@ def test_the_cli_imports_nothing_of_the_portal() -> None:
 
 @pytest.mark.parametrize("key_spec", ["SYMMETRIC_DEFAULT", "HMAC_224", "HMAC_512", "RSA_2048", "ECC_NIST_P256"])
 def test_the_cli_opens_what_the_portal_wraps_and_agrees_on_the_check_value(key_spec: str) -> None:
-    material = custody.generate_material(key_spec)
+    material = custody.generate_software_material(key_spec)
     expected = custody.check_values(key_spec, material)
     download = {
         "key_spec": key_spec,
@@ -75,7 +75,7 @@ def test_the_cli_opens_what_the_portal_wraps_and_agrees_on_the_check_value(key_s
 
 def test_each_version_of_a_multi_material_download_is_checked() -> None:
     """SPEC §16: a download may list every material version; each is unwrapped and checked."""
-    versions = [custody.generate_material() for _ in range(2)]
+    versions = [custody.generate_software_material() for _ in range(2)]
 
     def wrapped(material: bytearray) -> str:
         return base64.b64encode(custody.wrap_for_download(material, public_pem())).decode()
