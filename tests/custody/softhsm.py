@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 
 MODULE = os.environ.get("BYOK_TEST_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
-KEK_LABEL = "byok-test-kek"
+# One KEK per pytest-xdist worker: the workers share CI's token, and two workers creating the
+# same label at once would leave two KEKs the backend cannot tell apart.
+KEK_LABEL = f"byok-test-kek{os.environ.get('PYTEST_XDIST_WORKER', '')}"
 BACKENDS = ("software", "pkcs11")
 
 
