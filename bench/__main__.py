@@ -27,11 +27,18 @@ def _modules() -> list[str]:
     return sorted(info.name for info in pkgutil.iter_modules(bench.__path__) if not info.name.startswith("_"))
 
 
-def _previous_rows() -> list[str]:
+def _previous() -> tuple[list[str], list[str]]:
+    """The last file's figure rows (header rows left out) and its hand-written notes.
+
+    Notes are everything from the first ``## `` heading on: comparisons measured by hand
+    (before/after a change) that a run of the modules cannot reproduce, so a run keeps them.
+    """
     if not OUTPUT.exists():
-        return []
-    rows = [line for line in OUTPUT.read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
-    return rows[1:]  # without the header row
+        return [], []
+    lines = OUTPUT.read_text(encoding="utf-8").splitlines()
+    notes_at = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
+    rows = [line for line in lines[:notes_at] if line.startswith("| ") and not line.startswith("| Module |")]
+    return rows, lines[notes_at:]
 
 
 def _cell(value: Any) -> str:
@@ -76,10 +83,13 @@ def main(selected: list[str]) -> int:
     ran = {name for name, _ in rows} | set(failed)
     for name, result in rows:
         lines.append(f"| {name} | " + " | ".join(_cell(result.get(column)) for column in COLUMNS) + " |")
+    previous_rows, notes = _previous()
     # A partial run (`python -m bench audit_bench`) keeps the other modules' last figures.
-    lines.extend(line for line in _previous_rows() if line.split("|")[1].strip() not in ran)
+    lines.extend(line for line in previous_rows if line.split("|")[1].strip() not in ran)
     if failed:
         lines += ["", "Failed (see the bench output): " + ", ".join(failed)]
+    if notes:
+        lines += ["", *notes]
     OUTPUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"bench: wrote {OUTPUT}")
     return 1 if failed else 0
