@@ -40,7 +40,7 @@ from keys.models import Key
 from keys.operations import REGISTRY
 from keystores import services as keystore_services
 from keystores.models import Keystore, KeystoreState, Role
-from keystores.selectors import keystores_for, require_role, role_in
+from keystores.selectors import keystores_for, role_in
 
 logger = logging.getLogger("byok.approvals")
 
@@ -502,18 +502,9 @@ def execute(request_id: uuid.UUID) -> ApprovalRequest:
 
 def policy_update(*, actor: Actor, keystore_id: Any, values: Mapping[str, Any]) -> ApprovalPolicy:
     """Change the keystore's policy (admins); itself covered by the ``membership`` group of the policy in force."""
-    keystore = Keystore.objects.filter(pk=keystore_id).first()
-    if keystore is None:
-        raise NotFound("Keystore not found.")
+    keystore = keystore_services.keystore_by_id(keystore_id)
     attempt = {name: values[name] for name in (*POLICY_FIELDS, "approver_roles", "expires_hours") if name in values}
-    if actor.user is not None:
-        try:
-            require_role(actor.user, keystore, Role.ADMIN)
-        except (NotFound, PermissionRefused) as exc:
-            record_refusal(
-                actor=actor, operation=Operation.UPDATE_APPROVAL_POLICY, exc=exc, keystore=keystore, details=attempt
-            )
-            raise
+    keystore_services.require_role_audited(actor, keystore, Role.ADMIN, Operation.UPDATE_APPROVAL_POLICY, attempt)
     if keystore.state == KeystoreState.DELETED:
         raise Conflict("The keystore is deleted.", state=keystore.state)
     _validated(keystore, attempt)

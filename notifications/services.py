@@ -29,12 +29,13 @@ from django.utils import timezone
 from accounts.identity import Actor
 from accounts.models import User
 from audit.models import AuditEvent
-from audit.services import record, record_refusal
-from byok_portal.errors import NotFound, PermissionRefused
+from audit.services import record
+from byok_portal.errors import NotFound
 from byok_portal.vocabulary import Operation, Outcome
 from keys import custody
 from keystores.models import Keystore, Membership, Role
 from keystores.selectors import require_role
+from keystores.services import keystore_by_id, require_role_audited
 from notifications import signing
 from notifications.events import (
     LABELS,
@@ -171,26 +172,6 @@ def _validate(url: str, events: Sequence[str]) -> None:
         raise ValidationError(errors)
 
 
-def _require_admin(actor: Actor, keystore: Keystore, operation: Operation, details: dict[str, Any]) -> None:
-    if actor.user is None:
-        return
-    try:
-        require_role(actor.user, keystore, Role.ADMIN)
-    except (NotFound, PermissionRefused) as exc:
-        record_refusal(actor=actor, operation=operation, exc=exc, keystore=keystore, details=details)
-        raise
-
-
-def _keystore(keystore_id: Any) -> Keystore:
-    try:
-        keystore = Keystore.objects.filter(pk=keystore_id).first()
-    except ValidationError:
-        keystore = None
-    if keystore is None:
-        raise NotFound("Keystore not found.")
-    return keystore
-
-
 def _webhook(keystore: Keystore, webhook_id: Any) -> Webhook:
     try:
         webhook = Webhook.objects.filter(pk=webhook_id, keystore=keystore).first()
@@ -209,8 +190,8 @@ class NewWebhook:
 
 def webhook_create(*, actor: Actor, keystore_id: Any, url: str, events: Sequence[str]) -> NewWebhook:
     """Add a webhook to a keystore (keystore admins); the signing secret is returned this once."""
-    keystore = _keystore(keystore_id)
-    _require_admin(actor, keystore, Operation.CREATE_WEBHOOK, {"url": url})
+    keystore = keystore_by_id(keystore_id)
+    require_role_audited(actor, keystore, Role.ADMIN, Operation.CREATE_WEBHOOK, {"url": url})
     url, wanted = (url or "").strip(), sorted(set(events))
     _validate(url, wanted)
     secret = signing.new_secret()
@@ -236,8 +217,8 @@ def webhook_create(*, actor: Actor, keystore_id: Any, url: str, events: Sequence
 
 def webhook_delete(*, actor: Actor, keystore_id: Any, webhook_id: Any) -> None:
     """Remove a webhook and its delivery log (keystore admins)."""
-    keystore = _keystore(keystore_id)
-    _require_admin(actor, keystore, Operation.DELETE_WEBHOOK, {"webhook": str(webhook_id)})
+    keystore = keystore_by_id(keystore_id)
+    require_role_audited(actor, keystore, Role.ADMIN, Operation.DELETE_WEBHOOK, {"webhook": str(webhook_id)})
     webhook = _webhook(keystore, webhook_id)
     with transaction.atomic():
         record(
@@ -252,8 +233,8 @@ def webhook_delete(*, actor: Actor, keystore_id: Any, webhook_id: Any) -> None:
 
 def webhook_send_test(*, actor: Actor, keystore_id: Any, webhook_id: Any) -> Delivery:
     """Queue a ``webhook.test`` event to one webhook (keystore admins); the delivery log shows how it went."""
-    keystore = _keystore(keystore_id)
-    _require_admin(actor, keystore, Operation.TEST_WEBHOOK, {"webhook": str(webhook_id)})
+    keystore = keystore_by_id(keystore_id)
+    require_role_audited(actor, keystore, Role.ADMIN, Operation.TEST_WEBHOOK, {"webhook": str(webhook_id)})
     webhook = _webhook(keystore, webhook_id)
     payload = webhook_test_payload(
         keystore_id=keystore.pk, keystore_name=keystore.name, actor_name=actor.display_name, at=timezone.now()
