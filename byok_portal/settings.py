@@ -15,7 +15,7 @@ from celery.schedules import crontab
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from byok_portal.env import env_bool, env_float, env_int, env_list, env_str
+from byok_portal.env import env_bool, env_float, env_int, env_list, env_networks, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("BYOK_VAR_DIR", str(BASE_DIR / "var")))
@@ -496,6 +496,9 @@ EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "byok-portal@localhost")
 BYOK_WEBHOOK_ALLOW_HTTP = env_bool("BYOK_WEBHOOK_ALLOW_HTTP", DEBUG)
+# Webhooks reach public addresses only (notifications/egress.py: no metadata service, loopback or
+# private networks); on-premises receivers need their networks listed here, as CIDRs.
+BYOK_WEBHOOK_ALLOWED_NETWORKS = env_networks("BYOK_WEBHOOK_ALLOWED_NETWORKS", [])
 BYOK_WEBHOOK_TIMEOUT_SECONDS = env_int("BYOK_WEBHOOK_TIMEOUT_SECONDS", 10)
 BYOK_WEBHOOK_MAX_ATTEMPTS = env_int("BYOK_WEBHOOK_MAX_ATTEMPTS", 8)
 BYOK_WEBHOOK_BACKOFF_SECONDS = env_int("BYOK_WEBHOOK_BACKOFF_SECONDS", 30)

@@ -42,6 +42,7 @@ class Receiver:
     statuses: list[int]
     requests: list[Received] = field(default_factory=list)
     url: str = ""
+    location: str = ""  # sent with a 3xx status
 
     def wait_for(self, count: int, timeout: float = 40) -> None:
         deadline = time.monotonic() + timeout
@@ -62,6 +63,8 @@ def receiver() -> Iterator[Receiver]:
                 state.requests.append(Received(dict(self.headers.items()), body))
                 status = state.statuses.pop(0) if state.statuses else 200
             self.send_response(status)
+            if 300 <= status < 400:
+                self.send_header("Location", state.location)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -180,3 +183,24 @@ def test_the_test_event_reaches_the_receiver_signed(
     )
     assert json.loads(request.body)["type"] == "webhook.test"
     assert (settled(delivery).state, delivery.last_status_code) == (DeliveryState.DELIVERED, 200)
+
+
+def test_a_worker_refuses_a_destination_outside_its_allowed_networks_once_and_for_good(
+    people: Any, keystore: Any, receiver: Receiver, start_worker: Any, celery_client: Any
+) -> None:
+    """Saved while this process allows 127.0.0.1; the worker's own settings allow nothing (production's default)."""
+    created = services.webhook_create(
+        actor=people.actor(people.alice), keystore_id=keystore.pk, url=receiver.url, events=[]
+    )
+    delivery = services.webhook_send_test(
+        actor=people.actor(people.alice), keystore_id=keystore.pk, webhook_id=created.webhook.pk
+    )
+    start_worker(BYOK_WEBHOOK_ALLOWED_NETWORKS="", BYOK_WEBHOOK_BACKOFF_SECONDS="1")
+
+    delivery = settled(delivery, timeout=30)
+
+    assert (delivery.state, delivery.attempts, delivery.last_status_code) == (DeliveryState.FAILED, 1, None)
+    assert delivery.attempt_log.get().error.startswith("Refused: 127.0.0.1 is a loopback address")
+    time.sleep(2.5)  # longer than a retry's backoff: none comes
+    assert receiver.requests == []
+    assert Delivery.objects.get(pk=delivery.pk).attempts == 1
