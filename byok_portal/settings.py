@@ -392,6 +392,10 @@ CELERY_BEAT_SCHEDULE = {
     },
     "expire-approvals": {"task": "approvals.tasks.expire_approvals", "schedule": 300.0},
 }
+# An approved request's run is claimed for this long (approvals/services.py): a claim older than
+# that belongs to a worker that died (the pool kills every task by BYOK_TASK_TIME_LIMIT), and the
+# redelivered task or the beat's sweep claims the request again.
+BYOK_APPROVAL_LEASE_SECONDS = env_int("BYOK_APPROVAL_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT + 60)
 # Keys cleaned per transaction; bounds the cleanup's memory and lock time.
 BYOK_CLEANUP_BATCH_SIZE = env_int("BYOK_CLEANUP_BATCH_SIZE", 500)
 # KMS calls per second per keystore during reconciliation (0: unlimited); KMS
