@@ -102,7 +102,7 @@ def test_a_lost_run_that_did_the_operation_is_ended_without_doing_it_again(
     assert request.result is not None
     assert request.result["recovered"] is True
     assert AuditEvent.objects.filter(operation="prepare_download").count() == 1
-    assert Key.objects.filter(pk=approved.key_id, pending_approval=None).exists()
+    assert Key.objects.filter(approval_requests=approved, pending_approval=None).exists()
 
 
 def test_a_run_that_outlived_its_lease_leaves_the_end_to_the_run_that_took_over(
