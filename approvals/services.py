@@ -57,6 +57,13 @@ class SelfApproval(ServiceError):
     code = "self_approval"
 
 
+class RequesterUnnamed(ServiceError):
+    """An operator's command that names no person asked for an operation that needs approvals."""
+
+    status = 403
+    code = "requester_unnamed"
+
+
 class AlreadyDecided(ServiceError):
     """The request has ended (or reached its quorum): nothing more can be decided."""
 
@@ -143,6 +150,15 @@ def gate(actor: Actor, attempt: Covered) -> None:
     required = policy.required(attempt.group)
     if required == 0:
         return
+    if actor.unnamed_person:
+        # The two-person rule counts people by (iss, sub): a request by nobody in particular could be
+        # approved by the very person who asked. The portal's own jobs (nobody behind them) may ask.
+        refused = RequesterUnnamed(
+            f"{attempt.operation} needs {required} approval(s) in “{keystore.name}”, and only a named person "
+            "may ask for it (who cannot then approve it): say who you are (byok_grant --as USER)."
+        )
+        record_refusal(actor=actor, operation=Operation(attempt.operation), exc=refused, keystore=keystore, key=key)
+        raise refused
     request = _open_request(actor, attempt, keystore, key, policy, required)
     raise ApprovalPending(
         f"{attempt.operation} waits for {required} approval(s) from other people holding an approver role "
