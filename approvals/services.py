@@ -606,9 +606,7 @@ def policy_update(*, actor: Actor, keystore_id: Any, values: Mapping[str, Any]) 
     with transaction.atomic():
         Keystore.objects.select_for_update().filter(pk=keystore.pk).first()
         policy = policy_of(keystore)
-        before = {name: getattr(policy, name) for name in attempt}
-        for name, value in attempt.items():
-            setattr(policy, name, value)
+        changed = keystore_services.apply_changes(policy, attempt)
         policy.full_clean()
         policy.save()
         record(
@@ -616,7 +614,7 @@ def policy_update(*, actor: Actor, keystore_id: Any, values: Mapping[str, Any]) 
             operation=Operation.UPDATE_APPROVAL_POLICY,
             outcome=Outcome.SUCCESS,
             keystore=keystore,
-            details={"changed": {name: {"from": before[name], "to": attempt[name]} for name in attempt}},
+            details={"changed": changed},
         )
     return policy
 

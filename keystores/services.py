@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -98,6 +99,21 @@ def keystore_create(*, actor: Actor, name: str, aws_account_id: str, region: str
     return keystore
 
 
+def apply_changes(instance: Any, values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Set ``values`` on ``instance``; the ones that differ, as the audit trail's ``changed`` entry.
+
+    One shape of "what an edit changed" (``{field: {"from": …, "to": …}}``) for every edit
+    the trail records: keystores here, approval policies above.
+    """
+    diff: dict[str, dict[str, Any]] = {}
+    for field, value in values.items():
+        before = getattr(instance, field)
+        if before != value:
+            diff[field] = {"from": before, "to": value}
+            setattr(instance, field, value)
+    return diff
+
+
 def keystore_update(*, actor: Actor, keystore_id: Any, **changes: Any) -> Keystore:
     """Edit name, role ARN (same account) or auto re-upload. Account, region and external id never change."""
     unknown = set(changes) - set(EDITABLE_FIELDS)
@@ -109,11 +125,7 @@ def keystore_update(*, actor: Actor, keystore_id: Any, **changes: Any) -> Keysto
         keystore = Keystore.objects.select_for_update().get(pk=keystore.pk)
         if keystore.state == KeystoreState.DELETED:
             raise Conflict("The keystore is deleted.", state=keystore.state)
-        diff = {}
-        for field, value in changes.items():
-            if getattr(keystore, field) != value:
-                diff[field] = {"from": getattr(keystore, field), "to": value}
-                setattr(keystore, field, value)
+        diff = apply_changes(keystore, changes)
         keystore.full_clean()
         keystore.save()
         record(
