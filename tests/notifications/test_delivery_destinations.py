@@ -7,11 +7,21 @@ do not exist), because no real DNS server here changes its mind on demand.
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import socket
-from collections.abc import Callable
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from notifications import services
 from notifications.models import Delivery, DeliveryState
@@ -146,3 +156,122 @@ def test_a_redirect_is_an_answer_not_a_second_destination(
     delivery.refresh_from_db()
     assert (delivery.state, delivery.last_status_code) == (DeliveryState.PENDING, 302)
     assert [r.headers.get("Host") for r in receiver.requests] == [receiver.url.split("/")[2]]
+
+
+def _certificate_authority(tmp_path: Path, server_name: str) -> tuple[Path, Path, Path]:
+    """A CA (its PEM file) and a server certificate for ``server_name`` signed by it (cert and key files)."""
+    now = dt.datetime.now(dt.UTC)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("Test bank CA"))
+        .issuer_name(name("Test bank CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(name(server_name))
+        .issuer_name(ca.subject)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(server_name)]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return ca_file, cert_file, key_file
+
+
+@pytest.fixture
+def tls_receiver(tmp_path: Path) -> Iterator[Callable[[str], tuple[int, list[str]]]]:
+    """``tls_receiver(name)`` → (port, SNI names seen): HTTPS on 127.0.0.1 with a certificate for ``name``,
+    issued by a CA that SSL_CERT_FILE names (as an on-premises receiver's in-house CA would be)."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(server_name: str) -> tuple[int, list[str]]:
+        ca_file, cert_file, key_file = _certificate_authority(tmp_path, server_name)
+        os.environ["SSL_CERT_FILE"] = str(ca_file)
+        seen: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_file, key_file)
+
+        def remember(sock: Any, sni: str | None, ctx: ssl.SSLContext) -> None:
+            seen.append(sni or "")
+
+        context.sni_callback = remember
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server.server_address[1], seen
+
+    previous = os.environ.get("SSL_CERT_FILE")
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+    if previous is None:
+        os.environ.pop("SSL_CERT_FILE", None)
+    else:
+        os.environ["SSL_CERT_FILE"] = previous
+
+
+def test_over_https_the_checked_address_is_reached_with_the_name_for_sni_and_the_certificate(
+    people: Any, keystore: Any, settings: Any, dns: Any, tls_receiver: Any
+) -> None:
+    port, seen = tls_receiver("hooks.bank.test")
+    dns("hooks.bank.test", [["127.0.0.1"]])
+    delivery = webhook_to(people, keystore, f"https://hooks.bank.test:{port}/byok", settings, ["127.0.0.1/32"])
+
+    services.attempt_delivery(delivery.pk)
+
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.last_status_code) == (DeliveryState.DELIVERED, 204)
+    assert seen == ["hooks.bank.test"]
+
+
+def test_over_https_a_certificate_for_another_name_is_refused(
+    people: Any, keystore: Any, settings: Any, dns: Any, tls_receiver: Any
+) -> None:
+    """Connecting to an IP must not weaken TLS: the certificate is checked against the URL's name."""
+    port, _seen = tls_receiver("someone-else.test")
+    dns("hooks.bank.test", [["127.0.0.1"]])
+    delivery = webhook_to(people, keystore, f"https://hooks.bank.test:{port}/byok", settings, ["127.0.0.1/32"])
+
+    services.attempt_delivery(delivery.pk)
+
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.last_status_code) == (DeliveryState.PENDING, None)
+    assert delivery.attempt_log.get().error == "ConnectError: request failed"
