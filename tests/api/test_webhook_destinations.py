@@ -111,3 +111,17 @@ def test_http_is_refused_unless_the_https_only_setting_is_off(
     refused = api_as(people.alice).post(hooks(keystore), {"url": "http://10.20.4.5/byok"}, expect=400).json()
 
     assert refused == {"url": ["Enter an https:// URL."]}
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/33", "hooks.bank.example", "10.0.0.0/8,nonsense"])
+def test_a_malformed_allow_list_stops_the_portal_at_start(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from byok_portal.env import env_networks
+
+    monkeypatch.setenv("BYOK_WEBHOOK_ALLOWED_NETWORKS", value)
+
+    with pytest.raises(ImproperlyConfigured, match="BYOK_WEBHOOK_ALLOWED_NETWORKS"):
+        env_networks("BYOK_WEBHOOK_ALLOWED_NETWORKS", [])
+    monkeypatch.setenv("BYOK_WEBHOOK_ALLOWED_NETWORKS", "10.20.0.0/16, fd00:20::/32,192.0.2.7")
+    assert env_networks("BYOK_WEBHOOK_ALLOWED_NETWORKS", []) == ["10.20.0.0/16", "fd00:20::/32", "192.0.2.7"]
