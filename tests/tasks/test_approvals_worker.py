@@ -26,6 +26,15 @@ from tests.tasks.test_worker import RESULT_TIMEOUT, wait_for
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
+def download_request_approved_by_carol(people: Any, keystore: Any, key: Key) -> ApprovalRequest:
+    """bob asks to prepare a download of ``key`` under a policy of one export approval; carol approves."""
+    ApprovalPolicy.objects.create(keystore=keystore, export=1)
+    with pytest.raises(ApprovalPending):
+        REGISTRY[Operation.PREPARE_DOWNLOAD].run(people.actor(people.bob), key.pk, {"public_key": public_pem()})
+    services.approve(actor=people.actor(people.carol), request_id=ApprovalRequest.objects.get().pk)
+    return ApprovalRequest.objects.get()
+
+
 def test_the_approval_that_reaches_the_quorum_has_a_worker_run_the_operation(
     people: Any, keystore: Any, aws_sandbox: str, start_worker: Any, portal_broker: str
 ) -> None:
@@ -69,12 +78,8 @@ def test_an_approved_request_whose_message_was_lost_is_run_by_the_beat_task(
     people: Any, keystore: Any, make_key: Any, start_worker: Any, celery_client: Any
 ) -> None:
     """The approval's hand-over went nowhere (the suite's own broker is in memory); the beat task resumes it."""
-    ApprovalPolicy.objects.create(keystore=keystore, export=1)
     key = make_key()
-    with pytest.raises(ApprovalPending):
-        REGISTRY[Operation.PREPARE_DOWNLOAD].run(people.actor(people.bob), key.pk, {"public_key": public_pem()})
-    services.approve(actor=people.actor(people.carol), request_id=ApprovalRequest.objects.get().pk)
-    assert ApprovalRequest.objects.get().state == "APPROVED"
+    assert download_request_approved_by_carol(people, keystore, key).state == "APPROVED"
     ApprovalRequest.objects.update(decided_at=timezone.now() - dt.timedelta(minutes=5))
     start_worker()
 
@@ -129,11 +134,7 @@ def test_a_run_lost_with_its_killed_worker_is_claimed_again_and_the_operation_ha
 def test_the_beat_task_resumes_a_run_whose_worker_died_and_whose_message_is_gone(
     people: Any, keystore: Any, make_key: Any, start_worker: Any, celery_client: Any
 ) -> None:
-    ApprovalPolicy.objects.create(keystore=keystore, export=1)
-    key = make_key()
-    with pytest.raises(ApprovalPending):
-        REGISTRY[Operation.PREPARE_DOWNLOAD].run(people.actor(people.bob), key.pk, {"public_key": public_pem()})
-    services.approve(actor=people.actor(people.carol), request_id=ApprovalRequest.objects.get().pk)
+    download_request_approved_by_carol(people, keystore, make_key())
     # Claimed ten minutes ago by a worker that is gone, with its message (the worker's lease: the default).
     ApprovalRequest.objects.update(started_at=timezone.now() - dt.timedelta(minutes=10))
     start_worker()

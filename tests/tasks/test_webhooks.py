@@ -89,6 +89,15 @@ def settled(delivery: Delivery, timeout: float = 10) -> Delivery:
     return delivery
 
 
+def queue_test_event(people: Any, keystore: Any, url: str) -> tuple[services.NewWebhook, Delivery]:
+    """alice's webhook to ``url`` and a test event queued for it (as the "Send test event" button does)."""
+    created = services.webhook_create(actor=people.actor(people.alice), keystore_id=keystore.pk, url=url, events=[])
+    delivery = services.webhook_send_test(
+        actor=people.actor(people.alice), keystore_id=keystore.pk, webhook_id=created.webhook.pk
+    )
+    return created, delivery
+
+
 def expiry_event(make_key: Any) -> int:
     make_key(alias="alias/hooked", expires=timezone.localdate() + dt.timedelta(days=3))
     warn_expiring_keys(actor=Actor.system("expiry"))
@@ -165,12 +174,7 @@ def test_a_delivery_gives_up_after_the_last_attempt(
 def test_the_test_event_reaches_the_receiver_signed(
     people: Any, keystore: Any, receiver: Receiver, start_worker: Any, celery_client: Any
 ) -> None:
-    created = services.webhook_create(
-        actor=people.actor(people.alice), keystore_id=keystore.pk, url=receiver.url, events=[]
-    )
-    delivery = services.webhook_send_test(
-        actor=people.actor(people.alice), keystore_id=keystore.pk, webhook_id=created.webhook.pk
-    )
+    created, delivery = queue_test_event(people, keystore, receiver.url)
     start_worker()
 
     receiver.wait_for(1)
@@ -189,12 +193,7 @@ def test_a_worker_refuses_a_destination_outside_its_allowed_networks_once_and_fo
     people: Any, keystore: Any, receiver: Receiver, start_worker: Any, celery_client: Any
 ) -> None:
     """Saved while this process allows 127.0.0.1; the worker's own settings allow nothing (production's default)."""
-    created = services.webhook_create(
-        actor=people.actor(people.alice), keystore_id=keystore.pk, url=receiver.url, events=[]
-    )
-    delivery = services.webhook_send_test(
-        actor=people.actor(people.alice), keystore_id=keystore.pk, webhook_id=created.webhook.pk
-    )
+    _created, delivery = queue_test_event(people, keystore, receiver.url)
     start_worker(BYOK_WEBHOOK_ALLOWED_NETWORKS="", BYOK_WEBHOOK_BACKOFF_SECONDS="1")
 
     delivery = settled(delivery, timeout=30)
