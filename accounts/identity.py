@@ -49,6 +49,10 @@ class Actor:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # The API token a request authenticated with, if any: the audit trail names it on every event.
     via_token: TokenGrant | None = None
+    # An operator's command run without naming the person at the keyboard (:meth:`operator`): the portal's
+    # identity acts, yet a person is behind it, so it may not ask for approvals — nobody could be kept
+    # from approving a request of their own.
+    unnamed_person: bool = False
 
     @property
     def identity(self) -> tuple[str, str]:
@@ -89,6 +93,11 @@ class Actor:
     def system(cls, job: str) -> Actor:
         """The portal itself, e.g. the daily cleanup run by Celery beat."""
         return cls(iss=SYSTEM_ISSUER, sub=job, display_name=f"BYOK Portal ({job})")
+
+    @classmethod
+    def operator(cls, command: str) -> Actor:
+        """An operator's command acting as the portal, the person at the keyboard unnamed (see ``unnamed_person``)."""
+        return cls(iss=SYSTEM_ISSUER, sub=command, display_name=f"BYOK Portal ({command})", unnamed_person=True)
 
 
 def client_ip(request: HttpRequest) -> str | None:

@@ -89,7 +89,8 @@ class ApprovalRequest(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     decided_at = models.DateTimeField(null=True, blank=True)
-    # Set by the one execution that claims an APPROVED request: a redelivered task finds it taken.
+    # Set by the execution that claims an APPROVED request: a redelivered task finds it taken, until the
+    # claim is older than BYOK_APPROVAL_LEASE_SECONDS (its worker died) and the run may be claimed again.
     started_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -19,15 +19,18 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.identity import Actor
 from accounts.models import User
 from approvals.models import OPEN_STATES, Approval, ApprovalPolicy, ApprovalRequest, RequestState
 from approvals.serializers import represent
+from audit.models import AuditEvent
 from audit.services import record, record_refusal
 from byok_portal.aws import AwsError
 from byok_portal.dual_control import ApprovalGroup, ApprovalPending, Approved, Covered, ask, executing
@@ -40,7 +43,7 @@ from keys.models import Key
 from keys.operations import REGISTRY
 from keystores import services as keystore_services
 from keystores.models import Keystore, KeystoreState, Role
-from keystores.selectors import keystores_for, require_role, role_in
+from keystores.selectors import keystores_for, role_in
 
 logger = logging.getLogger("byok.approvals")
 
@@ -52,6 +55,13 @@ class SelfApproval(ServiceError):
 
     status = 403
     code = "self_approval"
+
+
+class RequesterUnnamed(ServiceError):
+    """An operator's command that names no person asked for an operation that needs approvals."""
+
+    status = 403
+    code = "requester_unnamed"
 
 
 class AlreadyDecided(ServiceError):
@@ -140,6 +150,15 @@ def gate(actor: Actor, attempt: Covered) -> None:
     required = policy.required(attempt.group)
     if required == 0:
         return
+    if actor.unnamed_person:
+        # The two-person rule counts people by (iss, sub): a request by nobody in particular could be
+        # approved by the very person who asked. The portal's own jobs (nobody behind them) may ask.
+        refused = RequesterUnnamed(
+            f"{attempt.operation} needs {required} approval(s) in “{keystore.name}”, and only a named person "
+            "may ask for it (who cannot then approve it): say who you are (byok_grant --as USER)."
+        )
+        record_refusal(actor=actor, operation=Operation(attempt.operation), exc=refused, keystore=keystore, key=key)
+        raise refused
     request = _open_request(actor, attempt, keystore, key, policy, required)
     raise ApprovalPending(
         f"{attempt.operation} waits for {required} approval(s) from other people holding an approver role "
@@ -366,18 +385,25 @@ def expire_due(now: dt.datetime | None = None) -> int:
 
 
 def resume_stalled(now: dt.datetime | None = None, *, after: dt.timedelta = dt.timedelta(minutes=1)) -> int:
-    """Hand over again the approved requests whose run never started (their message was lost); the number.
+    """Hand over again the approved requests whose run never started (their message was lost) or whose run
+    was lost with its worker (the claim's lease ran out); the number.
 
-    Running twice is harmless: :func:`execute` claims a request once.
+    Running twice is harmless: :func:`execute` claims a request once per lease.
     """
     moment = now or timezone.now()
     stalled = ApprovalRequest.objects.filter(
-        state=RequestState.APPROVED, started_at__isnull=True, decided_at__lte=moment - after
+        Q(started_at__isnull=True, decided_at__lte=moment - after) | Q(started_at__lte=moment - _lease()),
+        state=RequestState.APPROVED,
     ).values_list("pk", flat=True)
     ids = list(stalled)
     for request_id in ids:
         _run_soon(request_id)
     return len(ids)
+
+
+def _lease() -> dt.timedelta:
+    """How long a claimed run is taken to be alive: longer than any task may run (the pool kills it by then)."""
+    return dt.timedelta(seconds=settings.BYOK_APPROVAL_LEASE_SECONDS)
 
 
 # --- running an approved operation ------------------------------------------------------
@@ -454,18 +480,70 @@ def _failure(exc: Exception) -> dict[str, Any]:
     return {"status": 400, "code": "invalid", "detail": messages}
 
 
+def _claim(request_id: uuid.UUID) -> tuple[dt.datetime, bool] | None:
+    """Take an APPROVED request's run: (the claim's time, whether it takes over a lost run), or None.
+
+    A run is free when nobody claimed it, or when its claim is older than the lease: the
+    worker that held it died (a killed task is not retried by Celery, and a redelivered
+    message must not be dropped as "already started"). The row lock makes two takers wait
+    for each other, and the second finds the fresh claim.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        request = (
+            ApprovalRequest.objects.select_for_update(of=("self",))
+            .filter(Q(started_at__isnull=True) | Q(started_at__lte=now - _lease()), pk=request_id)
+            .filter(state=RequestState.APPROVED)
+            .first()
+        )
+        if request is None:
+            return None
+        resumed = request.started_at is not None
+        request.started_at = now
+        request.save(update_fields=["started_at"])
+    return now, resumed
+
+
+def _ran_already(request: ApprovalRequest) -> AuditEvent | None:
+    """The operation's own audit event of an earlier, lost run of ``request``, if that run got so far.
+
+    The operation and its event commit together, so the event is the proof that the
+    operation took place: running it again would do it twice.
+    """
+    return (
+        AuditEvent.objects.filter(
+            keystore_id=request.keystore_id,
+            operation=request.operation,
+            time__gte=request.decided_at or request.created_at,
+            details__approval__request=str(request.pk),
+        )
+        .order_by("-seq")
+        .first()
+    )
+
+
+def _outcome_of(event: AuditEvent) -> tuple[RequestState, dict[str, Any]]:
+    result: dict[str, Any] = {"outcome": event.outcome, "audit_seq": event.seq, "recovered": True}
+    if event.outcome in (Outcome.SUCCESS, Outcome.NOOP):
+        return RequestState.EXECUTED, result
+    return RequestState.FAILED, {**result, "code": event.reason or event.outcome, "detail": event.error}
+
+
 def execute(request_id: uuid.UUID) -> ApprovalRequest:
     """Run an APPROVED request's operation, once, as its requester; end it EXECUTED or FAILED.
 
-    Claiming the request (``started_at``) is one conditional UPDATE: of two deliveries of the
-    task, or two workers, exactly one runs the operation.
+    The run is claimed first (:func:`_claim`): of two deliveries of the task, or two workers,
+    one runs the operation. A run lost with its worker is claimed again once its lease is
+    over (the redelivered task, or :func:`resume_stalled`); if the lost run's operation had
+    already taken place (its audit event names the request), the request is ended by that
+    outcome instead of running the operation a second time. The services' own steps are safe
+    to retry when the lost run stopped half-way through.
     """
-    claimed = ApprovalRequest.objects.filter(
-        pk=request_id, state=RequestState.APPROVED, started_at__isnull=True
-    ).update(started_at=timezone.now())
+    claim = _claim(request_id)
     request = ApprovalRequest.objects.select_related("keystore", "key", "requested_by").get(pk=request_id)
-    if not claimed:
+    if claim is None:
         return request
+    claimed_at, resumed = claim
     actor = Actor(
         iss=request.requested_by_iss,
         sub=request.requested_by_sub,
@@ -474,14 +552,22 @@ def execute(request_id: uuid.UUID) -> ApprovalRequest:
     )
     approvers = tuple((a.iss, a.sub, a.display_name) for a in request.approvals.all())
     approved = Approved(request.pk, request.operation, request.keystore_id, request.key_id, approvers)
-    state, result = RequestState.EXECUTED, {}
-    try:
-        with executing(approved):
-            result = EXECUTORS[request.operation](actor, request)
-    except (ServiceError, AwsError, ValidationError) as exc:
-        state, result = RequestState.FAILED, _failure(exc)
+    earlier = _ran_already(request) if resumed else None
+    if earlier is not None:
+        state, result = _outcome_of(earlier)
+    else:
+        state, result = RequestState.EXECUTED, {}
+        try:
+            with executing(approved):
+                result = EXECUTORS[request.operation](actor, request)
+        except (ServiceError, AwsError, ValidationError) as exc:
+            state, result = RequestState.FAILED, _failure(exc)
     with transaction.atomic():
         request = _lock(request.pk)
+        if request.state != RequestState.APPROVED or request.started_at != claimed_at:
+            # This run outlived its lease and another took the request over: that one ends it.
+            logger.warning("approved run ended after its lease", extra={"request": str(request.pk)})
+            return request
         _end(request, state, result=result)
         record(
             actor=actor,
@@ -491,7 +577,10 @@ def execute(request_id: uuid.UUID) -> ApprovalRequest:
             key=request.key,
             reason=str(result.get("reason") or result.get("code") or "") if state == RequestState.FAILED else "",
             details=_event(
-                request, result=result, approvers=[{"iss": i, "sub": s, "name": n} for i, s, n in approvers]
+                request,
+                result=result,
+                approvers=[{"iss": i, "sub": s, "name": n} for i, s, n in approvers],
+                **({"resumed": True} if resumed else {}),
             ),
         )
     return request
@@ -502,18 +591,9 @@ def execute(request_id: uuid.UUID) -> ApprovalRequest:
 
 def policy_update(*, actor: Actor, keystore_id: Any, values: Mapping[str, Any]) -> ApprovalPolicy:
     """Change the keystore's policy (admins); itself covered by the ``membership`` group of the policy in force."""
-    keystore = Keystore.objects.filter(pk=keystore_id).first()
-    if keystore is None:
-        raise NotFound("Keystore not found.")
+    keystore = keystore_services.keystore_by_id(keystore_id)
     attempt = {name: values[name] for name in (*POLICY_FIELDS, "approver_roles", "expires_hours") if name in values}
-    if actor.user is not None:
-        try:
-            require_role(actor.user, keystore, Role.ADMIN)
-        except (NotFound, PermissionRefused) as exc:
-            record_refusal(
-                actor=actor, operation=Operation.UPDATE_APPROVAL_POLICY, exc=exc, keystore=keystore, details=attempt
-            )
-            raise
+    keystore_services.require_role_audited(actor, keystore, Role.ADMIN, Operation.UPDATE_APPROVAL_POLICY, attempt)
     if keystore.state == KeystoreState.DELETED:
         raise Conflict("The keystore is deleted.", state=keystore.state)
     _validated(keystore, attempt)
@@ -526,9 +606,7 @@ def policy_update(*, actor: Actor, keystore_id: Any, values: Mapping[str, Any]) 
     with transaction.atomic():
         Keystore.objects.select_for_update().filter(pk=keystore.pk).first()
         policy = policy_of(keystore)
-        before = {name: getattr(policy, name) for name in attempt}
-        for name, value in attempt.items():
-            setattr(policy, name, value)
+        changed = keystore_services.apply_changes(policy, attempt)
         policy.full_clean()
         policy.save()
         record(
@@ -536,7 +614,7 @@ def policy_update(*, actor: Actor, keystore_id: Any, values: Mapping[str, Any]) 
             operation=Operation.UPDATE_APPROVAL_POLICY,
             outcome=Outcome.SUCCESS,
             keystore=keystore,
-            details={"changed": {name: {"from": before[name], "to": attempt[name]} for name in attempt}},
+            details={"changed": changed},
         )
     return policy
 

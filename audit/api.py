@@ -7,7 +7,6 @@ exactly what the audit pages show.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Any
 
 from django.db.models import QuerySet
@@ -17,9 +16,8 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, generics, serializers
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import CursorPagination
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
@@ -30,7 +28,7 @@ from audit.filters import AuditEventFilter
 from audit.models import AuditEvent
 from audit.selectors import can_check_chain, events_for
 from audit.serializers import AuditEventSerializer, ChainHeadSerializer, VerificationSerializer
-from byok_portal.api import StrictFilterBackend, refuse_empty_filters
+from byok_portal.api import FormatIsTheFile, StrictFilterBackend, refuse_empty_filters
 from byok_portal.vocabulary import Operation
 
 ERROR = inline_serializer(
@@ -94,16 +92,6 @@ class AuditEventList(generics.ListAPIView[AuditEvent]):
         return super().get(request, *args, **kwargs)
 
 
-class _IgnoreFormatParameter(DefaultContentNegotiation):
-    """Errors are always JSON; ``?format=`` names the export format here, not a DRF renderer."""
-
-    def select_renderer(
-        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
-    ) -> tuple[BaseRenderer, str]:
-        renderer = next(iter(renderers))
-        return renderer, renderer.media_type
-
-
 _FILTER_PARAMETERS = [
     OpenApiParameter("keystore", OpenApiTypes.UUID, description="Keystore ID."),
     OpenApiParameter("key", OpenApiTypes.UUID, description="Key ID."),
@@ -119,7 +107,7 @@ class AuditEventExport(APIView):
     """The filtered events as a streamed file, oldest first, in constant memory."""
 
     renderer_classes = [JSONRenderer]
-    content_negotiation_class = _IgnoreFormatParameter
+    content_negotiation_class = FormatIsTheFile
 
     @extend_schema(
         operation_id="audit_events_export",

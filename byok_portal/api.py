@@ -4,7 +4,7 @@ components, throttles, pagination and the base serializer that refuses unknown f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -14,8 +14,9 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSe
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field, extend_schema_serializer
 from rest_framework import exceptions, serializers, status, throttling, viewsets
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import CursorPagination
-from rest_framework.renderers import JSONRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -321,6 +322,17 @@ class PortalViewSet(viewsets.GenericViewSet[Any]):
         response = super().finalize_response(request, response, *args, **kwargs)
         add_never_cache_headers(response)
         return response
+
+
+class FormatIsTheFile(DefaultContentNegotiation):
+    """For file downloads: ``?format=`` names the file's format (CSV, PDF, JSON lines), not a DRF renderer,
+    so the first renderer answers — errors are always JSON."""
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
 
 
 class BoundedCursorPagination(CursorPagination):

@@ -15,7 +15,7 @@ from celery.schedules import crontab
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from byok_portal.env import env_bool, env_float, env_int, env_list, env_str
+from byok_portal.env import env_bool, env_float, env_int, env_list, env_networks, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("BYOK_VAR_DIR", str(BASE_DIR / "var")))
@@ -392,6 +392,10 @@ CELERY_BEAT_SCHEDULE = {
     },
     "expire-approvals": {"task": "approvals.tasks.expire_approvals", "schedule": 300.0},
 }
+# An approved request's run is claimed for this long (approvals/services.py): a claim older than
+# that belongs to a worker that died (the pool kills every task by BYOK_TASK_TIME_LIMIT), and the
+# redelivered task or the beat's sweep claims the request again.
+BYOK_APPROVAL_LEASE_SECONDS = env_int("BYOK_APPROVAL_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT + 60)
 # Keys cleaned per transaction; bounds the cleanup's memory and lock time.
 BYOK_CLEANUP_BATCH_SIZE = env_int("BYOK_CLEANUP_BATCH_SIZE", 500)
 # KMS calls per second per keystore during reconciliation (0: unlimited); KMS
@@ -496,6 +500,9 @@ EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "byok-portal@localhost")
 BYOK_WEBHOOK_ALLOW_HTTP = env_bool("BYOK_WEBHOOK_ALLOW_HTTP", DEBUG)
+# Webhooks reach public addresses only (notifications/egress.py: no metadata service, loopback or
+# private networks); on-premises receivers need their networks listed here, as CIDRs.
+BYOK_WEBHOOK_ALLOWED_NETWORKS = env_networks("BYOK_WEBHOOK_ALLOWED_NETWORKS", [])
 BYOK_WEBHOOK_TIMEOUT_SECONDS = env_int("BYOK_WEBHOOK_TIMEOUT_SECONDS", 10)
 BYOK_WEBHOOK_MAX_ATTEMPTS = env_int("BYOK_WEBHOOK_MAX_ATTEMPTS", 8)
 BYOK_WEBHOOK_BACKOFF_SECONDS = env_int("BYOK_WEBHOOK_BACKOFF_SECONDS", 30)

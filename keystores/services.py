@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -42,10 +43,14 @@ ALIAS_ACTIONS = ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
 EDITABLE_FIELDS = ("name", "role_arn", "auto_reupload")
 
 
-def _require(
+def require_role_audited(
     actor: Actor, keystore: Keystore, role: Role, operation: Operation, details: dict[str, Any] | None = None
 ) -> None:
-    """Check the actor's role; a refusal is audited (with ``details`` of the attempt) before it propagates."""
+    """Check the actor's role; a refusal is audited (with ``details`` of the attempt) before it propagates.
+
+    The one check of every keystore-level service, here and in the apps above (approvals'
+    policy, notifications' webhooks). The portal's own jobs (no account) pass.
+    """
     if actor.user is None:
         return
     try:
@@ -55,7 +60,8 @@ def _require(
         raise
 
 
-def _get(keystore_id: Any) -> Keystore:
+def keystore_by_id(keystore_id: Any) -> Keystore:
+    """The keystore with this id, whatever its state; NotFound for an unknown or malformed id."""
     try:
         keystore = Keystore.objects.filter(pk=keystore_id).first()
     except ValidationError:
@@ -93,22 +99,33 @@ def keystore_create(*, actor: Actor, name: str, aws_account_id: str, region: str
     return keystore
 
 
+def apply_changes(instance: Any, values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Set ``values`` on ``instance``; the ones that differ, as the audit trail's ``changed`` entry.
+
+    One shape of "what an edit changed" (``{field: {"from": …, "to": …}}``) for every edit
+    the trail records: keystores here, approval policies above.
+    """
+    diff: dict[str, dict[str, Any]] = {}
+    for field, value in values.items():
+        before = getattr(instance, field)
+        if before != value:
+            diff[field] = {"from": before, "to": value}
+            setattr(instance, field, value)
+    return diff
+
+
 def keystore_update(*, actor: Actor, keystore_id: Any, **changes: Any) -> Keystore:
     """Edit name, role ARN (same account) or auto re-upload. Account, region and external id never change."""
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise ValidationError({field: "This field cannot be changed." for field in sorted(unknown)})
-    keystore = _get(keystore_id)
-    _require(actor, keystore, Role.ADMIN, Operation.UPDATE_KEYSTORE)
+    keystore = keystore_by_id(keystore_id)
+    require_role_audited(actor, keystore, Role.ADMIN, Operation.UPDATE_KEYSTORE)
     with transaction.atomic():
         keystore = Keystore.objects.select_for_update().get(pk=keystore.pk)
         if keystore.state == KeystoreState.DELETED:
             raise Conflict("The keystore is deleted.", state=keystore.state)
-        diff = {}
-        for field, value in changes.items():
-            if getattr(keystore, field) != value:
-                diff[field] = {"from": getattr(keystore, field), "to": value}
-                setattr(keystore, field, value)
+        diff = apply_changes(keystore, changes)
         keystore.full_clean()
         keystore.save()
         record(
@@ -125,8 +142,8 @@ def keystore_update(*, actor: Actor, keystore_id: Any, **changes: Any) -> Keysto
 
 def keystore_delete(*, actor: Actor, keystore_id: Any) -> Keystore:
     """Soft-delete a keystore whose keys are all DELETED; it and its audit trail stay readable."""
-    keystore = _get(keystore_id)
-    _require(actor, keystore, Role.ADMIN, Operation.DELETE_KEYSTORE)
+    keystore = keystore_by_id(keystore_id)
+    require_role_audited(actor, keystore, Role.ADMIN, Operation.DELETE_KEYSTORE)
     if keystore.state != KeystoreState.DELETED and not keystore.keys.exclude(state=KeyState.DELETED).exists():
         # Only a deletion that would happen waits for approval; a refusal or a no-op is answered at once.
         dual_control.ask(actor, Covered(ApprovalGroup.DESTROY, Operation.DELETE_KEYSTORE, keystore_id=keystore.pk))
@@ -168,8 +185,8 @@ def keystore_delete(*, actor: Actor, keystore_id: Any) -> Keystore:
 
 def keystore_test_connection(*, actor: Actor, keystore_id: Any) -> Keystore:
     """Assume the role and make one harmless KMS call; remember and audit the result (AWS's words verbatim)."""
-    keystore = _get(keystore_id)
-    _require(actor, keystore, Role.CUSTODIAN, Operation.TEST_CONNECTION)
+    keystore = keystore_by_id(keystore_id)
+    require_role_audited(actor, keystore, Role.CUSTODIAN, Operation.TEST_CONNECTION)
     error = ""
     request_ids: list[str] = []
     try:
@@ -335,8 +352,8 @@ def iam_policies(keystore: Keystore, replica_regions: list[str] | None = None) -
 
 def membership_set(*, actor: Actor, keystore_id: Any, user: User, role: Role) -> Membership:
     """Give ``user`` ``role`` in the keystore (replacing any role they had)."""
-    keystore = _get(keystore_id)
-    _require(actor, keystore, Role.ADMIN, Operation.GRANT)
+    keystore = keystore_by_id(keystore_id)
+    require_role_audited(actor, keystore, Role.ADMIN, Operation.GRANT)
     change = {"user": user.pk, "username": user.get_username(), "role": str(role)}
     dual_control.ask(
         actor, Covered(ApprovalGroup.MEMBERSHIP, Operation.GRANT, keystore_id=keystore.pk, parameters=change)
@@ -370,10 +387,10 @@ def membership_grant(*, actor: Actor, keystore_id: Any, reference: str, role: Ro
     a way to learn who has an account. Both the refusal and an admin's lookup of a
     name that matches no active account are audited with the name tried.
     """
-    keystore = _get(keystore_id)
+    keystore = keystore_by_id(keystore_id)
     reference = (reference or "").strip()[:255]
     attempt = {"user_reference": reference, "role": str(role)}
-    _require(actor, keystore, Role.ADMIN, Operation.GRANT, details=attempt)
+    require_role_audited(actor, keystore, Role.ADMIN, Operation.GRANT, details=attempt)
     try:
         user = resolve_user(reference, active_only=True)
     except (NotFound, AmbiguousUser) as exc:
@@ -394,8 +411,8 @@ def membership_grant(*, actor: Actor, keystore_id: Any, reference: str, role: Ro
 
 def membership_remove(*, actor: Actor, keystore_id: Any, user: User) -> None:
     """Remove ``user`` from the keystore. The last admin cannot be removed (someone must be able to manage it)."""
-    keystore = _get(keystore_id)
-    _require(actor, keystore, Role.ADMIN, Operation.REVOKE)
+    keystore = keystore_by_id(keystore_id)
+    require_role_audited(actor, keystore, Role.ADMIN, Operation.REVOKE)
     if Membership.objects.filter(keystore=keystore, user=user).exists():
         change = {"user": user.pk, "username": user.get_username()}
         dual_control.ask(

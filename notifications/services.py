@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import requests
+import httpx
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
@@ -29,13 +29,14 @@ from django.utils import timezone
 from accounts.identity import Actor
 from accounts.models import User
 from audit.models import AuditEvent
-from audit.services import record, record_refusal
-from byok_portal.errors import NotFound, PermissionRefused
+from audit.services import record
+from byok_portal.errors import NotFound
 from byok_portal.vocabulary import Operation, Outcome
 from keys import custody
 from keystores.models import Keystore, Membership, Role
 from keystores.selectors import require_role
-from notifications import signing
+from keystores.services import keystore_by_id, require_role_audited
+from notifications import egress, signing
 from notifications.events import (
     LABELS,
     SUBSCRIBABLE,
@@ -164,31 +165,15 @@ def _validate(url: str, events: Sequence[str]) -> None:
         errors["url"] = [
             "Enter an https:// URL." if not settings.BYOK_WEBHOOK_ALLOW_HTTP else "Enter an http(s):// URL."
         ]
+    else:
+        refused = egress.check_for_saving(url)
+        if refused is not None:
+            errors["url"] = [refused]
     unknown = sorted(set(events) - {str(kind) for kind in SUBSCRIBABLE})
     if unknown:
         errors["events"] = [f"Unknown event type(s): {', '.join(unknown)}."]
     if errors:
         raise ValidationError(errors)
-
-
-def _require_admin(actor: Actor, keystore: Keystore, operation: Operation, details: dict[str, Any]) -> None:
-    if actor.user is None:
-        return
-    try:
-        require_role(actor.user, keystore, Role.ADMIN)
-    except (NotFound, PermissionRefused) as exc:
-        record_refusal(actor=actor, operation=operation, exc=exc, keystore=keystore, details=details)
-        raise
-
-
-def _keystore(keystore_id: Any) -> Keystore:
-    try:
-        keystore = Keystore.objects.filter(pk=keystore_id).first()
-    except ValidationError:
-        keystore = None
-    if keystore is None:
-        raise NotFound("Keystore not found.")
-    return keystore
 
 
 def _webhook(keystore: Keystore, webhook_id: Any) -> Webhook:
@@ -209,8 +194,8 @@ class NewWebhook:
 
 def webhook_create(*, actor: Actor, keystore_id: Any, url: str, events: Sequence[str]) -> NewWebhook:
     """Add a webhook to a keystore (keystore admins); the signing secret is returned this once."""
-    keystore = _keystore(keystore_id)
-    _require_admin(actor, keystore, Operation.CREATE_WEBHOOK, {"url": url})
+    keystore = keystore_by_id(keystore_id)
+    require_role_audited(actor, keystore, Role.ADMIN, Operation.CREATE_WEBHOOK, {"url": url})
     url, wanted = (url or "").strip(), sorted(set(events))
     _validate(url, wanted)
     secret = signing.new_secret()
@@ -236,8 +221,8 @@ def webhook_create(*, actor: Actor, keystore_id: Any, url: str, events: Sequence
 
 def webhook_delete(*, actor: Actor, keystore_id: Any, webhook_id: Any) -> None:
     """Remove a webhook and its delivery log (keystore admins)."""
-    keystore = _keystore(keystore_id)
-    _require_admin(actor, keystore, Operation.DELETE_WEBHOOK, {"webhook": str(webhook_id)})
+    keystore = keystore_by_id(keystore_id)
+    require_role_audited(actor, keystore, Role.ADMIN, Operation.DELETE_WEBHOOK, {"webhook": str(webhook_id)})
     webhook = _webhook(keystore, webhook_id)
     with transaction.atomic():
         record(
@@ -252,8 +237,8 @@ def webhook_delete(*, actor: Actor, keystore_id: Any, webhook_id: Any) -> None:
 
 def webhook_send_test(*, actor: Actor, keystore_id: Any, webhook_id: Any) -> Delivery:
     """Queue a ``webhook.test`` event to one webhook (keystore admins); the delivery log shows how it went."""
-    keystore = _keystore(keystore_id)
-    _require_admin(actor, keystore, Operation.TEST_WEBHOOK, {"webhook": str(webhook_id)})
+    keystore = keystore_by_id(keystore_id)
+    require_role_audited(actor, keystore, Role.ADMIN, Operation.TEST_WEBHOOK, {"webhook": str(webhook_id)})
     webhook = _webhook(keystore, webhook_id)
     payload = webhook_test_payload(
         keystore_id=keystore.pk, keystore_name=keystore.name, actor_name=actor.display_name, at=timezone.now()
@@ -298,6 +283,8 @@ def attempt_delivery(delivery_id: uuid.UUID) -> float | None:
     posting again, and once an attempt got a 2xx the delivery is DELIVERED and never
     sent again. A worker killed mid-POST rolls back and the next attempt repeats the
     request; receivers deduplicate by ``X-BYOK-Delivery`` (docs/notifications.md).
+    A destination the SSRF guard refuses (:mod:`notifications.egress`) ends the delivery
+    at once: asking DNS again later is no reason to try a refused network again.
     """
     with transaction.atomic():
         delivery = (
@@ -309,7 +296,7 @@ def attempt_delivery(delivery_id: uuid.UUID) -> float | None:
         if delivery is None:
             return None  # delivered, given up, deleted, or another worker has it now
         number = delivery.attempts + 1
-        status, error, took = _post(delivery)
+        status, error, took, refused = _post(delivery)
         delivery.attempts = number
         delivery.last_status_code = status
         DeliveryAttempt.objects.create(
@@ -317,17 +304,34 @@ def attempt_delivery(delivery_id: uuid.UUID) -> float | None:
         )
         if status is not None and 200 <= status < 300:
             delivery.state, delivery.delivered_at = DeliveryState.DELIVERED, timezone.now()
-        elif number >= settings.BYOK_WEBHOOK_MAX_ATTEMPTS:
+        elif refused or number >= settings.BYOK_WEBHOOK_MAX_ATTEMPTS:
             delivery.state = DeliveryState.FAILED
         delivery.save(update_fields=["attempts", "last_status_code", "state", "delivered_at"])
     if delivery.state != DeliveryState.PENDING:
         log = logger.info if delivery.state == DeliveryState.DELIVERED else logger.warning
-        log("webhook delivery %s", delivery.state.lower(), extra={"delivery": str(delivery.pk), "attempts": number})
+        log(
+            "webhook delivery %s",
+            delivery.state.lower(),
+            extra={"delivery": str(delivery.pk), "attempts": number, "error": error[:300]},
+        )
         return None
     return retry_delay(number)
 
 
-def _post(delivery: Delivery) -> tuple[int | None, str, int]:
+def _post(delivery: Delivery) -> tuple[int | None, str, int, bool]:
+    """One POST: (HTTP status or None, error text, milliseconds, refused by the SSRF guard)."""
+    started = time.monotonic()
+
+    def took() -> int:
+        return int((time.monotonic() - started) * 1000)
+
+    try:
+        # Resolved and checked now, for this attempt: what the name pointed to at saving proves nothing.
+        target = egress.destination(delivery.webhook.url)
+    except egress.DestinationRefused as exc:
+        return None, f"Refused: {exc.reason}", took(), True
+    except egress.DestinationUnresolved as exc:
+        return None, f"DNS: {exc}", took(), False
     body = body_of(delivery)
     timestamp = int(time.time())
     headers = {
@@ -338,22 +342,14 @@ def _post(delivery: Delivery) -> tuple[int | None, str, int]:
         signing.EVENT_HEADER: delivery.event_type,
         signing.DELIVERY_HEADER: str(delivery.pk),
     }
-    started = time.monotonic()
     try:
-        # No redirects: the URL an admin entered is the only place the event goes.
-        response = requests.post(
-            delivery.webhook.url,
-            data=body,
-            headers=headers,
-            timeout=(settings.BYOK_WEBHOOK_TIMEOUT_SECONDS, settings.BYOK_WEBHOOK_TIMEOUT_SECONDS),
-            allow_redirects=False,
-        )
-    except requests.RequestException as exc:
-        return None, f"{type(exc).__name__}: request failed", int((time.monotonic() - started) * 1000)
-    took = int((time.monotonic() - started) * 1000)
-    response.close()
-    error = "" if 200 <= response.status_code < 300 else f"HTTP {response.status_code} {response.reason or ''}".strip()
-    return response.status_code, error, took
+        # No redirects: the URL an admin entered (at the address just checked) is the only place the event goes.
+        response = egress.post(target, body, headers, timeout=settings.BYOK_WEBHOOK_TIMEOUT_SECONDS)
+    except httpx.HTTPError as exc:
+        return None, f"{type(exc).__name__}: request failed", took(), False
+    status = response.status_code
+    error = "" if 200 <= status < 300 else f"HTTP {status} {response.reason_phrase or ''}".strip()
+    return status, error, took(), False
 
 
 def webhook_of(keystore: Keystore, webhook_id: Any) -> Webhook:

@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from django.http import FileResponse, StreamingHttpResponse
 from django.urls import URLPattern, URLResolver, path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from byok_portal.api import VALIDATION_ERROR, ErrorSerializer, common_errors
+from byok_portal.api import VALIDATION_ERROR, ErrorSerializer, FormatIsTheFile, common_errors
 from byok_portal.errors import NotFound
 from reports import building, rendering
 
 
-class _FormatIsTheFile(DefaultContentNegotiation):
-    """``?format=`` names the file format here, not a DRF renderer; errors are always JSON."""
-
-    def select_renderer(
-        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
-    ) -> tuple[BaseRenderer, str]:
-        renderer = next(iter(renderers))
-        return renderer, renderer.media_type
-
-
 class ReportView(APIView):
     renderer_classes = [JSONRenderer]
-    content_negotiation_class = _FormatIsTheFile
+    content_negotiation_class = FormatIsTheFile
 
     @extend_schema(
         operation_id="reports_retrieve",

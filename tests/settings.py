@@ -22,6 +22,10 @@ os.environ.setdefault("BYOK_IMPORT_WRAPPING_KEY_SPEC", "RSA_2048")
 # The sandbox enforces no KMS quotas unless a test turns its quota mode on, so the portal's
 # pacing is out of the way (1000 × AWS's rates); the quota tests set their own share.
 os.environ.setdefault("BYOK_KMS_QUOTA_SHARE", "1000")
+# The suite's webhook receivers listen on 127.0.0.1: allowed as an on-premises receiver would be,
+# so deliveries pass the same SSRF guard as in production (tests of the guard empty this list).
+# Through the environment, so the worker processes the tests start allow it too (or not: they may override).
+os.environ.setdefault("BYOK_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.1/32")
 
 from byok_portal.settings import *  # noqa: E402,F403 - the environment above must come first
 

@@ -91,16 +91,20 @@ def test_the_keystore_page_shows_the_policy_and_its_admins_change_it(people: Any
     assert bad.status_code == 400
 
 
-def test_the_cli_asks_for_approval_under_a_membership_policy(people: Any, keystore: Any) -> None:
+def test_the_cli_asks_for_approval_under_a_membership_policy_as_the_person_named(people: Any, keystore: Any) -> None:
     set_policy(keystore, membership=1)
     out = StringIO()
 
-    call_command("byok_grant", "eve", "custodian", "--keystore", str(keystore.pk), stdout=out)
+    call_command("byok_grant", "eve", "custodian", "--keystore", str(keystore.pk), "--as", "alice", stdout=out)
 
     assert "Waits for approval" in out.getvalue()
     assert not Membership.objects.filter(keystore=keystore, user=people.eve).exists()
     request = ApprovalRequest.objects.get()
-    assert (request.operation, request.requested_by_iss, request.parameters["role"]) == ("grant", "system", "custodian")
+    assert (request.operation, request.requester, request.parameters["role"]) == (
+        "grant",
+        ("local", "alice"),
+        "custodian",
+    )
 
 
 def test_the_approvals_list_costs_the_same_at_2_and_20_requests(people: Any, keystore: Any) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from notifications import services, tasks
 from tests.tasks.conftest import backdoor, make_due_key, make_key  # noqa: F401 - fixtures shared with the task tests
+from tests.tasks.test_webhooks import receiver  # noqa: F401 - the real HTTP receiver of the worker tests
 
 
 @pytest.fixture

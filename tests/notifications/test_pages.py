@@ -59,3 +59,19 @@ def test_a_member_chooses_the_events_each_keystore_emails_them(people: Any, keys
     html = client.get("/notifications/preferences/").content.decode()
     assert f'name="events-{keystore.pk}" value="key.deleted" checked' in html
     assert f'name="events-{keystore.pk}" value="key.expiry_warning">' in html
+
+
+def test_a_url_into_the_portals_network_is_refused_on_the_page_with_the_reason(
+    people: Any, keystore: Any, settings: Any
+) -> None:
+    settings.BYOK_WEBHOOK_ALLOWED_NETWORKS = []
+
+    response = verified_client(people.alice).post(
+        page(keystore), {"action": "create", "url": "http://169.254.169.254/latest/meta-data/"}
+    )
+
+    assert response.status_code == 200
+    assert "169.254.169.254 is the cloud instance metadata service; webhooks never go there." in (
+        response.content.decode()
+    )
+    assert not Webhook.objects.exists()

@@ -42,6 +42,7 @@ class Receiver:
     statuses: list[int]
     requests: list[Received] = field(default_factory=list)
     url: str = ""
+    location: str = ""  # sent with a 3xx status
 
     def wait_for(self, count: int, timeout: float = 40) -> None:
         deadline = time.monotonic() + timeout
@@ -62,6 +63,8 @@ def receiver() -> Iterator[Receiver]:
                 state.requests.append(Received(dict(self.headers.items()), body))
                 status = state.statuses.pop(0) if state.statuses else 200
             self.send_response(status)
+            if 300 <= status < 400:
+                self.send_header("Location", state.location)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -84,6 +87,15 @@ def settled(delivery: Delivery, timeout: float = 10) -> Delivery:
         time.sleep(0.1)
         delivery.refresh_from_db()
     return delivery
+
+
+def queue_test_event(people: Any, keystore: Any, url: str) -> tuple[services.NewWebhook, Delivery]:
+    """alice's webhook to ``url`` and a test event queued for it (as the "Send test event" button does)."""
+    created = services.webhook_create(actor=people.actor(people.alice), keystore_id=keystore.pk, url=url, events=[])
+    delivery = services.webhook_send_test(
+        actor=people.actor(people.alice), keystore_id=keystore.pk, webhook_id=created.webhook.pk
+    )
+    return created, delivery
 
 
 def expiry_event(make_key: Any) -> int:
@@ -162,12 +174,7 @@ def test_a_delivery_gives_up_after_the_last_attempt(
 def test_the_test_event_reaches_the_receiver_signed(
     people: Any, keystore: Any, receiver: Receiver, start_worker: Any, celery_client: Any
 ) -> None:
-    created = services.webhook_create(
-        actor=people.actor(people.alice), keystore_id=keystore.pk, url=receiver.url, events=[]
-    )
-    delivery = services.webhook_send_test(
-        actor=people.actor(people.alice), keystore_id=keystore.pk, webhook_id=created.webhook.pk
-    )
+    created, delivery = queue_test_event(people, keystore, receiver.url)
     start_worker()
 
     receiver.wait_for(1)
@@ -180,3 +187,19 @@ def test_the_test_event_reaches_the_receiver_signed(
     )
     assert json.loads(request.body)["type"] == "webhook.test"
     assert (settled(delivery).state, delivery.last_status_code) == (DeliveryState.DELIVERED, 200)
+
+
+def test_a_worker_refuses_a_destination_outside_its_allowed_networks_once_and_for_good(
+    people: Any, keystore: Any, receiver: Receiver, start_worker: Any, celery_client: Any
+) -> None:
+    """Saved while this process allows 127.0.0.1; the worker's own settings allow nothing (production's default)."""
+    _created, delivery = queue_test_event(people, keystore, receiver.url)
+    start_worker(BYOK_WEBHOOK_ALLOWED_NETWORKS="", BYOK_WEBHOOK_BACKOFF_SECONDS="1")
+
+    delivery = settled(delivery, timeout=30)
+
+    assert (delivery.state, delivery.attempts, delivery.last_status_code) == (DeliveryState.FAILED, 1, None)
+    assert delivery.attempt_log.get().error.startswith("Refused: 127.0.0.1 is a loopback address")
+    time.sleep(2.5)  # longer than a retry's backoff: none comes
+    assert receiver.requests == []
+    assert Delivery.objects.get(pk=delivery.pk).attempts == 1

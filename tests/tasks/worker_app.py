@@ -7,6 +7,9 @@ Two test-only knobs, both from the environment:
 - ``BYOK_TEST_AUDIT_DELAY_SECONDS`` makes every audit write of the cleanup (one per batch) wait that
   long, holding the batch's row locks, so that a test can kill the worker in the
   middle of a batch.
+- ``BYOK_TEST_APPROVAL_STALL=before:S`` (or ``after:S``) makes the run of an approved request wait
+  S seconds after its claim, before (or after) the operation itself, so that a test can kill the
+  worker there.
 """
 
 from __future__ import annotations
@@ -40,6 +43,30 @@ def _slow_down_audit_writes(**_: Any) -> None:
         return record_many(entries)
 
     cleanup.record_many = slow_record_many
+
+
+@worker_ready.connect
+def _stall_approved_runs(**_: Any) -> None:
+    stall = os.environ.get("BYOK_TEST_APPROVAL_STALL", "")
+    if not stall:
+        return
+    from approvals import services
+
+    where, seconds = stall.split(":")
+
+    def stalled(run: Any) -> Any:
+        def wait_and_run(actor: Any, request: Any) -> Any:
+            if where == "before":
+                time.sleep(float(seconds))
+            result = run(actor, request)
+            if where == "after":
+                time.sleep(float(seconds))
+            return result
+
+        return wait_and_run
+
+    for operation, run in list(services.EXECUTORS.items()):
+        services.EXECUTORS[operation] = stalled(run)
 
 
 __all__ = ["app"]

@@ -1,4 +1,9 @@
-"""Grant or revoke a role from the command line (operators; audited as the system)."""
+"""Grant or revoke a role from the command line (operators).
+
+Audited as the person named with ``--as`` (their role is checked, and under an approval
+policy the request is theirs, so they cannot approve it themselves), or else as the
+portal's operator identity, which may change roles only where no approval is needed.
+"""
 
 from __future__ import annotations
 
@@ -28,13 +33,24 @@ class Command(BaseCommand):
         parser.add_argument("role", choices=ROLES)
         parser.add_argument("--keystore", help="keystore id (needed for admin, custodian, auditor)")
         parser.add_argument("--revoke", action="store_true", help="take the role away instead")
+        parser.add_argument(
+            "--as",
+            dest="acting",
+            metavar="USER",
+            help="who is making the change (username or OIDC subject): needed where the keystore's approval "
+            "policy covers membership changes; that person cannot approve their own request",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         role: str = options["role"]
         revoke: bool = options["revoke"]
         keystore_id: str | None = options["keystore"]
-        actor = Actor.system("cli")
         try:
+            actor = (
+                Actor.for_user(resolve_user(options["acting"], active_only=True))
+                if options["acting"]
+                else Actor.operator("cli")
+            )
             user = resolve_user(options["user"])
             if role == "creator":
                 if keystore_id:
