@@ -31,6 +31,50 @@ class UUIDFilter(django_filters.UUIDFilter):
     field_class = CanonicalUUIDField
 
 
+class TrueFalseSelect(forms.Select):
+    """Any / Yes / No on a page; hands the field the raw text so that unknown text can be refused."""
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__(attrs, choices=(("", "Any"), ("true", "Yes"), ("false", "No")))
+
+    def format_value(self, value: Any) -> list[str]:
+        if value in (True, False):
+            value = "true" if value else "false"
+        return super().format_value(value)
+
+
+class StrictNullBooleanField(forms.NullBooleanField):
+    """Django's NullBooleanField reads any unknown text as "no filter"; the API documents true/false only.
+
+    ``?multi_region=yes`` silently listing every key would look like an answer, so it is a 400.
+    """
+
+    widget = TrueFalseSelect
+    TRUE = frozenset({"true", "1", "on"})
+    FALSE = frozenset({"false", "0", "off"})
+
+    def to_python(self, value: Any) -> bool | None:  # type: ignore[override]
+        if value in (True, False):
+            return bool(value)
+        if value in self.empty_values:
+            return None
+        text = str(value).strip().lower()
+        if text in self.TRUE:
+            return True
+        if text in self.FALSE:
+            return False
+        raise ValidationError("Enter true or false.", code="invalid")
+
+    def validate(self, value: Any) -> None:
+        return None
+
+
+class BooleanFilter(django_filters.BooleanFilter):
+    """A boolean filter that refuses what is neither true nor false (400) instead of ignoring it."""
+
+    field_class = StrictNullBooleanField
+
+
 def set_empty_label(field: forms.Field, label: str) -> None:
     """Name the "no filter" choice of a filter's choice field on a page (its widget copied the choices when made)."""
     field.empty_label = label  # type: ignore[attr-defined]

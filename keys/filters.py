@@ -9,7 +9,7 @@ from typing import Any
 import django_filters
 from django.db.models import Q, QuerySet
 
-from byok_portal.filters import UUIDFilter
+from byok_portal.filters import BooleanFilter, UUIDFilter
 from byok_portal.vocabulary import KeyState
 from keys.models import Key, KeyReplica
 from keys.specs import KeySpec, KeyUsage
@@ -29,7 +29,7 @@ class KeyFilter(django_filters.FilterSet):
     key_spec = django_filters.ChoiceFilter(choices=KeySpec.choices, label="Key spec")
     key_usage = django_filters.ChoiceFilter(choices=KeyUsage.choices, label="Key usage")
     alias = django_filters.CharFilter(field_name="alias", label="Alias", help_text="Exact alias, e.g. alias/orders.")
-    multi_region = django_filters.BooleanFilter(field_name="multi_region", label="Multi-Region")
+    multi_region = BooleanFilter(field_name="multi_region", label="Multi-Region")
     region = django_filters.CharFilter(
         method="filter_region",
         label="Region",

@@ -48,7 +48,7 @@ class ReportView(APIView):
     def get(self, request: Request, kind: str) -> StreamingHttpResponse | FileResponse:
         if kind not in building.KINDS:
             raise NotFound("No report of that name.")
-        params = building.parse(request.user, kind, request.query_params)
+        params = building.parse(request.user, kind, request.query_params, blank_is_absent=False)
         return rendering.response(building.build(request.user, params), params.format)
 
 

@@ -44,6 +44,9 @@ def test_a_multi_region_key_is_created_shown_and_replicated_further_through_the_
     assert [(k["id"], len(k["replicas"])) for k in listed] == [(key["id"], 2)]
     assert [k["id"] for k in bob.get(f"{URL}?region=ap-south-1", expect=200).json()["results"]] == [key["id"]]
     assert bob.get(f"{URL}?region=sa-east-1", expect=200).json()["results"] == []
+    assert [k["id"] for k in bob.get(f"{URL}?multi_region=false", expect=200).json()["results"]] == []
+    # Unknown text is refused, not read as "no filter" (which would list every key).
+    assert bob.get(f"{URL}?multi_region=yes-please", expect=400).json() == {"multi_region": ["Enter true or false."]}
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from audit.chain import current_head
 from audit.models import AuditEvent
 from notifications import services
 from notifications.models import Delivery, Webhook
+from tests.web import verified_client
 
 pytestmark = pytest.mark.django_db
 
@@ -131,6 +132,20 @@ def test_bad_report_parameters_are_400_naming_the_field(
 
     assert response.status_code == 400
     assert field in response.json()
+
+
+def test_empty_report_parameters_are_400_in_the_api_but_absent_on_the_page(
+    api_as: Any, people: Any, keystore: Any
+) -> None:
+    blank = {"format": "", "since": "", "until": "", "keystore": ""}
+
+    response = api_as(people.dan).client.get("/api/v1/reports/activity/", blank)
+
+    assert response.status_code == 400
+    assert response.json() == {name: ["May not be blank."] for name in blank}
+    # The page's form submits its untouched fields empty: there they mean "not given".
+    page = verified_client(people.dan).get("/reports/activity/download/", blank)
+    assert (page.status_code, page["Content-Type"]) == (200, "text/csv; charset=utf-8")
 
 
 def test_a_keystore_the_caller_cannot_see_is_refused_like_an_unknown_one(
