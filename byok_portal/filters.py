@@ -37,7 +37,7 @@ class TrueFalseSelect(forms.Select):
     def __init__(self, attrs: dict[str, Any] | None = None) -> None:
         super().__init__(attrs, choices=(("", "Any"), ("true", "Yes"), ("false", "No")))
 
-    def format_value(self, value: Any) -> list[str]:
+    def format_value(self, value: Any) -> list[str]:  # type: ignore[override]  # Select returns a list
         if value in (True, False):
             value = "true" if value else "false"
         return super().format_value(value)
