@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 from django.db import connection, connections
 
+from accounts.identity import Actor
 from audit.models import AuditEvent
 from byok_portal.aws import AwsError
 from byok_portal.vocabulary import Outcome
 from keys import services
 from keys.aliases import AliasTaken
+from keys.jobs import reconcile
 from keys.models import Key, PendingCreation
 from keystores.models import Role
 from keystores.services import keystore_create, membership_set
@@ -296,3 +298,18 @@ def test_two_creates_claiming_one_alias_in_one_region_at_once_leave_one_owner_an
     assert target_of(kms(aws_sandbox, keystore, REGION), "alias/orders") == a.kms_key_arn
     assert list(Key.objects.filter(alias="alias/orders").values_list("pk", flat=True)) == [a.pk]
     assert key_count(kms(aws_sandbox, us_keystore, OTHER)) == 1  # A's replica; B never called CreateKey
+
+
+def test_the_home_keystores_kms_sweep_leaves_another_keystores_replica_in_its_region_alone(
+    people: Any, keystore: Any, us_keystore: Any, aws_sandbox: str
+) -> None:
+    """Found alongside the alias defect: B's sweep lists us-east-1, sees A's replica (portal-tagged, not a
+    primary of any row) and took it for an orphan, scheduling another team's key for deletion."""
+    k1 = multi_region_key(people, keystore, "alias/dr")
+
+    result = reconcile.sweep_untracked_kms_keys(us_keystore.pk, actor=Actor.system("reconcile"))
+
+    assert result.resolved == 0
+    us = kms(aws_sandbox, us_keystore, OTHER)
+    assert us.describe_key(KeyId=k1.kms_key_id)["KeyMetadata"]["KeyState"] == "Enabled"
+    assert target_of(us, "alias/dr") == replica_arn(k1, OTHER)
