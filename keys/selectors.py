@@ -26,7 +26,7 @@ from audit.selectors import FilterNames
 from byok_portal.errors import NotFound
 from byok_portal.vocabulary import KeyState, Operation, Outcome
 from keys.lifecycle import due_for_cleanup_q, expiring_q, needs_attention_q
-from keys.models import Key, PendingCreation
+from keys.models import Key, KeyReplica, PendingCreation
 from keys.serializers import ROW_COLUMNS
 from keystores.models import ROLE_RANK, Keystore, Membership, Role
 from keystores.selectors import Viewer, is_superuser, keystores_for, require_role, within_restriction
@@ -202,17 +202,23 @@ def live_key_for_reconciliation(key_id: uuid.UUID) -> Key | None:
 
 
 def portal_kms_arns(keystore: Keystore) -> set[str]:
-    """ARNs of every portal key in the keystore's AWS account and region (any keystore, any state)."""
-    return set(
-        Key.objects.filter(keystore__aws_account_id=keystore.aws_account_id, keystore__region=keystore.region)
-        .exclude(kms_key_arn="")
-        .values_list("kms_key_arn", flat=True)
+    """ARNs of every portal KMS key in the keystore's AWS account and region (any keystore, any state).
+
+    Replicas count: another keystore's multi-Region key may have one in this keystore's home region.
+    """
+    account, region = keystore.aws_account_id, keystore.region
+    primaries = Key.objects.filter(keystore__aws_account_id=account, keystore__region=region).values_list(
+        "kms_key_arn", flat=True
     )
+    replicas = KeyReplica.objects.filter(key__keystore__aws_account_id=account, region=region).values_list(
+        "kms_key_arn", flat=True
+    )
+    return {arn for arn in [*primaries, *replicas] if arn}
 
 
 def kms_key_owned(arn: str) -> bool:
-    """Whether a portal key (any state) owns the KMS key ``arn``."""
-    return Key.objects.filter(kms_key_arn=arn).exists()
+    """Whether a portal key (any state) owns the KMS key ``arn``, as its primary or as one of its replicas."""
+    return Key.objects.filter(kms_key_arn=arn).exists() or KeyReplica.objects.filter(kms_key_arn=arn).exists()
 
 
 def creation_in_progress(key_id: str) -> bool:

@@ -38,7 +38,7 @@ from byok_portal import aws
 from byok_portal.aws import AwsError, KmsSession
 from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceError, TwoPersonRuleViolation
 from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
-from keys import custody, materials, regions, rotation_policy
+from keys import aliases, custody, materials, regions, rotation_policy
 from keys.lifecycle import LIFECYCLE, InvalidState, decide
 from keys.materials import INVALID_STATE_CODE
 from keys.materials import tolerate_invalid_state as _tolerate_invalid_state
@@ -318,6 +318,8 @@ def key_add_replica(*, actor: Actor, key_id: uuid.UUID, region: str) -> Done:
             )
         existing = [replica.region for replica in key.replicas.all()]
         (chosen,) = regions.validate_replica_regions(key.keystore, [region], field="region", existing=existing)
+        # The replica would hold the key's alias in ``chosen``: refused before ReplicateKey if another key has it there.
+        aliases.reserve(key.keystore, key.alias, [chosen], exclude=key.pk, state=key.state)
         arn = _replicate(kms, key.kms_key_id, chosen, portal_key_id=key.pk, name=key.name, tags=dict(key.tags))
         regional = kms.in_region(chosen)
         materials.import_missing_materials(regional, arn, key)
@@ -346,6 +348,7 @@ def key_recreate(*, actor: Actor, key_id: uuid.UUID) -> Done:
                 state=key.state,
                 reason="multi_region",
             )
+        aliases.reserve(key.keystore, key.alias, [key.keystore.region], exclude=key.pk, state=key.state)
         previous = key.kms_key_arn
         try:
             info = kms.describe(key.kms_key_id)
@@ -692,21 +695,6 @@ def _refuse_while_any_region_remains(key: Key) -> None:
 # --- update -----------------------------------------------------------------------
 
 
-def _alias_taken(keystore: Keystore, alias: str, exclude: uuid.UUID | None) -> Key | None:
-    """A live key in the same AWS account and region already using ``alias`` (AWS aliases are per account+region)."""
-    qs = Key.objects.filter(
-        keystore__aws_account_id=keystore.aws_account_id, keystore__region=keystore.region, alias=alias
-    ).exclude(state=KeyState.DELETED)
-    if exclude is not None:
-        qs = qs.exclude(pk=exclude)
-    return qs.first()
-
-
-def _check_alias_free(keystore: Keystore, alias: str, exclude: uuid.UUID | None = None) -> None:
-    if alias and _alias_taken(keystore, alias, exclude):
-        raise ValidationError({"alias": f"{alias} is already used by another key in this account and region."})
-
-
 class _Unset(Enum):
     """Marks a field ``key_update`` leaves as it is (None is a value: "no expiry")."""
 
@@ -742,7 +730,9 @@ def key_update(
             alias = alias or ""
             validate_alias(alias)
             if alias != key.alias:
-                _check_alias_free(key.keystore, alias, exclude=key.pk)
+                # Free in every region the key holds its alias in (a multi-Region key's replicas' too).
+                regions_held = [region.name for region in regions.regions_of(key, kms)]
+                aliases.reserve(key.keystore, alias, regions_held, exclude=key.pk, state=key.state)
         if tags is not _UNSET:
             tags = validate_tags(tags)
         if rotation_period_days is not _UNSET:
@@ -774,7 +764,8 @@ def key_update(
                 region.kms.set_tags(region.kms_key_id, new_tags)
             if new_alias is not None:
                 if new_alias:
-                    region.kms.point_alias(new_alias, region.kms_key_id)
+                    # CreateAlias first: an alias that exists in AWS is never moved over blindly.
+                    _claim_alias(region.kms, key.keystore, new_alias, region.kms_key_arn)
                 if key.alias:
                     region.kms.delete_alias(key.alias)
 
@@ -1040,17 +1031,17 @@ def is_portal_key_id(value: str) -> bool:
     return bool(value) and _is_uuid(value)
 
 
-def _live_alias_owner(keystore: Keystore, alias: str) -> Key | None:
-    return _alias_taken(keystore, alias, None) if alias else None
-
-
 def _stranded_portal_alias(kms: KmsSession, keystore: Keystore, alias: str, target_arn: str) -> bool:
-    """True if ``alias`` points at a KMS key the portal made (by its tag) and no live portal key uses the alias.
+    """True if ``alias`` points at a KMS key the portal made (by its tag) that no live portal key has,
+    and no live portal key holds the alias in this region.
 
     Such an alias was left behind by a creation that failed after CreateAlias acted
     (its answer lost, the key then scheduled for deletion): it is the portal's to reuse.
+    An alias on a live key's KMS key (another keystore's, or a replica) is never stranded.
     """
-    if _live_alias_owner(keystore, alias) is not None:
+    if aliases.holder(keystore.aws_account_id, kms.region or keystore.region, alias) is not None:
+        return False
+    if aliases.kms_key_in_use(target_arn):
         return False
     tags = kms.tags_of(target_arn.rsplit("/", 1)[-1])
     return is_portal_key_id(tags.get(settings.BYOK_TAG_KEY, ""))
@@ -1087,7 +1078,7 @@ def _claim_alias(kms: KmsSession, keystore: Keystore, alias: str, arn: str) -> N
     kms.point_alias(alias, key_id)
 
 
-def release_stranded_aliases(kms: KmsSession, keystore: Keystore, aliases: list[str]) -> tuple[list[str], list[str]]:
+def release_stranded_aliases(kms: KmsSession, keystore: Keystore, names: list[str]) -> tuple[list[str], list[str]]:
     """Aliases pointing at an orphaned portal KMS key: back to the live portal key named by them, else deleted.
 
     Returns ``(repointed, deleted)``. An alias whose live owner cannot take it (its
@@ -1095,8 +1086,8 @@ def release_stranded_aliases(kms: KmsSession, keystore: Keystore, aliases: list[
     """
     repointed: list[str] = []
     deleted: list[str] = []
-    for alias in aliases:
-        owner = _live_alias_owner(keystore, alias)
+    for alias in names:
+        owner = aliases.holder(keystore.aws_account_id, kms.region or keystore.region, alias)
         if owner is None or not owner.kms_key_arn:
             kms.delete_alias(alias)
             deleted.append(alias)
@@ -1299,16 +1290,21 @@ def key_create(
     validate_rotation_period(period)
     validate_alias(alias)
     clean_tags = validate_tags(tags or {})
-    _check_alias_free(keystore, alias)
     if replica_regions and not multi_region:
         raise ValidationError({"replica_regions": "Replicas need a multi-Region key: set multi_region."})
     replicas = regions.validate_replica_regions(keystore, replica_regions or [], field="replica_regions")
+    # The alias must be free in every region the key will hold it in; checked again under its lock below.
+    alias_regions = [keystore.region, *replicas]
+    aliases.refuse_if_taken(keystore, alias, alias_regions)
 
     key_id = uuid.uuid4()
     material = custody.generate_material(key_spec)
     kms = aws.kms_for(keystore, operation=Operation.CREATE, acting=actor)
     try:
-        with _creation_journal(keystore, key_id, Operation.CREATE, actor) as creation:
+        with (
+            aliases.reserved(keystore, alias, alias_regions),
+            _creation_journal(keystore, key_id, Operation.CREATE, actor) as creation,
+        ):
             arn, material_id = _provision_kms_key(
                 kms,
                 creation,
@@ -1485,6 +1481,9 @@ def key_renew(
             raise ValidationError({"name": "A key needs a name."})
         # A multi-Region key is renewed as one, with replicas in the same regions.
         replica_regions = [replica.region for replica in old.replicas.all()] if old.multi_region else []
+        alias_regions = [old.keystore.region, *replica_regions]
+        # The alias moves with UpdateAlias in each region: only where no other key holds it.
+        aliases.reserve(old.keystore, old.alias, alias_regions, exclude=old.pk, state=old.state)
         arn, material_id = _provision_kms_key(
             kms,
             creation,
@@ -1497,7 +1496,6 @@ def key_renew(
             replica_regions=replica_regions,
         )
         alias = old.alias
-        alias_regions = [old.keystore.region, *replica_regions]
         try:
             if alias:
                 # Both keys have the same spec and usage, as UpdateAlias requires. Aliases are regional.

@@ -125,7 +125,9 @@ def test_an_alias_names_one_live_key(api_as: Any, people: Any, keystore: Any) ->
     bob = api_as(people.bob)
     _create(bob, keystore, alias="alias/one")
     body = {"keystore": str(keystore.pk), "name": "k", "alias": "alias/one"}
-    assert set(bob.post(URL, body, expect=400).json()) == {"alias"}
+    refused = bob.post(URL, body, expect=409).json()
+    assert (refused["code"], refused["alias"], refused["region"]) == ("alias_taken", "alias/one", keystore.region)
+    assert f"alias/one is already used in {keystore.region}" in refused["detail"]
 
 
 def test_it_refuses_small_rsa_keys_for_downloads(api_as: Any, people: Any, keystore: Any) -> None:

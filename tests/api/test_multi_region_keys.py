@@ -6,7 +6,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REGION
+from keystores.models import Role
+from keystores.services import keystore_create, membership_set
+from tests.conftest import REGION, create_sandbox_role
+from tests.keys.helpers import sandbox_client
 
 pytestmark = pytest.mark.django_db
 
@@ -96,3 +99,36 @@ def test_add_replica_is_refused_for_a_single_region_key_and_checks_its_region(
     again = bob.post(f"{URL}{multi['id']}/add-replica/", {"region": "us-east-1"}, expect=400).json()
     assert "already has a replica in us-east-1" in again["region"][0]
     assert bob.post(f"{URL}{multi['id']}/add-replica/", {}, expect=400).json()["region"]
+
+
+def test_add_replica_into_a_region_where_another_keystores_key_holds_the_alias_is_a_409_naming_both(
+    api_as: Any, people: Any, keystore: Any, aws_sandbox: str
+) -> None:
+    """Aliases are per AWS account and region: B (same account, home us-east-1) holds alias/orders there."""
+    account = keystore.aws_account_id
+    us = keystore_create(
+        actor=people.actor(people.alice),
+        name="US",
+        aws_account_id=account,
+        region="us-east-1",
+        role_arn=f"arn:aws:iam::{account}:role/byok-portal-us",
+    )
+    membership_set(actor=people.actor(people.alice), keystore_id=us.pk, user=people.bob, role=Role.CUSTODIAN)
+    create_sandbox_role(us)
+    bob = api_as(people.bob)
+    theirs = bob.post(URL, {"keystore": str(us.pk), "name": "us", "alias": "alias/orders"}, expect=201).json()
+    body = {"keystore": str(keystore.pk), "name": "dr", "alias": "alias/orders", "multi_region": True}
+    ours = bob.post(URL, {**body, "replica_regions": ["ap-south-1"]}, expect=201).json()
+
+    refused = bob.post(f"{URL}{ours['id']}/add-replica/", {"region": "us-east-1"}, expect=409).json()
+
+    assert (refused["code"], refused["alias"], refused["region"]) == ("alias_taken", "alias/orders", "us-east-1")
+    assert "alias/orders is already used in us-east-1" in refused["detail"]
+    assert [r["region"] for r in bob.get(f"{URL}{ours['id']}/", expect=200).json()["replicas"]] == ["ap-south-1"]
+    kms = sandbox_client(aws_sandbox, "kms", us.role_arn, "us-east-1", ExternalId=us.external_id)
+    aliases = {a["AliasName"]: a["TargetKeyId"] for a in kms.list_aliases()["Aliases"]}
+    assert aliases["alias/orders"] == theirs["kms_key_arn"].rsplit("/", 1)[-1]
+    bob.post(URL, {"keystore": str(us.pk), "name": "us2", "alias": "alias/us-only"}, expect=201)
+    body = {**body, "alias": "alias/us-only", "replica_regions": ["us-east-1"]}
+    created = bob.post(URL, body, expect=409).json()
+    assert (created["code"], created["region"]) == ("alias_taken", "us-east-1")
