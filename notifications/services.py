@@ -264,6 +264,24 @@ def _secret(webhook: Webhook) -> str:
         custody.wipe(secret)
 
 
+def reseal_secrets() -> int:
+    """Re-seal every webhook secret not under the current software KEK; how many (run by the KEK rotation)."""
+    rewrapped = 0
+    for webhook_id in Webhook.objects.values_list("pk", flat=True).iterator():
+        with transaction.atomic():
+            webhook = Webhook.objects.select_for_update().filter(pk=webhook_id).first()
+            if webhook is None or custody.software_sealed_with_current_kek(bytes(webhook.secret_sealed)):
+                continue
+            secret = custody.unseal_software(webhook.pk, bytes(webhook.secret_sealed))
+            try:
+                webhook.secret_sealed = custody.seal_software(webhook.pk, secret)
+            finally:
+                custody.wipe(secret)
+            webhook.save(update_fields=["secret_sealed"])
+            rewrapped += 1
+    return rewrapped
+
+
 def body_of(delivery: Delivery) -> bytes:
     """The exact bytes sent for a delivery: compact JSON, keys sorted, the same on every attempt."""
     return json.dumps(delivery.payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -334,11 +352,22 @@ def _post(delivery: Delivery) -> tuple[int | None, str, int, bool]:
         return None, f"DNS: {exc}", took(), False
     body = body_of(delivery)
     timestamp = int(time.time())
+    try:
+        secret = _secret(delivery.webhook)
+    except custody.CustodyError:
+        # Sealed under a KEK the portal no longer has: no later attempt can sign either, so the
+        # delivery ends now, with a reason an admin can act on (rotate the webhook's secret).
+        return (
+            None,
+            "Secret unreadable: sealed under a KEK the portal does not have; delete the webhook and add it again for a new secret",
+            took(),
+            True,
+        )
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "BYOK-Portal-Webhook/1",
         signing.TIMESTAMP_HEADER: str(timestamp),
-        signing.SIGNATURE_HEADER: signing.sign(_secret(delivery.webhook), timestamp, body),
+        signing.SIGNATURE_HEADER: signing.sign(secret, timestamp, body),
         signing.EVENT_HEADER: delivery.event_type,
         signing.DELIVERY_HEADER: str(delivery.pk),
     }

@@ -17,13 +17,17 @@ between them.
   The way back (pkcs11 → software) would take the material out of the HSM: refused.
 
 Each key's versions are re-sealed under the key's row lock in its own transaction, so the
-rotation can be interrupted and run again.
+rotation can be interrupted and run again. Secrets other apps seal under the software KEK
+(webhook signing secrets) are re-sealed by the same run, through the re-sealers those apps
+hand in at start-up (:func:`reseal_also`): after one run nothing is left under the old KEK,
+so dropping it from ``BYOK_KEK_PREVIOUS`` loses nothing.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from django.db import transaction
 
@@ -41,6 +45,18 @@ class KekRotation:
     rewrapped: int
     already_current: int
     moved_into_hsm: int = 0
+    #: Per re-sealer (e.g. ``webhooks``): how many of its secrets it re-sealed.
+    others_resealed: dict[str, int] = field(default_factory=dict)
+
+
+#: Re-seals one kind of software-sealed secret under the current KEK; returns how many it re-sealed.
+Resealer = Callable[[], int]
+_resealers: dict[str, Resealer] = {}
+
+
+def reseal_also(name: str, resealer: Resealer) -> None:
+    """Make every KEK rotation re-seal ``name`` too (apps above ``keys`` call this from ``ready()``)."""
+    _resealers[name] = resealer
 
 
 def _refuse_impossible_moves() -> None:
@@ -113,11 +129,18 @@ def rotate_kek(*, actor: Actor, batch_size: int = 500) -> KekRotation:
                     version.save(update_fields=["material_sealed"])
                     rewrapped += 1
                     moved += into_hsm
+    others = {name: _resealers[name]() for name in sorted(_resealers)}
     with transaction.atomic():
         record(
             actor=actor,
             operation=Operation.ROTATE_KEK,
             outcome=Outcome.SUCCESS,
-            details={"rewrapped": rewrapped, "already_current": already, "moved_into_hsm": moved},
+            # Names without "wrapped"/"secret"/"kek": the trail redacts entries so named (audit.services).
+            details={
+                "resealed": rewrapped,
+                "already_current": already,
+                "moved_into_hsm": moved,
+                "others_resealed": others,
+            },
         )
-    return KekRotation(rewrapped=rewrapped, already_current=already, moved_into_hsm=moved)
+    return KekRotation(rewrapped=rewrapped, already_current=already, moved_into_hsm=moved, others_resealed=others)

@@ -19,3 +19,5 @@ class Command(BaseCommand):
     def handle(self, *args: Any, batch_size: int, **options: Any) -> None:
         done = rotate_kek(actor=Actor.system("kek-rotation"), batch_size=batch_size)
         self.stdout.write(f"re-wrapped {done.rewrapped} key(s); {done.already_current} already under the current KEK")
+        for name, count in done.others_resealed.items():
+            self.stdout.write(f"re-sealed {count} {name} secret(s)")
