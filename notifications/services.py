@@ -359,7 +359,8 @@ def _post(delivery: Delivery) -> tuple[int | None, str, int, bool]:
         # delivery ends now, with a reason an admin can act on (rotate the webhook's secret).
         return (
             None,
-            "Secret unreadable: sealed under a KEK the portal does not have; delete the webhook and add it again for a new secret",
+            "Secret unreadable: sealed under a KEK the portal does not have; "
+            "delete the webhook and add it again for a new secret",
             took(),
             True,
         )

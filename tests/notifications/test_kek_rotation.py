@@ -46,7 +46,8 @@ def test_after_a_kek_rotation_and_dropping_the_old_kek_webhooks_still_sign(
 
     assert "re-sealed 1 webhook signing secret(s)" in out.getvalue()
     sealed_after = bytes(Webhook.objects.get(pk=created.webhook.pk).secret_sealed)
-    assert sealed_after != sealed_before and custody.software_sealed_with_current_kek(sealed_after)
+    assert sealed_after != sealed_before
+    assert custody.software_sealed_with_current_kek(sealed_after)
     event = AuditEvent.objects.filter(operation="rotate_kek").latest("seq")
     assert event.details == {
         "resealed": 0,
