@@ -68,12 +68,14 @@ def _job(request: HttpRequest, job_id: uuid.UUID) -> Job:
 def job_detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     """Progress (polled by static/js/job-progress.js from the API), the quota's ETA and each key's outcome."""
     job = _job(request, job_id)
+    # The job's counts are read before its items: the poll goes on from ``job.settled``, so a key that
+    # ends in between is shown twice (harmlessly), never missed.
     context = {
         "job": job,
-        "items": job.items.all(),
+        "items": job.items.select_related("approval_request"),
         "eta": services.eta_seconds(job),
         "finished": job.state in FINISHED_JOB_STATES,
-        "settled": job.done + job.failed,
+        "settled": job.settled,
     }
     return render(request, "jobs/detail.html", context)
 
@@ -82,7 +84,7 @@ def job_detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET"])
 def job_list(request: HttpRequest) -> HttpResponse:
-    """The person's bulk jobs, newest first."""
+    """The person's bulk jobs, and those of others they may stop (admins, superusers), newest first."""
     jobs = services.visible_jobs(actor_from_request(request))[:100]
     return render(request, "jobs/list.html", {"jobs": jobs})
 
