@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 from byok_portal.api import StrictSerializer
 from jobs.models import Job, JobItem
-from jobs.services import BULK_OPERATIONS, RESULTS_PAGE_SIZE, ResultsPage, eta_seconds
+from jobs.services import BULK_OPERATIONS, RESULTS_PAGE_SIZE, ResultsPage, approval_states, eta_seconds
 
 
 class JobCreateSerializer(StrictSerializer):
@@ -87,6 +87,9 @@ class JobSerializer(serializers.ModelSerializer[Job]):
 
     eta_seconds = serializers.SerializerMethodField(help_text="Seconds left at the KMS quotas' pace; null when over.")
     cancelled = serializers.SerializerMethodField(help_text="Keys the job's cancellation left alone.")
+    approvals = serializers.SerializerMethodField(
+        help_text='The approval requests holding keys awaiting approval, by their state now: {"PENDING": 2, …}.'
+    )
     results = serializers.SerializerMethodField(help_text="Keys that ended after `after`, in the order they ended.")
     next_after = serializers.SerializerMethodField(help_text="What to give as `after` to get the results after these.")
     more_results = serializers.SerializerMethodField(help_text="More results have ended than this page holds.")
@@ -101,6 +104,7 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "done",
             "failed",
             "awaiting_approval",
+            "approvals",
             "cancelled",
             "settled",
             "eta_seconds",
@@ -128,6 +132,10 @@ class JobSerializer(serializers.ModelSerializer[Job]):
 
     def get_cancelled(self, job: Job) -> int:
         return job.settled - job.done - job.failed - job.awaiting_approval
+
+    @extend_schema_field({"type": "object", "additionalProperties": {"type": "integer"}})
+    def get_approvals(self, job: Job) -> dict[str, int]:
+        return approval_states(job)
 
     @extend_schema_field(JobItemSerializer(many=True))
     def get_results(self, job: Job) -> list[dict[str, Any]]:

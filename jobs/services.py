@@ -324,6 +324,21 @@ def visible_jobs(actor: Actor) -> QuerySet[Job]:
     return jobs.exclude(Exists(beyond_restriction(user, items, "lane")))
 
 
+def approval_states(job: Job) -> dict[str, int]:
+    """How the approval requests holding the job's keys stand now (state → keys), e.g. {"PENDING": 2, "EXECUTED": 1}.
+
+    ``awaiting_approval`` counts the keys the job handed to approval requests; what became of
+    them is the requests' own business, read here when there are any (no query otherwise).
+    """
+    if not job.awaiting_approval:
+        return {}
+    held = job.items.filter(approval_request__isnull=False).order_by("approval_request__state")
+    return {
+        row["approval_request__state"]: row["n"]
+        for row in held.values("approval_request__state").annotate(n=Count("id"))
+    }
+
+
 @dataclass(frozen=True)
 class ResultsPage:
     """The items of a job that ended after the ``after``-th, in the order they ended: a poll's new results."""

@@ -82,6 +82,7 @@ def job_detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
         "job": job,
         "items": items,
         "eta": services.eta_seconds(job),
+        "approvals": services.approval_states(job),
         "finished": job.state in FINISHED_JOB_STATES,
         "settled": job.settled,
         "rows": (start + 1, min(start + ROWS_PER_PAGE, job.total)),

@@ -260,14 +260,16 @@ def test_keys_held_by_an_approval_policy_await_it_and_the_job_says_so(api_as: An
     approvals.approve(actor=people.actor(people.carol), request_id=first)
     approvals.execute(ApprovalRequest.objects.get(pk=first).pk)
     assert Key.objects.get(pk=keys[0].pk).state == KeyState.INACTIVE
-    again = {r["key"]: r["approval_state"] for r in bob.get(f"/api/v1/jobs/{job['id']}/", expect=200).data["results"]}
-    assert again[str(keys[0].pk)] == "EXECUTED"
+    again = bob.get(f"/api/v1/jobs/{job['id']}/", expect=200).data
+    assert {r["key"]: r["approval_state"] for r in again["results"]}[str(keys[0].pk)] == "EXECUTED"
+    assert (again["awaiting_approval"], again["approvals"]) == (3, {"EXECUTED": 1, "PENDING": 2})
 
     page = verified_client(people.bob).get(f"/jobs/{job['id']}/")
     assert page.status_code == 200
     html = page.content.decode()
     assert '<span data-field="awaiting_approval">3</span> awaiting approval' in html
     assert all(f'href="/approvals/{r}/"' in html for r in requests.values())
+    assert "The requests now: 1 executed, 2 pending." in html
 
 
 # --- the progress poll --------------------------------------------------------------------
