@@ -18,7 +18,7 @@ from byok_portal.api import VALIDATION_ERROR, PortalViewSet, common_errors, id_p
 from byok_portal.errors import NotFound
 from jobs import services
 from jobs.models import Job
-from jobs.serializers import JobCreateSerializer, JobSerializer
+from jobs.serializers import JobCreateSerializer, JobSerializer, ResultsQuerySerializer
 
 
 def _uuid(value: str) -> uuid.UUID:
@@ -29,18 +29,24 @@ def _uuid(value: str) -> uuid.UUID:
 
 
 class JobViewSet(PortalViewSet):
-    """Bulk jobs of the caller."""
+    """Bulk jobs of the caller (and those they may stop: see ``jobs.services.visible_jobs``)."""
 
     serializer_class = JobSerializer
 
     def get_queryset(self) -> Any:
-        return services.visible_jobs(actor_from_request(self.request)).prefetch_related("items")
+        return services.visible_jobs(actor_from_request(self.request))
 
     def _job(self, pk: str) -> Job:
         job = self.get_queryset().filter(pk=_uuid(pk)).first()
         if job is None:
             raise NotFound("Job not found.")
         return job
+
+    def _answer(self, pk: str, *, after: int = 0, limit: int = services.RESULTS_PAGE_SIZE) -> dict[str, Any]:
+        job = self._job(pk)
+        # The counts are read before the results: a key ending in between comes in both, never in neither.
+        page = services.settled_results(job, after=after, limit=limit)
+        return dict(JobSerializer(job, context={"results": page}).data)
 
     @extend_schema(
         summary="Start a bulk job",
@@ -60,15 +66,21 @@ class JobViewSet(PortalViewSet):
                 parameters=body.get("parameters") or {},
             ),
         )
-        return Response(JobSerializer(self._job(str(job.pk))).data, status=status.HTTP_201_CREATED)
+        return Response(self._answer(str(job.pk)), status=status.HTTP_201_CREATED)
 
     @extend_schema(
-        summary="A bulk job, its progress and per-key results",
-        parameters=[id_parameter("job")],
-        responses={200: JobSerializer, **common_errors()},
+        summary="A bulk job: its progress, and a page of per-key results in the order they ended",
+        description=(
+            "Poll with `?after=<next_after>` to get only the keys that ended since the last answer "
+            "(and `limit=0` for the counts alone); `more_results` says another page is ready now."
+        ),
+        parameters=[id_parameter("job"), ResultsQuerySerializer],
+        responses={200: JobSerializer, 400: VALIDATION_ERROR, **common_errors()},
     )
     def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(JobSerializer(self._job(pk)).data)
+        query = ResultsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(self._answer(pk, **query.validated_data))
 
     @extend_schema(
         summary="Cancel a bulk job (keys not yet started are left alone)",
@@ -80,7 +92,7 @@ class JobViewSet(PortalViewSet):
     def cancel(self, request: Request, pk: str) -> Response:
         validated_body(None, request)
         services.job_cancel(actor=actor_from_request(request), job_id=_uuid(pk))
-        return Response(JobSerializer(self._job(pk)).data)
+        return Response(self._answer(pk))
 
 
 router = SimpleRouter()

@@ -21,15 +21,14 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
-from django.db.models import F
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from accounts.identity import Actor
@@ -37,6 +36,7 @@ from audit.models import AuditEvent
 from audit.services import record
 from byok_portal import kms_quotas
 from byok_portal.aws import AwsError
+from byok_portal.dual_control import ApprovalPending
 from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceError
 from byok_portal.vocabulary import KeyState, Operation, Outcome
 from jobs.models import FINISHED_ITEM_STATES, FINISHED_JOB_STATES, ItemState, Job, JobItem, JobState
@@ -44,8 +44,8 @@ from keys import selectors
 from keys.filters import KeyFilter
 from keys.models import Key
 from keys.operations import REGISTRY, KeyOperation
-from keystores.models import Keystore, KeystoreState
-from keystores.selectors import keystores_for
+from keystores.models import Keystore, KeystoreState, Role
+from keystores.selectors import beyond_restriction, is_superuser, keystores_for
 
 logger = logging.getLogger("byok.jobs")
 
@@ -93,11 +93,28 @@ def eta_seconds(job: Job) -> float | None:
     """Seconds left by the quotas for the items not yet finished; None once the job is over."""
     if job.state in FINISHED_JOB_STATES:
         return None
-    left = Counter(job.items.exclude(state__in=FINISHED_ITEM_STATES).values_list("lane", flat=True).order_by())
+    unfinished = job.items.exclude(state__in=FINISHED_ITEM_STATES).order_by()
+    left = {row["lane"]: row["n"] for row in unfinished.values("lane").annotate(n=Count("id"))}
     return round(quota_seconds(job.operation, left), 1)
 
 
+class AccountDisabled(ServiceError):
+    """The job's requester can no longer act (account disabled or removed): the job's keys are left alone."""
+
+    status = 403
+    code = "account_disabled"
+
+
 def _actor(job: Job) -> Actor:
+    """The job's requester, as whom every item acts — only while their account is active.
+
+    Checked here, the one place an item becomes its requester, each time (``job`` is read
+    afresh per item): an account disabled mid-job (offboarding, a compromise) stops the
+    keys not yet done, each ending ``account_disabled`` without running.
+    """
+    user = job.requested_by
+    if user is None or not user.is_active:
+        raise AccountDisabled(f"{job.requester_name or 'The requester'}'s account is disabled: the key was left alone.")
     return Actor(
         iss=job.requester_iss,
         sub=job.requester_sub,
@@ -248,31 +265,103 @@ def _start_lanes(job_id: uuid.UUID, lanes: Sequence[uuid.UUID]) -> None:
 
 
 def job_cancel(*, actor: Actor, job_id: uuid.UUID) -> Job:
-    """Stop a job: items not yet claimed are cancelled; the ones running finish."""
+    """Stop a job: items not yet claimed are cancelled; the ones running finish.
+
+    Its requester, or anyone else :func:`visible_jobs` shows it to (superusers, admins of
+    every keystore it touches), e.g. when the requester's account was disabled; the audit
+    event names the person who cancelled, and the requester when that is someone else.
+    """
     with transaction.atomic():
         job = visible_jobs(actor).select_for_update().filter(pk=job_id).first()
         if job is None:
             raise NotFound("Job not found.")
         if job.state in FINISHED_JOB_STATES:
             raise Conflict("The job is over.", state=job.state)
-        job.items.filter(state=ItemState.PENDING).update(
-            state=ItemState.CANCELLED, outcome="cancelled", finished_at=timezone.now()
-        )
+        now = timezone.now()
+        job.settled += _cancel_pending(job, now)
         job.state = JobState.CANCELLED
-        job.finished_at = timezone.now()
-        job.save(update_fields=["state", "finished_at"])
-        record(
-            actor=actor,
-            operation=Operation.CANCEL_BULK_JOB,
-            outcome=Outcome.SUCCESS,
-            details={"job": str(job.pk), "done": job.done, "failed": job.failed, "total": job.total},
-        )
+        job.finished_at = now
+        job.save(update_fields=["state", "finished_at", "settled"])
+        details: dict[str, Any] = {"job": str(job.pk), "done": job.done, "failed": job.failed, "total": job.total}
+        if (job.requester_iss, job.requester_sub) != actor.identity:
+            details["requester"] = {"iss": job.requester_iss, "sub": job.requester_sub, "name": job.requester_name}
+        record(actor=actor, operation=Operation.CANCEL_BULK_JOB, outcome=Outcome.SUCCESS, details=details)
     return job
 
 
-def visible_jobs(actor: Actor) -> Any:
-    """The jobs a person may see and cancel: their own."""
-    return Job.objects.filter(requester_iss=actor.iss, requester_sub=actor.sub)
+def _cancel_pending(job: Job, now: dt.datetime) -> int:
+    """Cancel the job's items not yet claimed, numbered after those that ended (under the job's row lock)."""
+    table = connection.ops.quote_name(JobItem._meta.db_table)
+    # One statement however many items: ROW_NUMBER numbers them in position order (PostgreSQL, SQLite ≥ 3.33).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET state = %s, outcome = %s, finished_at = %s, settled_seq = %s + numbered.n "  # noqa: S608 - the table name is ours
+            f"FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY position) AS n FROM {table} "
+            "WHERE job_id = %s AND state = %s) AS numbered "
+            f"WHERE {table}.id = numbered.id",
+            [ItemState.CANCELLED.value, "cancelled", now, job.settled, job.pk.hex, ItemState.PENDING.value],
+        )
+        return int(cursor.rowcount)
+
+
+def visible_jobs(actor: Actor) -> QuerySet[Job]:
+    """The jobs a person may see and cancel: their own, and — so that a job can be stopped when its requester
+    cannot — those touching only keystores they administer (superusers: every job).
+
+    Within the request's keystore restriction (an API token limited to some keystores): a job
+    with any key in a keystore outside it is unknown, as that key is.
+    """
+    user = actor.user
+    if user is None:
+        return Job.objects.none()
+    items = JobItem.objects.filter(job=OuterRef("pk"))
+    if is_superuser(user):
+        jobs = Job.objects.all()
+    else:
+        administered = keystores_for(user, min_role=Role.ADMIN).values("pk")
+        own = Q(requester_iss=actor.iss, requester_sub=actor.sub)
+        jobs = Job.objects.filter(own | ~Exists(items.exclude(lane__in=administered)))
+    return jobs.exclude(Exists(beyond_restriction(user, items, "lane")))
+
+
+def approval_states(job: Job) -> dict[str, int]:
+    """How the approval requests holding the job's keys stand now (state → keys), e.g. {"PENDING": 2, "EXECUTED": 1}.
+
+    ``awaiting_approval`` counts the keys the job handed to approval requests; what became of
+    them is the requests' own business, read here when there are any (no query otherwise).
+    """
+    if not job.awaiting_approval:
+        return {}
+    held = job.items.filter(approval_request__isnull=False).order_by("approval_request__state")
+    return {
+        row["approval_request__state"]: row["n"]
+        for row in held.values("approval_request__state").annotate(n=Count("id"))
+    }
+
+
+@dataclass(frozen=True)
+class ResultsPage:
+    """The items of a job that ended after the ``after``-th, in the order they ended: a poll's new results."""
+
+    items: list[JobItem]
+    after: int
+    more: bool  # more ended items than the page holds: ask again with ``next_after``
+
+    @property
+    def next_after(self) -> int:
+        last = self.items[-1].settled_seq if self.items else None
+        return self.after if last is None else last
+
+
+RESULTS_PAGE_SIZE = 1000
+
+
+def settled_results(job: Job, *, after: int = 0, limit: int = RESULTS_PAGE_SIZE) -> ResultsPage:
+    """One page of the job's per-key results, those that ended after the ``after``-th: one index range scan."""
+    rows = list(
+        job.items.filter(settled_seq__gt=after).select_related("approval_request").order_by("settled_seq")[: limit + 1]
+    )
+    return ResultsPage(items=rows[:limit], after=after, more=len(rows) > limit)
 
 
 # --- running ------------------------------------------------------------------------
@@ -349,12 +438,27 @@ def _already_done(job: Job, item: JobItem) -> tuple[uuid.UUID | None, str] | Non
     return (item.key_id, str(event.outcome).upper()) if event else None
 
 
-def _run_item(job: Job, item: JobItem) -> tuple[ItemState, uuid.UUID | None, str, str]:
+class Ended(NamedTuple):
+    """How an item ended: its state, the key, the outcome (SUCCESS/NOOP or an error code), why, and the approval
+    request that holds it, if one does."""
+
+    state: ItemState
+    key_id: uuid.UUID | None
+    outcome: str
+    message: str = ""
+    approval_request: uuid.UUID | None = None
+
+
+# Which of the job's counters an ended item counts in.
+_COUNTER = {ItemState.DONE: "done", ItemState.FAILED: "failed", ItemState.AWAITING_APPROVAL: "awaiting_approval"}
+
+
+def _run_item(job: Job, item: JobItem) -> Ended:
     entry = REGISTRY[Operation(job.operation)]
     if item.attempts > 1:
         found = _already_done(job, item)
         if found is not None:
-            return ItemState.DONE, found[0], found[1], "done before its worker stopped"
+            return Ended(ItemState.DONE, found[0], found[1], "done before its worker stopped")
     try:
         if job.operation == Operation.CREATE:
             data = _validated(entry, {**job.parameters, "keystore": str(item.lane), "name": item.name})
@@ -362,27 +466,38 @@ def _run_item(job: Job, item: JobItem) -> tuple[ItemState, uuid.UUID | None, str
         else:
             assert item.key_id is not None
             done = entry.run(_actor(job), item.key_id, _validated(entry, job.parameters))
+    except ApprovalPending as exc:
+        # Not a failure: the key's policy wants approvals, and the request runs the operation once it has them.
+        request_id = uuid.UUID(str(exc.approval_request["id"]))
+        return Ended(ItemState.AWAITING_APPROVAL, item.key_id, exc.code, exc.detail, request_id)
     except ServiceError as exc:
-        return ItemState.FAILED, item.key_id, exc.code, exc.detail
+        return Ended(ItemState.FAILED, item.key_id, exc.code, exc.detail)
     except AwsError as exc:
-        return ItemState.FAILED, item.key_id, exc.code, exc.message
+        return Ended(ItemState.FAILED, item.key_id, exc.code, exc.message)
     except ValidationError as exc:
-        return ItemState.FAILED, item.key_id, "validation_error", "; ".join(exc.messages)
+        return Ended(ItemState.FAILED, item.key_id, "validation_error", "; ".join(exc.messages))
     except Exception as exc:  # one key's surprise must not stop the others; its lease would hold it forever
         logger.exception("a bulk job's key failed unexpectedly", extra={"job": str(job.pk), "position": item.position})
-        return ItemState.FAILED, item.key_id, "unexpected_error", type(exc).__name__
-    return ItemState.DONE, done.key.pk, str(done.outcome).upper(), ""
+        return Ended(ItemState.FAILED, item.key_id, "unexpected_error", type(exc).__name__)
+    return Ended(ItemState.DONE, done.key.pk, str(done.outcome).upper())
 
 
-def _finish(job: Job, item: JobItem, run_id: str, result: tuple[ItemState, uuid.UUID | None, str, str]) -> None:
-    state, key_id, outcome, message = result
+def _finish(job: Job, item: JobItem, run_id: str, ended: Ended) -> None:
     with transaction.atomic():
-        settled = JobItem.objects.filter(pk=item.pk, state=ItemState.RUNNING, claimed_by=run_id).update(
-            state=state, key_id=key_id, outcome=outcome[:32], message=message[:2000], finished_at=timezone.now()
+        # The job's row lock numbers the items as they end, in commit order, so a poll's cursor skips none.
+        settled = Job.objects.select_for_update().values_list("settled", flat=True).get(pk=job.pk)
+        claimed = JobItem.objects.filter(pk=item.pk, state=ItemState.RUNNING, claimed_by=run_id).update(
+            state=ended.state,
+            key_id=ended.key_id,
+            outcome=ended.outcome[:32],
+            message=ended.message[:2000],
+            approval_request_id=ended.approval_request,
+            finished_at=timezone.now(),
+            settled_seq=settled + 1,
         )
-        if settled:  # counted once, with the item's state
-            counter = "done" if state == ItemState.DONE else "failed"
-            Job.objects.filter(pk=job.pk).update(**{counter: F(counter) + 1})
+        if claimed:  # counted once, with the item's state
+            counter = _COUNTER[ended.state]
+            Job.objects.filter(pk=job.pk).update(settled=F("settled") + 1, **{counter: F(counter) + 1})
 
 
 def _close_if_finished(job_id: uuid.UUID) -> None:
@@ -401,6 +516,7 @@ class LaneResult:
 
     done: int = 0
     failed: int = 0
+    awaiting_approval: int = 0
     more: bool = False
 
 
@@ -417,7 +533,7 @@ def run_lane(job_id: uuid.UUID, lane: uuid.UUID, *, until: float, limit: int) ->
         job = Job.objects.select_related("requested_by").filter(pk=job_id).first()
         if job is None or job.state != JobState.RUNNING:
             return result
-        if time.monotonic() >= until or result.done + result.failed >= limit:
+        if time.monotonic() >= until or result.done + result.failed + result.awaiting_approval >= limit:
             result.more = True
             return result
         item = _claim(job, lane, run_id)
@@ -425,11 +541,9 @@ def run_lane(job_id: uuid.UUID, lane: uuid.UUID, *, until: float, limit: int) ->
             _close_if_finished(job_id)
             return result
         try:
-            outcome = _run_item(job, item)
-            _finish(job, item, run_id, outcome)
+            ended = _run_item(job, item)
+            _finish(job, item, run_id, ended)
         finally:
             _release_item_lock(item.pk)
-        if outcome[0] == ItemState.DONE:
-            result.done += 1
-        else:
-            result.failed += 1
+        field = _COUNTER[ended.state]
+        setattr(result, field, getattr(result, field) + 1)

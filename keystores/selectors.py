@@ -45,6 +45,16 @@ def within_restriction(user: Viewer, queryset: QuerySet[Any], field: str = "pk")
     return queryset if restricted is None else queryset.filter(**{f"{field}__in": restricted})
 
 
+def beyond_restriction(user: Viewer, queryset: QuerySet[Any], field: str = "pk") -> QuerySet[Any]:
+    """The rows of ``queryset`` outside the request's keystore restriction (none without one).
+
+    For what spans keystores (a bulk job's items): what touches any keystore in here is as
+    unknown to the request as a keystore outside its list.
+    """
+    restricted = restriction(user)
+    return queryset.none() if restricted is None else queryset.exclude(**{f"{field}__in": restricted})
+
+
 def keystores_for(user: Viewer, *, min_role: Role = Role.AUDITOR) -> QuerySet[Keystore]:
     """Keystores ``user`` holds at least ``min_role`` in (superusers: all), within the request's restriction."""
     if is_superuser(user):

@@ -43,3 +43,18 @@ def test_an_empty_selection_is_refused_with_a_message(browser_as: Any, people: A
     assert response.redirect_chain[-1][0] == "/keys/"
     assert "The bulk action refused" in response.content.decode()
     assert not Job.objects.exists()
+
+
+def test_a_large_jobs_page_shows_its_keys_a_page_at_a_time(browser_as: Any, people: Any, keystore: Any) -> None:
+    from tests.api.test_jobs import _large_job
+
+    job = _large_job(people, keystore, 1_200, settled=600)
+    client = browser_as(people.bob)
+    first = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert (first.count("<tr data-position="), "Keys 1–500 of 1200" in first) == (500, True)
+    assert f'data-after="{job.settled}"' in first  # the poll goes on from what the page shows
+    last = client.get(f"/jobs/{job.pk}/?from=1000").content.decode()
+    assert (last.count("<tr data-position="), "Keys 1001–1200 of 1200" in last) == (200, True)
+    assert 'rel="next"' not in last
+    assert 'href="?from=500" rel="prev"' in last
+    assert client.get(f"/jobs/{job.pk}/?from=junk").status_code == 200

@@ -167,3 +167,46 @@ def test_a_job_survives_a_killed_worker_and_does_each_key_once(
     created = AuditEvent.objects.filter(operation="create", outcome="success", keystore_id=keystore.pk)
     assert created.count() == 12
     assert set(job.items.values_list("key_id", flat=True)) == set(Key.objects.values_list("pk", flat=True))
+
+
+@pytest.mark.usefixtures("lanes_to")
+def test_a_requester_disabled_mid_job_stops_it_on_the_workers(
+    people: Any, keystore: Any, quota_sandbox: str, paced_worker: Callable[..., Any]
+) -> None:
+    paced_worker()
+    job = _create_job(people, [keystore], 12)
+    _wait(job, timeout=60, until=lambda j: j.done >= 3)
+    people.bob.is_active = False  # offboarded while the workers go through the job
+    people.bob.save(update_fields=["is_active"])
+    job = _wait(job, timeout=30)
+
+    assert job.state == JobState.DONE
+    assert 3 <= job.done <= 6, job.done  # the keys already under way when the account went may still end
+    assert job.failed == 12 - job.done
+    failed = job.items.filter(state=ItemState.FAILED)
+    assert set(failed.values_list("outcome", flat=True)) == {"account_disabled"}
+    assert Key.objects.filter(keystore=keystore).count() == job.done  # nothing made as the disabled account
+    assert AuditEvent.objects.filter(operation="create", outcome="success").count() == job.done
+
+
+@pytest.mark.usefixtures("lanes_to")
+def test_keys_under_an_approval_policy_await_it_on_the_workers(
+    people: Any, keystore: Any, start_worker: Callable[..., Any]
+) -> None:
+    from approvals.models import ApprovalRequest
+    from keys.services import key_create
+    from tests.approvals.conftest import set_policy
+
+    keys = [key_create(actor=people.actor(people.bob), keystore_id=keystore.pk, name=f"k{i}").key for i in range(3)]
+    set_policy(keystore, disable=1)
+    start_worker()
+    job = services.job_create(
+        actor=people.actor(people.bob),
+        request=services.JobRequest(operation="deactivate", keys=[k.pk for k in keys]),
+    )
+    job = _wait(job, timeout=30)
+
+    assert (job.state, job.done, job.failed, job.awaiting_approval) == (JobState.DONE, 0, 0, 3)
+    pending = set(ApprovalRequest.objects.filter(state="PENDING").values_list("pk", flat=True))
+    assert set(job.items.values_list("approval_request_id", flat=True)) == pending
+    assert len(pending) == 3
