@@ -39,7 +39,16 @@ KEY_ACTIONS = [
     "kms:RotateKeyOnDemand",
 ]
 ALIAS_ACTIONS = ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
-EDITABLE_FIELDS = ("name", "role_arn", "auto_reupload")
+# The rotation policy fields are the defaults new keys get (SPEC §10). Like a key's own policy (a key edit),
+# they are not an approval group of SPEC §12: they change no material and no access, only future schedules.
+EDITABLE_FIELDS = (
+    "name",
+    "role_arn",
+    "auto_reupload",
+    "rotation_period_days",
+    "rotation_on_limit",
+    "material_valid_days",
+)
 
 
 def _require(
@@ -94,7 +103,10 @@ def keystore_create(*, actor: Actor, name: str, aws_account_id: str, region: str
 
 
 def keystore_update(*, actor: Actor, keystore_id: Any, **changes: Any) -> Keystore:
-    """Edit name, role ARN (same account) or auto re-upload. Account, region and external id never change."""
+    """Edit name, role ARN (same account), auto re-upload or the default rotation policy of new keys.
+
+    Account, region and external id never change. The model's validators judge the values (400 per field).
+    """
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise ValidationError({field: "This field cannot be changed." for field in sorted(unknown)})
