@@ -397,6 +397,6 @@ def check_effect(
             assert abs(dt.datetime.fromisoformat(valid_to) - expected) < dt.timedelta(minutes=1)
         stored = list(key.materials.filter(state__in=("CURRENT", "NON_CURRENT")).values_list("valid_to", flat=True))
         assert stored
-        assert all(abs(v - expected) < dt.timedelta(minutes=1) for v in stored)
+        assert all(v is not None and abs(v - expected) < dt.timedelta(minutes=1) for v in stored)
     else:  # pragma: no cover - a new operation needs its expected effect here
         pytest.fail(f"no expected effect written for {operation}")

@@ -75,8 +75,9 @@ def later(clock: Clock, **delta: float) -> dt.datetime:
     return timezone.now()
 
 
-def close(a: dt.datetime, b: dt.datetime) -> bool:
-    return abs(a - b) < dt.timedelta(seconds=5)
+def close(a: dt.datetime | None, b: dt.datetime | None) -> bool:
+    """Two moments within seconds of each other (a missing one is close to nothing)."""
+    return a is not None and b is not None and abs(a - b) < dt.timedelta(seconds=5)
 
 
 def aws_expiries(client: Any, key: Key) -> list[tuple[str, str, dt.datetime | None]]:
