@@ -235,6 +235,9 @@ def _tags(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--multi-region/--single-region", default=None, help="A multi-region key (SPEC §11).")
 @click.option("--replica-region", "replica_regions", multiple=True, help="Repeatable (multi-region keys).")
 @click.option("--rotation-period-days", type=int, help="Rotate the material every N days (SPEC §10).")
+@click.option(
+    "--material-valid-days", type=int, help="The material expires in KMS N days after each import (1-365, SPEC §10)."
+)
 @pass_state
 def key_create(app: State, tags: tuple[str, ...], replica_regions: tuple[str, ...], **fields: Any) -> None:
     """Create a key: the portal generates its material and imports it into KMS."""

@@ -453,6 +453,7 @@ class KmsSession:
         import_type: str | None = None,
         key_material_id: str = "",
         description: str = "",
+        valid_to: dt.datetime | None = None,
     ) -> str:
         """GetParametersForImport (a fresh pair every time: they are single-use, 24 h) + ImportKeyMaterial.
 
@@ -466,6 +467,9 @@ class KmsSession:
         ``material`` is plaintext (wrapped here) or a :class:`WrapsForImport` that wraps
         itself (an HSM's material: the plaintext never reaches this process). Its wrap runs
         between the two calls, so an HSM session is never held across a KMS call.
+
+        ``valid_to``: AWS deletes this material at that moment (``KEY_MATERIAL_EXPIRES``; a key's
+        ``material_valid_days``, SPEC §10); None: it never expires (``KEY_MATERIAL_DOES_NOT_EXPIRE``).
         """
         if not isinstance(material, bytes | bytearray):
             wrapping_algorithm = material.import_wrapping_algorithm(wrapping_algorithm)
@@ -482,6 +486,13 @@ class KmsSession:
             options["KeyMaterialId"] = key_material_id
         if description:
             options["KeyMaterialDescription"] = description
+        if valid_to is not None:
+            options["ExpirationModel"] = "KEY_MATERIAL_EXPIRES"
+            options["ValidTo"] = valid_to
+        else:
+            # The portal is the system of record and re-imports on demand; an expiring
+            # copy in KMS is only made when a key's policy asks for one (and then re-imported in time).
+            options["ExpirationModel"] = "KEY_MATERIAL_DOES_NOT_EXPIRE"
         response = self._call(
             "ImportKeyMaterial",
             KeyId=key_id,
@@ -489,9 +500,6 @@ class KmsSession:
             EncryptedKeyMaterial=_wrap_for_import(material, params["PublicKey"], wrapping_algorithm)
             if isinstance(material, bytes | bytearray)
             else material.wrap_for_import(bytes(params["PublicKey"]), wrapping_algorithm),
-            # The portal is the system of record and re-imports on demand; an expiring
-            # copy in KMS would silently break customers' workloads.
-            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
             **options,
         )
         return str(response.get("KeyMaterialId", ""))

@@ -382,6 +382,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "keys.tasks.rotate_due_keys",
         "schedule": crontab(minute=env_int("BYOK_ROTATION_MINUTE", 30), hour=env_int("BYOK_ROTATION_HOUR", 3)),
     },
+    "reimport-expiring-materials": {
+        "task": "keys.tasks.reimport_expiring_materials",
+        "schedule": crontab(minute=env_int("BYOK_REIMPORT_MINUTE", 45)),
+    },
     "reconcile": {
         "task": "keys.tasks.reconcile_all",
         "schedule": float(env_int("BYOK_RECONCILE_INTERVAL_SECONDS", 3600)),
@@ -451,6 +455,9 @@ BYOK_AUTO_REUPLOAD = env_bool("BYOK_AUTO_REUPLOAD", False)
 BYOK_ROTATION_CONFIRM_SECONDS = env_int("BYOK_ROTATION_CONFIRM_SECONDS", 10)
 # Seconds between scheduled rotations: each spends a GetParametersForImport of AWS's 0.25/s (per account+region).
 BYOK_ROTATION_PACE_SECONDS = env_int("BYOK_ROTATION_PACE_SECONDS", 4)
+# A key with material_valid_days has its material imported again this many days before AWS's ValidTo
+# (or at half its validity, if shorter), by the hourly re-import task, paced like rotations.
+BYOK_REIMPORT_MARGIN_DAYS = env_int("BYOK_REIMPORT_MARGIN_DAYS", 3)
 
 # Custody backend (SPEC §13): "software" seals material under BYOK_KEK; "pkcs11" keeps the KEK
 # in an HSM and generates, wraps and checks material there (keys/hsm.py, README "Custody in an HSM").

@@ -43,6 +43,7 @@ class Operation(StrEnum):
     UPLOAD = "upload"
     RENEW = "renew"
     ROTATE = "rotate"
+    REIMPORT = "reimport"
     SCHEDULE_DELETION = "schedule_deletion"
     CANCEL_DELETION = "cancel_deletion"
     RECREATE = "recreate"

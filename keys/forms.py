@@ -12,7 +12,14 @@ from byok_portal.filters import set_empty_label
 from keys.services import MAX_WINDOW, MIN_WINDOW
 from keys.specs import DEFAULT_SPEC, KeySpec, KeyUsage
 from keys.validation import validate_alias, validate_tags
-from keystores.models import MAX_ROTATION_PERIOD_DAYS, MIN_ROTATION_PERIOD_DAYS, Keystore, RotationOnLimit
+from keystores.models import (
+    MAX_MATERIAL_VALID_DAYS,
+    MAX_ROTATION_PERIOD_DAYS,
+    MIN_MATERIAL_VALID_DAYS,
+    MIN_ROTATION_PERIOD_DAYS,
+    Keystore,
+    RotationOnLimit,
+)
 
 # A PEM public key is well under this; anything bigger is not one.
 MAX_PEM_BYTES = 16 * 1024
@@ -52,7 +59,7 @@ class TagsField(forms.CharField):
 
 
 class KeyFieldsForm(forms.Form):
-    """The fields a person may set on a key: name, alias, tags, expiry."""
+    """The fields a person may set on a key: name, alias, tags, expiry, rotation policy and material expiry."""
 
     name = forms.CharField(max_length=200)
     alias = forms.CharField(
@@ -82,6 +89,16 @@ class KeyFieldsForm(forms.Form):
         choices=RotationOnLimit.choices,
         required=False,
         help_text="A key that is not symmetric, or was rotated 25 times (AWS's limit), cannot rotate again.",
+    )
+
+    material_valid_days = forms.IntegerField(
+        label="Material expires in KMS after (days)",
+        required=False,
+        min_value=MIN_MATERIAL_VALID_DAYS,
+        max_value=MAX_MATERIAL_VALID_DAYS,
+        help_text=f"{MIN_MATERIAL_VALID_DAYS}–{MAX_MATERIAL_VALID_DAYS} days: AWS deletes each imported material "
+        "this long after its import, and the portal imports it again a few days before. Empty: the material "
+        "does not expire in KMS.",
     )
 
     field_order = [
@@ -128,6 +145,7 @@ class KeyCreateForm(KeyFieldsForm):
 
     rotation_period_days = None  # type: ignore[assignment]  # Django removes a field set to None
     rotation_on_limit = None  # type: ignore[assignment]
+    material_valid_days = None  # type: ignore[assignment]
 
     keystore = forms.ModelChoiceField(queryset=Keystore.objects.none(), empty_label="Choose a keystore…")
     key_spec = forms.ChoiceField(
@@ -248,7 +266,13 @@ class AttentionForm(forms.Form):
     attention = forms.ChoiceField(
         label="Needs attention",
         required=False,
-        choices=[("", "—"), ("expiring", "Expiring soon"), ("drift", "Drift or KMS mismatch")],
+        choices=[
+            ("", "—"),
+            ("expiring", "Expiring soon"),
+            ("drift", "Drift or KMS mismatch"),
+            ("rotation", "Rotation due or overdue"),
+            ("material", "Material expiring in KMS"),
+        ],
     )
 
 

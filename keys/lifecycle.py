@@ -130,6 +130,17 @@ LIFECYCLE: dict[Operation, Transition] = dict(
             "theirs (the portal keeps every version). AWS allows 25 rotations per key; after that, renew it.",
             specs=frozenset({KeySpec.SYMMETRIC_DEFAULT}),
         ),
+        # The re-import task's operation (SPEC §10, ``material_valid_days``): only where KMS holds the material.
+        _row(
+            Operation.REIMPORT,
+            {S.ACTIVE, S.REPLACED},
+            {S.INACTIVE, S.PENDING_DELETION},
+            None,
+            "Re-import material",
+            "Every material version is imported into KMS again with a new expiry date (ValidTo), before AWS "
+            "deletes it: the key keeps working without interruption.",
+            offered=False,
+        ),
         _row(
             Operation.SCHEDULE_DELETION,
             {S.ACTIVE, S.INACTIVE, S.REPLACED},
@@ -211,6 +222,7 @@ LIFECYCLE: dict[Operation, Transition] = dict(
 # "Cannot <phrase> a key in state X": the operations whose name is not a verb that takes "a key".
 _REFUSAL_PHRASES = {
     Operation.UPLOAD: "re-upload the material of",
+    Operation.REIMPORT: "re-import the material of",
     Operation.SCHEDULE_DELETION: "schedule the deletion of",
     Operation.CANCEL_DELETION: "cancel the deletion of",
     Operation.PREPARE_DOWNLOAD: "prepare a download of",
@@ -352,3 +364,79 @@ def needs_attention_q() -> Q:
 def due_for_cleanup_q(now: dt.datetime) -> Q:
     """Keys cleanup may take: in a state the table allows cleanup in, their waiting period over."""
     return Q(state__in=LIFECYCLE[Operation.CLEANUP].allowed, deletion_date__lte=now)
+
+
+# --- the rotation policy and material expiry (SPEC §10) ------------------------------------
+# The rotation job, the dashboard, the key page and the API read these.
+
+# Keys the rotation policy acts on: those in use with their own KMS key (a REPLACED key was renewed already).
+ROTATION_STATES = frozenset({KeyState.ACTIVE})
+
+
+def due_for_rotation_q(today: dt.date) -> Q:
+    """Keys the rotation job rotates today: their ``next_rotation_date`` has come."""
+    return Q(state__in=ROTATION_STATES, next_rotation_date__lte=today)
+
+
+def is_rotation_overdue(state: str, next_rotation_date: dt.date | None, today: dt.date) -> bool:
+    """Past its date: the daily job should have rotated it (it failed, or the key was flagged)."""
+    return next_rotation_date is not None and next_rotation_date < today and state in ROTATION_STATES
+
+
+def rotation_overdue_q(today: dt.date) -> Q:
+    return Q(state__in=ROTATION_STATES, next_rotation_date__lt=today)
+
+
+def rotation_due_soon_q(today: dt.date) -> Q:
+    """Due today or within the warning window (``BYOK_EXPIRY_WARNING_DAYS``), not overdue yet."""
+    return Q(state__in=ROTATION_STATES, next_rotation_date__gte=today, next_rotation_date__lte=expiry_horizon(today))
+
+
+# Keys whose material KMS holds (it is enabled): only there does a material's ValidTo matter.
+MATERIAL_IN_KMS_STATES = frozenset(state for state, kms in EXPECTED_KMS_STATE.items() if kms == KmsState.ENABLED)
+
+
+def reimport_margin(material_valid_days: int | None) -> dt.timedelta:
+    """How long before its ValidTo a material is re-imported: ``BYOK_REIMPORT_MARGIN_DAYS``, or half its validity
+    when that is shorter (a material valid for one day would otherwise be re-imported at every run)."""
+    margin = dt.timedelta(days=settings.BYOK_REIMPORT_MARGIN_DAYS)
+    if material_valid_days is None:
+        return margin
+    return min(margin, dt.timedelta(days=material_valid_days) / 2)
+
+
+def reimport_due(valid_to: dt.datetime | None, material_valid_days: int | None, now: dt.datetime) -> bool:
+    """A material KMS holds must be imported again: its ValidTo is near, or its expiry is not what the policy says.
+
+    A key given ``material_valid_days`` after its material was imported (non-expiring) gets an expiry at the next
+    run; one whose policy was removed gets its materials made non-expiring before AWS deletes them.
+    """
+    if valid_to is None:
+        return material_valid_days is not None
+    return material_valid_days is None or valid_to <= now + reimport_margin(material_valid_days)
+
+
+def material_expiry_horizon(now: dt.datetime) -> dt.datetime:
+    """Materials expiring by then are "expiring soon" (``BYOK_REIMPORT_MARGIN_DAYS`` ahead): due for re-import."""
+    return now + dt.timedelta(days=settings.BYOK_REIMPORT_MARGIN_DAYS)
+
+
+def _held_q() -> Q:
+    # The versions KMS must hold (permanently associated: CURRENT, NON_CURRENT) of keys whose KMS key holds them.
+    return Q(state__in=("CURRENT", "NON_CURRENT"), key__state__in=MATERIAL_IN_KMS_STATES)
+
+
+def material_expiring_q(now: dt.datetime) -> Q:
+    """Material versions (``KeyMaterial`` rows) KMS holds whose ValidTo is within the margin, or past (the
+    dashboard's "material expiring"): if they are still there, the re-import is late or failing."""
+    return _held_q() & Q(valid_to__lte=material_expiry_horizon(now))
+
+
+def reimport_candidates_q(now: dt.datetime) -> Q:
+    """Versions that may need a re-import: expiring (:func:`material_expiring_q`), or whose key's policy wants an
+    expiry they lack, or lacks one they have. A superset of :func:`reimport_due`, which may take a shorter margin.
+    """
+    unwanted = Q(valid_to__isnull=True, key__material_valid_days__isnull=False) | Q(
+        valid_to__isnull=False, key__material_valid_days__isnull=True
+    )
+    return material_expiring_q(now) | (_held_q() & unwanted)

@@ -29,6 +29,7 @@ from keys import custody
 from keys.models import Key, KeyMaterial, MaterialState
 from keys.rotation_policy import next_rotation_date
 from keys.specs import spec_of
+from keystores.models import MAX_MATERIAL_VALID_DAYS
 
 INVALID_STATE_CODE = "KMSInvalidStateException"
 NEW_KEY_MATERIAL = "NEW_KEY_MATERIAL"
@@ -80,8 +81,54 @@ def _not_held(key: Key, version: int) -> Conflict:
     )
 
 
+# --- material expiry (SPEC §10: ``material_valid_days``) -----------------------------------
+
+# AWS refuses a ValidTo more than 365 days ahead (ImportKeyMaterial reference). A 365-day policy imports
+# with this much less, so that a portal clock a little ahead of AWS's is not refused.
+_CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
+def expiry_for(valid_days: int | None, now: dt.datetime | None = None) -> dt.datetime | None:
+    """The ValidTo of material imported now under a policy of ``valid_days`` (None: it does not expire)."""
+    if valid_days is None:
+        return None
+    moment = now or timezone.now()
+    return min(
+        moment + dt.timedelta(days=valid_days), moment + dt.timedelta(days=MAX_MATERIAL_VALID_DAYS) - _CLOCK_SKEW
+    )
+
+
+def note_expiry(key: Key, version: KeyMaterial, valid_to: dt.datetime | None) -> None:
+    """Write down the ValidTo a version was just imported with somewhere (the caller saves the version).
+
+    A multi-Region key's material expires per region: after an import into some of its regions
+    only, the earliest expiry still standing is kept, so the re-import comes in time for every
+    region. (The re-import task imports into every region and writes its new ValidTo directly.)
+    """
+    standing = version.valid_to
+    if (
+        key.multi_region
+        and standing is not None
+        and standing > timezone.now()
+        and (valid_to is None or standing < valid_to)
+    ):
+        return
+    version.valid_to = valid_to
+
+
+def forget_expiries(key: Key) -> None:
+    """KMS holds none of the key's material any more (deactivate, cancel deletion): nothing of it expires."""
+    KeyMaterial.objects.filter(key=key, valid_to__isnull=False).update(valid_to=None)
+
+
 def first_import(
-    kms: KmsSession, arn: str, key_id: uuid.UUID, key_spec: str, material: bytes | custody.Material
+    kms: KmsSession,
+    arn: str,
+    key_id: uuid.UUID,
+    key_spec: str,
+    material: bytes | custody.Material,
+    *,
+    valid_to: dt.datetime | None = None,
 ) -> str:
     """Import a new KMS key's first material; its KeyMaterialId (empty for HMAC and asymmetric keys).
 
@@ -89,13 +136,14 @@ def first_import(
     """
     spec = spec_of(key_spec)
     if not spec.versioned:
-        return kms.import_material(kms_key_id(arn), material, spec.wrapping_algorithm)
+        return kms.import_material(kms_key_id(arn), material, spec.wrapping_algorithm, valid_to=valid_to)
     return kms.import_material(
         kms_key_id(arn),
         material,
         spec.wrapping_algorithm,
         import_type=NEW_KEY_MATERIAL,
         description=description(key_id, 1),
+        valid_to=valid_to,
     )
 
 
@@ -117,8 +165,9 @@ def import_missing_materials(kms: KmsSession, arn: str, key: Key) -> Imported:
     learned are saved on the versions (the caller holds the key's row lock).
     """
     target = kms_key_id(arn)
+    valid_to = expiry_for(key.material_valid_days)
     if not versioned(key):
-        return _import_single(kms, target, key)
+        return _import_single(kms, target, key, valid_to)
     listed = {m.key_material_id: m for m in kms.key_materials(target)}
     versions = held_versions(key)
     imported: list[int] = []
@@ -134,10 +183,14 @@ def import_missing_materials(kms: KmsSession, arn: str, key: Key) -> Imported:
             try:
                 if listed:
                     answered = kms.import_material(
-                        target, material, spec_of(key.key_spec).wrapping_algorithm, import_type=EXISTING_KEY_MATERIAL
+                        target,
+                        material,
+                        spec_of(key.key_spec).wrapping_algorithm,
+                        import_type=EXISTING_KEY_MATERIAL,
+                        valid_to=valid_to,
                     )
                 else:
-                    answered = first_import(kms, arn, key.pk, key.key_spec, material)
+                    answered = first_import(kms, arn, key.pk, key.key_spec, material, valid_to=valid_to)
             finally:
                 custody.wipe(material)
             imported.append(version.version)
@@ -158,6 +211,7 @@ def import_missing_materials(kms: KmsSession, arn: str, key: Key) -> Imported:
                     spec_of(key.key_spec).wrapping_algorithm,
                     import_type=EXISTING_KEY_MATERIAL,
                     key_material_id=version.kms_key_material_id,
+                    valid_to=valid_to,
                 )
             finally:
                 custody.wipe(material)
@@ -170,19 +224,20 @@ def import_missing_materials(kms: KmsSession, arn: str, key: Key) -> Imported:
             version.kms_key_material_id = learned[version.version]
         if version.version in imported:
             version.imported_at = now
+            note_expiry(key, version, valid_to)
         if version.version in learned or version.version in imported:
-            version.save(update_fields=["kms_key_material_id", "imported_at"])
+            version.save(update_fields=["kms_key_material_id", "imported_at", "valid_to"])
     return Imported(tuple(imported), learned)
 
 
-def _import_single(kms: KmsSession, target: str, key: Key) -> Imported:
+def _import_single(kms: KmsSession, target: str, key: Key, valid_to: dt.datetime | None) -> Imported:
     """The one material of an HMAC or asymmetric key, again (KMS accepts only the same material)."""
     version = current_version(key)
     if version is None:
         raise _not_held(key, 1)
     material = _unsealed(key, version)
     try:
-        kms.import_material(target, material, spec_of(key.key_spec).wrapping_algorithm)
+        kms.import_material(target, material, spec_of(key.key_spec).wrapping_algorithm, valid_to=valid_to)
     except AwsError as exc:
         # Already holding (this same) material, e.g. a retried activate: nothing to do.
         tolerate_invalid_state(kms, target, exc, {KmsState.ENABLED, KmsState.DISABLED})
@@ -190,7 +245,8 @@ def _import_single(kms: KmsSession, target: str, key: Key) -> Imported:
     finally:
         custody.wipe(material)
     version.imported_at = timezone.now()
-    version.save(update_fields=["imported_at"])
+    note_expiry(key, version, valid_to)
+    version.save(update_fields=["imported_at", "valid_to"])
     return Imported((version.version,), {})
 
 
@@ -257,10 +313,16 @@ def _learn_staged_id(
     if staged.kms_key_material_id or not any(m.key_material_id not in known for m in listed):
         return
     material = _unsealed(key, staged)
+    valid_to = expiry_for(key.material_valid_days)
     try:
         staged.kms_key_material_id = kms.import_material(
-            target, material, spec_of(key.key_spec).wrapping_algorithm, import_type=EXISTING_KEY_MATERIAL
+            target,
+            material,
+            spec_of(key.key_spec).wrapping_algorithm,
+            import_type=EXISTING_KEY_MATERIAL,
+            valid_to=valid_to,
         )
+        note_expiry(key, staged, valid_to)
     except AwsError as exc:
         if exc.code != INCORRECT_MATERIAL_CODE:
             raise
@@ -288,6 +350,7 @@ def stage_material(kms: KmsSession, arn: str, key: Key, staged: KeyMaterial) -> 
         if other.state in AWS_PENDING_STATES and other.key_material_id != staged.kms_key_material_id:
             kms.delete_material(target, other.key_material_id)
     material = _unsealed(key, staged)
+    valid_to = expiry_for(key.material_valid_days)
     try:
         staged.kms_key_material_id = kms.import_material(
             target,
@@ -295,10 +358,12 @@ def stage_material(kms: KmsSession, arn: str, key: Key, staged: KeyMaterial) -> 
             spec_of(key.key_spec).wrapping_algorithm,
             import_type=NEW_KEY_MATERIAL,
             description=description(key.pk, staged.version),
+            valid_to=valid_to,
         )
     finally:
         custody.wipe(material)
     staged.imported_at = timezone.now()
+    note_expiry(key, staged, valid_to)
     return False
 
 
@@ -402,3 +467,41 @@ def withdraw_staged(kms: KmsSession, arn: str, key: Key, staged: KeyMaterial) ->
     if mine is not None:
         kms.delete_material(target, staged.kms_key_material_id)
     staged.delete()
+
+
+# --- re-import before expiry (SPEC §10) --------------------------------------------------
+
+
+def reimport_all(
+    kms: KmsSession, arn: str, key: Key, versions: list[KeyMaterial], valid_to: dt.datetime | None
+) -> None:
+    """Import every version in ``versions`` into one KMS key again, with a new expiry (``valid_to``).
+
+    AWS accepts the same material again and takes its new ExpirationModel and ValidTo; a
+    material that expired or was deleted meanwhile comes back (the key is Enabled again once
+    every one is there). Symmetric keys name each version: ``EXISTING_KEY_MATERIAL`` with its
+    KeyMaterialId (a version whose id was never learned is imported without one, and AWS's answer
+    teaches it). HMAC and asymmetric keys have their one material, sent without ImportType.
+    Retrying after a failure half-way imports them all again: harmless, each import only sets
+    the expiry again. The ids learned are set on the versions (the caller saves them).
+    """
+    target = kms_key_id(arn)
+    algorithm = spec_of(key.key_spec).wrapping_algorithm
+    for version in versions:
+        material = _unsealed(key, version)
+        try:
+            if not versioned(key):
+                kms.import_material(target, material, algorithm, valid_to=valid_to)
+                continue
+            answered = kms.import_material(
+                target,
+                material,
+                algorithm,
+                import_type=EXISTING_KEY_MATERIAL,
+                key_material_id=version.kms_key_material_id,
+                valid_to=valid_to,
+            )
+        finally:
+            custody.wipe(material)
+        if answered and not version.kms_key_material_id:
+            version.kms_key_material_id = answered

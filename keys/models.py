@@ -11,7 +11,12 @@ from django.db.models import Q
 from byok_portal.vocabulary import KeyState, KmsState
 from keys.lifecycle import allowed_operations
 from keys.specs import DEFAULT_SPEC, DEFAULT_USAGE, SPECS, KeySpec, KeyUsage
-from keystores.models import ROTATION_PERIOD_VALIDATORS, Keystore, RotationOnLimit
+from keystores.models import (
+    MATERIAL_VALID_DAYS_VALIDATORS,
+    ROTATION_PERIOD_VALIDATORS,
+    Keystore,
+    RotationOnLimit,
+)
 
 
 def _allowed_pairs() -> Q:
@@ -62,6 +67,9 @@ class Key(models.Model):
     rotation_period_days = models.PositiveIntegerField(null=True, blank=True, validators=ROTATION_PERIOD_VALIDATORS)
     rotation_on_limit = models.CharField(max_length=8, choices=RotationOnLimit.choices, default=RotationOnLimit.FLAG)
     next_rotation_date = models.DateField(null=True, blank=True, editable=False)
+    # Material imported into KMS expires this many days after each import (``ValidTo``), and the
+    # re-import task (keys.jobs.reimport) imports it again before then; null: it never expires.
+    material_valid_days = models.PositiveIntegerField(null=True, blank=True, validators=MATERIAL_VALID_DAYS_VALIDATORS)
     deletion_date = models.DateTimeField(null=True, blank=True)
     replaces = models.OneToOneField("self", on_delete=models.PROTECT, null=True, blank=True, related_name="replaced_by")
     # The two-person rule's mark: who prepared a download, for which public key, until when.
@@ -196,6 +204,7 @@ class KeyMaterial(models.Model):
     present for the key to work, so the portal keeps each one sealed to re-import it.
     ``material_sealed`` is sealed by :func:`keys.custody.seal` with associated data that
     binds it to the key's id *and* this version, and is emptied by cleanup.
+    ``valid_to`` is when AWS will delete it (a key with ``material_valid_days``).
     ``kms_key_material_id`` is AWS's ``KeyMaterialId`` (blank for HMAC and asymmetric
     keys, and until reconciliation learns it for a key migrated from before versions).
     A ``PENDING_ROTATION`` version is a rotation in progress: it becomes ``CURRENT`` or is
@@ -210,9 +219,15 @@ class KeyMaterial(models.Model):
     state = models.CharField(max_length=20, choices=MaterialState.choices, default=MaterialState.CURRENT)
     imported_at = models.DateTimeField(null=True, blank=True)
     rotated_at = models.DateTimeField(null=True, blank=True)
+    # When AWS deletes this material (its ``ValidTo``; the earliest of a multi-Region key's regions);
+    # null: it does not expire, or KMS does not hold it (deactivated).
+    valid_to = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["key", "version"]
+        indexes = [
+            models.Index(fields=["valid_to"], name="key_material_by_expiry", condition=Q(valid_to__isnull=False)),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["key", "version"], name="key_material_unique_version"),
             models.UniqueConstraint(fields=["key"], condition=Q(state="CURRENT"), name="key_material_one_current"),

@@ -161,6 +161,7 @@ REGISTRY: dict[Operation, KeyOperation] = {
                 "multi_region": "multi_region",
                 "replica_regions": "replica_regions",
                 "rotation_period_days": "rotation_period_days",
+                "material_valid_days": "material_valid_days",
             },
             body=KeyCreateSerializer,
             form=KeyCreateForm,
@@ -174,6 +175,7 @@ REGISTRY: dict[Operation, KeyOperation] = {
                 **_FIELDS,
                 "rotation_period_days": "rotation_period_days",
                 "rotation_on_limit": "rotation_on_limit",
+                "material_valid_days": "material_valid_days",
             },
             body=KeyUpdateSerializer,
             form=KeyFieldsForm,
@@ -242,6 +244,12 @@ REGISTRY: dict[Operation, KeyOperation] = {
             api_action=True,
             done="Key material of “{name}” rotated: new ciphertexts use the new version; older ones still decrypt.",
             approval_group=ApprovalGroup.CHANGE_MATERIAL,
+        ),
+        # The hourly re-import task's operation on one key (keys.jobs.reimport); no door offers it.
+        KeyOperation(
+            Operation.REIMPORT,
+            services.key_reimport,
+            "Re-import a key's material with a new expiry (ValidTo) before AWS deletes it",
         ),
         KeyOperation(
             Operation.SCHEDULE_DELETION,

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import connection
-from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet
+from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, Min, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from accounts.models import User
@@ -25,8 +25,15 @@ from audit.models import AuditEvent
 from audit.selectors import FilterNames
 from byok_portal.errors import NotFound
 from byok_portal.vocabulary import KeyState, Operation, Outcome
-from keys.lifecycle import due_for_cleanup_q, expiring_q, needs_attention_q
-from keys.models import Key, KeyReplica, PendingCreation
+from keys.lifecycle import (
+    due_for_cleanup_q,
+    expiring_q,
+    material_expiring_q,
+    needs_attention_q,
+    rotation_due_soon_q,
+    rotation_overdue_q,
+)
+from keys.models import Key, KeyMaterial, KeyReplica, PendingCreation
 from keys.serializers import ROW_COLUMNS
 from keystores.models import ROLE_RANK, Keystore, Membership, Role
 from keystores.selectors import Viewer, is_superuser, keystores_for, require_role, within_restriction
@@ -131,6 +138,51 @@ def expiring_keys(user: Viewer, today: dt.date | None = None) -> QuerySet[Key]:
         .filter(expiring_q(today or timezone.localdate()))
         .select_related("keystore")
         .order_by("expires", "id")
+    )
+
+
+def with_expiring_material(now: dt.datetime) -> Exists:
+    """A filter for keys holding a material that expires in KMS within the re-import margin (or expired)."""
+    return Exists(KeyMaterial.objects.filter(material_expiring_q(now), key=OuterRef("pk")))
+
+
+def rotation_counts(user: Viewer, today: dt.date, now: dt.datetime) -> dict[str, int]:
+    """How many of the user's keys are overdue for rotation, due soon, and hold material expiring in KMS (one query)."""
+    return keys_for(user).aggregate(
+        overdue=Count("id", filter=rotation_overdue_q(today)),
+        due_soon=Count("id", filter=rotation_due_soon_q(today)),
+        material_expiring=Count("id", filter=Q(with_expiring_material(now))),
+    )
+
+
+def keys_due_for_rotation(user: Viewer, today: dt.date) -> QuerySet[Key]:
+    """Keys overdue for rotation or due within the warning window, the earliest date first."""
+    return (
+        keys_for(user)
+        .filter(rotation_overdue_q(today) | rotation_due_soon_q(today))
+        .select_related("keystore")
+        .order_by("next_rotation_date", "id")
+    )
+
+
+def keys_with_material_expiring(user: Viewer, now: dt.datetime) -> QuerySet[Key]:
+    """Keys with a material KMS holds that expires within the re-import margin (or has expired), soonest first.
+
+    ``material_valid_to`` is each key's earliest such ValidTo.
+    """
+    earliest = (
+        KeyMaterial.objects.filter(material_expiring_q(now), key=OuterRef("pk"))
+        .order_by()
+        .values("key")
+        .annotate(first=Min("valid_to"))
+        .values("first")
+    )
+    return (
+        keys_for(user)
+        .filter(with_expiring_material(now))
+        .annotate(material_valid_to=Subquery(earliest))
+        .select_related("keystore")
+        .order_by("material_valid_to", "id")
     )
 
 

@@ -23,7 +23,14 @@ from keys.models import Key, KeyMaterial, KeyReplica, MaterialState
 from keys.services import MAX_WINDOW, MIN_WINDOW, pending_download
 from keys.specs import DEFAULT_SPEC, NOT_IMPORTABLE, KeySpec, KeyUsage
 from keys.validation import MAX_TAGS
-from keystores.models import MAX_ROTATION_PERIOD_DAYS, MIN_ROTATION_PERIOD_DAYS, RotationOnLimit
+from keystores.models import (
+    MAX_MATERIAL_VALID_DAYS,
+    MAX_ROTATION_PERIOD_DAYS,
+    MIN_MATERIAL_VALID_DAYS,
+    MIN_ROTATION_PERIOD_DAYS,
+    RotationOnLimit,
+)
+from keystores.serializers import material_valid_days_field
 
 ALIAS_PATTERN = r"^alias/[A-Za-z0-9/_-]{1,250}$"
 TAG_VALUE_PATTERN = r"^[\w\s.:/=+\-@]*$"
@@ -137,6 +144,7 @@ class KeySerializer(serializers.ModelSerializer[Key]):
             "rotation_period_days",
             "rotation_on_limit",
             "next_rotation_date",
+            "material_valid_days",
             "deletion_date",
             "replaces",
             "replaced_by",
@@ -193,6 +201,7 @@ ROW_COLUMNS = (
     "rotation_period_days",
     "rotation_on_limit",
     "next_rotation_date",
+    "material_valid_days",
     "deletion_date",
     "replaces_id",
     "pending_approval",
@@ -274,6 +283,7 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "rotation_period_days": row["rotation_period_days"],
             "rotation_on_limit": row["rotation_on_limit"],
             "next_rotation_date": row["next_rotation_date"].isoformat() if row["next_rotation_date"] else None,
+            "material_valid_days": row["material_valid_days"],
             "deletion_date": stamp(row["deletion_date"]),
             "replaces": str(row["replaces_id"]) if row["replaces_id"] else None,
             "replaced_by": str(row["replaced_by"]) if row["replaced_by"] else None,
@@ -292,6 +302,13 @@ def represent_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 ROTATION_PERIOD_HELP = (
     f"Rotate the key's material every this many days ({MIN_ROTATION_PERIOD_DAYS}-{MAX_ROTATION_PERIOD_DAYS}, "
     "AWS's range); `null`: no rotation policy."
+)
+
+
+MATERIAL_VALID_DAYS_HELP = (
+    f"The material expires in KMS this many days after each import ({MIN_MATERIAL_VALID_DAYS}-"
+    f"{MAX_MATERIAL_VALID_DAYS}; AWS's ValidTo is at most 365 days ahead) and the portal imports it again "
+    "before then; `null`: it does not expire."
 )
 
 
@@ -335,6 +352,7 @@ class KeyCreateSerializer(StrictSerializer):
         allow_null=True,
         help_text=ROTATION_PERIOD_HELP + " Default: the keystore's.",
     )
+    material_valid_days = material_valid_days_field(MATERIAL_VALID_DAYS_HELP + " Default: the keystore's.")
 
 
 class AddReplicaSerializer(StrictSerializer):
@@ -364,6 +382,7 @@ class KeyUpdateSerializer(StrictSerializer):
         required=False,
         help_text="A due key that cannot rotate (not symmetric, or rotated 25 times): `renew` it or `flag` it.",
     )
+    material_valid_days = material_valid_days_field(MATERIAL_VALID_DAYS_HELP)
 
 
 class RenewSerializer(StrictSerializer):
@@ -411,7 +430,7 @@ class KeyMaterialSerializer(serializers.ModelSerializer[KeyMaterial]):
 
     class Meta:
         model = KeyMaterial
-        fields = ["version", "kms_key_material_id", "kcv", "state", "imported_at", "rotated_at"]
+        fields = ["version", "kms_key_material_id", "kcv", "state", "imported_at", "rotated_at", "valid_to"]
         read_only_fields = fields
 
 

@@ -47,7 +47,9 @@ from keys.regions import Region
 from keys.specs import DEFAULT_SPEC, spec_of, validate_spec_and_usage
 from keys.validation import validate_alias, validate_tags
 from keystores.models import (
+    MAX_MATERIAL_VALID_DAYS,
     MAX_ROTATION_PERIOD_DAYS,
+    MIN_MATERIAL_VALID_DAYS,
     MIN_ROTATION_PERIOD_DAYS,
     ROLE_RANK,
     Keystore,
@@ -262,6 +264,7 @@ def key_deactivate(*, actor: Actor, key_id: uuid.UUID) -> Done:
 
         regions.each_region(key, kms, in_region)
         _withdraw_pending_versions(key)
+        materials.forget_expiries(key)
 
     return _operate(actor, key_id, Operation.DEACTIVATE, step)
 
@@ -299,6 +302,45 @@ def key_upload(*, actor: Actor, key_id: uuid.UUID) -> Done:
         return _reimport_and_enable(key, kms, only_missing=True)
 
     return _operate(actor, key_id, Operation.UPLOAD, step)
+
+
+def key_reimport(*, actor: Actor, key_id: uuid.UUID) -> Done:
+    """Import every material version KMS holds again, in every region, with a new ValidTo (SPEC §10).
+
+    The re-import task's operation for keys with ``material_valid_days``, before AWS deletes
+    the material (a key whose non-current material expires stops working in AWS). The new
+    expiry follows the key's policy now: a policy removed since makes the material
+    non-expiring. Material that expired meanwhile is restored by the same import.
+    """
+
+    def step(key: Key, kms: KmsSession) -> dict[str, Any]:
+        versions = materials.held_versions(key)
+        valid_to = materials.expiry_for(key.material_valid_days)
+
+        done: list[str] = []
+
+        def in_region(region: Region) -> KmsState | None:
+            materials.reimport_all(region.kms, region.kms_key_arn, key, versions, valid_to)
+            done.append(region.name)
+            recorded = key.kms_state if region.replica is None else region.replica.kms_state
+            # Material that had expired is back, and AWS enabled the key again: say so without waiting for
+            # reconciliation. A key seen enabled stays as it was (the import changes nothing else).
+            return None if recorded == KmsState.ENABLED else region.kms.describe(region.kms_key_id).state
+
+        regions.each_region(key, kms, in_region)
+        for version in versions:
+            version.valid_to = valid_to  # every region now has this ValidTo
+            version.imported_at = timezone.now()
+            version.save(update_fields=["kms_key_material_id", "valid_to", "imported_at"])
+        key.kms_checked_at = timezone.now()
+        return {
+            "versions": [version.version for version in versions],
+            "valid_to": valid_to.isoformat() if valid_to else None,
+            **({"regions": sorted(done)} if key.multi_region else {}),
+        }
+
+    with _kms_lease(key_id):
+        return _operate(actor, key_id, Operation.REIMPORT, step)
 
 
 def key_add_replica(*, actor: Actor, key_id: uuid.UUID, region: str) -> Done:
@@ -478,6 +520,7 @@ def _stage_in_replica(key: Key, region: Region, staged: KeyMaterial) -> None:
     if there is not None and there.imported:
         return None  # a retry: this replica has it
     material = custody.unseal(key.pk, staged.material_sealed or b"", staged.version)
+    valid_to = materials.expiry_for(key.material_valid_days)
     try:
         region.kms.import_material(
             region.kms_key_id,
@@ -485,9 +528,12 @@ def _stage_in_replica(key: Key, region: Region, staged: KeyMaterial) -> None:
             spec_of(key.key_spec).wrapping_algorithm,
             import_type=materials.EXISTING_KEY_MATERIAL,
             key_material_id=staged.kms_key_material_id,
+            valid_to=valid_to,
         )
     finally:
         custody.wipe(material)
+    materials.note_expiry(key, staged, valid_to)
+    staged.save(update_fields=["valid_to"])
     return None
 
 
@@ -617,6 +663,7 @@ def key_cancel_deletion(*, actor: Actor, key_id: uuid.UUID) -> Done:
     def step(key: Key, kms: KmsSession) -> None:
         regions.each_region(key, kms, lambda region: _cancel_in_region(key, region))
         _withdraw_pending_versions(key)
+        materials.forget_expiries(key)
         key.deletion_date = None
 
     with _kms_intent(key_id, Operation.CANCEL_DELETION):
@@ -714,8 +761,11 @@ def key_update(
     alias: str | _Unset = _UNSET,
     rotation_period_days: int | _Unset | None = _UNSET,
     rotation_on_limit: str | _Unset = _UNSET,
+    material_valid_days: int | _Unset | None = _UNSET,
 ) -> Done:
-    """Change name, expiry, tags, alias and rotation policy; tags and alias are applied to the KMS key.
+    """Change name, expiry, tags, alias, rotation policy and material expiry; tags and alias are applied to the KMS
+    key. A new ``material_valid_days`` reaches KMS at the material's next import: the re-import task's next run
+    (:func:`keys.lifecycle.reimport_due`), or a rotation, activation or upload before it.
 
     Input is checked inside the operation, after the caller's role: an outsider
     learns nothing from how a bad body is answered. AWS's alias and tag rules are
@@ -739,6 +789,8 @@ def key_update(
             validate_rotation_period(rotation_period_days)
         if rotation_on_limit is not _UNSET and rotation_on_limit not in RotationOnLimit.values:
             raise ValidationError({"rotation_on_limit": f"Must be one of {', '.join(RotationOnLimit.values)}."})
+        if material_valid_days is not _UNSET:
+            validate_material_valid_days(material_valid_days)
         changed: dict[str, Any] = {}
         if name is not _UNSET and name != key.name:
             changed["name"] = {"from": key.name, "to": name}
@@ -754,6 +806,10 @@ def key_update(
         if rotation_on_limit is not _UNSET and rotation_on_limit != key.rotation_on_limit:
             changed["rotation_on_limit"] = {"from": key.rotation_on_limit, "to": rotation_on_limit}
             key.rotation_on_limit = rotation_on_limit
+        if material_valid_days is not _UNSET and material_valid_days != key.material_valid_days:
+            # Audited as "valid_days": the trail redacts every entry whose name says "material".
+            changed["valid_days"] = {"from": key.material_valid_days, "to": material_valid_days}
+            key.material_valid_days = material_valid_days
         new_tags = tags if tags is not _UNSET and tags != key.tags else None
         new_alias = alias if alias is not _UNSET and alias != key.alias else None
 
@@ -1140,8 +1196,11 @@ def _provision_kms_key(
     key_usage: str,
     multi_region: bool = False,
     replica_regions: list[str] | None = None,
+    valid_to: dt.datetime | None = None,
 ) -> tuple[str, str]:
     """CreateKey + the first material; for a multi-Region key, each replica made and given the same material.
+
+    ``valid_to``: the material's expiry in every region (None: it does not expire).
 
     Returns the new key's ARN and its first KeyMaterialId (empty unless symmetric). The
     replicas are recorded in ``creation`` as they come (SPEC §11), so a failure in any
@@ -1161,7 +1220,7 @@ def _provision_kms_key(
     PendingCreation.objects.filter(pk=journal.pk).update(kms_key_arn=arn)
     journal.kms_key_arn = arn
     kms_key_id = arn.rsplit("/", 1)[-1]
-    material_id = materials.first_import(kms, arn, journal.key_id, key_spec, material)
+    material_id = materials.first_import(kms, arn, journal.key_id, key_spec, material, valid_to=valid_to)
     for region in replica_regions or []:
         creation.replica_arns[region] = _replicate(
             kms, kms_key_id, region, portal_key_id=journal.key_id, name=name, tags=tags
@@ -1172,6 +1231,7 @@ def _provision_kms_key(
             kms_key_id,
             material,
             spec.wrapping_algorithm,
+            valid_to=valid_to,
             **(
                 {"import_type": materials.EXISTING_KEY_MATERIAL, "key_material_id": material_id}
                 if spec.versioned
@@ -1236,16 +1296,39 @@ def validate_rotation_period(days: int | None) -> None:
         )
 
 
+def validate_material_valid_days(days: int | None) -> None:
+    """How long material stays in KMS before AWS deletes it: 1–365 days (AWS's ValidTo is at most 365 days
+    ahead), or None for material that does not expire."""
+    if days is None:
+        return
+    if (
+        not isinstance(days, int)
+        or isinstance(days, bool)
+        or not (MIN_MATERIAL_VALID_DAYS <= days <= MAX_MATERIAL_VALID_DAYS)
+    ):
+        raise ValidationError(
+            {
+                "material_valid_days": f"Must be a whole number of days from {MIN_MATERIAL_VALID_DAYS} to "
+                f"{MAX_MATERIAL_VALID_DAYS} (AWS accepts a ValidTo at most 365 days ahead), or empty for material "
+                "that does not expire."
+            },
+            code="invalid_material_valid_days",
+        )
+
+
 def _set_next_rotation(key: Key) -> None:
     key.next_rotation_date = rotation_policy.next_rotation_date(key)
     Key.objects.filter(pk=key.pk).update(next_rotation_date=key.next_rotation_date)
 
 
-def _add_first_version(key: Key, material: custody.Material, kms_key_material_id: str) -> None:
-    """Version 1 of a new key's material: sealed, current, and just imported."""
+def _add_first_version(
+    key: Key, material: custody.Material, kms_key_material_id: str, valid_to: dt.datetime | None
+) -> None:
+    """Version 1 of a new key's material: sealed, current, and just imported (to expire at ``valid_to``)."""
     version = materials.seal_version(key, material, version=1, state=MaterialState.CURRENT)
     version.kms_key_material_id = kms_key_material_id
     version.imported_at = key.created_at
+    version.valid_to = valid_to
     version.save()
 
 
@@ -1262,10 +1345,12 @@ def key_create(
     multi_region: bool = False,
     replica_regions: list[str] | None = None,
     rotation_period_days: int | _Unset | None = _UNSET,
+    material_valid_days: int | _Unset | None = _UNSET,
 ) -> Done:
     """Create a KMS key (EXTERNAL) of ``key_spec``/``key_usage``, generate material, import it, set alias and tags.
 
-    The rotation policy is ``rotation_period_days`` if given (None: none), else the keystore's default.
+    The rotation policy is ``rotation_period_days`` if given (None: none), else the keystore's default;
+    likewise ``material_valid_days`` (the material's expiry in KMS, re-imported before it).
 
     ``multi_region``: a multi-Region key (SPEC §11) with a replica, holding the same material, in
     each of ``replica_regions`` (other regions of the keystore's partition).
@@ -1288,6 +1373,8 @@ def key_create(
     key_spec, key_usage = validate_spec_and_usage(key_spec, key_usage)
     period = keystore.rotation_period_days if rotation_period_days is _UNSET else rotation_period_days
     validate_rotation_period(period)
+    valid_days = keystore.material_valid_days if material_valid_days is _UNSET else material_valid_days
+    validate_material_valid_days(valid_days)
     validate_alias(alias)
     clean_tags = validate_tags(tags or {})
     if replica_regions and not multi_region:
@@ -1300,6 +1387,7 @@ def key_create(
     key_id = uuid.uuid4()
     material = custody.generate_material(key_spec)
     kms = aws.kms_for(keystore, operation=Operation.CREATE, acting=actor)
+    valid_to = materials.expiry_for(valid_days)
     try:
         with (
             aliases.reserved(keystore, alias, alias_regions),
@@ -1315,6 +1403,7 @@ def key_create(
                 key_usage=key_usage,
                 multi_region=multi_region,
                 replica_regions=replicas,
+                valid_to=valid_to,
             )
             if alias:
                 _claim_alias_everywhere(kms, creation, keystore, alias, arn)
@@ -1336,10 +1425,11 @@ def key_create(
                     **_check_fields(key_spec, material),
                     rotation_period_days=period,
                     rotation_on_limit=keystore.rotation_on_limit,
+                    material_valid_days=valid_days,
                     created_by=actor.user,
                     updated_by=actor.user,
                 )
-                _add_first_version(key, material, material_id)
+                _add_first_version(key, material, material_id, valid_to)
                 regions.set_replica_rows(key, creation.replica_arns, KmsState.ENABLED)
                 _set_next_rotation(key)
                 record(
@@ -1484,6 +1574,7 @@ def key_renew(
         alias_regions = [old.keystore.region, *replica_regions]
         # The alias moves with UpdateAlias in each region: only where no other key holds it.
         aliases.reserve(old.keystore, old.alias, alias_regions, exclude=old.pk, state=old.state)
+        valid_to = materials.expiry_for(old.material_valid_days)
         arn, material_id = _provision_kms_key(
             kms,
             creation,
@@ -1494,6 +1585,7 @@ def key_renew(
             key_usage=old.key_usage,
             multi_region=old.multi_region,
             replica_regions=replica_regions,
+            valid_to=valid_to,
         )
         alias = old.alias
         try:
@@ -1523,11 +1615,12 @@ def key_renew(
                 # The renewed key keeps the old one's rotation policy.
                 rotation_period_days=old.rotation_period_days,
                 rotation_on_limit=old.rotation_on_limit,
+                material_valid_days=old.material_valid_days,
                 replaces=old,
                 created_by=actor.user,
                 updated_by=actor.user,
             )
-            _add_first_version(renewed, material, material_id)
+            _add_first_version(renewed, material, material_id, valid_to)
             regions.set_replica_rows(renewed, creation.replica_arns, KmsState.ENABLED)
             _set_next_rotation(renewed)
         except BaseException:

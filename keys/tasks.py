@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from accounts.identity import Actor
 from byok_portal.aws import AwsError
-from keys.jobs import cleanup, expiry, reconcile, rotation
+from keys.jobs import cleanup, expiry, reconcile, reimport, rotation
 from keys.selectors import due_for_cleanup
 from keystores.models import Keystore, KeystoreState
 
@@ -56,6 +56,20 @@ def rotate_due_keys() -> dict[str, int]:
     summary = rotation.rotate_due_keys(actor=Actor.system("rotation"), until=until)
     if time.monotonic() >= until and rotation.due_for_rotation(timezone.localdate()).exists():
         rotate_due_keys.delay()
+    return asdict(summary)
+
+
+@shared_task(acks_late=True)
+def reimport_expiring_materials() -> dict[str, int]:
+    """Material expiry: keys whose material AWS would soon delete get it imported again, one at a time, paced.
+
+    Hourly, so a material valid for a day is re-imported in time. What is left when the budget is
+    spent goes to a new task; a redelivered task finds the keys it re-imported no longer due.
+    """
+    until = _deadline()
+    summary = reimport.reimport_expiring_materials(actor=Actor.system("reimport"), until=until)
+    if time.monotonic() >= until and reimport.due_for_reimport(timezone.now()):
+        reimport_expiring_materials.delay()
     return asdict(summary)
 
 

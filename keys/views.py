@@ -54,9 +54,13 @@ from keys.lifecycle import (
     expiring_q,
     expiry_horizon,
     is_expiring,
+    is_rotation_overdue,
     needs_attention_q,
     repairs_for,
+    rotation_due_soon_q,
+    rotation_overdue_q,
 )
+from keys.materials import PERMANENT as MATERIAL_HELD
 from keys.models import Key, KeyMaterial
 from keys.operations import BUTTONS, REGISTRY, KeyOperation
 from keys.serializers import DownloadSerializer
@@ -104,14 +108,21 @@ def _detail(key: Key | uuid.UUID) -> HttpResponse:
 @portal_login_required
 @require_http_methods(["GET"])
 def dashboard(request: HttpRequest) -> HttpResponse:
-    """Keystores, keys by state, keys expiring soon, and keys whose KMS state has drifted."""
+    """Keystores, keys by state, keys expiring soon, keys whose KMS state has drifted, keys due (or overdue) for
+    rotation and keys whose material expires in KMS soon. A constant number of queries, however many keys."""
     by_state = selectors.keys_by_state(request.user)
     keystores = with_key_counts(keystores_for(request.user).filter(state=KeystoreState.ACTIVE)).order_by("name", "id")
     # One row more than shown tells whether a "see all" link is needed, without a COUNT.
     keystore_rows = list(keystores[: PANEL_ROWS + 1])
-    expiring_rows, attention_rows = (
+    today, now = timezone.localdate(), timezone.now()
+    expiring_rows, attention_rows, rotation_rows, material_rows = (
         list(qs[: PANEL_ROWS + 1])
-        for qs in (selectors.expiring_keys(request.user), selectors.keys_needing_attention(request.user))
+        for qs in (
+            selectors.expiring_keys(request.user),
+            selectors.keys_needing_attention(request.user),
+            selectors.keys_due_for_rotation(request.user, today),
+            selectors.keys_with_material_expiring(request.user, now),
+        )
     )
     context = {
         "keystores": keystore_rows[:PANEL_ROWS],
@@ -125,18 +136,35 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         # Keys of a keystore the portal cannot reach were not checked: never call them "in step".
         "unreachable": [keystore for keystore in keystore_rows if keystore.last_check_ok is False],
         "warning_days": settings.BYOK_EXPIRY_WARNING_DAYS,
-        "warn_before": expiry_horizon(timezone.localdate()),
+        "warn_before": expiry_horizon(today),
+        # The rotation policy and material expiry (SPEC §10): overdue or due soon, and material AWS would delete.
+        "rotation": selectors.rotation_counts(request.user, today, now),
+        "rotation_due": [
+            (key, is_rotation_overdue(key.state, key.next_rotation_date, today)) for key in rotation_rows[:PANEL_ROWS]
+        ],
+        "more_rotation_due": len(rotation_rows) > PANEL_ROWS,
+        "material_expiring": material_rows[:PANEL_ROWS],
+        "more_material_expiring": len(material_rows) > PANEL_ROWS,
+        "margin_days": settings.BYOK_REIMPORT_MARGIN_DAYS,
+        "now": now,
         "can_create_keystores": can_create_keystores(request.user),
     }
     return render(request, "dashboard.html", context)
 
 
 def apply_attention(queryset: QuerySet[Key], attention: str) -> QuerySet[Key]:
-    """The page-only "needs attention" filter: expiring soon, or drift / KMS mismatch."""
+    """The page-only "needs attention" filter: expiring soon, drift / KMS mismatch, rotation due, material expiring."""
     if attention == "expiring":
         return queryset.filter(expiring_q(timezone.localdate())).order_by("expires", "id")
     if attention == "drift":
         return queryset.filter(needs_attention_q())
+    if attention == "rotation":
+        today = timezone.localdate()
+        return queryset.filter(rotation_overdue_q(today) | rotation_due_soon_q(today)).order_by(
+            "next_rotation_date", "id"
+        )
+    if attention == "material":
+        return queryset.filter(selectors.with_expiring_material(timezone.now()))
     return queryset
 
 
@@ -218,6 +246,7 @@ def key_edit(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
         "expires": key.expires,
         "rotation_period_days": key.rotation_period_days,
         "rotation_on_limit": key.rotation_on_limit,
+        "material_valid_days": key.material_valid_days,
     }
     form = KeyFieldsForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
@@ -351,6 +380,8 @@ def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
     expected = expected_kms_state(key.state)
     replaces, replaced_by = selectors.renewal_neighbours(key)
     today = timezone.localdate()
+    versions = list(KeyMaterial.objects.filter(key=key).order_by("version"))
+    expiries = [v.valid_to for v in versions if v.valid_to is not None and v.state in MATERIAL_HELD]
     context = {
         "key": key,
         "can_act": can_act,
@@ -371,8 +402,10 @@ def key_detail(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
         # A multi-Region key's replicas, each with its state and whether it is out of step (SPEC §11).
         "replicas": list(key.replicas.all()) if key.multi_region else [],
         # Every material version (never material): SPEC §10's versions table.
-        "versions": KeyMaterial.objects.filter(key=key).order_by("version"),
-        "rotation_overdue": key.next_rotation_date is not None and key.next_rotation_date < today,
+        "versions": versions,
+        # The earliest ValidTo among the materials KMS holds: when the key would stop working without a re-import.
+        "material_valid_to": min(expiries) if expiries else None,
+        "rotation_overdue": is_rotation_overdue(key.state, key.next_rotation_date, today),
         "audit_url": f"{reverse('audit:event-list')}?key={key.pk}",
         "audit_url_replaces": f"{reverse('audit:event-list')}?key={key.replaces_id}",
         **_unwrap_context(key),

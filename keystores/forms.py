@@ -6,7 +6,15 @@ from typing import Any
 
 from django import forms
 
-from keystores.models import Role, kms_regions
+from keystores.models import (
+    MAX_MATERIAL_VALID_DAYS,
+    MAX_ROTATION_PERIOD_DAYS,
+    MIN_MATERIAL_VALID_DAYS,
+    MIN_ROTATION_PERIOD_DAYS,
+    Role,
+    RotationOnLimit,
+    kms_regions,
+)
 
 
 class KeystoreCreateForm(forms.Form):
@@ -36,7 +44,8 @@ class KeystoreCreateForm(forms.Form):
 
 
 class KeystoreEditForm(forms.Form):
-    """What may change after creation. Account, region and external id never do."""
+    """What may change after creation, the default rotation policy of new keys included. Account, region and
+    external id never do."""
 
     name = forms.CharField(max_length=200)
     role_arn = forms.CharField(
@@ -49,6 +58,27 @@ class KeystoreEditForm(forms.Form):
         label="Re-upload material automatically",
         required=False,
         help_text="When reconciliation finds an active key without material in KMS, import it again.",
+    )
+    rotation_period_days = forms.IntegerField(
+        label="Rotate new keys' material every (days)",
+        required=False,
+        min_value=MIN_ROTATION_PERIOD_DAYS,
+        max_value=MAX_ROTATION_PERIOD_DAYS,
+        help_text=f"The rotation policy new keys get ({MIN_ROTATION_PERIOD_DAYS}–{MAX_ROTATION_PERIOD_DAYS} days, "
+        "AWS's range); empty: none. Existing keys keep their own; change them on each key's edit page.",
+    )
+    rotation_on_limit = forms.ChoiceField(
+        label="When a new key cannot rotate",
+        choices=RotationOnLimit.choices,
+        help_text="A key that is not symmetric, or was rotated 25 times (AWS's limit), cannot rotate again.",
+    )
+    material_valid_days = forms.IntegerField(
+        label="New keys' material expires in KMS after (days)",
+        required=False,
+        min_value=MIN_MATERIAL_VALID_DAYS,
+        max_value=MAX_MATERIAL_VALID_DAYS,
+        help_text=f"{MIN_MATERIAL_VALID_DAYS}–{MAX_MATERIAL_VALID_DAYS} days: AWS deletes each imported material "
+        "this long after its import, and the portal imports it again a few days before. Empty: it does not expire.",
     )
 
 

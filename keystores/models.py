@@ -57,6 +57,15 @@ MIN_ROTATION_PERIOD_DAYS, MAX_ROTATION_PERIOD_DAYS = 90, 2560
 ROTATION_PERIOD_VALIDATORS = [MinValueValidator(MIN_ROTATION_PERIOD_DAYS), MaxValueValidator(MAX_ROTATION_PERIOD_DAYS)]
 
 
+# How long imported material may stay in KMS before AWS deletes it (SPEC §10): AWS takes a ValidTo at most
+# 365 days ahead (ImportKeyMaterial reference).
+MIN_MATERIAL_VALID_DAYS, MAX_MATERIAL_VALID_DAYS = 1, 365
+MATERIAL_VALID_DAYS_VALIDATORS = [
+    MinValueValidator(MIN_MATERIAL_VALID_DAYS),
+    MaxValueValidator(MAX_MATERIAL_VALID_DAYS),
+]
+
+
 class RotationOnLimit(models.TextChoices):
     """What the rotation policy does with a due key that cannot rotate (not symmetric, or 25 rotations done)."""
 
@@ -107,6 +116,13 @@ class Keystore(models.Model):
         choices=RotationOnLimit.choices,
         default=RotationOnLimit.FLAG,
         help_text="What to do with a key due for rotation that cannot rotate (not symmetric, or at AWS's 25).",
+    )
+    material_valid_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=MATERIAL_VALID_DAYS_VALIDATORS,
+        help_text="New keys' material expires in KMS this many days after each import (1–365) and is re-imported "
+        "before then; empty: it does not expire.",
     )
 
     class Meta:

@@ -8,10 +8,35 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from byok_portal.api import StrictSerializer
-from keystores.models import ROLE_ARN_RE, Keystore, kms_regions
+from keystores.models import (
+    MAX_MATERIAL_VALID_DAYS,
+    MAX_ROTATION_PERIOD_DAYS,
+    MIN_MATERIAL_VALID_DAYS,
+    MIN_ROTATION_PERIOD_DAYS,
+    ROLE_ARN_RE,
+    Keystore,
+    RotationOnLimit,
+    kms_regions,
+)
 
 ROLE_ARN_PATTERN = ROLE_ARN_RE.pattern
 ACCOUNT_ID_PATTERN = r"^\d{12}$"
+
+
+def material_valid_days_field(help_text: str) -> serializers.IntegerField:
+    """``material_valid_days`` in a body (a key's or a keystore's default): 400 naming the field and AWS's bounds."""
+    reason = (
+        f"Must be a whole number of days from {MIN_MATERIAL_VALID_DAYS} to {MAX_MATERIAL_VALID_DAYS} (AWS accepts "
+        "a ValidTo at most 365 days ahead), or null for material that does not expire."
+    )
+    return serializers.IntegerField(
+        min_value=MIN_MATERIAL_VALID_DAYS,
+        max_value=MAX_MATERIAL_VALID_DAYS,
+        required=False,
+        allow_null=True,
+        help_text=help_text,
+        error_messages={"min_value": reason, "max_value": reason, "invalid": reason},
+    )
 
 
 class ConnectionCheckSerializer(serializers.Serializer[Any]):
@@ -38,6 +63,9 @@ class KeystoreSerializer(serializers.ModelSerializer[Keystore]):
             "external_id",
             "state",
             "auto_reupload",
+            "rotation_period_days",
+            "rotation_on_limit",
+            "material_valid_days",
             "created_at",
             "updated_at",
             "last_connection_check",
@@ -71,6 +99,24 @@ class KeystoreUpdateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200, required=False)
     role_arn = serializers.RegexField(ROLE_ARN_PATTERN, max_length=2048, required=False)
     auto_reupload = serializers.BooleanField(required=False)
+    # The rotation policy new keys of this keystore get (SPEC §10); each key keeps its own afterwards.
+    rotation_period_days = serializers.IntegerField(
+        min_value=MIN_ROTATION_PERIOD_DAYS,
+        max_value=MAX_ROTATION_PERIOD_DAYS,
+        required=False,
+        allow_null=True,
+        help_text=f"New keys rotate every this many days ({MIN_ROTATION_PERIOD_DAYS}-{MAX_ROTATION_PERIOD_DAYS}, "
+        "AWS's range); `null`: new keys have no rotation policy.",
+    )
+    rotation_on_limit = serializers.ChoiceField(
+        choices=RotationOnLimit.choices,
+        required=False,
+        help_text="New keys' choice for a due key that cannot rotate: `renew` it or `flag` it.",
+    )
+    material_valid_days = material_valid_days_field(
+        "New keys' material expires in KMS this many days after each import and is imported again before then "
+        f"({MIN_MATERIAL_VALID_DAYS}-{MAX_MATERIAL_VALID_DAYS}); `null`: it does not expire."
+    )
 
 
 class ConnectionTestSerializer(serializers.Serializer[Any]):

@@ -40,7 +40,18 @@ KEY_ACTIONS = [
     "kms:RotateKeyOnDemand",
 ]
 ALIAS_ACTIONS = ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
-EDITABLE_FIELDS = ("name", "role_arn", "auto_reupload")
+# The rotation policy fields are the defaults new keys get (SPEC §10). Like a key's own policy (a key edit),
+# they are not an approval group of SPEC §12: they change no material and no access, only future schedules.
+# The audit trail redacts every entry whose name says "material": this one holds a number of days.
+AUDIT_NAMES = {"material_valid_days": "valid_days"}
+EDITABLE_FIELDS = (
+    "name",
+    "role_arn",
+    "auto_reupload",
+    "rotation_period_days",
+    "rotation_on_limit",
+    "material_valid_days",
+)
 
 
 def require_role_audited(
@@ -115,7 +126,10 @@ def apply_changes(instance: Any, values: Mapping[str, Any]) -> dict[str, dict[st
 
 
 def keystore_update(*, actor: Actor, keystore_id: Any, **changes: Any) -> Keystore:
-    """Edit name, role ARN (same account) or auto re-upload. Account, region and external id never change."""
+    """Edit name, role ARN (same account), auto re-upload or the default rotation policy of new keys.
+
+    Account, region and external id never change. The model's validators judge the values (400 per field).
+    """
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise ValidationError({field: "This field cannot be changed." for field in sorted(unknown)})
@@ -125,7 +139,7 @@ def keystore_update(*, actor: Actor, keystore_id: Any, **changes: Any) -> Keysto
         keystore = Keystore.objects.select_for_update().get(pk=keystore.pk)
         if keystore.state == KeystoreState.DELETED:
             raise Conflict("The keystore is deleted.", state=keystore.state)
-        diff = apply_changes(keystore, changes)
+        diff = {AUDIT_NAMES.get(field, field): change for field, change in apply_changes(keystore, changes).items()}
         keystore.full_clean()
         keystore.save()
         record(

@@ -140,11 +140,18 @@ def keystore_detail(request: HttpRequest, keystore_id: str) -> HttpResponse:
 @portal_login_required
 @require_http_methods(["GET", "POST"])
 def keystore_edit(request: HttpRequest, keystore_id: str) -> HttpResponse:
-    """Edit name, role ARN and automatic re-upload (admins)."""
+    """Edit name, role ARN, automatic re-upload and the default rotation policy of new keys (admins)."""
     keystore = fetch_or_404(lambda: get_keystore_for(request.user, keystore_id))
     if role_in(request.user, keystore) != Role.ADMIN:
         return forbidden(request, PermissionRefused(f"Editing needs the admin role in keystore “{keystore.name}”."))
-    initial = {"name": keystore.name, "role_arn": keystore.role_arn, "auto_reupload": keystore.auto_reupload}
+    initial = {
+        "name": keystore.name,
+        "role_arn": keystore.role_arn,
+        "auto_reupload": keystore.auto_reupload,
+        "rotation_period_days": keystore.rotation_period_days,
+        "rotation_on_limit": keystore.rotation_on_limit,
+        "material_valid_days": keystore.material_valid_days,
+    }
     form = KeystoreEditForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         changes = {field: value for field, value in form.cleaned_data.items() if initial[field] != value}

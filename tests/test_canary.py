@@ -27,6 +27,7 @@ from rest_framework.test import APIClient
 from byok_portal.aws import AwsError, KmsSession
 from keys import custody, services, tasks
 from keys.jobs import reconcile
+from keys.models import Key
 from tests.custody.memscan import forms_of
 from tests.keys.helpers import current_sealed, public_pem
 from tests.web import verified_client
@@ -125,6 +126,10 @@ def test_the_canary_material_is_nowhere_but_inside_the_wrapped_download(
     errors.append(str(failure.value))
     monkeypatch.setattr(KmsSession, "_call", real_call)
     services.key_activate(actor=bob, key_id=key.pk)
+    # Material expiry (SPEC §10): the hourly re-import task, as beat starts it, imports every version again.
+    Key.objects.filter(pk=key.pk).update(material_valid_days=30)
+    assert tasks.reimport_expiring_materials.run()["reimported"] == 1
+    responses.append(web.get(f"/keys/{key.pk}/").content)
 
     # The two-person download: refused for the preparer, then done by someone else.
     services.key_prepare_download(actor=bob, key_id=key.pk, public_key_pem=public_pem())

@@ -218,6 +218,8 @@ def _public_key_findings(key: Key, info: KmsKeyInfo, kms: KmsSession, limiter: R
 
 
 MATERIAL_VERSIONS_MISSING = "material_versions_missing"
+# A material AWS deleted at its ValidTo (SPEC §10: material_valid_days) before the portal imported it again.
+MATERIAL_EXPIRED = "material_expired"
 MATERIAL_UNKNOWN = "material_unknown"
 CURRENT_MATERIAL_DIFFERS = "current_material_differs"
 
@@ -252,9 +254,12 @@ def _material_findings(key: Key, info: KmsKeyInfo, kms: KmsSession, limiter: Rat
         missing = [
             v for v in held if (m := by_id.get(learned.get(v.version, v.kms_key_material_id))) and not m.imported
         ]
+        expired = _expired(missing)
+        findings += _expiry_findings(expired)
+        deleted = [v for v in missing if v not in expired]
         # When every version is gone the state finding (PendingImport) says it all; name a partial loss.
-        if missing and len(missing) < len(held):
-            names = ", ".join(f"version {v.version} ({_short(v.kms_key_material_id)})" for v in missing)
+        if deleted and len(missing) < len(held):
+            names = ", ".join(f"version {v.version} ({_short(v.kms_key_material_id)})" for v in deleted)
             findings.append(
                 Finding(
                     MATERIAL_VERSIONS_MISSING,
@@ -283,6 +288,35 @@ def _material_findings(key: Key, info: KmsKeyInfo, kms: KmsSession, limiter: Rat
             )
         )
     return MaterialCheck(findings, learned)
+
+
+def _expired(versions: list[KeyMaterial]) -> list[KeyMaterial]:
+    """Of versions KMS lacks, those whose ValidTo has passed: AWS deleted them itself."""
+    now = timezone.now()
+    return [v for v in versions if v.valid_to is not None and v.valid_to <= now]
+
+
+def _expiry_findings(expired: list[KeyMaterial]) -> list[Finding]:
+    if not expired:
+        return []
+    names = ", ".join(f"version {v.version} (ValidTo {v.valid_to:%Y-%m-%d %H:%M} UTC)" for v in expired)
+    return [
+        Finding(
+            MATERIAL_EXPIRED,
+            f"Key material {names} expired in AWS before it was imported again, so AWS deleted it: the KMS key "
+            "cannot be used until every one of its materials is back. The hourly re-import brings it back (or "
+            "upload the key's material now).",
+        )
+    ]
+
+
+def _single_material_findings(key: Key, info: KmsKeyInfo) -> list[Finding]:
+    """An HMAC or asymmetric key's one material: expired, if KMS lacks it after its ValidTo."""
+    if materials.versioned(key) or key.state not in (KeyState.ACTIVE, KeyState.REPLACED):
+        return []
+    if info.state != KmsState.EMPTY:
+        return []
+    return _expiry_findings(_expired(materials.held_versions(key)))
 
 
 @dataclass(frozen=True)
@@ -319,6 +353,7 @@ def _observe_region(
     findings = (
         _state_findings(key, info)
         + checked.findings
+        + _single_material_findings(key, info)
         + _public_key_findings(key, info, kms, limiter)
         + _alias_findings(key, kms, limiter)
         + _tag_findings(key, kms, limiter)

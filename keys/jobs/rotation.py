@@ -26,8 +26,9 @@ from accounts.identity import Actor
 from audit.services import record
 from byok_portal.aws import AwsError
 from byok_portal.errors import ServiceError
-from byok_portal.vocabulary import KeyState, Operation, Outcome
+from byok_portal.vocabulary import Operation, Outcome
 from keys import materials, services
+from keys.lifecycle import due_for_rotation_q
 from keys.models import Key
 from keys.operations import REGISTRY
 from keys.specs import spec_of
@@ -48,7 +49,7 @@ class RotationSummary:
 
 
 def due_for_rotation(today: dt.date) -> QuerySet[Key]:
-    return Key.objects.filter(state=KeyState.ACTIVE, next_rotation_date__lte=today).order_by("next_rotation_date", "id")
+    return Key.objects.filter(due_for_rotation_q(today)).order_by("next_rotation_date", "id")
 
 
 def can_rotate(key: Key) -> bool:

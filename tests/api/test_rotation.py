@@ -51,7 +51,7 @@ def test_old_ciphertexts_decrypt_after_rotation_and_after_deactivate_and_activat
     assert materials[1]["kms_key_material_id"] == current
     assert all(
         "material_sealed" not in m
-        and set(m) == {"version", "kms_key_material_id", "kcv", "state", "imported_at", "rotated_at"}
+        and set(m) == {"version", "kms_key_material_id", "kcv", "state", "imported_at", "rotated_at", "valid_to"}
         for m in materials
     )
 

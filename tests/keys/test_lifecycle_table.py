@@ -50,7 +50,11 @@ SPEC_TABLE: dict[str, tuple[set[str], set[str]]] = {
     "add_replica": ({A}, set()),
     # SPEC §10: native rotation, symmetric keys only.
     "rotate": ({A}, set()),
+    # SPEC §10: material_valid_days' re-import before ValidTo, wherever KMS holds the material.
+    "reimport": ({A, R}, {I, P}),
 }
+# The re-import runs on keys whose material expires after this many days (SPEC §10).
+VALID_DAYS = 30
 SYMMETRIC_ONLY = {"rotate"}
 FAR_FUTURE = timezone.now() + dt.timedelta(days=400)
 # SPEC §9: every operation works for every spec. The table runs for the symmetric default, one HMAC
@@ -241,6 +245,9 @@ def test_lifecycle_cell(
         return
     if operation in ("download", "withdraw_download") and state in allowed:
         services.key_prepare_download(actor=people.actor(people.bob), key_id=key.pk, public_key_pem=public_pem())
+    if operation == "reimport":
+        # A policy given after the material went in: the re-import gives every material its expiry.
+        Key.objects.filter(pk=key.pk).update(material_valid_days=VALID_DAYS)
     before = snapshot(key, aws_sandbox)
     events_before = AuditEvent.objects.count()
 
@@ -379,5 +386,17 @@ def check_effect(
         assert (new_replica["key_state"], new_replica["kcv"]) == ("Enabled", portal["kcv"])
         assert new_replica["aliases"] == kms["aliases"]
         assert (NEW_REPLICA_REGION, "ENABLED") in [(r, s) for r, s, _ in portal["replicas"]]
+    elif operation == "reimport":
+        # The same material, now expiring VALID_DAYS from now in KMS, in every region; the portal knows when.
+        assert (portal["state"], kms["key_state"], check_value(kms)) == (state, "Enabled", check_value(portal))
+        assert kms["expiration_model"] == "KEY_MATERIAL_EXPIRES"
+        expected = timezone.now() + dt.timedelta(days=VALID_DAYS)
+        views = [kms, *([replica] if multi_region else [])]
+        valid_tos = [m["valid_to"] for view in views for m in view["materials"]] or [v["valid_to"] for v in views]
+        for valid_to in valid_tos:
+            assert abs(dt.datetime.fromisoformat(valid_to) - expected) < dt.timedelta(minutes=1)
+        stored = list(key.materials.filter(state__in=("CURRENT", "NON_CURRENT")).values_list("valid_to", flat=True))
+        assert stored
+        assert all(v is not None and abs(v - expected) < dt.timedelta(minutes=1) for v in stored)
     else:  # pragma: no cover - a new operation needs its expected effect here
         pytest.fail(f"no expected effect written for {operation}")

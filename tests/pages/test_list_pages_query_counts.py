@@ -16,8 +16,9 @@ from tests.web import verified_client
 pytestmark = pytest.mark.django_db
 
 # Session, user and OTP device (3), the navigation's count of approvals waiting for the viewer (1),
-# then the page's own: counts, rows, permission checks (user + groups).
-DASHBOARD_QUERIES = 10
+# then the page's own: counts, rows, permission checks (user + groups), and (SPEC §10) the rotation and
+# material-expiry counts (one aggregate) and their two panels' rows.
+DASHBOARD_QUERIES = 13
 KEYSTORE_LIST_QUERIES = 8
 KEY_LIST_QUERIES = 7
 # The key page also reads its material versions (SPEC §10) and, for a multi-Region key, its replicas (SPEC §11).
@@ -46,6 +47,8 @@ def _renewed_key(keystore: Any) -> Key:
         (lambda keystore, key: f"/keys/?keystore={keystore.pk}&state=ACTIVE&search=bulk", KEY_LIST_QUERIES),
         (lambda keystore, key: "/keys/?attention=drift", KEY_LIST_QUERIES),
         (lambda keystore, key: "/keys/?attention=expiring&page=2", KEY_LIST_QUERIES),
+        (lambda keystore, key: "/keys/?attention=rotation", KEY_LIST_QUERIES),
+        (lambda keystore, key: "/keys/?attention=material", KEY_LIST_QUERIES),
         (lambda keystore, key: f"/keys/{key.pk}/", KEY_DETAIL_QUERIES),
     ],
     ids=[
@@ -55,6 +58,8 @@ def _renewed_key(keystore: Any) -> Key:
         "key-list-filtered",
         "key-list-drift",
         "key-list-expiring",
+        "key-list-rotation",
+        "key-list-material",
         "detail",
     ],
 )

@@ -21,6 +21,7 @@ SCHEDULED_TASKS = {
     "keys.tasks.reconcile_all",
     "keys.tasks.warn_expiring_keys",
     "keys.tasks.rotate_due_keys",
+    "keys.tasks.reimport_expiring_materials",
     "approvals.tasks.expire_approvals",
 }
 
@@ -63,6 +64,8 @@ def test_the_defaults_run_cleanup_and_warnings_daily_and_reconciliation_hourly()
     assert schedule["daily-cleanup"]["schedule"] == crontab(minute=15, hour=2)
     assert schedule["expiry-warnings"]["schedule"] == crontab(minute=0, hour=6)
     assert schedule["reconcile"]["schedule"] == 3600.0
+    # Hourly: a material valid for a day is re-imported in time (SPEC §10).
+    assert schedule["reimport-expiring-materials"]["schedule"] == crontab(minute=45)
 
 
 def test_the_environment_overrides_the_schedules() -> None:
