@@ -9,6 +9,11 @@ PIP := $(VENV)/bin/pip
 # Tests run on PostgreSQL when it is reachable (row locks and audit triggers need it); see README.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/byok
 PYTEST_ARGS ?=
+# The suite runs in parallel: one pytest-xdist worker per core, at most 4 (the Redis databases
+# the worker tests use run out at 5; see tests/tasks/conftest.py). Each worker has its own test
+# database (pytest-django suffixes it), Redis database, sandbox AWS and servers on ports of its
+# own. TEST_WORKERS=0 runs everything in this one process (pdb, -x).
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 # The production smoke test runs from requirements.txt alone, in a virtualenv of its own
 # (outside the checkout), rebuilt from scratch whenever requirements.txt's content changes.
 SMOKE_VENV ?= /tmp/byok-prod-venv
@@ -59,7 +64,7 @@ sandbox-reset: $(VENV)/.runtime-installed
 	@$(PY) -m sandbox_aws.reset --state var/sandbox/state.json --url http://127.0.0.1:$${BYOK_SANDBOX_PORT:-4566}
 
 test: $(VENV)/.dev-installed node_modules/.installed
-	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest $(PYTEST_ARGS)
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .

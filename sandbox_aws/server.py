@@ -4,11 +4,30 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from sandbox_aws import control, kms, partitions, state, sts
+
+
+class _Dispatcher(DomainDispatcherApplication):
+    """moto's dispatcher, remembering which backend serves which host.
+
+    moto answers that question afresh for every request, listing its package directory
+    and matching hundreds of URL patterns (a few milliseconds each time); the answer
+    depends only on the host name and the installed moto, so it is worked out once per host.
+    """
+
+    def __init__(self, create_app: Any) -> None:
+        super().__init__(create_app)
+        self._backend_of_host: dict[str | None, Any] = {}
+
+    def get_backend_for_host(self, host: str | None) -> Any:
+        if host not in self._backend_of_host:
+            self._backend_of_host[host] = super().get_backend_for_host(host)
+        return self._backend_of_host[host]
 
 
 def install_patches() -> None:
@@ -56,7 +75,7 @@ class SandboxServer:
         install_patches()
         if self.state_file is not None:
             self._open_state(self.state_file)
-        app = control.with_control_api(DomainDispatcherApplication(create_backend_app))
+        app = control.with_control_api(_Dispatcher(create_backend_app))
         # Binding happens here, in the caller's thread: once start() returns, the port
         # accepts connections, so there is no readiness race.
         try:

@@ -31,8 +31,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.exceptions import AccessDeniedError, InvalidClientTokenIdError, JsonRESTError
 from moto.core.responses import BaseResponse
+from moto.iam import models as moto_iam_models
 from moto.iam.exceptions import NotFoundException
 from moto.iam.models import iam_backends
 from moto.sts.exceptions import STSValidationError
@@ -224,12 +226,40 @@ TEMPORARY_ACCESS_KEY_PREFIX = "ASIA"
 INVALID_TOKEN_MESSAGE = "The security token included in the request is invalid."  # noqa: S105  # AWS's words
 
 
+# Where each access key was last found: every request names its account by its access key,
+# and walking every account's IAM for it costs time in proportion to the accounts the
+# sandbox knows (thousands after a long test session, one per keystore). A remembered
+# account is checked before it is trusted, so a reset or a deleted key is never missed.
+_account_of_key: dict[str, str] = {}
+
+
+def _holds(account_backends: Any, access_key: str) -> bool:
+    return any(access_key in backend.access_keys for backend in list(account_backends.values()))
+
+
+def account_of(access_key: str) -> str | None:
+    """The account whose IAM holds ``access_key`` (issued by STS or IAM), or None."""
+    remembered = _account_of_key.get(access_key)
+    if remembered is not None:
+        # dict.get: looking must not create the account, as BackendDict's [] would.
+        account_backends = dict.get(iam_backends, remembered)
+        if account_backends is not None and _holds(account_backends, access_key):
+            return remembered
+        _account_of_key.pop(access_key, None)
+    for account_id, account_backends in list(iam_backends.items()):
+        if _holds(account_backends, access_key):
+            _account_of_key[access_key] = account_id
+            return account_id
+    return None
+
+
+def _account_id_from(access_key: str) -> str:
+    """moto's ``get_account_id_from`` (the account a request acts in), answered by :func:`account_of`."""
+    return account_of(access_key) or DEFAULT_ACCOUNT_ID
+
+
 def _issued(access_key: str) -> bool:
-    return any(
-        access_key in backend.access_keys
-        for account_backends in list(iam_backends.values())
-        for backend in list(account_backends.values())
-    )
+    return account_of(access_key) is not None
 
 
 def check_credentials(response: BaseResponse) -> None:
@@ -258,6 +288,7 @@ def _wrap_authenticate(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def install() -> None:
     """Add the role, trust-policy and credential checks to moto. Idempotent."""
+    moto_iam_models.get_account_id_from = _account_id_from  # looked up there by every request
     authenticate = BaseResponse._authenticate_and_authorize_normal_action
     if not getattr(authenticate, "sandbox_wrapped", False):
         BaseResponse._authenticate_and_authorize_normal_action = _wrap_authenticate(authenticate)  # type: ignore[method-assign]

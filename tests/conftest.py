@@ -13,8 +13,9 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # Transactional tests end with a TRUNCATE of every table, which the append-only audit
-# triggers refuse: this plugin lets exactly that flush past them.
-pytest_plugins = ["tests.audit.flush", "tests.custody.softhsm"]
+# triggers refuse: tests.audit.flush lets exactly that flush past them. The OpenID provider's
+# fixtures are defined once here, so one provider process serves the session.
+pytest_plugins = ["tests.audit.flush", "tests.custody.softhsm", "tests.oidc_provider.fixtures"]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:

@@ -9,10 +9,9 @@ from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
-from tests.oidc_provider.fixtures import OIDCProvider, oidc_provider, oidc_settings
+from tests.oidc_provider.fixtures import OIDCProvider
 
-# Fixtures imported for this directory: the OpenID provider process and its settings.
-__all__ = ["OIDCProvider", "oidc_provider", "oidc_settings"]
+__all__ = ["OIDCProvider"]
 
 PASSWORD = "correct horse battery staple"
 

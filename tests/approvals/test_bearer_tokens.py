@@ -17,9 +17,7 @@ from audit.models import AuditEvent
 from keystores.models import Role
 from keystores.services import membership_set
 from tests.approvals.conftest import set_policy
-from tests.oidc_provider.fixtures import OIDCProvider, oidc_provider, oidc_settings
-
-__all__ = ["oidc_provider", "oidc_settings"]
+from tests.oidc_provider.fixtures import OIDCProvider
 
 pytestmark = [pytest.mark.oidc, pytest.mark.django_db(transaction=True)]
 

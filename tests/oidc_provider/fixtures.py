@@ -3,9 +3,9 @@
 ``oidc_provider`` (session-scoped) starts ``provider.mjs`` (panva/oidc-provider,
 pinned by the repository's package-lock.json) with node, on 127.0.0.1 and a free
 port, registered with the live server's ``/oidc/callback/``. ``oidc_settings``
-points the portal at it for one test. Use them from a conftest::
-
-    from tests.oidc_provider.fixtures import oidc_provider, oidc_settings  # noqa: F401
+points the portal at it for one test. tests/conftest.py loads this module as a plugin,
+so every test may ask for them; importing them into a conftest would start a second
+provider (a fixture per module that defines it).
 
 Without node or node_modules the fixture skips, saying why (under CI=true a skip
 fails the run, see tests/conftest.py).

@@ -137,7 +137,9 @@ def redis_url(worker_id: str) -> Iterator[str]:
     import redis
 
     index = 0 if worker_id == "master" else int(worker_id.removeprefix("gw"))
-    url = f"{REDIS_URL}/{11 + index % 5}"
+    # Databases 11-15, one per worker: two workers sharing one would empty each other's queues.
+    assert index < 5, f"xdist worker {worker_id}: Redis databases 11-15 serve at most 5 workers (see the Makefile)"
+    url = f"{REDIS_URL}/{11 + index}"
     client = redis.Redis.from_url(url, socket_connect_timeout=2)
     try:
         client.ping()
