@@ -131,8 +131,14 @@ def _json(parameters: Mapping[str, Any]) -> dict[str, Any]:
 # --- the gate -------------------------------------------------------------------------
 
 
-def gate(actor: Actor, attempt: Covered) -> None:
-    """Let a covered operation run now (its group needs no approvals here) or record a request and raise."""
+def gate(actor: Actor, attempt: Covered) -> str | None:
+    """Let a covered operation run now (its group needs no approvals here) or record a request and raise.
+
+    The key is read without its row lock. When the key's state is why the operation may run
+    now (a no-op, or a refusal the service answers), that state is returned: the service
+    re-checks it under the lock, and a key that moved meanwhile comes back here
+    (:func:`byok_portal.dual_control.confirm_state`).
+    """
     key: Key | None = None
     if attempt.key_id is not None:
         operation = Operation(attempt.operation)
@@ -140,16 +146,16 @@ def gate(actor: Actor, attempt: Covered) -> None:
         key = key_services.authorize(actor=actor, key_id=attempt.key_id, operation=operation)
         try:
             if not decide(operation, key.state, key.key_spec):
-                return  # a no-op: the service answers it at once
+                return key.state  # a no-op: the service answers it at once
         except (InvalidState, UnsupportedForKeySpec):
-            return  # refused by the lifecycle table: the service answers (and audits) the 409 at once
+            return key.state  # refused by the lifecycle table: the service answers (and audits) the 409 at once
         keystore = key.keystore
     else:
         keystore = Keystore.objects.get(pk=str(attempt.keystore_id))
     policy = policy_of(keystore)
     required = policy.required(attempt.group)
     if required == 0:
-        return
+        return None
     if actor.unnamed_person:
         # The two-person rule counts people by (iss, sub): a request by nobody in particular could be
         # approved by the very person who asked. The portal's own jobs (nobody behind them) may ask.
