@@ -508,8 +508,9 @@ def _failure(exc: Exception) -> dict[str, Any]:
     return {"status": 400, "code": "invalid", "detail": messages}
 
 
-def _claim(request_id: uuid.UUID) -> tuple[dt.datetime, int] | None:
-    """Take an APPROVED request's run: (the claim's time, how many runs claimed it, this one included), or None.
+def _claim(request_id: uuid.UUID) -> tuple[dt.datetime, bool, int] | None:
+    """Take an APPROVED request's run, or None: the claim's time, whether it takes over a lost run, and how
+    many runs have claimed the request, this one included.
 
     A run is free when nobody claimed it, or when its claim is older than the lease: the
     worker that held it died (a killed task is not retried by Celery, and a redelivered
@@ -526,10 +527,11 @@ def _claim(request_id: uuid.UUID) -> tuple[dt.datetime, int] | None:
         )
         if request is None:
             return None
+        resumed = request.started_at is not None
         request.started_at = now
         request.runs += 1
         request.save(update_fields=["started_at", "runs"])
-    return now, request.runs
+    return now, resumed, request.runs
 
 
 def _ran_already(request: ApprovalRequest) -> AuditEvent | None:
@@ -557,9 +559,11 @@ def _outcome_of(event: AuditEvent) -> tuple[RequestState, dict[str, Any]]:
     return RequestState.FAILED, {**result, "code": event.reason or event.outcome, "detail": event.error}
 
 
-def _run(actor: Actor, request: ApprovalRequest, approved: Approved, runs: int) -> tuple[RequestState, dict[str, Any]]:
+def _run(
+    actor: Actor, request: ApprovalRequest, approved: Approved, *, resumed: bool, runs: int
+) -> tuple[RequestState, dict[str, Any]]:
     """Run the request's operation (or find how an earlier, lost run ended); how the request ends."""
-    earlier = _ran_already(request) if runs > 1 else None
+    earlier = _ran_already(request) if resumed else None
     if earlier is not None:
         return _outcome_of(earlier)
     if runs > settings.BYOK_APPROVAL_MAX_RUNS:
@@ -608,7 +612,7 @@ def execute(request_id: uuid.UUID) -> ApprovalRequest:
     request = ApprovalRequest.objects.select_related("keystore", "key", "requested_by").get(pk=request_id)
     if claim is None:
         return request
-    claimed_at, runs = claim
+    claimed_at, resumed, runs = claim
     actor = Actor(
         iss=request.requested_by_iss,
         sub=request.requested_by_sub,
@@ -617,7 +621,7 @@ def execute(request_id: uuid.UUID) -> ApprovalRequest:
     )
     approvers = tuple((a.iss, a.sub, a.display_name) for a in request.approvals.all())
     approved = Approved(request.pk, request.operation, request.keystore_id, request.key_id, approvers)
-    state, result = _run(actor, request, approved, runs)
+    state, result = _run(actor, request, approved, resumed=resumed, runs=runs)
     with transaction.atomic():
         request = _lock(request.pk)
         if request.state != RequestState.APPROVED or request.started_at != claimed_at:
@@ -636,7 +640,7 @@ def execute(request_id: uuid.UUID) -> ApprovalRequest:
                 request,
                 result=result,
                 approvers=[{"iss": i, "sub": s, "name": n} for i, s, n in approvers],
-                **({"resumed": True} if runs > 1 else {}),
+                **({"resumed": True} if resumed else {}),
             ),
         )
     return request
