@@ -39,6 +39,16 @@ def approved_deactivate(api_as: Any, people: Any, keystore: Any, new_key: Any, a
     return ApprovalRequest.objects.select_related("key").get()
 
 
+def _key_of(request: ApprovalRequest) -> Key:
+    assert request.key_id is not None
+    return Key.objects.get(pk=request.key_id)
+
+
+def _result(request: ApprovalRequest) -> dict[str, Any]:
+    assert request.result is not None
+    return dict(request.result)
+
+
 def _lost_run(request: ApprovalRequest, *, runs: int = 1, ago: dt.timedelta = dt.timedelta(hours=2)) -> None:
     """The request as a run lost with its worker leaves it: claimed ``ago``, ``runs`` claims so far."""
     ApprovalRequest.objects.filter(pk=request.pk).update(started_at=timezone.now() - ago, runs=runs)
@@ -58,15 +68,15 @@ def test_an_unexpected_error_ends_the_request_failed_naming_only_the_class(
     request = services.execute(approved_deactivate.pk)
 
     assert request.state == "FAILED"
-    assert request.result["code"] == "unexpected_error"
-    assert request.result["error"] == "CustodyError"
+    assert _result(request)["code"] == "unexpected_error"
+    assert _result(request)["error"] == "CustodyError"
     event = AuditEvent.objects.get(operation="execute_approval")
     assert (event.outcome, event.reason) == ("failed", "unexpected_error")
     trail = json.dumps([[e.error, e.details] for e in AuditEvent.objects.all()])
     assert SECRET not in trail
     assert SECRET not in json.dumps(request.result)
     # The key rolled back to where it was, and is free for the next request.
-    key = Key.objects.get(pk=approved_deactivate.key_id)
+    key = _key_of(approved_deactivate)
     assert key.state == "ACTIVE"
     assert key.pending_approval is None
     monkeypatch.undo()
@@ -84,9 +94,9 @@ def test_a_run_that_kills_its_worker_every_time_is_not_taken_over_forever(
 
     request = services.execute(approved_deactivate.pk)
 
-    assert (request.state, request.result["code"]) == ("FAILED", "run_abandoned")
+    assert (request.state, _result(request)["code"]) == ("FAILED", "run_abandoned")
     assert request.runs == 4
-    key = Key.objects.get(pk=approved_deactivate.key_id)
+    key = _key_of(approved_deactivate)
     assert key.state == "ACTIVE"
     assert sandbox_view(aws_sandbox, key)["key_state"] == "Enabled"
     assert AuditEvent.objects.get(operation="execute_approval").reason == "run_abandoned"
@@ -101,7 +111,7 @@ def test_a_lost_run_under_the_bound_is_taken_over_and_runs(
     request = services.execute(approved_deactivate.pk)
 
     assert request.state == "EXECUTED"
-    assert Key.objects.get(pk=approved_deactivate.key_id).state == "INACTIVE"
+    assert _key_of(approved_deactivate).state == "INACTIVE"
 
 
 # --- a disabled requester ----------------------------------------------------------------------
@@ -115,8 +125,8 @@ def test_an_approved_run_of_a_requester_disabled_since_does_not_run(
 
     request = services.execute(approved_deactivate.pk)
 
-    assert (request.state, request.result["code"]) == ("FAILED", "account_disabled")
-    key = Key.objects.get(pk=approved_deactivate.key_id)
+    assert (request.state, _result(request)["code"]) == ("FAILED", "account_disabled")
+    key = _key_of(approved_deactivate)
     assert key.state == "ACTIVE"
     assert sandbox_view(aws_sandbox, key)["key_state"] == "Enabled"
     assert AuditEvent.objects.get(operation="execute_approval").reason == "account_disabled"
@@ -162,7 +172,7 @@ def test_an_admin_ends_a_stalled_approved_request_and_a_later_run_does_nothing(
     event = AuditEvent.objects.get(operation="end_approval")
     assert (event.outcome, event.actor_sub) == ("success", "alice")
     assert services.execute(approved_deactivate.pk).state == "FAILED"
-    key = Key.objects.get(pk=approved_deactivate.key_id)
+    key = _key_of(approved_deactivate)
     assert (key.state, key.pending_approval) == ("ACTIVE", None)
     assert not AuditEvent.objects.filter(operation="deactivate").exists()
 
@@ -203,7 +213,7 @@ def test_a_stalled_request_whose_lost_run_had_done_the_operation_ends_executed(
 
     assert ended["state"] == "EXECUTED"
     assert ended["result"]["recovered"] is True
-    assert Key.objects.get(pk=approved_deactivate.key_id).state == "INACTIVE"
+    assert _key_of(approved_deactivate).state == "INACTIVE"
 
 
 class _WorkerDied(BaseException):
