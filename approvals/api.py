@@ -123,6 +123,18 @@ class ApprovalViewSet(PortalViewSet):
         done = services.cancel(actor=actor_from_request(request), request_id=pk)
         return Response(ApprovalRequestSerializer(services.get_request_for(request.user, done.pk)).data)
 
+    @_decision(
+        "End a stalled approved request (keystore admin)",
+        "Ends an `APPROVED` request whose run is not alive — it never started, or its lease "
+        "(`BYOK_APPROVAL_LEASE_SECONDS`) is over — `FAILED` with `ended_by_admin` (or by the outcome of a lost run "
+        "that had already done the operation). `409 not_stalled` for any other state or while a run holds it.",
+    )
+    @action(detail=True, methods=["post"])
+    def end(self, request: Request, pk: str) -> Response:
+        validated_body(None, request)
+        done = services.end_stalled(actor=actor_from_request(request), request_id=pk)
+        return Response(ApprovalRequestSerializer(services.get_request_for(request.user, done.pk)).data)
+
 
 class ApprovalPolicyViewSet(PortalViewSet):
     """``/keystores/{id}/approval-policy/``: read it (members), change it (admins, under the policy in force)."""

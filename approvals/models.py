@@ -10,6 +10,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from accounts.identity import SYSTEM_ISSUER
 from byok_portal.dual_control import ApprovalGroup
 from keys.models import Key
 from keystores.models import Keystore, Role
@@ -92,6 +93,9 @@ class ApprovalRequest(models.Model):
     # Set by the execution that claims an APPROVED request: a redelivered task finds it taken, until the
     # claim is older than BYOK_APPROVAL_LEASE_SECONDS (its worker died) and the run may be claimed again.
     started_at = models.DateTimeField(null=True, blank=True)
+    # How many runs claimed it: each claim after the first takes over a run lost with its worker. A run
+    # that kills its worker every time (the same crash, again and again) ends FAILED at BYOK_APPROVAL_MAX_RUNS.
+    runs = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ("-created_at",)
@@ -111,6 +115,13 @@ class ApprovalRequest(models.Model):
     @property
     def requester(self) -> tuple[str, str]:
         return (self.requested_by_iss, self.requested_by_sub)
+
+    @property
+    def requester_active(self) -> bool:
+        """Whether the requester may still act: the operation runs as them (the portal's own jobs always may)."""
+        if self.requested_by_iss == SYSTEM_ISSUER:
+            return True
+        return self.requested_by is not None and self.requested_by.is_active
 
 
 class Approval(models.Model):

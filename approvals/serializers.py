@@ -21,6 +21,12 @@ class PersonSerializer(serializers.Serializer[Any]):
     name = serializers.CharField()
 
 
+class RequesterSerializer(PersonSerializer):
+    active = serializers.BooleanField(
+        help_text="False once the requester's account is disabled: the request can no longer be approved or run."
+    )
+
+
 class ApprovalSerializer(PersonSerializer):
     at = serializers.DateTimeField()
 
@@ -45,9 +51,14 @@ class ApprovalRequestSerializer(serializers.Serializer[Any]):
     expires_at = serializers.DateTimeField()
     decided_at = serializers.DateTimeField(allow_null=True)
 
-    @extend_schema_field(PersonSerializer)
-    def get_requested_by(self, request: ApprovalRequest) -> dict[str, str]:
-        return {"iss": request.requested_by_iss, "sub": request.requested_by_sub, "name": request.requested_by_name}
+    @extend_schema_field(RequesterSerializer)
+    def get_requested_by(self, request: ApprovalRequest) -> dict[str, Any]:
+        return {
+            "iss": request.requested_by_iss,
+            "sub": request.requested_by_sub,
+            "name": request.requested_by_name,
+            "active": request.requester_active,
+        }
 
     @extend_schema_field(ApprovalSerializer(many=True))
     def get_approvals(self, request: ApprovalRequest) -> Any:

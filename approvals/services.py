@@ -64,6 +64,20 @@ class RequesterUnnamed(ServiceError):
     code = "requester_unnamed"
 
 
+class RequesterDisabled(ServiceError):
+    """The requester's account is disabled: what they asked for would run as an account that may no longer act."""
+
+    status = 409
+    code = "requester_disabled"
+
+
+class NotStalled(ServiceError):
+    """Ending by an admin is for an approved request whose run is not alive; any other is answered 409."""
+
+    status = 409
+    code = "not_stalled"
+
+
 class AlreadyDecided(ServiceError):
     """The request has ended (or reached its quorum): nothing more can be decided."""
 
@@ -81,7 +95,9 @@ def policy_of(keystore: Keystore) -> ApprovalPolicy:
 
 def requests_for(user: Any) -> Any:
     """The approval requests of the keystores ``user`` holds a role in (superusers: all)."""
-    return ApprovalRequest.objects.filter(keystore__in=keystores_for(user)).select_related("keystore", "key")
+    return ApprovalRequest.objects.filter(keystore__in=keystores_for(user)).select_related(
+        "keystore", "key", "requested_by"
+    )
 
 
 def get_request_for(user: Any, request_id: Any) -> ApprovalRequest:
@@ -131,8 +147,14 @@ def _json(parameters: Mapping[str, Any]) -> dict[str, Any]:
 # --- the gate -------------------------------------------------------------------------
 
 
-def gate(actor: Actor, attempt: Covered) -> None:
-    """Let a covered operation run now (its group needs no approvals here) or record a request and raise."""
+def gate(actor: Actor, attempt: Covered) -> str | None:
+    """Let a covered operation run now (its group needs no approvals here) or record a request and raise.
+
+    The key is read without its row lock. When the key's state is why the operation may run
+    now (a no-op, or a refusal the service answers), that state is returned: the service
+    re-checks it under the lock, and a key that moved meanwhile comes back here
+    (:func:`byok_portal.dual_control.confirm_state`).
+    """
     key: Key | None = None
     if attempt.key_id is not None:
         operation = Operation(attempt.operation)
@@ -140,16 +162,16 @@ def gate(actor: Actor, attempt: Covered) -> None:
         key = key_services.authorize(actor=actor, key_id=attempt.key_id, operation=operation)
         try:
             if not decide(operation, key.state, key.key_spec):
-                return  # a no-op: the service answers it at once
+                return key.state  # a no-op: the service answers it at once
         except (InvalidState, UnsupportedForKeySpec):
-            return  # refused by the lifecycle table: the service answers (and audits) the 409 at once
+            return key.state  # refused by the lifecycle table: the service answers (and audits) the 409 at once
         keystore = key.keystore
     else:
         keystore = Keystore.objects.get(pk=str(attempt.keystore_id))
     policy = policy_of(keystore)
     required = policy.required(attempt.group)
     if required == 0:
-        return
+        return None
     if actor.unnamed_person:
         # The two-person rule counts people by (iss, sub): a request by nobody in particular could be
         # approved by the very person who asked. The portal's own jobs (nobody behind them) may ask.
@@ -322,6 +344,12 @@ def approve(*, actor: Actor, request_id: Any) -> ApprovalRequest:
             return PermissionRefused(
                 f"Approving needs one of these roles in “{request.keystore.name}”: {', '.join(policy.approver_roles)}."
             )
+        if not request.requester_active:
+            # It would run as an account that may no longer act: reject it (or let it expire) instead.
+            return RequesterDisabled(
+                f"The account of {request.requested_by_name}, who asked for this, is disabled: "
+                "it cannot be approved; reject it, or let it expire."
+            )
         if request.approvals.filter(iss=actor.iss, sub=actor.sub).exists():
             # The same person again (perhaps through another account): counted once.
             _audit(actor, Operation.APPROVE, request, outcome=Outcome.NOOP, approvals=request.approvals.count())
@@ -480,8 +508,9 @@ def _failure(exc: Exception) -> dict[str, Any]:
     return {"status": 400, "code": "invalid", "detail": messages}
 
 
-def _claim(request_id: uuid.UUID) -> tuple[dt.datetime, bool] | None:
-    """Take an APPROVED request's run: (the claim's time, whether it takes over a lost run), or None.
+def _claim(request_id: uuid.UUID) -> tuple[dt.datetime, bool, int] | None:
+    """Take an APPROVED request's run, or None: the claim's time, whether it takes over a lost run, and how
+    many runs have claimed the request, this one included.
 
     A run is free when nobody claimed it, or when its claim is older than the lease: the
     worker that held it died (a killed task is not retried by Celery, and a redelivered
@@ -500,8 +529,9 @@ def _claim(request_id: uuid.UUID) -> tuple[dt.datetime, bool] | None:
             return None
         resumed = request.started_at is not None
         request.started_at = now
-        request.save(update_fields=["started_at"])
-    return now, resumed
+        request.runs += 1
+        request.save(update_fields=["started_at", "runs"])
+    return now, resumed, request.runs
 
 
 def _ran_already(request: ApprovalRequest) -> AuditEvent | None:
@@ -529,6 +559,43 @@ def _outcome_of(event: AuditEvent) -> tuple[RequestState, dict[str, Any]]:
     return RequestState.FAILED, {**result, "code": event.reason or event.outcome, "detail": event.error}
 
 
+def _run(
+    actor: Actor, request: ApprovalRequest, approved: Approved, *, resumed: bool, runs: int
+) -> tuple[RequestState, dict[str, Any]]:
+    """Run the request's operation (or find how an earlier, lost run ended); how the request ends."""
+    earlier = _ran_already(request) if resumed else None
+    if earlier is not None:
+        return _outcome_of(earlier)
+    if runs > settings.BYOK_APPROVAL_MAX_RUNS:
+        # Every run so far died with its worker (killed, out of memory): the next would too.
+        return RequestState.FAILED, {
+            "status": 500,
+            "code": "run_abandoned",
+            "detail": f"Its run was lost with its worker {runs - 1} times; it is not tried again.",
+        }
+    if not request.requester_active:
+        return RequestState.FAILED, {
+            "status": 409,
+            "code": "account_disabled",
+            "detail": "The account of the person who asked for this is disabled; it runs as them, so it did not run.",
+        }
+    try:
+        with executing(approved):
+            return RequestState.EXECUTED, EXECUTORS[request.operation](actor, request)
+    except (ServiceError, AwsError, ValidationError) as exc:
+        return RequestState.FAILED, _failure(exc)
+    except Exception as exc:
+        # Anything else (a sealed blob that does not open, a bug) ends the request too: left APPROVED,
+        # it would keep its key from every other covered operation. The class only: a message may quote data.
+        logger.exception("approved run failed unexpectedly", extra={"request": str(request.pk)})
+        return RequestState.FAILED, {
+            "status": 500,
+            "code": "unexpected_error",
+            "error": type(exc).__name__,
+            "detail": f"Unexpected {type(exc).__name__}; the details are in the server log.",
+        }
+
+
 def execute(request_id: uuid.UUID) -> ApprovalRequest:
     """Run an APPROVED request's operation, once, as its requester; end it EXECUTED or FAILED.
 
@@ -537,13 +604,15 @@ def execute(request_id: uuid.UUID) -> ApprovalRequest:
     over (the redelivered task, or :func:`resume_stalled`); if the lost run's operation had
     already taken place (its audit event names the request), the request is ended by that
     outcome instead of running the operation a second time. The services' own steps are safe
-    to retry when the lost run stopped half-way through.
+    to retry when the lost run stopped half-way through; after ``BYOK_APPROVAL_MAX_RUNS`` lost
+    runs the request ends FAILED (``run_abandoned``). A requester whose account was disabled
+    meanwhile ends it FAILED (``account_disabled``); so does any error (``unexpected_error``).
     """
     claim = _claim(request_id)
     request = ApprovalRequest.objects.select_related("keystore", "key", "requested_by").get(pk=request_id)
     if claim is None:
         return request
-    claimed_at, resumed = claim
+    claimed_at, resumed, runs = claim
     actor = Actor(
         iss=request.requested_by_iss,
         sub=request.requested_by_sub,
@@ -552,20 +621,11 @@ def execute(request_id: uuid.UUID) -> ApprovalRequest:
     )
     approvers = tuple((a.iss, a.sub, a.display_name) for a in request.approvals.all())
     approved = Approved(request.pk, request.operation, request.keystore_id, request.key_id, approvers)
-    earlier = _ran_already(request) if resumed else None
-    if earlier is not None:
-        state, result = _outcome_of(earlier)
-    else:
-        state, result = RequestState.EXECUTED, {}
-        try:
-            with executing(approved):
-                result = EXECUTORS[request.operation](actor, request)
-        except (ServiceError, AwsError, ValidationError) as exc:
-            state, result = RequestState.FAILED, _failure(exc)
+    state, result = _run(actor, request, approved, resumed=resumed, runs=runs)
     with transaction.atomic():
         request = _lock(request.pk)
         if request.state != RequestState.APPROVED or request.started_at != claimed_at:
-            # This run outlived its lease and another took the request over: that one ends it.
+            # This run outlived its lease and another took the request over (or an admin ended it): that one ends it.
             logger.warning("approved run ended after its lease", extra={"request": str(request.pk)})
             return request
         _end(request, state, result=result)
@@ -583,6 +643,75 @@ def execute(request_id: uuid.UUID) -> ApprovalRequest:
                 **({"resumed": True} if resumed else {}),
             ),
         )
+    return request
+
+
+def run_alive(request: ApprovalRequest, now: dt.datetime | None = None) -> bool:
+    """Whether a claimed run of ``request`` may still be running (its lease is not over)."""
+    return request.started_at is not None and request.started_at > (now or timezone.now()) - _lease()
+
+
+def may_end(actor: Actor, request: ApprovalRequest) -> bool:
+    """Whether ``actor`` may end ``request`` as stalled: a superuser, or an admin of its keystore."""
+    user = actor.user
+    if user is None:
+        return False
+    return bool(user.is_superuser) or role_in(user, request.keystore) == Role.ADMIN
+
+
+def end_stalled(*, actor: Actor, request_id: Any) -> ApprovalRequest:
+    """An admin ends an APPROVED request whose run is not alive (never started, or its lease is over).
+
+    Refused (409 ``not_stalled``) for a request in any other state, or while a run holds its
+    lease: that run ends it. If a lost run had already done the operation (its audit event
+    names the request), the request ends by that outcome; otherwise FAILED (``ended_by_admin``).
+    A run claimed afterwards finds it ended and does nothing.
+    """
+    request = get_request_for(actor.user, request_id) if actor.user is not None else None
+    if request is None:
+        raise NotFound("Approval request not found.")
+    refusal: ServiceError | None = None
+    with transaction.atomic():
+        request = _lock(request.pk)
+        if not may_end(actor, request):
+            refusal = PermissionRefused(f"Ending a stalled request needs the admin role in “{request.keystore.name}”.")
+        elif request.state != RequestState.APPROVED:
+            refusal = NotStalled(
+                f"This request is {request.state.lower()}: only an approved request whose run stalled can be ended; "
+                "a pending one is rejected or cancelled.",
+                state=request.state,
+            )
+        elif run_alive(request):
+            refusal = NotStalled(
+                "Its run is in progress (claimed at "
+                f"{request.started_at.isoformat() if request.started_at else '?'}): it ends the request itself.",
+                state=request.state,
+            )
+        else:
+            earlier = _ran_already(request)
+            if earlier is not None:
+                state, result = _outcome_of(earlier)
+            else:
+                state, result = (
+                    RequestState.FAILED,
+                    {
+                        "status": 409,
+                        "code": "ended_by_admin",
+                        "detail": f"Ended by {actor.display_name}: its run had stalled.",
+                    },
+                )
+            _end(request, state, result=result)
+            _audit(actor, Operation.END_APPROVAL, request, result=result, runs=request.runs)
+    if refusal is not None:
+        record_refusal(
+            actor=actor,
+            operation=Operation.END_APPROVAL,
+            exc=refusal,
+            keystore=request.keystore,
+            key=request.key,
+            details={"request": str(request.pk)},
+        )
+        raise refusal
     return request
 
 

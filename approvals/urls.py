@@ -12,5 +12,6 @@ urlpatterns = [
     path("<uuid:request_id>/approve/", views.approve, name="approve"),
     path("<uuid:request_id>/reject/", views.reject, name="reject"),
     path("<uuid:request_id>/cancel/", views.cancel, name="cancel"),
+    path("<uuid:request_id>/end/", views.end, name="end"),
     path("policy/<uuid:keystore_id>/", views.policy_edit, name="policy"),
 ]

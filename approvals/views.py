@@ -64,6 +64,10 @@ def _request_context(request: HttpRequest, approval: Any) -> dict[str, Any]:
         "can_decide": may and not approved_by_me,
         "can_reject": may,
         "can_cancel": pending and mine,
+        "can_end": approval.state == RequestState.APPROVED
+        and not services.run_alive(approval)
+        and services.may_end(actor, approval),
+        "requester_active": approval.requester_active,
         "reject_form": RejectForm(),
     }
 
@@ -124,6 +128,18 @@ def cancel(request: HttpRequest, request_id: str) -> HttpResponse:
         "Cancelling",
         lambda actor: services.cancel(actor=actor, request_id=request_id),
         "Cancelled: the request has ended and the operation will not run.",
+    )
+
+
+@portal_login_required
+@require_POST
+def end(request: HttpRequest, request_id: str) -> HttpResponse:
+    return _decide(
+        request,
+        request_id,
+        "Ending the stalled request",
+        lambda actor: services.end_stalled(actor=actor, request_id=request_id),
+        "Ended: the request will not run; a run that starts later finds it ended.",
     )
 
 

@@ -9,6 +9,14 @@ policy that needs approvals it records an approval request and raises
 
 An approved request runs its operation inside :func:`executing`: that one operation on
 that one target passes the gate, and the audit trail names its approvers (:func:`current`).
+
+The gate judges a key operation without the key's row lock (it must not wait behind a
+slow KMS call of another operation to answer "202"), so when it lets an operation run
+*because of the key's state* (a no-op, or a refusal the service answers) it says which
+state it judged. The operation runs inside :func:`judged`, and the service, once it holds
+the row lock, calls :func:`confirm_state`: a key that has moved since (an activation
+finished meanwhile) raises :class:`StateChanged`, the work rolls back, and the gate
+judges the new state — so a covered operation never runs unapproved on a stale "no-op".
 """
 
 from __future__ import annotations
@@ -81,11 +89,30 @@ class Approved:
         }
 
 
+class StateChanged(Exception):
+    """The key left the state the gate judged before the operation took its row lock: ask the gate again.
+
+    Not a :class:`ServiceError`: nobody is answered with it and nothing is audited; the
+    operation's door catches it, and the work it interrupted has rolled back.
+    """
+
+
+@dataclass(frozen=True)
+class Judged:
+    """The gate let ``operation`` on ``key_id`` run because the key was in ``state`` (a no-op or a refusal)."""
+
+    operation: str
+    key_id: uuid.UUID
+    state: str
+
+
 # The gate takes the acting identity (``accounts.identity.Actor``) and the attempt; it returns to let
-# the operation run now, or raises (ApprovalPending, or a refusal).
-Gate = Callable[[Any, Covered], None]
+# the operation run now — with the key state it judged when that state was the reason, else None —
+# or raises (ApprovalPending, or a refusal).
+Gate = Callable[[Any, Covered], str | None]
 _gate: list[Gate] = []
 _running: ContextVar[Approved | None] = ContextVar("byok_approved_operation", default=None)
+_judged: ContextVar[Judged | None] = ContextVar("byok_judged_state", default=None)
 
 
 def gate_with(gate: Gate) -> None:
@@ -93,13 +120,37 @@ def gate_with(gate: Gate) -> None:
     _gate[:] = [gate]
 
 
-def ask(actor: Any, attempt: Covered) -> None:
-    """Let ``attempt`` run now, or raise: the one call every covered operation makes before it runs."""
+def ask(actor: Any, attempt: Covered) -> str | None:
+    """Let ``attempt`` run now, or raise: the one call every covered operation makes before it runs.
+
+    Returns the key state the gate's "run now" depends on (see :func:`judged`), or None
+    when the state does not matter (no approvals needed, or an approved request's run).
+    """
     running = _running.get()
     if running is not None and running.covers(attempt):
-        return
+        return None
+    passed: str | None = None
     for gate in _gate:
-        gate(actor, attempt)
+        passed = gate(actor, attempt)
+    return passed
+
+
+@contextmanager
+def judged(attempt: Covered, state: str | None) -> Iterator[None]:
+    """Run the attempt's operation knowing which key state let it pass the gate (None: any state)."""
+    mark = Judged(attempt.operation, attempt.key_id, state) if state is not None and attempt.key_id else None
+    token = _judged.set(mark)
+    try:
+        yield
+    finally:
+        _judged.reset(token)
+
+
+def confirm_state(operation: str, key_id: uuid.UUID, state: str) -> None:
+    """Under the key's row lock: raise :class:`StateChanged` if the gate judged this operation on another state."""
+    mark = _judged.get()
+    if mark is not None and mark.operation == operation and mark.key_id == key_id and mark.state != state:
+        raise StateChanged(f"{operation}: the key went from {mark.state} to {state} after the approval gate")
 
 
 def current() -> Approved | None:

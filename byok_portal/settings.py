@@ -400,6 +400,9 @@ CELERY_BEAT_SCHEDULE = {
 # that belongs to a worker that died (the pool kills every task by BYOK_TASK_TIME_LIMIT), and the
 # redelivered task or the beat's sweep claims the request again.
 BYOK_APPROVAL_LEASE_SECONDS = env_int("BYOK_APPROVAL_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT + 60)
+# Runs an approved request may have before it ends FAILED (run_abandoned): each claim after the first
+# takes over a run lost with its worker, and a run that kills its worker every time must not be retried forever.
+BYOK_APPROVAL_MAX_RUNS = env_int("BYOK_APPROVAL_MAX_RUNS", 3)
 # Keys cleaned per transaction; bounds the cleanup's memory and lock time.
 BYOK_CLEANUP_BATCH_SIZE = env_int("BYOK_CLEANUP_BATCH_SIZE", 500)
 # KMS calls per second per keystore during reconciliation (0: unlimited); KMS

@@ -76,6 +76,7 @@ class Operation(StrEnum):
     CANCEL_APPROVAL = "cancel_approval"
     EXPIRE_APPROVAL = "expire_approval"
     EXECUTE_APPROVAL = "execute_approval"
+    END_APPROVAL = "end_approval"  # an admin ends an approved request whose run stalled
     # Notification channels of a keystore (SPEC §15).
     CREATE_WEBHOOK = "create_webhook"
     DELETE_WEBHOOK = "delete_webhook"

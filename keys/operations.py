@@ -25,6 +25,7 @@ from rest_framework import serializers
 from accounts.identity import Actor
 from byok_portal import dual_control
 from byok_portal.dual_control import ApprovalGroup
+from byok_portal.errors import Conflict
 from byok_portal.vocabulary import Operation
 from keys import services
 from keys.forms import (
@@ -50,6 +51,10 @@ from keys.services import Done, WrappedDownload
 
 # What a door hands in: the validated fields of the operation's body or form.
 Input = Mapping[str, Any]
+
+# How many times a covered operation asks the gate when the key keeps changing state under it
+# (each change is another operation finishing on the same key; three in a row is already rare).
+GATE_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -114,13 +119,22 @@ class KeyOperation:
 
     def _call(self, actor: Actor, target: uuid.UUID, data: Input | None) -> Done | WrappedDownload:
         arguments: dict[str, Any] = {self.target: target, **self.kwargs(data)}
-        if self.approval_group is not None:
-            # The one place every door (pages, API, admin actions, bulk jobs) passes: the approval gate.
-            attempt = dual_control.Covered(
-                self.approval_group, self.operation.value, key_id=target, parameters=self.parameters(data)
-            )
-            dual_control.ask(actor, attempt)
-        return self.service(actor=actor, **arguments)
+        if self.approval_group is None:
+            return self.service(actor=actor, **arguments)
+        # The one place every door (pages, API, admin actions, bulk jobs) passes: the approval gate.
+        attempt = dual_control.Covered(
+            self.approval_group, self.operation.value, key_id=target, parameters=self.parameters(data)
+        )
+        for _ in range(GATE_ROUNDS):
+            try:
+                with dual_control.judged(attempt, dual_control.ask(actor, attempt)):
+                    return self.service(actor=actor, **arguments)
+            except dual_control.StateChanged:
+                continue  # the key moved between the gate and the row lock: the gate judges its new state
+        raise Conflict(
+            "The key's state kept changing while this operation waited for it; nothing was done: try again.",
+            reason="state_changed",
+        )
 
     def run(self, actor: Actor, target: uuid.UUID, data: Input | None = None) -> Done:
         """Run the operation with the door's validated input; what happened comes back."""

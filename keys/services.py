@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from accounts.identity import Actor
 from audit.services import record, record_refusal
-from byok_portal import aws
+from byok_portal import aws, dual_control
 from byok_portal.aws import AwsError, KmsSession
 from byok_portal.errors import Conflict, NotFound, PermissionRefused, ServiceError, TwoPersonRuleViolation
 from byok_portal.vocabulary import KeyState, KmsState, Operation, Outcome
@@ -192,6 +192,8 @@ def _operate(
         with transaction.atomic():
             key = _lock_key(key_id)
             _check_role(actor, key.keystore, role)
+            # The approval gate judged the key without this lock: it must still be in the state judged.
+            dual_control.confirm_state(operation.value, key.pk, key.state)
             before = key.state
             if not decide(operation, key.state, key.key_spec):
                 record(
@@ -452,6 +454,8 @@ def _stage_rotation(actor: Actor, key_id: uuid.UUID, material: custody.Material)
         try:
             key = _lock_key(key_id)
             _check_role(actor, key.keystore, Role.CUSTODIAN)
+            # Nothing is staged for a rotation the approval gate would now hold back (StateChanged propagates).
+            dual_control.confirm_state(Operation.ROTATE.value, key.pk, key.state)
             if not decide(Operation.ROTATE, key.state, key.key_spec):
                 return
         except ServiceError:

@@ -25,7 +25,8 @@ from django.utils import timezone
 from accounts.identity import Actor
 from audit.services import record
 from byok_portal.aws import AwsError
-from byok_portal.errors import ServiceError
+from byok_portal.dual_control import ApprovalPending
+from byok_portal.errors import Conflict, ServiceError
 from byok_portal.vocabulary import Operation, Outcome
 from keys import materials, services
 from keys.lifecycle import due_for_rotation_q
@@ -39,13 +40,15 @@ logger = logging.getLogger("byok.jobs")
 
 @dataclass
 class RotationSummary:
-    """What one run did: keys rotated, renewed instead, flagged, skipped (busy or no longer due) or failed."""
+    """What one run did: keys rotated, renewed instead, flagged, skipped (busy or no longer due), failed, or
+    waiting for the approvals their keystore's ``change_material`` policy asks (a request open, not a failure)."""
 
     rotated: int = 0
     renewed: int = 0
     flagged: int = 0
     skipped: int = 0
     failed: int = 0
+    awaiting_approval: int = 0
 
 
 def due_for_rotation(today: dt.date) -> QuerySet[Key]:
@@ -88,7 +91,20 @@ def _apply_policy(actor: Actor, key: Key, summary: RotationSummary) -> None:
         else:
             _flag(actor, key)
             summary.flagged += 1
+    except ApprovalPending as pending:
+        # The policy wants people to approve it: the request (opened by the first run, found again by
+        # the next ones — one open request per key) waits in the approvals inbox; the key stays due.
+        summary.awaiting_approval += 1
+        logger.info(
+            "scheduled rotation awaits approval",
+            extra={"key_id": str(key.pk), "approval_request": str(pending.approval_request.get("id"))},
+        )
     except (AwsError, ServiceError) as exc:
+        if isinstance(exc, Conflict) and exc.extra.get("reason") == "approval_pending":
+            # Someone's other request for this key is open (one per key): the rotation asks once it has ended.
+            summary.skipped += 1
+            logger.info("scheduled rotation waits for another open request", extra={"key_id": str(key.pk)})
+            return
         summary.failed += 1  # audited by the operation itself; the key stays due for the next run
         logger.warning("scheduled rotation failed", extra={"key_id": str(key.pk), "error": str(exc)})
 

@@ -53,7 +53,7 @@ def test_a_covered_key_operation_runs_only_at_quorum(
     assert (request["state"], request["required"], request["approvals"]) == ("PENDING", required, [])
     assert request["operation"] == slug.replace("-", "_")
     assert request["key"] == str(key.pk)
-    assert request["requested_by"] == {"iss": "local", "sub": "bob", "name": "bob"}
+    assert request["requested_by"] == {"iss": "local", "sub": "bob", "name": "bob", "active": True}
     assert bob.get(f"/api/v1/keys/{key.pk}/", expect=200).json()["pending_approval"] == request["id"]
     assert _key_fields(key.pk) == before
     assert sandbox_view(aws_sandbox, key) == kms_before
