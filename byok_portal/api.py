@@ -220,19 +220,33 @@ def common_errors(*, auth_only: bool = False) -> dict[int, OpenApiResponse]:
 # --- input ----------------------------------------------------------------------------
 
 
+def _not_text(field: serializers.Field[Any, Any, Any, Any], value: Any) -> bool:
+    """Whether a JSON value for a text field (or a list of them) is something other than text."""
+    if isinstance(field, serializers.CharField):
+        return value is not None and not isinstance(value, str)
+    if isinstance(field, serializers.ListField) and isinstance(value, list):
+        return any(_not_text(field.child, item) for item in value)
+    return False
+
+
 class StrictSerializer(serializers.Serializer[Any]):
-    """Refuses fields it does not know (or cannot set), naming them, instead of ignoring them.
+    """Refuses fields it does not know (or cannot set), naming them, instead of ignoring them, and
+    numbers or booleans where the schema says text.
 
     A silently ignored field is how a typo (``expire`` for ``expires``) turns into a
-    key with no expiry date that nobody notices.
+    key with no expiry date that nobody notices. DRF's CharField would turn ``{"name": 1953}``
+    into ``"1953"``: a client sending a number where text belongs has a bug worth hearing about.
     """
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, Mapping):
-            writable = {name for name, field in self.fields.items() if not field.read_only}
+            writable = {name: field for name, field in self.fields.items() if not field.read_only}
             unknown = sorted(str(name) for name in data if name not in writable)
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field: it cannot be set here."] for name in unknown})
+            not_text = sorted(str(name) for name in data if _not_text(writable[name], data[name]))
+            if not_text:
+                raise serializers.ValidationError({name: ["Not a valid string."] for name in not_text})
         return super().to_internal_value(data)
 
 

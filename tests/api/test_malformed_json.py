@@ -64,3 +64,22 @@ def test_ordinary_unicode_and_moderate_nesting_still_pass(api_as: Any, people: A
     response = _send(client, "patch", f"/api/v1/keys/{key.pk}/", '{"name": "Zahlungen \\u00fc \\ud83d\\udd11"}')
     assert response.status_code == 200, response.json()
     assert response.json()["name"] == "Zahlungen ü \U0001f511"
+
+
+@pytest.mark.parametrize("value", ["1953", "true", "19.53", '["orders"]', '{"x": 1}'])
+def test_a_number_or_boolean_where_text_belongs_is_refused_not_coerced(
+    api_as: Any, people: Any, key: Key, value: str
+) -> None:
+    client = api_as(people.bob).client
+    events = AuditEvent.objects.count()
+    for method, path in [
+        ("post", "/api/v1/keys/"),
+        ("patch", f"/api/v1/keys/{key.pk}/"),
+        ("post", "/api/v1/tokens/"),
+    ]:
+        response = _send(client, method, path, f'{{"name": {value}}}')
+        assert response.status_code == 400, (method, path, response.status_code)
+        assert list(response.json()) == ["name"], (method, path, response.json())
+    key.refresh_from_db()
+    assert key.name == "orders"
+    assert AuditEvent.objects.count() == events
