@@ -315,8 +315,12 @@ class StrictFilterBackend(DjangoFilterBackend):
 
 def refuse_empty_filters(filterset_class: Any, data: Any) -> None:
     """400 for ``?name=`` on any filter of ``filterset_class`` (see :class:`StrictFilterBackend`)."""
-    names = set(filterset_class.base_filters) if filterset_class else set()
-    empty = sorted(name for name in names if name in data and not data.get(name, "").strip())
+    refuse_empty_parameters(filterset_class.base_filters if filterset_class else (), data)
+
+
+def refuse_empty_parameters(names: Iterable[str], data: Any) -> None:
+    """400 for ``?name=`` on any of ``names``: a query parameter given empty is a client's bug, not "any"."""
+    empty = sorted(name for name in set(names) if name in data and not data.get(name, "").strip())
     if empty:
         raise serializers.ValidationError({name: ["This filter may not be empty."] for name in empty})
 

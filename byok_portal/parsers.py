@@ -6,7 +6,10 @@ two kinds of bad body escape it and surface later as 500s:
 * nesting deep enough to exhaust the decoder's recursion limit (``RecursionError``);
 * a lone UTF-16 surrogate written as an escape (``"\\ud800"``): ``json`` accepts it
   (RFC 8259 §8.2 leaves it to the parser), but the string cannot be encoded as UTF-8,
-  so the database, the audit trail and the renderer all fail on it afterwards.
+  so the database, the audit trail and the renderer all fail on it afterwards;
+* a NUL character (``"\\u0000"``), which PostgreSQL stores neither in text nor in
+  ``jsonb``: a body that reaches a JSON column (a bulk job's filter or parameters) failed
+  there. DRF's CharField refuses NUL too, so nothing legitimate is lost.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ def _check(value: Any) -> None:
                 item.encode("utf-8")
             except UnicodeEncodeError as exc:
                 raise ParseError("JSON parse error - strings must be valid Unicode (no lone surrogates).") from exc
+            if "\x00" in item:
+                raise ParseError("JSON parse error - strings may not contain NUL characters.")
         elif isinstance(item, Mapping | list):
             if depth > MAX_DEPTH:
                 raise ParseError(f"JSON parse error - nested deeper than {MAX_DEPTH} levels.")

@@ -10,6 +10,7 @@ from rest_framework import serializers
 from byok_portal.api import StrictSerializer
 from jobs.models import Job, JobItem
 from jobs.services import BULK_OPERATIONS, RESULTS_PAGE_SIZE, ResultsPage, approval_states, eta_seconds
+from keys.filters import KeyFilter
 
 
 class JobCreateSerializer(StrictSerializer):
@@ -27,6 +28,17 @@ class JobCreateSerializer(StrictSerializer):
     parameters = serializers.DictField(
         required=False, default=dict, help_text="The operation's own input, as its single-key endpoint takes it."
     )
+
+    def validate_filter(self, value: dict[str, Any]) -> dict[str, Any]:
+        # The key list's own filters, each a string as in its query string: anything else would be
+        # ignored by the filter set, silently widening the job to keys nobody meant.
+        unknown = sorted(name for name in value if name not in KeyFilter.base_filters)
+        if unknown:
+            raise serializers.ValidationError(f"Unknown filter(s): {', '.join(unknown)}.")
+        not_text = sorted(name for name, item in value.items() if not isinstance(item, str))
+        if not_text:
+            raise serializers.ValidationError(f"Give each filter as a string: {', '.join(not_text)}.")
+        return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         given = [name for name in ("keys", "filter", "names") if name in attrs]

@@ -21,6 +21,7 @@ from byok_portal.api import (
     PortalViewSet,
     common_errors,
     id_parameter,
+    refuse_empty_parameters,
     validated_body,
 )
 from byok_portal.errors import PermissionRefused
@@ -58,9 +59,10 @@ class TokenViewSet(PortalViewSet):
     @extend_schema(
         summary="List your API tokens",
         parameters=[OWNER],
-        responses={200: TokenSerializer(many=True)} | common_errors(),
+        responses={200: TokenSerializer(many=True), 400: VALIDATION_ERROR} | common_errors(),
     )
     def list(self, request: Request) -> Response:
+        refuse_empty_parameters(["owner", "cursor"], request.query_params)
         owner = selectors.owner_for(request.user, request.query_params.get("owner")) or request.user
         tokens: QuerySet[ApiToken] = selectors.tokens_of(owner)  # type: ignore[arg-type]
         page = self.paginate_queryset(tokens)

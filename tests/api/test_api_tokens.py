@@ -218,6 +218,13 @@ def test_service_accounts_are_made_by_superusers_and_get_tokens_from_them(
     assert api_as(people.bob).post("/api/v1/tokens/", {"name": "x", "owner": robot.pk}).status_code == 404
     made = make_token(api_as, people.root, owner=robot.pk)
     assert made["owner"] == "ci-deploy"
+    assert [
+        t["name"] for t in api_as(people.root).get(f"/api/v1/tokens/?owner={robot.pk}", expect=200).json()["results"]
+    ] == ["ci"]
+    # An empty owner is a client's bug, not "my own tokens".
+    assert api_as(people.root).get("/api/v1/tokens/?owner=", expect=400).json() == {
+        "owner": ["This filter may not be empty."]
+    }
     created = bearer(made["token"]).post("/api/v1/keys/", {"keystore": str(keystore.pk), "name": "r"}, format="json")
     assert created.status_code == 201, created.content
     listed = api_as(people.root).get("/api/v1/service-accounts/", expect=200).json()["results"]

@@ -108,6 +108,9 @@ def test_cancel_leaves_the_keys_not_started(api_as: Any, people: Any, keystore: 
         ({"operation": "deactivate", "keys": [], "filter": {}}, "keys"),
         ({"operation": "deactivate", "keys": ["5b0c3c43-4c62-4a8e-9a0b-6a3f3c1f9c11"]}, "keys"),
         ({"operation": "deactivate", "filter": {"state": "SLEEPY"}}, "filter.state"),
+        # Unknown names and non-string values would be ignored by the filter set: every key.
+        ({"operation": "deactivate", "filter": {"stat": "ACTIVE"}}, "Unknown filter(s): stat"),
+        ({"operation": "deactivate", "filter": {"state": ["ACTIVE"]}}, "as a string: state"),
         (
             {"operation": "schedule_deletion", "filter": {}, "parameters": {"pending_window_days": 3}},
             "pending_window_days",

@@ -15,6 +15,8 @@ pytestmark = pytest.mark.django_db
 DEEP = '{"name": ' + "[" * 5000 + "]" * 5000 + "}"
 SURROGATE_KEY = '{"\\ud800": "x", "name": "orders"}'
 SURROGATE_VALUE = '{"name": "orders\\udfff"}'
+NUL_KEY = '{"tags": {"a\\u0000b": "x"}, "name": "orders"}'
+NUL_VALUE = '{"name": "orders", "tags": {"team": "pay\\u0000ments"}}'
 
 
 def _send(client: Any, method: str, path: str, raw: str) -> Any:
@@ -35,13 +37,20 @@ def _endpoints(key: Key) -> list[tuple[str, str]]:
         ("patch", f"/api/v1/keys/{key.pk}/"),
         ("post", f"/api/v1/keys/{key.pk}/schedule-deletion/"),
         ("patch", f"/api/v1/keystores/{key.keystore_id}/"),
+        ("post", "/api/v1/jobs/"),
     ]
 
 
 @pytest.mark.parametrize(
     ("body", "reason"),
-    [(DEEP, "nested deeper"), (SURROGATE_KEY, "lone surrogates"), (SURROGATE_VALUE, "lone surrogates")],
-    ids=["deep-nesting", "surrogate-key", "surrogate-value"],
+    [
+        (DEEP, "nested deeper"),
+        (SURROGATE_KEY, "lone surrogates"),
+        (SURROGATE_VALUE, "lone surrogates"),
+        (NUL_KEY, "NUL characters"),
+        (NUL_VALUE, "NUL characters"),
+    ],
+    ids=["deep-nesting", "surrogate-key", "surrogate-value", "nul-key", "nul-value"],
 )
 def test_it_answers_400_with_the_reason_and_changes_nothing(
     api_as: Any, people: Any, key: Key, body: str, reason: str
