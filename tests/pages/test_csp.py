@@ -117,6 +117,7 @@ POST_ONLY = {
     "approvals:approve",
     "approvals:reject",
     "approvals:cancel",
+    "approvals:end",
     "tokens:revoke",
     "jobs:start",
     "jobs:cancel",

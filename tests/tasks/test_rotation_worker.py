@@ -62,7 +62,7 @@ def test_a_due_key_is_rotated_by_the_beat_task_on_a_real_worker(
 
     result = celery_client.send_task("keys.tasks.rotate_due_keys").get(timeout=RESULT_TIMEOUT)
 
-    assert result == {"rotated": 1, "renewed": 0, "flagged": 0, "skipped": 0, "failed": 0}
+    assert result == {"rotated": 1, "renewed": 0, "flagged": 0, "awaiting_approval": 0, "skipped": 0, "failed": 0}
     rotations = client.list_key_rotations(KeyId=due.kms_key_arn, IncludeKeyMaterial="ALL_KEY_MATERIAL")["Rotations"]
     versions = list(KeyMaterial.objects.filter(key=due).order_by("version"))
     assert [(r["KeyMaterialId"], r["KeyMaterialState"]) for r in rotations] == [
