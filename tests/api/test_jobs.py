@@ -24,9 +24,9 @@ from jobs.models import ItemState, Job, JobItem, JobState
 from keys.models import Key
 from keys.services import key_create
 from keystores.models import Role
-from keystores.services import keystore_create, membership_set
+from keystores.services import membership_set
 from tests.approvals.conftest import set_policy
-from tests.conftest import REGION, create_sandbox_role, new_account_id
+from tests.tasks.test_bulk_jobs import second_keystore  # noqa: F401 - the second keystore those tests use too
 from tests.web import verified_client
 from tokens.services import token_create
 
@@ -143,18 +143,9 @@ def test_a_job_costs_the_same_queries_however_many_keys(api_as: Any, people: Any
 
 
 @pytest.fixture
-def cards(people: Any, keystore: Any) -> Any:
+def cards(second_keystore: Any) -> Any:  # noqa: F811 - uses the imported fixture
     """A second keystore, in its own account: alice admin, bob custodian (carol has no role)."""
-    account = new_account_id()
-    store = keystore_create(
-        actor=people.actor(people.alice),
-        name="Cards",
-        aws_account_id=account,
-        region=REGION,
-        role_arn=f"arn:aws:iam::{account}:role/byok-portal",
-    )
-    membership_set(actor=people.actor(people.alice), keystore_id=store.pk, user=people.bob, role=Role.CUSTODIAN)
-    return create_sandbox_role(store)
+    return second_keystore
 
 
 def _job(people: Any, keys: list[Key], operation: str = "deactivate", **parameters: Any) -> Job:
